@@ -1,0 +1,1 @@
+//! L0, pure: the manifest model, parsing and validation. No I/O.

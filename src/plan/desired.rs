@@ -1,0 +1,147 @@
+//! The desired state: what should run once the manifest is applied, with replicas expanded.
+//!
+//! Pure data, built from a validated manifest by [`crate::plan::desired_state`]. The runtime
+//! and supervisor consume these types; they never look at the manifest.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// Everything a project should run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DesiredState {
+    /// The project name (manifest `name`, or the directory name, or `-p`).
+    pub project: String,
+    /// Pods by name.
+    pub pods: BTreeMap<String, PodPlan>,
+    /// Services by name (validated; balancing arrives later).
+    pub services: BTreeMap<String, ServicePlan>,
+    /// Start waves: pods in one wave depend only on pods of earlier waves; names sorted.
+    pub waves: Vec<Vec<String>>,
+}
+
+/// One pod: a group of containers sharing a network namespace, replicated `replicas` times.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PodPlan {
+    /// The pod name.
+    pub name: String,
+    /// Number of replicas (each named `<pod>-<n>`, n from 1).
+    pub replicas: u32,
+    /// Labels that service selectors match.
+    pub labels: BTreeMap<String, String>,
+    /// Pods this pod waits for before it starts.
+    pub depends_on: Vec<Dependency>,
+    /// What to do when a container exits.
+    pub restart: RestartPolicy,
+    /// The pod's containers, in manifest order.
+    pub containers: Vec<ContainerPlan>,
+}
+
+/// A dependency edge: this pod waits until `pod` meets `condition`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dependency {
+    /// The pod waited for.
+    pub pod: String,
+    /// When the dependency counts as met.
+    pub condition: Condition,
+}
+
+/// When a dependency counts as met.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Condition {
+    /// Every replica's containers are running.
+    Started,
+    /// Every replica's containers exited with code 0.
+    Completed,
+}
+
+/// What the supervisor does when a container exits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    /// Restart whatever the exit code.
+    Always,
+    /// Restart only after a non-zero exit or a kill.
+    OnFailure,
+    /// Never restart.
+    Never,
+}
+
+/// One container of a pod.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContainerPlan {
+    /// The container name, unique in its pod.
+    pub name: String,
+    /// The image name (a key of the manifest's `images`).
+    pub image: String,
+    /// The root filesystem, resolved from the image chain.
+    pub rootfs: RootfsPlan,
+    /// argv; never empty.
+    pub command: Vec<String>,
+    /// Environment variables set for the command.
+    pub env: BTreeMap<String, String>,
+    /// Working directory inside the container (absolute), if set.
+    pub working_dir: Option<String>,
+    /// cgroup limits.
+    pub resources: Resources,
+}
+
+/// The layers of a container's root filesystem, bottom first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RootfsPlan {
+    /// Bottom layer first; never empty.
+    pub layers: Vec<LayerPlan>,
+}
+
+/// One read-only layer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LayerPlan {
+    /// The host's root filesystem (`/`), read-only.
+    Host,
+    /// A directory (absolute path, resolved against the manifest's directory), laid over the
+    /// layers below at `target` (`/` when the layer has no target).
+    Dir {
+        /// Absolute host path of the directory.
+        path: PathBuf,
+        /// Absolute path inside the container where the directory's contents appear.
+        target: String,
+    },
+}
+
+/// cgroup limits of one container. `None` means unlimited.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resources {
+    /// CPU limit in thousandths of a CPU (`500m` and `0.5` are 500).
+    pub cpu_millis: Option<u64>,
+    /// Memory limit in bytes.
+    pub memory_bytes: Option<u64>,
+    /// Maximum number of processes (pids.max).
+    pub pids: Option<u64>,
+}
+
+/// A service: a stable name over the pods a label selector picks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServicePlan {
+    /// The service name.
+    pub name: String,
+    /// Label selector; every pair must match.
+    pub selector: BTreeMap<String, String>,
+    /// Pods the selector picks, sorted.
+    pub pods: Vec<String>,
+    /// Ports.
+    pub ports: Vec<ServicePort>,
+}
+
+/// One service port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServicePort {
+    /// The port the service listens on.
+    pub port: u16,
+    /// The port on the pods (defaults to `port`).
+    pub target: u16,
+    /// Host port to publish on, if any.
+    pub publish: Option<u16>,
+}

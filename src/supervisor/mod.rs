@@ -1,0 +1,1 @@
+//! L3: state files, start waves, logs, restarts and teardown.
