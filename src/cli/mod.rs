@@ -28,10 +28,10 @@ pub const DEFAULT_RUN_ROOT: &str = "/run/rcompose";
 #[command(name = "rcompose", version, about, max_term_width = 100)]
 struct Cli {
     /// The manifest [default: rcompose.yaml in the current directory]
-    #[arg(short = 'f', long = "file", global = true, value_name = "FILE")]
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
     file: Option<PathBuf>,
     /// Project name [default: the manifest's `name`, else its directory's name]
-    #[arg(short = 'p', long = "project-name", global = true, value_name = "NAME")]
+    #[arg(short = 'p', long = "project-name", value_name = "NAME")]
     project: Option<String>,
     #[command(subcommand)]
     command: Command,
@@ -373,6 +373,12 @@ mod tests {
         assert_eq!(project_from_dir(Path::new("/src/My App_1")).unwrap(), "myapp_1");
         assert_eq!(project_from_dir(Path::new("/src/-x")).unwrap(), "x");
         assert!(project_from_dir(Path::new("/")).is_err());
+    }
+
+    #[test]
+    fn command_line_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
     }
 
     #[test]

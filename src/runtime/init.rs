@@ -89,6 +89,9 @@ fn helper(config: &Path, status: &mut File) -> Result<(), Failed> {
     let raw = fs::read(config).map_err(|e| ("failed to read the container config", e))?;
     let cfg: ContainerConfig =
         serde_json::from_slice(&raw).map_err(|e| ("invalid container config", e))?;
+    // Leave the supervisor's session: a Ctrl-C on its terminal must not reach containers,
+    // which are stopped in reverse dependency order by the supervisor instead.
+    let _ = setsid();
     let me = getpid().to_string();
     for procs in &cfg.cgroup_procs {
         fs::write(procs, &me)

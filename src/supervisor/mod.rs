@@ -784,14 +784,21 @@ fn launch(opts: &UpOptions, slot: &Slot) -> Result<Prepared, String> {
                 SpawnError::Failed { message, .. } => message.clone(),
                 other => chain(other),
             };
-            copy_log(log_read, log_file);
-            Err(message)
+            Err(copy_log(log_read, log_file, message))
         }
     }
 }
 
-fn copy_log(read: OwnedFd, mut file: File) {
-    let _ = io::copy(&mut File::from(read), &mut file);
+/// Copies what a failed container printed into its log file, and returns `message` with
+/// that output appended, so the user sees it even though the project is removed.
+fn copy_log(read: OwnedFd, mut file: File, message: String) -> String {
+    let mut out = Vec::new();
+    let _ = io::Read::read_to_end(&mut File::from(read), &mut out);
+    let _ = file.write_all(&out);
+    let text = String::from_utf8_lossy(&out);
+    let extra: Vec<&str> =
+        text.lines().filter(|l| !l.is_empty() && !l.ends_with(message.as_str())).collect();
+    if extra.is_empty() { message } else { format!("{message}\n{}", extra.join("\n")) }
 }
 
 fn spawn_logger(
