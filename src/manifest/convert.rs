@@ -195,7 +195,8 @@ impl Issues {
             Kind::Map(entries) => {
                 if !allowed.is_empty() {
                     for (key, _) in entries {
-                        if !allowed.contains(&key.name.as_str()) {
+                        let extension = path.is_empty() && key.name.starts_with("x-");
+                        if !extension && !allowed.contains(&key.name.as_str()) {
                             let message = unknown_field(&key.name, allowed, context);
                             self.list.push(Issue {
                                 path: join(path, &key.name),
@@ -438,7 +439,10 @@ fn layer(cx: &mut Issues, node: &Node, path: &str, image: &str) -> LayerSpec {
             match e.get("source") {
                 Some(n) => match cx.text(n, &join(path, "source"), "`source` of a layer") {
                     Some(source) => LayerSpec::Mount(LayerMount { source, target }),
-                    None => placeholder,
+                    None => {
+                        cx.mark_broken(path);
+                        placeholder
+                    }
                 },
                 None => {
                     cx.missing(path, "source", &format!("a layer of image `{image}`"));
@@ -849,6 +853,7 @@ fn port(cx: &mut Issues, node: &Node, path: &str, service: &str) -> PortSpec {
                     if e.get("port").is_none() {
                         cx.missing(path, "port", &what);
                     }
+                    cx.mark_broken(path);
                     placeholder
                 }
             }

@@ -35,7 +35,11 @@ pub const HOST_IMAGE: &str = "host";
 /// An `rcompose.yaml` manifest as written (short forms kept). Get one with [`parse`].
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-#[schemars(title = "rcompose manifest", description = "rcompose.yaml, version 1")]
+#[schemars(
+    title = "rcompose manifest",
+    description = "rcompose.yaml, version 1. Top-level keys starting with `x-` are ignored (a place for YAML anchors).",
+    extend("patternProperties" = { "^x-": {} })
+)]
 pub struct Manifest {
     /// Project name, `[a-z0-9][a-z0-9_-]*`; default: the manifest's directory name.
     #[serde(default, skip_serializing_if = "Option::is_none")]

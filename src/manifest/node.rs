@@ -94,9 +94,12 @@ pub(crate) fn parse_tree(source: &str) -> Result<Node, SyntaxError> {
         Err(err) => {
             let inner = err.without_snippet();
             let message = serde_saphyr::DefaultMessageFormatter.format_message(inner);
-            let message = message
-                .trim_end_matches(", set DuplicateKeyPolicy in Options if acceptable")
-                .to_string();
+            let message =
+                message.trim_end_matches(", set DuplicateKeyPolicy in Options if acceptable");
+            let message = match message.strip_prefix("duplicate mapping key: ") {
+                Some(key) => format!("duplicate key `{key}`"),
+                None => message.to_string(),
+            };
             let loc = err.location().and_then(|l| loc_of(&l));
             Err(SyntaxError { message, loc })
         }

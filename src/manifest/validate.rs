@@ -126,6 +126,18 @@ fn images(m: &Manifest, issues: &mut Issues) -> BTreeMap<String, Image> {
                 format!("invalid image name `{name}`: {why}"),
             );
         }
+        if let Some(from) = &spec.from {
+            if from != HOST_IMAGE && !m.images.contains_key(from) {
+                issues.report(
+                    &join(&path, "from"),
+                    Anchor::Value,
+                    format!(
+                        "image `{name}` is built from `{from}`, which is not declared in `images`{}",
+                        did_you_mean(from, m.images.keys())
+                    ),
+                );
+            }
+        }
         let base = match (&spec.from, &spec.rootfs) {
             (Some(_), Some(_)) => {
                 issues.report(
@@ -135,19 +147,7 @@ fn images(m: &Manifest, issues: &mut Issues) -> BTreeMap<String, Image> {
                 );
                 ImageBase::From(HOST_IMAGE.into())
             }
-            (Some(from), None) => {
-                if from != HOST_IMAGE && !m.images.contains_key(from) {
-                    issues.report(
-                        &join(&path, "from"),
-                        Anchor::Value,
-                        format!(
-                            "image `{name}` is built from `{from}`, which is not declared in `images`{}",
-                            did_you_mean(from, m.images.keys())
-                        ),
-                    );
-                }
-                ImageBase::From(from.clone())
-            }
+            (Some(from), None) => ImageBase::From(from.clone()),
             (None, Some(rootfs)) => {
                 if rootfs.is_empty() {
                     issues.report(
