@@ -313,10 +313,10 @@ const ALIASES: [(&str, &str); 8] = [
 
 /// The closest allowed key to `word`, if any is close enough.
 pub(crate) fn suggest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
-    if let Some((_, to)) = ALIASES.iter().find(|(from, _)| *from == word) {
-        if let Some(c) = candidates.iter().find(|c| *c == to) {
-            return Some(c);
-        }
+    if let Some((_, to)) = ALIASES.iter().find(|(from, _)| *from == word)
+        && let Some(c) = candidates.iter().find(|c| *c == to)
+    {
+        return Some(c);
     }
     candidates
         .iter()
@@ -369,31 +369,31 @@ pub(crate) fn convert(source: &str, cx: &mut Issues) -> Option<Manifest> {
     if let Some(n) = entries.get("name") {
         m.name = cx.text(n, "name", "`name`");
     }
-    if let Some(images) = entries.get("images") {
-        if let Some(list) = cx.map(images, "images", "`images`", &[], "") {
-            for (key, node) in list.0 {
-                let path = join("images", &key.name);
-                m.images
-                    .insert(key.name.clone(), image(cx, node, &path, &key.name));
-            }
+    if let Some(images) = entries.get("images")
+        && let Some(list) = cx.map(images, "images", "`images`", &[], "")
+    {
+        for (key, node) in list.0 {
+            let path = join("images", &key.name);
+            m.images
+                .insert(key.name.clone(), image(cx, node, &path, &key.name));
         }
     }
-    if let Some(pods) = entries.get("pods") {
-        if let Some(list) = cx.map(pods, "pods", "`pods`", &[], "") {
-            for (key, node) in list.0 {
-                let path = join("pods", &key.name);
-                m.pods
-                    .insert(key.name.clone(), pod(cx, node, &path, &key.name));
-            }
+    if let Some(pods) = entries.get("pods")
+        && let Some(list) = cx.map(pods, "pods", "`pods`", &[], "")
+    {
+        for (key, node) in list.0 {
+            let path = join("pods", &key.name);
+            m.pods
+                .insert(key.name.clone(), pod(cx, node, &path, &key.name));
         }
     }
-    if let Some(services) = entries.get("services") {
-        if let Some(list) = cx.map(services, "services", "`services`", &[], "") {
-            for (key, node) in list.0 {
-                let path = join("services", &key.name);
-                m.services
-                    .insert(key.name.clone(), service(cx, node, &path, &key.name));
-            }
+    if let Some(services) = entries.get("services")
+        && let Some(list) = cx.map(services, "services", "`services`", &[], "")
+    {
+        for (key, node) in list.0 {
+            let path = join("services", &key.name);
+            m.services
+                .insert(key.name.clone(), service(cx, node, &path, &key.name));
         }
     }
     Some(m)
@@ -558,12 +558,12 @@ fn depends_on(cx: &mut Issues, node: &Node, path: &str, pod: &str) -> Option<Dep
                 let dpath = join(path, &key.name);
                 let context = format!("in dependency `{}` of pod `{pod}`", key.name);
                 let mut dep = DependencySpec::default();
-                if let Some(e) = cx.map(value, &dpath, "a dependency", &["condition"], &context) {
-                    if let Some(n) = e.get("condition") {
-                        let cpath = join(&dpath, "condition");
-                        if let Some(text) = cx.text(n, &cpath, "`condition`") {
-                            dep.condition = condition(cx, &text, &cpath, pod, &key.name);
-                        }
+                if let Some(e) = cx.map(value, &dpath, "a dependency", &["condition"], &context)
+                    && let Some(n) = e.get("condition")
+                {
+                    let cpath = join(&dpath, "condition");
+                    if let Some(text) = cx.text(n, &cpath, "`condition`") {
+                        dep.condition = condition(cx, &text, &cpath, pod, &key.name);
                     }
                 }
                 map.insert(key.name.clone(), dep);

@@ -83,14 +83,14 @@ fn did_you_mean<'a>(word: &str, names: impl Iterator<Item = &'a String>) -> Stri
 /// Validates `m`, reporting problems into `issues`; the result is meaningful only when no
 /// problem was reported.
 pub(crate) fn validate(m: &Manifest, issues: &mut Issues) -> ValidManifest {
-    if let Some(name) = &m.name {
-        if !project_name(name) {
-            issues.report(
+    if let Some(name) = &m.name
+        && !project_name(name)
+    {
+        issues.report(
                 "name",
                 Anchor::Value,
                 format!("invalid project name `{name}`: use lower-case letters, digits, `-` and `_`, starting with a letter or digit"),
             );
-        }
     }
     let images = images(m, issues);
     let pods = m
@@ -126,17 +126,18 @@ fn images(m: &Manifest, issues: &mut Issues) -> BTreeMap<String, Image> {
                 format!("invalid image name `{name}`: {why}"),
             );
         }
-        if let Some(from) = &spec.from {
-            if from != HOST_IMAGE && !m.images.contains_key(from) {
-                issues.report(
-                    &join(&path, "from"),
-                    Anchor::Value,
-                    format!(
-                        "image `{name}` is built from `{from}`, which is not declared in `images`{}",
-                        did_you_mean(from, m.images.keys())
-                    ),
-                );
-            }
+        if let Some(from) = &spec.from
+            && from != HOST_IMAGE
+            && !m.images.contains_key(from)
+        {
+            issues.report(
+                &join(&path, "from"),
+                Anchor::Value,
+                format!(
+                    "image `{name}` is built from `{from}`, which is not declared in `images`{}",
+                    did_you_mean(from, m.images.keys())
+                ),
+            );
         }
         let base = match (&spec.from, &spec.rootfs) {
             (Some(_), Some(_)) => {
@@ -405,16 +406,14 @@ fn container(
             );
         }
     }
-    if let Some(dir) = &c.working_dir {
-        if !dir.starts_with('/') {
-            issues.report(
-                &join(path, "working_dir"),
-                Anchor::Value,
-                format!(
-                    "`working_dir` of container `{label}` must be an absolute path, found `{dir}`"
-                ),
-            );
-        }
+    if let Some(dir) = &c.working_dir
+        && !dir.starts_with('/')
+    {
+        issues.report(
+            &join(path, "working_dir"),
+            Anchor::Value,
+            format!("`working_dir` of container `{label}` must be an absolute path, found `{dir}`"),
+        );
     }
     let mut resources = Resources::default();
     if let Some(r) = &c.resources {
@@ -534,10 +533,10 @@ fn services(
                     format!("service `{name}` lists port {} twice", port.port),
                 );
             }
-            if let Some(host) = port.publish {
-                if let Some(other) = published.insert(host, name.clone()) {
-                    issues.report(&ppath, Anchor::Value, format!("host port {host} is published by both service `{other}` and service `{name}`"));
-                }
+            if let Some(host) = port.publish
+                && let Some(other) = published.insert(host, name.clone())
+            {
+                issues.report(&ppath, Anchor::Value, format!("host port {host} is published by both service `{other}` and service `{name}`"));
             }
             ports.push(port);
         }
