@@ -97,6 +97,12 @@ impl Issues {
         });
     }
 
+    /// Whether any path with a shape problem satisfies `f` (to skip checks that would only
+    /// repeat it, like a selector over labels that failed to parse).
+    pub(crate) fn any_broken(&self, f: impl Fn(&str) -> bool) -> bool {
+        self.broken.iter().any(|b| f(b))
+    }
+
     /// Marks `path` broken without a message (a problem reported elsewhere covers it).
     fn mark_broken(&mut self, path: &str) {
         self.broken.push(path.to_string());

@@ -577,3 +577,74 @@ fn schema_file_is_up_to_date() {
         "schema is stale: run `just schema`"
     );
 }
+
+/// Valid fixtures (also used by the CLI tests).
+const VALID_FIXTURES: [(&str, &str); 4] = [
+    (
+        "merge-keys",
+        include_str!("../../tests/fixtures/manifests/valid/merge-keys.yaml"),
+    ),
+    (
+        "minimal",
+        include_str!("../../tests/fixtures/manifests/valid/minimal.yaml"),
+    ),
+    (
+        "shop",
+        include_str!("../../tests/fixtures/manifests/valid/shop.yaml"),
+    ),
+    (
+        "short-forms",
+        include_str!("../../tests/fixtures/manifests/valid/short-forms.yaml"),
+    ),
+];
+
+macro_rules! invalid_fixtures {
+    ($($name:literal),* $(,)?) => {
+        [$((
+            concat!("tests/fixtures/manifests/invalid/", $name, ".yaml"),
+            include_str!(concat!("../../tests/fixtures/manifests/invalid/", $name, ".yaml")),
+            include_str!(concat!("../../tests/fixtures/manifests/invalid/", $name, ".stderr")),
+        )),*]
+    };
+}
+
+/// Invalid fixtures: (origin, yaml, expected stderr = `render()` plus a newline).
+const INVALID_FIXTURES: [(&str, &str, &str); 10] = invalid_fixtures![
+    "cycle",
+    "duplicate-key",
+    "healthy-condition",
+    "many-problems",
+    "quantities",
+    "syntax-error",
+    "unknown-dependency",
+    "unknown-image",
+    "unknown-keys",
+    "wrong-types",
+];
+
+#[test]
+fn valid_fixtures_load() {
+    for (name, yaml) in VALID_FIXTURES {
+        if let Err(e) = load(yaml, Path::new(name)) {
+            panic!("fixture {name} should be valid:\n{}", e.render());
+        }
+    }
+}
+
+#[test]
+fn invalid_fixtures_render_their_stderr_files() {
+    let mut failures = String::new();
+    for (origin, yaml, expected) in INVALID_FIXTURES {
+        let got = match load(yaml, Path::new(origin)) {
+            Ok(_) => "(valid)\n".to_string(),
+            Err(e) => format!("{}\n", e.render()),
+        };
+        if got != expected {
+            failures.push_str(&format!("=== {origin}\n{got}=== end\n"));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "fixtures differ from their .stderr files:\n{failures}"
+    );
+}

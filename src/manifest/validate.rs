@@ -573,6 +573,13 @@ fn selector(
                 "service `{name}` has an empty selector; give it labels that pick at least one pod"
             ),
         );
+    } else if issues.any_broken(|b| {
+        b == "pods"
+            || b.strip_prefix("pods.").is_some_and(|rest| {
+                !rest.contains(['.', '[']) || rest.split('.').nth(1) == Some("labels")
+            })
+    }) {
+        // A pod or its labels failed to parse: whether the selector matches is unknown.
     } else if !pods.values().any(|pod| {
         spec.selector
             .iter()
