@@ -364,13 +364,7 @@ pub(crate) fn convert(source: &str, cx: &mut Issues) -> Option<Manifest> {
         );
         return None;
     }
-    let entries = cx.map(
-        &root,
-        "",
-        "the manifest",
-        &["name", "images", "pods", "services"],
-        "at the top level",
-    )?;
+    let entries = cx.map(&root, "", "the manifest", &TOP_KEYS, "at the top level")?;
     let mut m = Manifest::default();
     if let Some(n) = entries.get("name") {
         m.name = cx.text(n, "name", "`name`");
@@ -409,7 +403,7 @@ fn image(cx: &mut Issues, node: &Node, path: &str, name: &str) -> ImageSpec {
     let mut spec = ImageSpec::default();
     let context = format!("in image `{name}`");
     let what = format!("image `{name}`");
-    let Some(e) = cx.map(node, path, &what, &["from", "rootfs", "layers"], &context) else {
+    let Some(e) = cx.map(node, path, &what, &IMAGE_KEYS, &context) else {
         return spec;
     };
     if let Some(n) = e.get("from") {
@@ -436,7 +430,7 @@ fn layer(cx: &mut Issues, node: &Node, path: &str, image: &str) -> LayerSpec {
         Kind::Scalar(s) => LayerSpec::Path(s.text.clone()),
         Kind::Map(_) => {
             let context = format!("in a layer of image `{image}`");
-            let Some(e) = cx.map(node, path, "a layer", &["source", "target"], &context) else {
+            let Some(e) = cx.map(node, path, "a layer", &LAYER_KEYS, &context) else {
                 return placeholder;
             };
             let target = e
@@ -468,6 +462,13 @@ fn layer(cx: &mut Issues, node: &Node, path: &str, image: &str) -> LayerSpec {
     }
 }
 
+const TOP_KEYS: [&str; 4] = ["name", "images", "pods", "services"];
+const IMAGE_KEYS: [&str; 3] = ["from", "rootfs", "layers"];
+const LAYER_KEYS: [&str; 2] = ["source", "target"];
+const DEPENDENCY_KEYS: [&str; 1] = ["condition"];
+const RESOURCE_KEYS: [&str; 3] = ["cpu", "memory", "pids"];
+const SERVICE_KEYS: [&str; 2] = ["selector", "ports"];
+const PORT_KEYS: [&str; 3] = ["port", "target", "publish"];
 const POD_KEYS: [&str; 5] = ["replicas", "labels", "depends_on", "restart", "containers"];
 
 fn pod(cx: &mut Issues, node: &Node, path: &str, name: &str) -> PodSpec {
@@ -564,7 +565,7 @@ fn depends_on(cx: &mut Issues, node: &Node, path: &str, pod: &str) -> Option<Dep
                 let dpath = join(path, &key.name);
                 let context = format!("in dependency `{}` of pod `{pod}`", key.name);
                 let mut dep = DependencySpec::default();
-                if let Some(e) = cx.map(value, &dpath, "a dependency", &["condition"], &context)
+                if let Some(e) = cx.map(value, &dpath, "a dependency", &DEPENDENCY_KEYS, &context)
                     && let Some(n) = e.get("condition")
                 {
                     let cpath = join(&dpath, "condition");
@@ -769,7 +770,7 @@ fn resources(cx: &mut Issues, node: &Node, path: &str, what: &str) -> ResourcesS
         node,
         path,
         &format!("`resources` of {what}"),
-        &["cpu", "memory", "pids"],
+        &RESOURCE_KEYS,
         &context,
     ) else {
         return spec;
@@ -799,7 +800,7 @@ fn service(cx: &mut Issues, node: &Node, path: &str, name: &str) -> ServiceSpec 
     let mut spec = ServiceSpec::default();
     let what = format!("service `{name}`");
     let context = format!("in {what}");
-    let Some(e) = cx.map(node, path, &what, &["selector", "ports"], &context) else {
+    let Some(e) = cx.map(node, path, &what, &SERVICE_KEYS, &context) else {
         return spec;
     };
     match e.get("selector") {
@@ -832,8 +833,7 @@ fn port(cx: &mut Issues, node: &Node, path: &str, service: &str) -> PortSpec {
         Kind::Scalar(s) => PortSpec::Short(s.text.clone()),
         Kind::Map(_) => {
             let context = format!("in {what}");
-            let Some(e) = cx.map(node, path, &what, &["port", "target", "publish"], &context)
-            else {
+            let Some(e) = cx.map(node, path, &what, &PORT_KEYS, &context) else {
                 return placeholder;
             };
             let mut field = |key: &str| {
@@ -873,5 +873,53 @@ fn port(cx: &mut Issues, node: &Node, path: &str, service: &str) -> PortSpec {
             );
             placeholder
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use crate::manifest::convert::{
+        CONTAINER_KEYS, DEPENDENCY_KEYS, IMAGE_KEYS, LAYER_KEYS, POD_KEYS, PORT_KEYS,
+        RESOURCE_KEYS, SERVICE_KEYS, TOP_KEYS, suggest,
+    };
+    use crate::manifest::schema_json;
+
+    /// The converter's key lists must be exactly the serde model's fields.
+    #[test]
+    fn allowed_keys_match_the_schema() {
+        let schema: serde_json::Value = serde_json::from_str(&schema_json()).unwrap();
+        let keys = |v: &serde_json::Value| -> BTreeSet<String> {
+            v["properties"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .cloned()
+                .collect()
+        };
+        let set =
+            |list: &[&str]| -> BTreeSet<String> { list.iter().map(|s| s.to_string()).collect() };
+        assert_eq!(keys(&schema), set(&TOP_KEYS));
+        for (def, list) in [
+            ("ImageSpec", &IMAGE_KEYS[..]),
+            ("LayerMount", &LAYER_KEYS[..]),
+            ("PodSpec", &POD_KEYS[..]),
+            ("DependencySpec", &DEPENDENCY_KEYS[..]),
+            ("ContainerSpec", &CONTAINER_KEYS[..]),
+            ("ResourcesSpec", &RESOURCE_KEYS[..]),
+            ("ServiceSpec", &SERVICE_KEYS[..]),
+            ("PortMapping", &PORT_KEYS[..]),
+        ] {
+            assert_eq!(keys(&schema["$defs"][def]), set(list), "{def}");
+        }
+    }
+
+    #[test]
+    fn suggestions_pick_close_names_only() {
+        assert_eq!(suggest("replcas", &POD_KEYS), Some("replicas"));
+        assert_eq!(suggest("dependson", &POD_KEYS), Some("depends_on"));
+        assert_eq!(suggest("environment", &CONTAINER_KEYS), Some("env"));
+        assert_eq!(suggest("volumes", &POD_KEYS), None);
     }
 }

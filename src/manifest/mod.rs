@@ -328,6 +328,10 @@ impl JsonSchema for Quantity {
 /// Parses YAML text into the manifest model, reporting every syntax and shape problem
 /// (unknown keys, wrong types, missing keys, duplicate keys) with its location. `origin` is
 /// only used in messages. Merge keys (`<<`), anchors and aliases are applied.
+///
+/// # Errors
+///
+/// Every syntax and shape problem of the file, in source order.
 pub fn parse(source: &str, origin: &Path) -> Result<Manifest, ManifestError> {
     let mut issues = convert::Issues::default();
     let manifest = convert::convert(source, &mut issues);
@@ -338,6 +342,11 @@ pub fn parse(source: &str, origin: &Path) -> Result<Manifest, ManifestError> {
 }
 
 /// Parses and validates a manifest, reporting all of its problems at once.
+///
+/// # Errors
+///
+/// Every syntax, shape and semantic problem of the file (unknown references, cycles, bad
+/// quantities, ...), in source order, each with its line and column.
 pub fn load(source: &str, origin: &Path) -> Result<ValidManifest, ManifestError> {
     let mut issues = convert::Issues::default();
     let Some(manifest) = convert::convert(source, &mut issues) else {
@@ -352,6 +361,10 @@ pub fn load(source: &str, origin: &Path) -> Result<ValidManifest, ManifestError>
 }
 
 /// Validates a manifest that did not come from YAML text (problems carry paths only).
+///
+/// # Errors
+///
+/// Every semantic problem, without source locations.
 pub fn validate(manifest: &Manifest, origin: &Path) -> Result<ValidManifest, ManifestError> {
     let mut issues = convert::Issues::default();
     let valid = validate::validate(manifest, &mut issues);

@@ -455,6 +455,12 @@ services:
     assert_eq!(json["pods"]["web"]["containers"][0]["env"]["A"], "NO");
     assert_eq!(json["images"]["tools"]["rootfs"], "./rootfs");
     assert_eq!(m.name(), Some("shop"));
+    // The normalized JSON is also a manifest the serde model reads and validates unchanged.
+    let model: Manifest = serde_json::from_str(&m.to_json()).unwrap();
+    assert_eq!(
+        crate::manifest::validate(&model, Path::new(ORIGIN)).unwrap(),
+        m
+    );
 }
 
 #[test]
