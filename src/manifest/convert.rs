@@ -655,6 +655,10 @@ fn container(cx: &mut Issues, node: &Node, path: &str, pod: &str, i: usize) -> C
     };
     let what = format!("container `{label}`");
     let context = format!("in {what}");
+    if node.kind == Kind::Null {
+        cx.wrong_type(node, path, &what, "a mapping");
+        return spec;
+    }
     let Some(e) = cx.map(node, path, &what, &CONTAINER_KEYS, &context) else {
         return spec;
     };

@@ -1,5 +1,5 @@
-//! L0, pure: the manifest model, parsing and validation. No I/O: no `std::fs`, processes,
-//! network, clock or `nix`; callers pass the text and the path it came from.
+//! L0, pure: the manifest model, parsing and validation. No I/O: no file system,
+//! processes, network, clock or `nix`; callers pass the text and the path it came from.
 //!
 //! Flow: [`parse`] turns YAML into a [`Manifest`] (the serde model, which mirrors the file
 //! with its short forms), reporting every syntax and shape problem with a location; [`load`]

@@ -96,9 +96,14 @@ pub(crate) fn parse_tree(source: &str) -> Result<Node, SyntaxError> {
             let message = serde_saphyr::DefaultMessageFormatter.format_message(inner);
             let message =
                 message.trim_end_matches(", set DuplicateKeyPolicy in Options if acceptable");
-            let message = match message.strip_prefix("duplicate mapping key: ") {
-                Some(key) => format!("duplicate key `{key}`"),
-                None => message.to_string(),
+            let message = if let Some(key) = message.strip_prefix("duplicate mapping key: ") {
+                format!("duplicate key `{key}`")
+            } else if message.starts_with("multiple YAML documents detected") {
+                "the manifest must be a single YAML document, found another `---` document".into()
+            } else if message == "expected string scalar" {
+                "mapping keys must be strings".into()
+            } else {
+                message.to_string()
             };
             let loc = err.location().and_then(|l| loc_of(&l));
             Err(SyntaxError { message, loc })

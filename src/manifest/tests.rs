@@ -654,3 +654,28 @@ fn invalid_fixtures_render_their_stderr_files() {
         "fixtures differ from their .stderr files:\n{failures}"
     );
 }
+
+#[test]
+fn odd_inputs_give_errors_not_panics() {
+    let inputs = [
+        "pods: {a: {containers: [~]}}\n",
+        "pods: {a: {containers: [{name: x, command: y, env: {A: [1]}}]}}\n",
+        "pods: {a: {depends_on: [{b: 1}], containers: [{name: x, command: [[1]]}]}}\n",
+        "? {a: 1}\n: b\n",
+        "---\npods: {}\n---\npods: {}\n",
+        "pods:\n\t a: 1\n",
+        "pods: [\n",
+        "\"unterminated\n",
+        "pods: {a: {containers: [{name: ü, command: 'ü ü'}]}}\nservices: {s: {selector: {}, ports: [{}]}}\n",
+        "images: {a: {layers: [{target: etc}, [x], {source: '', target: /}]}}\n",
+        "pods: {a: *x}\n",
+        "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]\n",
+        "pods: {a: {replicas: 99999999999999999999999, containers: [{name: x, command: y}]}}\n",
+        "pods: {a: {restart: Always, containers: [{name: x, command: y}]}}\n",
+    ];
+    for yaml in inputs {
+        let e = load(yaml, Path::new(ORIGIN)).unwrap_err();
+        assert!(!e.problems().is_empty(), "{yaml}");
+        assert!(e.render().starts_with("error: "), "{yaml}");
+    }
+}
