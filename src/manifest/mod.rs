@@ -375,6 +375,18 @@ pub fn validate(manifest: &Manifest, origin: &Path) -> Result<ValidManifest, Man
     }
 }
 
+/// Turns a directory name into a project name the way Compose does: lower-cased, characters
+/// other than `[a-z0-9_-]` dropped, leading `-`/`_` dropped. `None` if nothing is left.
+pub fn normalize_project_name(dir_name: &str) -> Option<String> {
+    let name: String = dir_name
+        .to_lowercase()
+        .chars()
+        .filter(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-' || *c == '_')
+        .collect();
+    let name = name.trim_start_matches(['-', '_']);
+    (!name.is_empty()).then(|| name.to_string())
+}
+
 /// The JSON Schema of [`Manifest`], pretty-printed, with a trailing newline.
 pub fn schema_json() -> String {
     let schema = schemars::schema_for!(Manifest);

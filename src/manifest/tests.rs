@@ -656,6 +656,20 @@ fn invalid_fixtures_render_their_stderr_files() {
 }
 
 #[test]
+fn directory_names_normalize_to_project_names() {
+    use crate::manifest::normalize_project_name;
+    assert_eq!(
+        normalize_project_name("My Shop.v2").as_deref(),
+        Some("myshopv2")
+    );
+    assert_eq!(
+        normalize_project_name("_web-app").as_deref(),
+        Some("web-app")
+    );
+    assert_eq!(normalize_project_name("..."), None);
+}
+
+#[test]
 fn odd_inputs_give_errors_not_panics() {
     let inputs = [
         "pods: {a: {containers: [~]}}\n",
