@@ -775,7 +775,7 @@ impl Supervisor {
                 }
             }
             let _ = self.save();
-            let deadline = Instant::now() + self.opts.grace;
+            let mut deadline = Instant::now() + self.opts.grace;
             let mut killed = false;
             while members
                 .iter()
@@ -800,6 +800,8 @@ impl Supervisor {
                         self.exits.insert(pid, status);
                         self.collect_exits();
                     }
+                    // a second Ctrl-C: no more grace
+                    Ok(Msg::Signal(_)) if !killed => deadline = Instant::now(),
                     Ok(Msg::Signal(_)) => {}
                     Err(RecvTimeoutError::Timeout) if killed => break,
                     Err(RecvTimeoutError::Timeout) => {}

@@ -31,3 +31,36 @@ fn every_example_validates() {
         assert_eq!(stdout(&out), "");
     }
 }
+
+#[test]
+fn every_example_and_valid_fixture_validates_against_the_json_schema() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let schema: serde_json::Value = serde_json::from_str(
+        &fs::read_to_string(root.join("schemas/rcompose.schema.json")).unwrap(),
+    )
+    .unwrap();
+    let validator = jsonschema::validator_for(&schema).expect("the schema itself is valid");
+    // the schema does reject things: an unknown key and a wrong type
+    let bad = serde_json::json!({"pods": {"a": {"replcas": 1, "containers": "x"}}});
+    assert!(validator.iter_errors(&bad).count() >= 2);
+    let mut files = example_manifests();
+    for e in fs::read_dir(root.join("tests/fixtures/manifests/valid"))
+        .unwrap()
+        .flatten()
+    {
+        files.push(e.path());
+    }
+    for f in files {
+        let doc: serde_json::Value =
+            serde_saphyr::from_str(&fs::read_to_string(&f).unwrap()).unwrap();
+        let errors: Vec<String> = validator
+            .iter_errors(&doc)
+            .map(|e| format!("{e} at {}", e.instance_path))
+            .collect();
+        assert!(
+            errors.is_empty(),
+            "{} does not match the schema: {errors:#?}",
+            f.display()
+        );
+    }
+}
