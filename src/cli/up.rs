@@ -160,8 +160,13 @@ pub(super) fn detached(ctx: &Context, timeout: u64) -> Result<ExitCode, Error> {
         }
     }
     progress.finish();
-    // the supervisor lives on in its own session; it is not ours to wait for
-    drop(child);
+    if result.is_err() {
+        // the supervisor has removed everything and is exiting: wait, so that nothing of the
+        // project is left when `up -d` returns
+        let mut child = child;
+        let _ = child.wait();
+    }
+    // on success the supervisor lives on in its own session; it is not ours to wait for
     result
 }
 

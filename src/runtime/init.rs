@@ -145,6 +145,15 @@ fn helper(config: &Path, status: &mut File) -> Result<(), Failed> {
 enum Never {}
 
 fn container_init(cfg: &ContainerConfig, status: &mut File, set: &SigSet) -> Result<Never, Failed> {
+    // opened before pivot_root, while the host path is reachable; closed by exec
+    let tiny_init = cfg.init.as_ref().and_then(|p| {
+        nix::fcntl::open(
+            p,
+            nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .ok()
+    });
     setup_root(cfg)?;
     sethostname(&cfg.hostname).map_err(|e| ("failed to set the hostname", e))?;
     write_etc(cfg);
@@ -184,6 +193,17 @@ fn container_init(cfg: &ContainerConfig, status: &mut File, set: &SigSet) -> Res
     // SAFETY: fd 3 is the status pipe, owned by `status`; closing it gives the supervisor EOF.
     // We leak the File afterwards so it is not closed twice.
     let _ = nix::unistd::close(status.as_raw_fd());
+    if let Some(fd) = tiny_init {
+        // Become the tiny init: same process (still PID 1, still the command's parent, the
+        // blocked signal mask and pending signals are kept), a few pages instead of a whole
+        // Rust process image. If exec fails, stay the init ourselves.
+        let argv = [
+            c"rcompose-init".to_owned(),
+            CString::new(child.to_string()).unwrap_or_default(),
+        ];
+        let envp: [CString; 0] = [];
+        let _ = nix::unistd::execveat(&fd, c"", &argv, &envp, nix::fcntl::AtFlags::AT_EMPTY_PATH);
+    }
     reap_loop(child, set)
 }
 

@@ -43,6 +43,16 @@ pub struct ContainerConfig {
     pub working_dir: Option<String>,
     /// `cgroup.procs` files the helper joins before creating namespaces.
     pub cgroup_procs: Vec<PathBuf>,
+    /// The tiny `rcompose-init` the init replaces itself with once the command runs (see
+    /// `src/bin/rcompose-init.rs`); without it, the Rust init stays PID 1.
+    pub init: Option<PathBuf>,
+}
+
+/// The `rcompose-init` binary installed next to `exe`, if there is one.
+#[must_use]
+pub fn tiny_init_next_to(exe: &Path) -> Option<PathBuf> {
+    let candidate = exe.parent()?.join("rcompose-init");
+    candidate.is_file().then_some(candidate)
 }
 
 /// Errors of starting a container.

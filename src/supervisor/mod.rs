@@ -858,6 +858,7 @@ fn launch(opts: &UpOptions, slot: &Slot) -> Result<Prepared, String> {
             .collect(),
         working_dir: slot.plan.working_dir.clone(),
         cgroup_procs: cgroup.procs_files(),
+        init: runtime::tiny_init_next_to(&opts.exe),
     };
     let config_path = slot.record.dir.join("config.json");
     let json = serde_json::to_vec(&config).map_err(|e| e.to_string())?;

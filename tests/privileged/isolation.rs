@@ -36,7 +36,7 @@ pods:
     replicas: 2
     containers:
       - name: app
-        command: [/bin/sh, -c, 'echo host=$(hostname) pid=$$ init=$(tr "\0" " " < /proc/1/cmdline | cut -d" " -f2) procs=$(ls /proc | grep -c "^[0-9]")']
+        command: [/bin/sh, -c, 'echo host=$(hostname) pid=$$ init=$(tr "\0" " " < /proc/1/cmdline | cut -d" " -f1) procs=$(ls /proc | grep -c "^[0-9]")']
 "#,
     );
     let mut lines = lines;
@@ -46,7 +46,10 @@ pods:
         let fields: Vec<&str> = line.split(' ').collect();
         assert_eq!(fields[0], format!("host=web-{}", i + 1));
         assert_eq!(fields[1], "pid=2", "the command is PID 2, under our init");
-        assert_eq!(fields[2], "init=__init", "PID 1 is the rcompose init");
+        assert_eq!(
+            fields[2], "init=rcompose-init",
+            "PID 1 is the tiny rcompose init"
+        );
         let procs: usize = fields[3].trim_start_matches("procs=").parse().unwrap();
         assert!(procs <= 6, "host processes must be invisible, saw {procs}");
     }
