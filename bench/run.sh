@@ -115,6 +115,8 @@ IMAGES_BEFORE=$(podman images -q --no-trunc 2>/dev/null | sort -u || true)
 CG_BEFORE=$(ls -d /sys/fs/cgroup/*/libpod_parent 2>/dev/null || true)
 NETDIR_BEFORE=0
 [ -e /etc/containers/networks ] && NETDIR_BEFORE=1
+STORAGE_BEFORE=0
+[ -e /var/lib/containers ] && STORAGE_BEFORE=1
 RC_PROJECTS=()
 
 rc_projects_left() { # state dirs of our rcompose projects that still exist
@@ -146,6 +148,13 @@ cleanup() {
     for id in $(runc list -q 2>/dev/null | grep '^rcb-'); do runc delete -f "$id"; done
     if [ "$CONF_WRITTEN" = 1 ] && grep -qF "$MARK" "$CONF" 2>/dev/null; then
         rm -f "$CONF" && log "removed $CONF"
+    fi
+    # podman's storage, if this run made it and nothing else is in it
+    if [ "$STORAGE_BEFORE" = 0 ] && [ -d /var/lib/containers ] && [ -z "$(podman ps -aq 2>/dev/null)" ] &&
+        [ -z "$(podman images -q 2>/dev/null)" ] && [ -z "$(podman pod ls -q 2>/dev/null)" ]; then
+        podman system reset --force >/dev/null 2>&1
+        rm -rf /var/lib/containers
+        log "removed podman's storage (/var/lib/containers), which this run created"
     fi
     # netavark's lock dir, if podman made it during this run and it holds nothing else
     if [ "$NETDIR_BEFORE" = 0 ] && [ -d /etc/containers/networks ] &&
