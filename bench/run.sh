@@ -48,6 +48,13 @@ cpu_psi() { sed -n '1s/^some //p' /proc/pressure/cpu 2>/dev/null | cut -d' ' -f1
 [ "$(id -u)" = 0 ] || die "run as root (containers, cgroups, mounts)"
 [ "${BASH_VERSINFO[0]}" -ge 5 ] || die "bash >= 5 needed (EPOCHREALTIME)"
 
+# what podman had made on this machine before (checked before any podman command)
+NETDIR_BEFORE=0
+[ -e /etc/containers/networks ] && NETDIR_BEFORE=1
+STORAGE_BEFORE=0
+[ -e /var/lib/containers ] && STORAGE_BEFORE=1
+RUNDIR_BEFORE=0
+[ -e /run/rcompose ] && RUNDIR_BEFORE=1
 START_DATE=$(date -u '+%Y-%m-%d %H:%M:%S UTC')
 START_LOAD=$(loadavg)
 START_PSI=$(cpu_psi)
@@ -113,10 +120,6 @@ CONF_WRITTEN=0
 V1_MOUNTED=()
 IMAGES_BEFORE=$(podman images -q --no-trunc 2>/dev/null | sort -u || true)
 CG_BEFORE=$(ls -d /sys/fs/cgroup/*/libpod_parent 2>/dev/null || true)
-NETDIR_BEFORE=0
-[ -e /etc/containers/networks ] && NETDIR_BEFORE=1
-STORAGE_BEFORE=0
-[ -e /var/lib/containers ] && STORAGE_BEFORE=1
 RC_PROJECTS=()
 
 rc_projects_left() { # state dirs of our rcompose projects that still exist
@@ -184,6 +187,7 @@ cleanup() {
         done
     done
     rm -rf "$WORK"
+    [ "$RUNDIR_BEFORE" = 1 ] || rmdir /run/rcompose 2>/dev/null
     local left
     left=$(rc_projects_left | tr '\n' ' ')
     [ -z "$left" ] || log "WARNING: rcompose state left in /run/rcompose: $left"
