@@ -1,1 +1,90 @@
-//! The top-level error and the documented exit codes.
+//! The top-level error and the documented exit codes (docs/cli.md).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use crate::manifest::ManifestError;
+use crate::supervisor::SupervisorError;
+
+/// Documented exit codes of the `rcompose` binary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitStatus {
+    /// Success.
+    Ok = 0,
+    /// A runtime failure: a pod failed to start, a command failed.
+    Failure = 1,
+    /// Wrong command-line usage (clap's own code).
+    Usage = 2,
+    /// The manifest is invalid.
+    InvalidManifest = 3,
+    /// Not root, or the kernel lacks a feature rcompose needs.
+    MissingPrerequisite = 4,
+}
+
+impl From<ExitStatus> for ExitCode {
+    fn from(s: ExitStatus) -> Self {
+        ExitCode::from(s as u8)
+    }
+}
+
+/// Everything that can make a command fail.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The manifest could not be read.
+    #[error("failed to read `{path}`")]
+    ReadManifest {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// No manifest was found.
+    #[error("no rcompose.yaml in `{dir}`; use `-f FILE` to name a manifest or `-p NAME` to name a project")]
+    NoManifest {
+        /// The directory searched.
+        dir: PathBuf,
+    },
+    /// The manifest is invalid (rendered with its locations).
+    #[error("{}", .0.render())]
+    Manifest(#[from] ManifestError),
+    /// A prerequisite is missing.
+    #[error("{0}")]
+    Prerequisite(String),
+    /// The project name is not usable.
+    #[error("invalid project name `{name}`: use lowercase letters, digits, `-` and `_`, starting with a letter or digit")]
+    ProjectName {
+        /// The name.
+        name: String,
+    },
+    /// The supervisor failed.
+    #[error(transparent)]
+    Supervisor(#[from] SupervisorError),
+    /// A pod failed to start, or the detached supervisor failed.
+    #[error("{0}")]
+    Up(String),
+    /// Another I/O failure.
+    #[error("failed to {what}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    /// The exit status this error ends the process with.
+    #[must_use]
+    pub fn exit_status(&self) -> ExitStatus {
+        match self {
+            Self::Manifest(_) | Self::NoManifest { .. } | Self::ReadManifest { .. } => {
+                ExitStatus::InvalidManifest
+            }
+            Self::Prerequisite(_) => ExitStatus::MissingPrerequisite,
+            Self::ProjectName { .. } => ExitStatus::Usage,
+            _ => ExitStatus::Failure,
+        }
+    }
+}

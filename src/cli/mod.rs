@@ -1,8 +1,391 @@
-//! L4: command line, output and error rendering.
+//! L4: the command line: clap arguments turned into options, dispatch, output (tables,
+//! JSON, progress) and error rendering. The only home of clap and indicatif.
 
+mod output;
+mod up;
+
+use std::ffi::OsString;
+use std::fs;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::thread;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::error::{Error, ExitStatus};
+use crate::manifest::{self, ValidManifest};
+use crate::plan::{self, desired::DesiredState};
+use crate::supervisor::state::{is_same_process, ContainerRecord, ProjectPaths, ProjectState};
+use crate::supervisor::{self, teardown};
+
+/// Where state lives unless `RCOMPOSE_RUN_DIR` says otherwise.
+pub const DEFAULT_RUN_ROOT: &str = "/run/rcompose";
+
+/// rcompose: run a stack of pods from one manifest, with namespaces and cgroups.
+#[derive(Debug, Parser)]
+#[command(name = "rcompose", version, about, max_term_width = 100)]
+struct Cli {
+    /// The manifest [default: rcompose.yaml in the current directory]
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    file: Option<PathBuf>,
+    /// Project name [default: the manifest's `name`, else its directory's name]
+    #[arg(short = 'p', long = "project-name", value_name = "NAME")]
+    project: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create and start the stack; stays in the foreground unless -d
+    Up {
+        /// Start in the background and return once every pod is running
+        #[arg(short = 'd', long)]
+        detach: bool,
+        /// Seconds containers get between SIGTERM and SIGKILL at teardown
+        #[arg(short = 't', long = "timeout", value_name = "SECONDS", default_value_t = 10)]
+        timeout: u64,
+    },
+    /// Stop and remove everything of the project
+    Down {
+        /// Seconds containers get between SIGTERM and SIGKILL
+        #[arg(short = 't', long = "timeout", value_name = "SECONDS", default_value_t = 10)]
+        timeout: u64,
+    },
+    /// List the project's containers
+    Ps {
+        /// Output format
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Show container output
+    Logs {
+        /// Keep printing new output until the project is removed
+        #[arg(short = 'f', long)]
+        follow: bool,
+        /// Only these pods (or `pod-N` replicas)
+        pods: Vec<String>,
+    },
+    /// Print the validated, normalized manifest
+    Config {
+        /// Output format
+        #[arg(long, value_enum, default_value_t = ConfigFormat::Yaml)]
+        format: ConfigFormat,
+        /// Only validate; print nothing
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Print the start order, or the dependency graph
+    Graph {
+        /// Output format
+        #[arg(long, value_enum, default_value_t = GraphFormat::Text)]
+        format: GraphFormat,
+    },
+    /// Print the manifest's JSON Schema
+    Schema,
+    /// The detached supervisor (started by `up -d`)
+    #[command(name = "__supervise", hide = true)]
+    Supervise {
+        #[arg(long)]
+        timeout: u64,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Format {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ConfigFormat {
+    Yaml,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum GraphFormat {
+    Text,
+    Dot,
+    Mermaid,
+}
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
-    ExitCode::SUCCESS
+    let args: Vec<OsString> = std::env::args_os().collect();
+    // The container init runs before anything else: no clap, no threads.
+    if args.get(1).is_some_and(|a| a == "__init") {
+        return match args.get(2) {
+            Some(config) => crate::runtime::init::main(Path::new(config)),
+            None => ExitStatus::Usage.into(),
+        };
+    }
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { ExitStatus::Usage.into() } else { ExitStatus::Ok.into() };
+        }
+    };
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            output::render_error(&e);
+            e.exit_status().into()
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode, Error> {
+    let ctx = Context { file: cli.file, project: cli.project };
+    match cli.command {
+        Command::Up { detach: false, timeout } => up::foreground(&ctx, Duration::from_secs(timeout)),
+        Command::Up { detach: true, timeout } => up::detached(&ctx, timeout),
+        Command::Supervise { timeout } => up::supervise(&ctx, Duration::from_secs(timeout)),
+        Command::Down { timeout } => down(&ctx, Duration::from_secs(timeout)),
+        Command::Ps { format } => ps(&ctx, format),
+        Command::Logs { follow, pods } => logs(&ctx, follow, &pods),
+        Command::Config { format, quiet } => {
+            let (m, _) = ctx.manifest()?;
+            if !quiet {
+                let text = match format {
+                    ConfigFormat::Yaml => m.to_yaml(),
+                    ConfigFormat::Json => m.to_json(),
+                };
+                print_str(&text);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Graph { format } => {
+            let desired = ctx.desired()?;
+            let text = match format {
+                GraphFormat::Text => plan::graph::render_order(&desired),
+                GraphFormat::Dot => plan::graph::render_dot(&desired),
+                GraphFormat::Mermaid => plan::graph::render_mermaid(&desired),
+            };
+            print_str(&text);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Schema => {
+            print_str(&manifest::schema_json());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn print_str(text: &str) {
+    let mut out = io::stdout().lock();
+    let _ = out.write_all(text.as_bytes());
+    if !text.ends_with('\n') {
+        let _ = out.write_all(b"\n");
+    }
+}
+
+/// The global options, resolved lazily.
+#[derive(Debug)]
+struct Context {
+    file: Option<PathBuf>,
+    project: Option<String>,
+}
+
+impl Context {
+    fn run_root() -> PathBuf {
+        std::env::var_os("RCOMPOSE_RUN_DIR").map_or_else(|| PathBuf::from(DEFAULT_RUN_ROOT), PathBuf::from)
+    }
+
+    /// The manifest path: `-f`, else `rcompose.yaml` in the current directory.
+    fn manifest_path(&self) -> Result<PathBuf, Error> {
+        if let Some(f) = &self.file {
+            return Ok(f.clone());
+        }
+        let cwd = std::env::current_dir()
+            .map_err(|source| Error::Io { what: "read the current directory".into(), source })?;
+        let default = cwd.join("rcompose.yaml");
+        if default.exists() {
+            Ok(PathBuf::from("rcompose.yaml"))
+        } else {
+            Err(Error::NoManifest { dir: cwd })
+        }
+    }
+
+    /// The validated manifest and its path.
+    fn manifest(&self) -> Result<(ValidManifest, PathBuf), Error> {
+        let path = self.manifest_path()?;
+        let source = fs::read_to_string(&path)
+            .map_err(|source| Error::ReadManifest { path: path.clone(), source })?;
+        Ok((manifest::load(&source, &path)?, path))
+    }
+
+    fn desired(&self) -> Result<DesiredState, Error> {
+        Ok(self.desired_with_path()?.0)
+    }
+
+    fn desired_with_path(&self) -> Result<(DesiredState, PathBuf), Error> {
+        let (m, path) = self.manifest()?;
+        let abs = absolute(&path)?;
+        let base = abs.parent().map_or_else(|| PathBuf::from("/"), Path::to_path_buf);
+        let project = match &self.project {
+            Some(p) => checked_project(p)?,
+            None => match m.name() {
+                Some(n) => n.to_string(),
+                None => project_from_dir(&base)?,
+            },
+        };
+        Ok((plan::desired_state(&m, &project, &base), abs))
+    }
+
+    /// The project name without needing a manifest when `-p` is given.
+    fn project(&self) -> Result<String, Error> {
+        match &self.project {
+            Some(p) => checked_project(p),
+            None => Ok(self.desired()?.project),
+        }
+    }
+}
+
+fn absolute(path: &Path) -> Result<PathBuf, Error> {
+    std::path::absolute(path)
+        .map_err(|source| Error::Io { what: format!("resolve `{}`", path.display()), source })
+}
+
+fn checked_project(name: &str) -> Result<String, Error> {
+    let ok = !name.is_empty()
+        && name.len() <= 48
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+        && name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
+    if ok { Ok(name.to_string()) } else { Err(Error::ProjectName { name: name.to_string() }) }
+}
+
+/// The directory name made into a project name, as Compose does: lowercase, other
+/// characters dropped.
+fn project_from_dir(dir: &Path) -> Result<String, Error> {
+    let raw = dir.file_name().map(|n| n.to_string_lossy().to_lowercase()).unwrap_or_default();
+    let cleaned: String = raw
+        .chars()
+        .filter(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-' || *c == '_')
+        .collect();
+    let trimmed = cleaned.trim_start_matches(['-', '_']).to_string();
+    checked_project(&trimmed).map_err(|_| Error::ProjectName { name: raw })
+}
+
+fn down(ctx: &Context, grace: Duration) -> Result<ExitCode, Error> {
+    let project = ctx.project()?;
+    let report = teardown::down(&Context::run_root(), Path::new("/proc"), &project, grace)?;
+    if report.found {
+        eprintln!("removed project {project}");
+    } else {
+        eprintln!("project {project}: nothing to remove");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The records of a project, with states corrected when the supervisor is gone.
+fn records(project: &str) -> Result<Option<(ProjectState, bool)>, Error> {
+    let paths = ProjectPaths::new(&Context::run_root(), project);
+    let Some(mut state) = ProjectState::load(&paths.state_file()).map_err(supervisor::SupervisorError::from)? else {
+        return Ok(None);
+    };
+    let proc_root = Path::new("/proc");
+    let alive = is_same_process(proc_root, state.supervisor_pid, state.supervisor_start);
+    if !alive {
+        for c in &mut state.containers {
+            if c.state.is_live() && !c.pid.is_some_and(|p| is_same_process(proc_root, p, c.pid_start)) {
+                c.state = crate::supervisor::state::ContainerState::Exited;
+                c.reason.get_or_insert_with(|| "lost: the supervisor is gone".into());
+            }
+        }
+    }
+    Ok(Some((state, alive)))
+}
+
+fn ps(ctx: &Context, format: Format) -> Result<ExitCode, Error> {
+    let project = ctx.project()?;
+    let rows: Vec<ContainerRecord> = records(&project)?.map(|(s, _)| s.containers).unwrap_or_default();
+    match format {
+        Format::Json => print_str(&output::ps_json(&rows)),
+        Format::Table => print_str(&output::ps_table(&rows)),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn logs(ctx: &Context, follow: bool, pods: &[String]) -> Result<ExitCode, Error> {
+    let project = ctx.project()?;
+    let Some((state, _)) = records(&project)? else {
+        eprintln!("project {project} is not up");
+        return Ok(ExitCode::from(ExitStatus::Failure as u8));
+    };
+    let wanted = |c: &ContainerRecord| {
+        pods.is_empty() || pods.iter().any(|p| *p == c.pod || *p == c.replica_name())
+    };
+    let mut seen = std::collections::HashSet::new();
+    let selected: Vec<&ContainerRecord> =
+        state.containers.iter().filter(|c| wanted(c) && seen.insert(c.log.clone())).collect();
+    let single = |c: &ContainerRecord| {
+        state.containers.iter().filter(|o| o.pod == c.pod && o.replica == c.replica).count() == 1
+    };
+    let names: Vec<String> = selected
+        .iter()
+        .map(|c| if single(c) { c.replica_name() } else { format!("{}/{}", c.replica_name(), c.container) })
+        .collect();
+    let printer = output::LinePrinter::new(&names, output::stdout_is_tty());
+    let mut offsets = vec![0u64; selected.len()];
+    let mut partial = vec![Vec::new(); selected.len()];
+    loop {
+        for (i, c) in selected.iter().enumerate() {
+            let Ok(mut f) = fs::File::open(&c.log) else { continue };
+            if f.seek(SeekFrom::Start(offsets[i])).is_err() {
+                continue;
+            }
+            let mut buf = Vec::new();
+            let _ = f.read_to_end(&mut buf);
+            offsets[i] += buf.len() as u64;
+            partial[i].extend_from_slice(&buf);
+            while let Some(pos) = partial[i].iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = partial[i].drain(..=pos).collect();
+                let text = String::from_utf8_lossy(&line);
+                printer.print(&names[i], i, text.trim_end_matches(['\n', '\r']));
+            }
+        }
+        if !follow {
+            break;
+        }
+        if !ProjectPaths::new(&Context::run_root(), &project).state_file().exists() {
+            break;
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    for (i, rest) in partial.iter().enumerate() {
+        if !rest.is_empty() {
+            printer.print(&names[i], i, &String::from_utf8_lossy(rest));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn project_names_from_directories_follow_compose() {
+        assert_eq!(project_from_dir(Path::new("/src/My App_1")).unwrap(), "myapp_1");
+        assert_eq!(project_from_dir(Path::new("/src/-x")).unwrap(), "x");
+        assert!(project_from_dir(Path::new("/")).is_err());
+    }
+
+    #[test]
+    fn command_line_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn project_names_are_checked() {
+        assert!(checked_project("shop-2").is_ok());
+        assert!(checked_project("Shop").is_err());
+        assert!(checked_project("-x").is_err());
+        assert!(checked_project("").is_err());
+    }
 }

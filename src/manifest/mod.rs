@@ -1,1 +1,400 @@
-//! L0, pure: the manifest model, parsing and validation. No I/O.
+//! L0, pure: the manifest model, parsing and validation. No I/O: no file system,
+//! processes, network, clock or `nix`; callers pass the text and the path it came from.
+//!
+//! Flow: [`parse`] turns YAML into a [`Manifest`] (the serde model, which mirrors the file
+//! with its short forms), reporting every syntax and shape problem with a location; [`load`]
+//! also validates it into a [`ValidManifest`] (short forms expanded, defaults filled, every
+//! reference checked), reporting all problems of the file in one [`ManifestError`].
+
+mod convert;
+mod error;
+mod node;
+pub mod quantity;
+mod shell;
+mod valid;
+mod validate;
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::de::{self, Deserializer, Visitor};
+use serde::{Deserialize, Serialize, Serializer};
+
+pub use self::error::{ManifestError, Problem, SourceLocation};
+pub use self::quantity::{Bytes, MilliCpu};
+pub use self::valid::{
+    Container, Dependency, Image, ImageBase, Layer, Pod, Port, Resources, Service, ValidManifest,
+};
+
+/// The name of the builtin image: the host's root filesystem, read-only.
+pub const HOST_IMAGE: &str = "host";
+
+/// An `rcompose.yaml` manifest as written (short forms kept). Get one with [`parse`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(
+    title = "rcompose manifest",
+    description = "rcompose.yaml, version 1. Top-level keys starting with `x-` are ignored (a place for YAML anchors).",
+    extend("patternProperties" = { "^x-": {} })
+)]
+pub struct Manifest {
+    /// Project name, `[a-z0-9][a-z0-9_-]*`; default: the manifest's directory name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Images by name. `host` (the host's root filesystem) is builtin.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub images: BTreeMap<String, ImageSpec>,
+    /// Pods by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pods: BTreeMap<String, PodSpec>,
+    /// Services by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub services: BTreeMap<String, ServiceSpec>,
+}
+
+/// An image: a base (another image, or a rootfs directory) plus layers laid over it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImageSpec {
+    /// Image to stack on: `host` or another declared image. Default `host` unless `rootfs`
+    /// is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// A root filesystem directory (relative to the manifest's directory) used as the bottom
+    /// layer instead of `from`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rootfs: Option<String>,
+    /// Directories laid over the image root, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub layers: Vec<LayerSpec>,
+}
+
+/// A layer: a directory laid over `/`, or over `target` in the long form.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum LayerSpec {
+    /// A directory laid over `/`.
+    Path(String),
+    /// A directory laid over `target`.
+    Mount(LayerMount),
+}
+
+/// The long form of a layer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LayerMount {
+    /// Directory on the host, relative to the manifest's directory.
+    pub source: String,
+    /// Absolute path in the image where the directory's contents appear; default `/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+}
+
+/// A pod: containers sharing one network namespace, replicated.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PodSpec {
+    /// Number of replicas; default 1, 0 allowed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<u32>,
+    /// Labels that service selectors match.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Pods to wait for: a list (condition `started`) or a map with conditions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub depends_on: Option<DependsOnSpec>,
+    /// Restart policy; default `never`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart: Option<Restart>,
+    /// The containers, at least one.
+    pub containers: Vec<ContainerSpec>,
+}
+
+/// `depends_on`: a list of pod names, or a map of pod names to conditions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum DependsOnSpec {
+    /// Pod names; each waits for condition `started`.
+    List(Vec<String>),
+    /// Pod names with conditions.
+    Map(BTreeMap<String, DependencySpec>),
+}
+
+/// One dependency in the map form of `depends_on`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DependencySpec {
+    /// When the dependency counts as met; default `started`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<Condition>,
+}
+
+/// When a dependency counts as met.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Condition {
+    /// Every replica's containers are running.
+    Started,
+    /// Every replica's containers exited with code 0.
+    Completed,
+}
+
+/// What happens when a container exits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Restart {
+    /// Restart whatever the exit code.
+    Always,
+    /// Restart after a non-zero exit or a kill.
+    OnFailure,
+    /// Never restart (Compose's `no`).
+    Never,
+}
+
+/// A container of a pod.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ContainerSpec {
+    /// Name, unique in the pod.
+    pub name: String,
+    /// Image name; default `host`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// argv as a list, or a string split into shell words (quotes respected, no expansion).
+    pub command: CommandSpec,
+    /// Environment: a map, or a list of `KEY=VALUE`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<EnvSpec>,
+    /// Absolute working directory inside the container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<String>,
+    /// cgroup limits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourcesSpec>,
+}
+
+/// A command: argv list or a shell-words string.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum CommandSpec {
+    /// argv, one word per item.
+    Argv(Vec<Text>),
+    /// Split into words like a shell (quotes respected, no expansion).
+    Shell(String),
+}
+
+/// Environment variables: a map, or a list of `KEY=VALUE`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum EnvSpec {
+    /// `KEY: value`; numbers and booleans keep their source text.
+    Map(BTreeMap<String, Text>),
+    /// `KEY=VALUE` items.
+    List(Vec<String>),
+}
+
+/// Limits of one container.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResourcesSpec {
+    /// CPU: `500m`, `0.5`, `1`, `2.5`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<Quantity>,
+    /// Memory: `128Mi`, `1G`, `512k`, `1Gi` or bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<Quantity>,
+    /// Maximum number of processes (pids.max), at least 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pids: Option<u64>,
+}
+
+/// A service: a stable name over the pods its selector picks.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSpec {
+    /// Labels a pod must all have to be picked; must pick at least one pod.
+    pub selector: BTreeMap<String, String>,
+    /// Ports.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<PortSpec>,
+}
+
+/// A service port: `80`, `"8080:80"` (publish:port, Compose's HOST:CONTAINER) or the long form.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum PortSpec {
+    /// A port number: port = target, not published.
+    Number(u16),
+    /// `"PORT"` or `"PUBLISH:PORT"`.
+    Short(String),
+    /// The long form.
+    Long(PortMapping),
+}
+
+/// The long form of a service port.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PortMapping {
+    /// The port the service listens on.
+    pub port: u16,
+    /// The port on the pods; default `port`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<u16>,
+    /// Host port to publish on (127.0.0.1), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publish: Option<u16>,
+}
+
+/// A scalar kept as its source text: `NO` stays `NO`, `1.10` stays `1.10`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Text(pub String);
+
+/// A quantity such as `500m`, `0.5` or `128Mi`, kept as text; parsed during validation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quantity(pub String);
+
+impl Serialize for Text {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+impl Serialize for Quantity {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+/// Accepts a string, number or boolean and keeps its text.
+struct TextVisitor;
+
+impl Visitor<'_> for TextVisitor {
+    type Value = String;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string, number or boolean")
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<String, E> {
+        Ok(v.to_string())
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<String, E> {
+        Ok(v.to_string())
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<String, E> {
+        Ok(v.to_string())
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<String, E> {
+        Ok(v.to_string())
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<String, E> {
+        Ok(v.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for Text {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(TextVisitor).map(Text)
+    }
+}
+impl<'de> Deserialize<'de> for Quantity {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(TextVisitor).map(Quantity)
+    }
+}
+impl JsonSchema for Text {
+    fn schema_name() -> Cow<'static, str> {
+        "Text".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "A string; numbers and booleans are kept as written.",
+            "type": ["string", "number", "boolean"]
+        })
+    }
+}
+impl JsonSchema for Quantity {
+    fn schema_name() -> Cow<'static, str> {
+        "Quantity".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "cpu: `500m`, `0.5`, `1`; memory: `128Mi`, `1G`, `512k` or bytes.",
+            "type": ["string", "number"]
+        })
+    }
+}
+
+/// Parses YAML text into the manifest model, reporting every syntax and shape problem
+/// (unknown keys, wrong types, missing keys, duplicate keys) with its location. `origin` is
+/// only used in messages. Merge keys (`<<`), anchors and aliases are applied.
+///
+/// # Errors
+///
+/// Every syntax and shape problem of the file, in source order.
+pub fn parse(source: &str, origin: &Path) -> Result<Manifest, ManifestError> {
+    let mut issues = convert::Issues::default();
+    let manifest = convert::convert(source, &mut issues);
+    match manifest {
+        Some(m) if issues.is_empty() => Ok(m),
+        _ => Err(issues.into_error(source, origin)),
+    }
+}
+
+/// Parses and validates a manifest, reporting all of its problems at once.
+///
+/// # Errors
+///
+/// Every syntax, shape and semantic problem of the file (unknown references, cycles, bad
+/// quantities, ...), in source order, each with its line and column.
+pub fn load(source: &str, origin: &Path) -> Result<ValidManifest, ManifestError> {
+    let mut issues = convert::Issues::default();
+    let Some(manifest) = convert::convert(source, &mut issues) else {
+        return Err(issues.into_error(source, origin));
+    };
+    let valid = validate::validate(&manifest, &mut issues);
+    if issues.is_empty() {
+        Ok(valid)
+    } else {
+        Err(issues.into_error(source, origin))
+    }
+}
+
+/// Validates a manifest that did not come from YAML text (problems carry paths only).
+///
+/// # Errors
+///
+/// Every semantic problem, without source locations.
+pub fn validate(manifest: &Manifest, origin: &Path) -> Result<ValidManifest, ManifestError> {
+    let mut issues = convert::Issues::default();
+    let valid = validate::validate(manifest, &mut issues);
+    if issues.is_empty() {
+        Ok(valid)
+    } else {
+        Err(issues.into_error("", origin))
+    }
+}
+
+/// Turns a directory name into a project name the way Compose does: lower-cased, characters
+/// other than `[a-z0-9_-]` dropped, leading `-`/`_` dropped. `None` if nothing is left.
+pub fn normalize_project_name(dir_name: &str) -> Option<String> {
+    let name: String = dir_name
+        .to_lowercase()
+        .chars()
+        .filter(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-' || *c == '_')
+        .collect();
+    let name = name.trim_start_matches(['-', '_']);
+    (!name.is_empty()).then(|| name.to_string())
+}
+
+/// The JSON Schema of [`Manifest`], pretty-printed, with a trailing newline.
+pub fn schema_json() -> String {
+    let schema = schemars::schema_for!(Manifest);
+    let mut text = serde_json::to_string_pretty(&schema)
+        .expect("invariant: a schemars schema is plain JSON and always serializes");
+    text.push('\n');
+    text
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,3 +1,300 @@
-//! L1, pure: desired state and dependency graph. No I/O.
+//! L1, pure: desired state and dependency graph. No I/O: paths are joined lexically, never
+//! looked up on disk.
 
 pub mod desired;
+pub mod graph;
+
+use std::collections::BTreeMap;
+use std::path::{Component, Path, PathBuf};
+
+use crate::manifest::{self, ImageBase, ValidManifest};
+use crate::plan::desired::{
+    Condition, ContainerPlan, Dependency, DesiredState, LayerPlan, PodPlan, Resources,
+    RestartPolicy, RootfsPlan, ServicePlan, ServicePort,
+};
+
+/// Turns a validated manifest into what should run. `project` names the project; layer and
+/// rootfs paths are resolved against `base_dir` (the manifest's directory) by pure path
+/// joining. Image chains become [`RootfsPlan`]s, bottom first; replicas are not expanded here
+/// (`PodPlan::replicas` says how many); `waves` are the Kahn levels of `depends_on`.
+pub fn desired_state(m: &ValidManifest, project: &str, base_dir: &Path) -> DesiredState {
+    let pods: BTreeMap<String, PodPlan> = m
+        .pods()
+        .iter()
+        .map(|(name, pod)| {
+            let plan = PodPlan {
+                name: name.clone(),
+                replicas: pod.replicas,
+                labels: pod.labels.clone(),
+                depends_on: pod
+                    .depends_on
+                    .iter()
+                    .map(|(dep, d)| Dependency {
+                        pod: dep.clone(),
+                        condition: match d.condition {
+                            manifest::Condition::Started => Condition::Started,
+                            manifest::Condition::Completed => Condition::Completed,
+                        },
+                    })
+                    .collect(),
+                restart: match pod.restart {
+                    manifest::Restart::Always => RestartPolicy::Always,
+                    manifest::Restart::OnFailure => RestartPolicy::OnFailure,
+                    manifest::Restart::Never => RestartPolicy::Never,
+                },
+                containers: pod
+                    .containers
+                    .iter()
+                    .map(|c| ContainerPlan {
+                        name: c.name.clone(),
+                        image: c.image.clone(),
+                        rootfs: rootfs(m, &c.image, base_dir),
+                        command: c.command.clone(),
+                        env: c.env.clone(),
+                        working_dir: c.working_dir.clone(),
+                        resources: Resources {
+                            cpu_millis: c.resources.cpu.map(|q| q.0),
+                            memory_bytes: c.resources.memory.map(|q| q.0),
+                            pids: c.resources.pids,
+                        },
+                    })
+                    .collect(),
+            };
+            (name.clone(), plan)
+        })
+        .collect();
+    let services = m
+        .services()
+        .iter()
+        .map(|(name, s)| {
+            let selected = pods
+                .values()
+                .filter(|p| s.selector.iter().all(|(k, v)| p.labels.get(k) == Some(v)))
+                .map(|p| p.name.clone())
+                .collect();
+            let plan = ServicePlan {
+                name: name.clone(),
+                selector: s.selector.clone(),
+                pods: selected,
+                ports: s
+                    .ports
+                    .iter()
+                    .map(|p| ServicePort {
+                        port: p.port,
+                        target: p.target,
+                        publish: p.publish,
+                    })
+                    .collect(),
+            };
+            (name.clone(), plan)
+        })
+        .collect();
+    let waves = graph::waves(&pods);
+    DesiredState {
+        project: project.to_string(),
+        pods,
+        services,
+        waves,
+    }
+}
+
+/// The layers of `image`, bottom first.
+fn rootfs(m: &ValidManifest, image: &str, base_dir: &Path) -> RootfsPlan {
+    // Walk the chain top-down, then reverse. Validation rejected cycles and unknown images,
+    // so the walk ends at `host` or a rootfs; the bound only guards against a broken invariant.
+    let mut stack = Vec::new();
+    let mut current = image;
+    let mut bottom = vec![LayerPlan::Host];
+    for _ in 0..=m.images().len() {
+        let Some(spec) = m.images().get(current) else {
+            break;
+        };
+        stack.push(spec);
+        match &spec.base {
+            ImageBase::From(next) => current = next,
+            ImageBase::Rootfs(dir) => {
+                bottom = vec![LayerPlan::Dir {
+                    path: resolve(base_dir, dir),
+                    target: "/".into(),
+                }];
+                break;
+            }
+        }
+    }
+    let mut layers = bottom;
+    for spec in stack.iter().rev() {
+        for layer in &spec.layers {
+            layers.push(LayerPlan::Dir {
+                path: resolve(base_dir, &layer.source),
+                target: layer.target.clone(),
+            });
+        }
+    }
+    RootfsPlan { layers }
+}
+
+/// Joins `path` onto `base` and removes `.` and `..` lexically (no file system access).
+pub fn resolve(base: &Path, path: &str) -> PathBuf {
+    let mut out = PathBuf::new();
+    for component in base.join(path).components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    out.push("..");
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+
+    use crate::manifest::load;
+    use crate::plan::desired::{Condition, LayerPlan, RestartPolicy};
+    use crate::plan::{desired_state, resolve};
+
+    const SHOP: &str = r"
+name: shop
+images:
+  base: { from: host }
+  tools: { rootfs: ./rootfs }
+  api:
+    from: base
+    layers:
+      - ./api
+      - { source: ./conf, target: /etc/api }
+  cli:
+    from: tools
+    layers: [ ../shared/bin ]
+pods:
+  db:
+    containers: [ { name: db, command: sleep infinity, resources: { cpu: 0.5, memory: 128Mi, pids: 64 } } ]
+  migrate:
+    restart: on-failure
+    depends_on: [db]
+    containers: [ { name: m, image: cli, command: [migrate, up] } ]
+  api:
+    replicas: 3
+    labels: { app: api }
+    depends_on: { db: { condition: started }, migrate: { condition: completed } }
+    restart: always
+    containers:
+      - name: server
+        image: api
+        command: [/bin/sh, -c, 'echo hi']
+        env: [A=1, B=x=y]
+  worker:
+    depends_on: [db]
+    containers: [ { name: w, command: work } ]
+  web:
+    depends_on: [api, worker]
+    containers: [ { name: w, command: serve } ]
+services:
+  api:
+    selector: { app: api }
+    ports: [ 80, '8080:81', { port: 90, target: 9090, publish: 9000 } ]
+";
+
+    #[test]
+    fn desired_state_resolves_image_chains_bottom_first() {
+        let m = load(SHOP, Path::new("x/rcompose.yaml")).unwrap();
+        let d = desired_state(&m, "shop", Path::new("/srv/shop"));
+        let api = &d.pods["api"].containers[0];
+        assert_eq!(
+            api.rootfs.layers,
+            vec![
+                LayerPlan::Host,
+                LayerPlan::Dir {
+                    path: "/srv/shop/api".into(),
+                    target: "/".into()
+                },
+                LayerPlan::Dir {
+                    path: "/srv/shop/conf".into(),
+                    target: "/etc/api".into()
+                },
+            ]
+        );
+        let cli = &d.pods["migrate"].containers[0];
+        assert_eq!(
+            cli.rootfs.layers,
+            vec![
+                LayerPlan::Dir {
+                    path: "/srv/shop/rootfs".into(),
+                    target: "/".into()
+                },
+                LayerPlan::Dir {
+                    path: "/srv/shared/bin".into(),
+                    target: "/".into()
+                },
+            ]
+        );
+        assert_eq!(
+            d.pods["db"].containers[0].rootfs.layers,
+            vec![LayerPlan::Host]
+        );
+    }
+
+    #[test]
+    fn desired_state_fills_pods_and_services() {
+        let m = load(SHOP, Path::new("x/rcompose.yaml")).unwrap();
+        let d = desired_state(&m, "shop", Path::new("/srv/shop"));
+        assert_eq!(d.project, "shop");
+        let api = &d.pods["api"];
+        assert_eq!(api.replicas, 3);
+        assert_eq!(api.restart, RestartPolicy::Always);
+        assert_eq!(api.depends_on[1].pod, "migrate");
+        assert_eq!(api.depends_on[1].condition, Condition::Completed);
+        let server = &api.containers[0];
+        assert_eq!(server.command, ["/bin/sh", "-c", "echo hi"]);
+        assert_eq!(server.env["B"], "x=y");
+        let db = &d.pods["db"].containers[0];
+        assert_eq!(db.command, ["sleep", "infinity"]);
+        assert_eq!(db.resources.cpu_millis, Some(500));
+        assert_eq!(db.resources.memory_bytes, Some(128 << 20));
+        assert_eq!(db.resources.pids, Some(64));
+        let svc = &d.services["api"];
+        assert_eq!(svc.pods, ["api"]);
+        let ports: Vec<_> = svc
+            .ports
+            .iter()
+            .map(|p| (p.port, p.target, p.publish))
+            .collect();
+        assert_eq!(
+            ports,
+            [(80, 80, None), (81, 81, Some(8080)), (90, 9090, Some(9000))]
+        );
+    }
+
+    #[test]
+    fn start_waves_group_independent_pods() {
+        let m = load(SHOP, Path::new("x/rcompose.yaml")).unwrap();
+        let d = desired_state(&m, "shop", Path::new("/srv/shop"));
+        assert_eq!(
+            d.waves,
+            vec![
+                vec!["db"],
+                vec!["migrate", "worker"],
+                vec!["api"],
+                vec!["web"]
+            ]
+        );
+    }
+
+    #[test]
+    fn resolve_joins_lexically() {
+        assert_eq!(
+            resolve(Path::new("/a/b"), "./c/../d"),
+            PathBuf::from("/a/b/d")
+        );
+        assert_eq!(
+            resolve(Path::new("/a/b"), "/abs/x"),
+            PathBuf::from("/abs/x")
+        );
+        assert_eq!(resolve(Path::new("rel"), "../../x"), PathBuf::from("../x"));
+    }
+}

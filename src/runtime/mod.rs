@@ -1,1 +1,212 @@
-//! L2: one container on Linux: namespaces, overlayfs root, cgroups and a small init.
+//! L2: one container on Linux: namespaces, an overlayfs root, cgroup limits and a small init.
+//!
+//! Uses `plan` types only; never `supervisor` or `cli`. Every host path comes in through
+//! [`ContainerConfig`], so nothing here hard-codes where state lives.
+//!
+//! A container is started by re-executing the rcompose binary in the hidden `__init` mode
+//! ([`spawn`] -> [`init::main`]): the supervisor is multi-threaded, and only a fresh
+//! single-threaded process may fork and set up namespaces (the `runc init` pattern).
+
+pub mod cgroup;
+pub mod init;
+pub mod netns;
+pub mod rootfs;
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde::{Deserialize, Serialize};
+
+use self::rootfs::RootfsSpec;
+
+/// Everything the init helper needs to build and start one container. Written as JSON into
+/// the container's directory before [`spawn`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerConfig {
+    /// A display name (`pod-N/container`), used in messages.
+    pub name: String,
+    /// The container's hostname (`<pod>-<replica>`).
+    pub hostname: String,
+    /// The root file system.
+    pub rootfs: RootfsSpec,
+    /// The pod's network namespace (a bind-mounted nsfs file), if any.
+    pub netns: Option<PathBuf>,
+    /// argv of the command.
+    pub command: Vec<String>,
+    /// Environment, in order; later entries win.
+    pub env: Vec<(String, String)>,
+    /// Working directory inside the container.
+    pub working_dir: Option<String>,
+    /// `cgroup.procs` files the helper joins before creating namespaces.
+    pub cgroup_procs: Vec<PathBuf>,
+}
+
+/// Errors of starting a container.
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    /// The init helper could not be started.
+    #[error("failed to start the init helper `{exe}`")]
+    Exec {
+        /// The rcompose binary.
+        exe: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// Creating the status pipe failed.
+    #[error("failed to create a pipe")]
+    Pipe(#[source] io::Error),
+    /// The container could not be set up or its command could not be run.
+    #[error("{message}")]
+    Failed {
+        /// The container's init pid, when it got that far.
+        pid: Option<i32>,
+        /// What went wrong, as the init reported it.
+        message: String,
+    },
+}
+
+/// A running container: the host pid of its init (PID 1 inside).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Started {
+    /// Host pid of the container's init.
+    pub pid: i32,
+}
+
+/// Starts the container described by the JSON file `config` by re-executing `exe` in init
+/// mode, with `log` as its stdout and stderr. Returns once the command has been exec'd (or
+/// failed to be). The caller must be a child subreaper (see [`become_subreaper`]): the
+/// helper exits at once and the container's init is re-parented to the caller, which reaps
+/// it.
+pub fn spawn(exe: &Path, config: &Path, log: OwnedFd) -> Result<Started, SpawnError> {
+    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| SpawnError::Pipe(e.into()))?;
+    let log2 = log.try_clone().map_err(SpawnError::Pipe)?;
+    let wfd = write.as_raw_fd();
+    let mut cmd = Command::new(exe);
+    cmd.arg("__init")
+        .arg(config)
+        .env_clear()
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(log))
+        .stderr(Stdio::from(log2));
+    // SAFETY: the closure only calls dup2 and fcntl, which are async-signal-safe, on fds that
+    // are open in the child (the pipe's write end is inherited until exec).
+    unsafe {
+        cmd.pre_exec(move || {
+            if wfd == init::STATUS_FD {
+                if libc::fcntl(wfd, libc::F_SETFD, 0) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            } else if libc::dup2(wfd, init::STATUS_FD) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let spawned = cmd.spawn();
+    drop(write);
+    drop(cmd);
+    spawned.map_err(|source| SpawnError::Exec { exe: exe.to_owned(), source })?;
+    let mut text = String::new();
+    let _ = File::from(read).read_to_string(&mut text);
+    parse_status(&text)
+}
+
+/// Interprets the init helper's status lines.
+fn parse_status(text: &str) -> Result<Started, SpawnError> {
+    let mut pid = None;
+    let mut started = false;
+    let mut error = None;
+    for line in text.lines() {
+        if let Some(p) = line.strip_prefix("pid ") {
+            pid = p.trim().parse().ok();
+        } else if line == "started" {
+            started = true;
+        } else if let Some(e) = line.strip_prefix("error ") {
+            error.get_or_insert_with(|| e.to_string());
+        }
+    }
+    match (pid, started, error) {
+        (Some(pid), true, None) => Ok(Started { pid }),
+        (pid, _, Some(message)) => Err(SpawnError::Failed { pid, message }),
+        (pid, _, None) => Err(SpawnError::Failed {
+            pid,
+            message: "the container's init exited before starting the command".to_string(),
+        }),
+    }
+}
+
+/// Makes the calling process a child subreaper, so that container inits (whose helper
+/// exits) are re-parented to it.
+pub fn become_subreaper() -> io::Result<()> {
+    nix::sys::prctl::set_child_subreaper(true).map_err(io::Error::from)
+}
+
+/// What is missing on this machine for running containers, if anything: root, overlayfs,
+/// cgroups and namespaces. Paths are parameters so tests can point them elsewhere.
+#[must_use]
+pub fn missing_prerequisite(proc_root: &Path) -> Option<String> {
+    if !nix::unistd::geteuid().is_root() {
+        return Some("rcompose must run as root to create namespaces, mounts and cgroups".into());
+    }
+    let filesystems = std::fs::read_to_string(proc_root.join("filesystems")).unwrap_or_default();
+    if !filesystems.lines().any(|l| l.split_whitespace().last() == Some("overlay")) {
+        return Some(
+            "the kernel has no overlayfs (no `overlay` in /proc/filesystems; try `modprobe overlay`)"
+                .into(),
+        );
+    }
+    for ns in ["mnt", "pid", "uts", "ipc", "net"] {
+        if !proc_root.join("self/ns").join(ns).exists() {
+            return Some(format!("the kernel has no {ns} namespaces (/proc/self/ns/{ns} is missing)"));
+        }
+    }
+    let mountinfo = std::fs::read_to_string(proc_root.join("self/mountinfo")).unwrap_or_default();
+    let version = cgroup::detect_version();
+    let mounts = cgroup::mount_points(version, &mountinfo);
+    let wanted: &[&str] = match version {
+        cgroup::CgroupVersion::V1 => &["memory", "cpu", "pids"],
+        cgroup::CgroupVersion::V2 => &["unified"],
+    };
+    for w in wanted {
+        if !mounts.iter().any(|(c, _)| c == w) {
+            return Some(format!(
+                "the cgroup controller `{w}` is not mounted (see /proc/self/mountinfo)"
+            ));
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_with_pid_and_started_is_a_start() {
+        assert_eq!(parse_status("pid 42\nstarted\n").unwrap(), Started { pid: 42 });
+        assert_eq!(parse_status("started\npid 42\n").unwrap(), Started { pid: 42 });
+    }
+
+    #[test]
+    fn status_error_keeps_the_first_message_and_the_pid() {
+        match parse_status("pid 7\nerror `x`: executable file not found in $PATH\n") {
+            Err(SpawnError::Failed { pid, message }) => {
+                assert_eq!(pid, Some(7));
+                assert_eq!(message, "`x`: executable file not found in $PATH");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn silent_death_is_reported() {
+        let err = parse_status("pid 9\n").unwrap_err();
+        assert_eq!(err.to_string(), "the container's init exited before starting the command");
+    }
+}

@@ -1,1 +1,877 @@
-//! L3: state files, start waves, logs, restarts and teardown.
+//! L3: the supervisor. It turns a [`DesiredState`] into running containers and keeps them:
+//! start waves by dependency, multiplexed logs, restarts with backoff, and a teardown in
+//! reverse dependency order that removes everything it made.
+//!
+//! Uses `plan` and `runtime`; never `cli`, clap or indicatif (progress goes through the
+//! [`Progress`] trait).
+//!
+//! Threads: the caller's thread runs the loop; one thread waits for signals (SIGCHLD, SIGINT,
+//! SIGTERM, SIGHUP, blocked everywhere else) and reaps children; one small thread per running
+//! container copies its output to its log file and the [`LogSink`]. Containers are started
+//! by re-executing rcompose (see [`crate::runtime::spawn`]), never by forking this process.
+
+pub mod restart;
+pub mod state;
+pub mod teardown;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{self, File};
+use std::io::{self, BufRead, BufReader, Write};
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, pthread_sigmask, SigSet, SigmaskHow, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+
+use self::state::{ContainerRecord, ContainerState, ProjectPaths, ProjectState};
+use crate::plan::desired::{Condition, ContainerPlan, DesiredState, PodPlan};
+use crate::runtime::cgroup::{CgroupError, Cgroups, KernelCgroup};
+use crate::runtime::netns::NetnsError;
+use crate::runtime::rootfs::{dirs_to_create, stage_layers, LayerError, RootfsSpec};
+use crate::runtime::{self, ContainerConfig, SpawnError};
+
+/// Default time between SIGTERM and SIGKILL.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);
+
+/// Errors of the supervisor.
+#[derive(Debug, thiserror::Error)]
+pub enum SupervisorError {
+    /// A file or directory operation failed.
+    #[error("failed to access `{path}`")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// Another supervisor holds the project.
+    #[error("project `{project}` is already up; run `rcompose -p {project} down` first")]
+    Busy {
+        /// The project.
+        project: String,
+    },
+    /// A cgroup operation failed.
+    #[error(transparent)]
+    Cgroup {
+        /// The cause.
+        #[from]
+        source: CgroupError,
+    },
+    /// A network namespace operation failed.
+    #[error(transparent)]
+    Netns {
+        /// The cause.
+        #[from]
+        source: NetnsError,
+    },
+    /// A layer could not be prepared.
+    #[error("image `{image}` of pod `{pod}`")]
+    Layer {
+        /// The pod.
+        pod: String,
+        /// The image.
+        image: String,
+        /// The cause.
+        #[source]
+        source: LayerError,
+    },
+    /// Writing state failed.
+    #[error(transparent)]
+    State(#[from] state::StateError),
+    /// Setting up the process (signals, subreaper) failed.
+    #[error("failed to set up the supervisor: {what}")]
+    Setup {
+        /// What failed.
+        what: &'static str,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// What happened, for the user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A pod waits for a dependency.
+    Waiting {
+        /// `pod`.
+        pod: String,
+        /// The dependency.
+        on: String,
+        /// Its condition.
+        condition: &'static str,
+    },
+    /// A container's command runs.
+    Started {
+        /// `pod-N/container` (or `pod-N` for one-container pods).
+        name: String,
+        /// Host pid of its init.
+        pid: i32,
+    },
+    /// A container could not start.
+    Failed {
+        /// Its name.
+        name: String,
+        /// Why.
+        message: String,
+    },
+    /// A container exited.
+    Exited {
+        /// Its name.
+        name: String,
+        /// Exit code (128 + n for signal n).
+        code: i32,
+        /// `OOMKilled` and the like.
+        reason: Option<String>,
+    },
+    /// A container is restarted after `delay`.
+    Restarting {
+        /// Its name.
+        name: String,
+        /// The backoff.
+        delay: Duration,
+    },
+    /// Every pod is running (or completed).
+    Ready,
+    /// Teardown begins.
+    Stopping {
+        /// Why.
+        reason: String,
+    },
+    /// Everything was removed.
+    Removed,
+}
+
+/// Receives [`Event`]s (the CLI draws them).
+pub trait Progress: Send + Sync {
+    /// One event.
+    fn event(&self, event: &Event);
+}
+
+/// Receives container output lines (the CLI prints them with a prefix).
+pub trait LogSink: Send + Sync {
+    /// One line (without its newline) of container `name`; `index` is a stable small number
+    /// per container, for colours.
+    fn line(&self, name: &str, index: usize, line: &str);
+}
+
+/// How `up` runs.
+#[derive(Debug, Clone)]
+pub struct UpOptions {
+    /// What to run.
+    pub desired: DesiredState,
+    /// The manifest it came from (recorded in the state).
+    pub manifest: PathBuf,
+    /// State root (`/run/rcompose`).
+    pub run_root: PathBuf,
+    /// procfs (`/proc`).
+    pub proc_root: PathBuf,
+    /// The rcompose binary to re-execute for containers.
+    pub exe: PathBuf,
+    /// Time between SIGTERM and SIGKILL at teardown.
+    pub grace: Duration,
+    /// Keep running after every container has exited (detached supervisor, until `down`).
+    pub stay: bool,
+}
+
+/// How a supervisor run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every container exited on its own (and was not restarted).
+    AllExited,
+    /// A signal asked for teardown.
+    Signalled(i32),
+    /// A pod could not start.
+    StartFailed(String),
+}
+
+enum Msg {
+    Exit(i32, WaitStatus),
+    Signal(Signal),
+}
+
+/// One container instance the supervisor owns.
+struct Slot {
+    record: ContainerRecord,
+    plan: ContainerPlan,
+    index: usize,
+    restart: crate::plan::desired::RestartPolicy,
+    cgroup: Option<KernelCgroup>,
+    rootfs: RootfsSpec,
+    netns: PathBuf,
+    due: Option<Instant>,
+    started_at: Option<Instant>,
+    logger: Option<JoinHandle<()>>,
+}
+
+impl Slot {
+    fn display(&self, single: bool) -> String {
+        if single {
+            self.record.replica_name()
+        } else {
+            format!("{}/{}", self.record.replica_name(), self.record.container)
+        }
+    }
+}
+
+/// The supervisor of one project.
+pub struct Supervisor {
+    opts: UpOptions,
+    paths: ProjectPaths,
+    progress: Arc<dyn Progress>,
+    sink: Option<Arc<dyn LogSink>>,
+    slots: Vec<Slot>,
+    single: BTreeMap<String, bool>,
+    exits: HashMap<i32, WaitStatus>,
+    rx: Receiver<Msg>,
+    _lock: teardown::ProjectLock,
+}
+
+impl std::fmt::Debug for Supervisor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Supervisor").field("project", &self.paths.project).finish_non_exhaustive()
+    }
+}
+
+/// Blocks the signals the supervisor waits for in the calling thread (threads started
+/// afterwards inherit the mask). Call before starting any thread.
+pub fn block_signals() -> io::Result<()> {
+    pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&supervised_signals()), None)
+        .map_err(io::Error::from)
+}
+
+fn supervised_signals() -> SigSet {
+    let mut set = SigSet::empty();
+    for s in [Signal::SIGCHLD, Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        set.add(s);
+    }
+    set
+}
+
+impl Supervisor {
+    /// Takes the project (failing when another supervisor holds it), removes what a crashed
+    /// earlier run left behind, and prepares the state. Nothing runs yet.
+    pub fn new(
+        opts: UpOptions,
+        progress: Arc<dyn Progress>,
+        sink: Option<Arc<dyn LogSink>>,
+    ) -> Result<Self, SupervisorError> {
+        let paths = ProjectPaths::new(&opts.run_root, &opts.desired.project);
+        let setup = |what| move |source| SupervisorError::Setup { what, source };
+        block_signals().map_err(setup("blocking signals"))?;
+        runtime::become_subreaper().map_err(setup("becoming a child subreaper"))?;
+        let lock = match teardown::try_lock(&paths)? {
+            Some(lock) => lock,
+            None => return Err(SupervisorError::Busy { project: paths.project.clone() }),
+        };
+        // leftovers of a run whose supervisor died: remove them before starting afresh
+        let stale = state::ProjectState::load(&paths.state_file()).ok().flatten();
+        if stale.is_some() || teardown::cgroup_mounts(&opts.proc_root).iter().any(|(_, m)| {
+            m.join(paths.cgroup_subtree()).exists()
+        }) {
+            let mounts = teardown::cgroup_mounts(&opts.proc_root);
+            teardown::cleanup(&paths, stale.as_ref(), &mounts)?;
+        }
+        // cleanup removed the directory with the lock file: lock the new one
+        let lock = match teardown::try_lock(&paths)? {
+            Some(l) => {
+                drop(lock);
+                l
+            }
+            None => lock,
+        };
+        for dir in [paths.logs(), paths.netns_dir(), paths.containers(), paths.layers()] {
+            fs::create_dir_all(&dir).map_err(|source| SupervisorError::Io { path: dir, source })?;
+        }
+        let (tx, rx) = mpsc::channel();
+        spawn_signal_thread(tx).map_err(setup("starting the signal thread"))?;
+        let mut sup = Self {
+            single: BTreeMap::new(),
+            slots: Vec::new(),
+            exits: HashMap::new(),
+            rx,
+            paths,
+            progress,
+            sink,
+            opts,
+            _lock: lock,
+        };
+        sup.build_slots()?;
+        sup.save()?;
+        Ok(sup)
+    }
+
+    fn build_slots(&mut self) -> Result<(), SupervisorError> {
+        let desired = self.opts.desired.clone();
+        let order: Vec<&PodPlan> =
+            desired.waves.iter().flatten().filter_map(|p| desired.pods.get(p)).collect();
+        for pod in order {
+            self.single.insert(pod.name.clone(), pod.containers.len() == 1);
+            for replica in 1..=pod.replicas {
+                let replica_name = format!("{}-{replica}", pod.name);
+                for c in &pod.containers {
+                    let dir = self.paths.containers().join(&replica_name).join(&c.name);
+                    let (host, lowers) = stage_layers(&c.rootfs.layers, &self.paths.layers())
+                        .map_err(|source| SupervisorError::Layer {
+                            pod: pod.name.clone(),
+                            image: c.image.clone(),
+                            source,
+                        })?;
+                    let index = self.slots.len();
+                    self.slots.push(Slot {
+                        record: ContainerRecord {
+                            pod: pod.name.clone(),
+                            replica,
+                            container: c.name.clone(),
+                            state: ContainerState::Waiting,
+                            pid: None,
+                            pid_start: None,
+                            restarts: 0,
+                            exit_code: None,
+                            reason: None,
+                            cgroup: format!("{}/{replica_name}/{}", self.paths.cgroup_subtree(), c.name),
+                            log: self.paths.logs().join(format!("{replica_name}.{}.log", c.name)),
+                            dir: dir.clone(),
+                        },
+                        plan: c.clone(),
+                        index,
+                        restart: pod.restart,
+                        cgroup: None,
+                        rootfs: RootfsSpec { host, lowers, dir },
+                        netns: self.paths.netns_dir().join(&replica_name),
+                        due: None,
+                        started_at: None,
+                        logger: None,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn save(&self) -> Result<(), SupervisorError> {
+        let pid = std::process::id().cast_signed();
+        let mut netns: Vec<PathBuf> = self.slots.iter().map(|s| s.netns.clone()).collect();
+        netns.dedup();
+        let st = ProjectState {
+            project: self.paths.project.clone(),
+            manifest: self.opts.manifest.clone(),
+            supervisor_pid: pid,
+            supervisor_start: state::process_start(&self.opts.proc_root, pid),
+            cgroup_subtree: self.paths.cgroup_subtree(),
+            netns,
+            containers: self.slots.iter().map(|s| s.record.clone()).collect(),
+        };
+        st.save(&self.paths.state_file())?;
+        Ok(())
+    }
+
+    /// Starts the stack and supervises it until every container is done (unless
+    /// `stay`), a start fails, or a signal asks for teardown; then removes everything.
+    /// `on_ready` is called once: with `Ok` when every pod is up, or with the failure.
+    pub fn run(mut self, on_ready: &mut dyn FnMut(Result<(), String>)) -> Outcome {
+        let outcome = self.supervise(on_ready);
+        let reason = match &outcome {
+            Outcome::AllExited => "every container has exited".to_string(),
+            Outcome::Signalled(s) => format!("received {}", signal_name(*s)),
+            Outcome::StartFailed(m) => m.clone(),
+        };
+        self.progress.event(&Event::Stopping { reason });
+        self.teardown();
+        self.progress.event(&Event::Removed);
+        outcome
+    }
+
+    fn supervise(&mut self, on_ready: &mut dyn FnMut(Result<(), String>)) -> Outcome {
+        let mut ready_sent = false;
+        let mut waiting_shown: Vec<(String, String)> = Vec::new();
+        loop {
+            // start every waiting pod whose dependencies are met
+            match self.startable_pods(&mut waiting_shown) {
+                Err(message) => {
+                    on_ready(Err(message.clone()));
+                    return Outcome::StartFailed(message);
+                }
+                Ok(pods) if !pods.is_empty() => {
+                    if let Err(message) = self.start_pods(&pods) {
+                        on_ready(Err(message.clone()));
+                        return Outcome::StartFailed(message);
+                    }
+                    let _ = self.save();
+                    continue;
+                }
+                Ok(_) => {}
+            }
+            if !ready_sent && !self.slots.iter().any(|s| s.record.state == ContainerState::Waiting)
+            {
+                ready_sent = true;
+                self.progress.event(&Event::Ready);
+                on_ready(Ok(()));
+            }
+            // restarts that are due
+            let now = Instant::now();
+            let due: Vec<usize> = (0..self.slots.len())
+                .filter(|&i| self.slots[i].due.is_some_and(|d| d <= now))
+                .collect();
+            for i in due {
+                self.slots[i].due = None;
+                if let Err(message) = self.start_slot(i) {
+                    self.progress.event(&Event::Failed { name: self.name(i), message });
+                }
+                let _ = self.save();
+            }
+            let everything_done = self.slots.iter().all(|s| s.record.state.is_final());
+            if everything_done && !self.opts.stay && ready_sent {
+                return Outcome::AllExited;
+            }
+            let timeout = self
+                .slots
+                .iter()
+                .filter_map(|s| s.due)
+                .min()
+                .map_or(Duration::from_secs(3600), |d| d.saturating_duration_since(Instant::now()));
+            match self.rx.recv_timeout(timeout) {
+                Ok(Msg::Signal(sig)) => return Outcome::Signalled(sig as i32),
+                Ok(Msg::Exit(pid, status)) => {
+                    self.exits.insert(pid, status);
+                    self.collect_exits();
+                    let _ = self.save();
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return Outcome::Signalled(0),
+            }
+        }
+    }
+
+    fn name(&self, i: usize) -> String {
+        let s = &self.slots[i];
+        s.display(self.single.get(&s.record.pod).copied().unwrap_or(true))
+    }
+
+    /// Pods (all slots `Waiting`) whose dependencies are met; `Err` when a dependency can
+    /// never be met.
+    fn startable_pods(&self, shown: &mut Vec<(String, String)>) -> Result<Vec<String>, String> {
+        let mut out = Vec::new();
+        for pod in self.opts.desired.pods.values() {
+            let waiting = self
+                .slots
+                .iter()
+                .any(|s| s.record.pod == pod.name && s.record.state == ContainerState::Waiting);
+            if !waiting {
+                continue;
+            }
+            let mut met = true;
+            for dep in &pod.depends_on {
+                let dep_slots: Vec<&Slot> =
+                    self.slots.iter().filter(|s| s.record.pod == dep.pod).collect();
+                let ok = match dep.condition {
+                    Condition::Started => dep_slots.iter().all(|s| {
+                        !matches!(s.record.state, ContainerState::Waiting | ContainerState::Starting)
+                    }),
+                    Condition::Completed => {
+                        if let Some(bad) = dep_slots.iter().find(|s| {
+                            s.record.state == ContainerState::Failed
+                                || (s.record.state == ContainerState::Exited
+                                    && s.record.exit_code != Some(0))
+                        }) {
+                            return Err(format!(
+                                "pod `{}` did not complete (`{}` exited with code {}); `{}` depends on it",
+                                dep.pod,
+                                bad.record.replica_name(),
+                                bad.record.exit_code.map_or("none".into(), |c| c.to_string()),
+                                pod.name
+                            ));
+                        }
+                        dep_slots.iter().all(|s| {
+                            s.record.state == ContainerState::Exited && s.record.exit_code == Some(0)
+                        })
+                    }
+                };
+                if !ok {
+                    met = false;
+                    let key = (pod.name.clone(), dep.pod.clone());
+                    if !shown.contains(&key) {
+                        shown.push(key);
+                        self.progress.event(&Event::Waiting {
+                            pod: pod.name.clone(),
+                            on: dep.pod.clone(),
+                            condition: match dep.condition {
+                                Condition::Started => "started",
+                                Condition::Completed => "completed",
+                            },
+                        });
+                    }
+                }
+            }
+            if met {
+                out.push(pod.name.clone());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Starts every replica of `pods` in parallel (containers of one replica in order).
+    fn start_pods(&mut self, pods: &[String]) -> Result<(), String> {
+        // network namespaces first, one per replica
+        let mut replicas: Vec<(String, PathBuf)> = Vec::new();
+        for s in &self.slots {
+            if pods.contains(&s.record.pod) && !replicas.iter().any(|(_, n)| *n == s.netns) {
+                replicas.push((s.record.replica_name(), s.netns.clone()));
+            }
+        }
+        for (name, ns) in &replicas {
+            runtime::netns::create(ns).map_err(|e| format!("pod `{name}`: {}", chain(&e)))?;
+        }
+        for s in self.slots.iter_mut().filter(|s| pods.contains(&s.record.pod)) {
+            s.record.state = ContainerState::Starting;
+        }
+        let _ = self.save();
+        // one thread per replica; the slots of a replica are contiguous
+        let groups: Vec<Vec<usize>> = replicas
+            .iter()
+            .map(|(_, ns)| (0..self.slots.len()).filter(|&i| self.slots[i].netns == *ns).collect())
+            .collect();
+        let prepared: Vec<Vec<(usize, Result<Prepared, String>)>> = {
+            let slots = &self.slots;
+            let opts = &self.opts;
+            thread::scope(|scope| {
+                let handles: Vec<_> = groups
+                    .iter()
+                    .map(|group| {
+                        scope.spawn(move || {
+                            let mut out = Vec::new();
+                            for &i in group {
+                                let r = launch(opts, &slots[i]);
+                                let failed = r.is_err();
+                                out.push((i, r));
+                                if failed {
+                                    break;
+                                }
+                            }
+                            out
+                        })
+                    })
+                    .collect();
+                handles.into_iter().filter_map(|h| h.join().ok()).collect()
+            })
+        };
+        let mut failure = None;
+        for (i, result) in prepared.into_iter().flatten() {
+            match result {
+                Ok(p) => self.adopt(i, p),
+                Err(message) => {
+                    let s = &mut self.slots[i];
+                    s.record.state = ContainerState::Failed;
+                    s.record.reason = Some(format!("Error: {message}"));
+                    s.record.exit_code = Some(127);
+                    let name = self.name(i);
+                    self.progress.event(&Event::Failed { name: name.clone(), message: message.clone() });
+                    failure.get_or_insert(format!("pod `{}` failed to start: {message}", self.slots[i].record.pod));
+                }
+            }
+        }
+        // slots of a failed group that were never tried stay Starting: mark them failed too
+        for s in self.slots.iter_mut().filter(|s| s.record.state == ContainerState::Starting) {
+            s.record.state = ContainerState::Failed;
+        }
+        self.collect_exits();
+        failure.map_or(Ok(()), Err)
+    }
+
+    fn start_slot(&mut self, i: usize) -> Result<(), String> {
+        self.slots[i].record.state = ContainerState::Starting;
+        match launch(&self.opts, &self.slots[i]) {
+            Ok(p) => {
+                self.adopt(i, p);
+                self.collect_exits();
+                Ok(())
+            }
+            Err(message) => {
+                let s = &mut self.slots[i];
+                s.record.state = ContainerState::Failed;
+                s.record.reason = Some(format!("Error: {message}"));
+                Err(message)
+            }
+        }
+    }
+
+    fn adopt(&mut self, i: usize, p: Prepared) {
+        let name = self.name(i);
+        let sink = self.sink.clone();
+        let s = &mut self.slots[i];
+        s.record.pid = Some(p.pid);
+        s.record.pid_start = state::process_start(&self.opts.proc_root, p.pid);
+        s.record.state = ContainerState::Running;
+        s.record.exit_code = None;
+        s.started_at = Some(Instant::now());
+        if let Some(old) = s.logger.take() {
+            let _ = old.join();
+        }
+        if s.cgroup.is_none() {
+            s.cgroup = Some(p.cgroup);
+        }
+        let index = s.index;
+        s.logger = spawn_logger(p.log_read, p.log_file, name.clone(), index, sink);
+        self.progress.event(&Event::Started { name, pid: p.pid });
+    }
+
+    /// Applies recorded exit statuses to the slots they belong to.
+    fn collect_exits(&mut self) {
+        for i in 0..self.slots.len() {
+            let Some(pid) = self.slots[i].record.pid else { continue };
+            if !self.slots[i].record.state.is_live() {
+                continue;
+            }
+            let Some(status) = self.exits.remove(&pid) else { continue };
+            let code = match status {
+                WaitStatus::Exited(_, c) => c,
+                WaitStatus::Signaled(_, s, _) => 128 + s as i32,
+                _ => continue,
+            };
+            let oom = self.slots[i].cgroup.as_ref().is_some_and(Cgroups::oom_killed);
+            let name = self.name(i);
+            let stopping = self.slots[i].record.state == ContainerState::Stopping;
+            let s = &mut self.slots[i];
+            s.record.pid = None;
+            s.record.pid_start = None;
+            s.record.exit_code = Some(code);
+            s.record.reason = if oom {
+                Some("OOMKilled".to_string())
+            } else if code > 128 {
+                Some(format!("killed by {}", signal_name(code - 128)))
+            } else {
+                None
+            };
+            self.progress.event(&Event::Exited { name: name.clone(), code, reason: s.record.reason.clone() });
+            if !stopping && restart::should_restart(s.restart, code) {
+                if s.started_at.is_some_and(|t| t.elapsed() >= restart::HEALTHY_RUN) {
+                    s.record.restarts = 0;
+                }
+                let delay = restart::backoff(s.record.restarts);
+                s.record.restarts += 1;
+                s.record.state = ContainerState::Restarting;
+                s.due = Some(Instant::now() + delay);
+                self.progress.event(&Event::Restarting { name, delay });
+            } else {
+                s.record.state = ContainerState::Exited;
+            }
+        }
+        // Exits of pids we do not know are those of init helpers (a container's init is
+        // always adopted before the supervisor reads the next exit): drop them, so a recycled
+        // pid can never match a stale status.
+        self.exits.clear();
+    }
+
+    /// Stops every container in reverse start order, wave by wave, then removes cgroups,
+    /// namespaces and the state directory.
+    fn teardown(&mut self) {
+        let waves: Vec<Vec<String>> = self.opts.desired.waves.iter().rev().cloned().collect();
+        for s in &mut self.slots {
+            s.due = None;
+            if s.record.state == ContainerState::Restarting {
+                s.record.state = ContainerState::Exited;
+            }
+        }
+        for wave in waves {
+            let members: Vec<usize> = (0..self.slots.len())
+                .filter(|&i| wave.contains(&self.slots[i].record.pod) && self.slots[i].record.state.is_live())
+                .collect();
+            if members.is_empty() {
+                continue;
+            }
+            for &i in &members {
+                self.slots[i].record.state = ContainerState::Stopping;
+                if let Some(pid) = self.slots[i].record.pid {
+                    let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+                }
+            }
+            let _ = self.save();
+            let deadline = Instant::now() + self.opts.grace;
+            let mut killed = false;
+            while members.iter().any(|&i| self.slots[i].record.state.is_live()) {
+                let now = Instant::now();
+                if now >= deadline && !killed {
+                    killed = true;
+                    for &i in &members {
+                        if let Some(pid) = self.slots[i].record.pid {
+                            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                        }
+                    }
+                }
+                let wait = if killed {
+                    Duration::from_secs(5)
+                } else {
+                    deadline.saturating_duration_since(now)
+                };
+                match self.rx.recv_timeout(wait) {
+                    Ok(Msg::Exit(pid, status)) => {
+                        self.exits.insert(pid, status);
+                        self.collect_exits();
+                    }
+                    Ok(Msg::Signal(_)) => {}
+                    Err(RecvTimeoutError::Timeout) if killed => break,
+                    Err(RecvTimeoutError::Timeout) => {}
+                    Err(RecvTimeoutError::Disconnected) => break,
+                }
+            }
+        }
+        for s in &mut self.slots {
+            if let Some(h) = s.logger.take() {
+                let _ = h.join();
+            }
+        }
+        let mounts = teardown::cgroup_mounts(&self.opts.proc_root);
+        for s in &self.slots {
+            if let Some(cg) = &s.cgroup {
+                let _ = cg.remove();
+            }
+        }
+        let state = ProjectState::load(&self.paths.state_file()).ok().flatten();
+        let _ = teardown::cleanup(&self.paths, state.as_ref(), &mounts);
+    }
+}
+
+/// A started container, before the supervisor adopts it.
+struct Prepared {
+    pid: i32,
+    cgroup: KernelCgroup,
+    log_read: OwnedFd,
+    log_file: File,
+}
+
+/// Creates the container's directories, cgroup, config and log pipe, and starts it. Runs
+/// on a worker thread; touches nothing shared.
+fn launch(opts: &UpOptions, slot: &Slot) -> Result<Prepared, String> {
+    let io = |what: &str, p: &Path, e: io::Error| format!("{what} `{}`: {e}", p.display());
+    for dir in dirs_to_create(&slot.rootfs) {
+        fs::create_dir_all(&dir).map_err(|e| io("failed to create", &dir, e))?;
+    }
+    // a restart finds the cgroup in place; creating it again re-applies the limits
+    let cgroup =
+        KernelCgroup::create(&slot.record.cgroup, &slot.plan.resources).map_err(|e| chain(&e))?;
+    let hostname = slot.record.replica_name();
+    let config = ContainerConfig {
+        name: format!("{hostname}/{}", slot.record.container),
+        hostname,
+        rootfs: slot.rootfs.clone(),
+        netns: Some(slot.netns.clone()),
+        command: slot.plan.command.clone(),
+        env: slot.plan.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        working_dir: slot.plan.working_dir.clone(),
+        cgroup_procs: cgroup.procs_files(),
+    };
+    let config_path = slot.record.dir.join("config.json");
+    let json = serde_json::to_vec(&config).map_err(|e| e.to_string())?;
+    fs::write(&config_path, json).map_err(|e| io("failed to write", &config_path, e))?;
+    let log_file = File::options()
+        .create(true)
+        .append(true)
+        .open(&slot.record.log)
+        .map_err(|e| io("failed to open", &slot.record.log, e))?;
+    let (log_read, log_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| format!("failed to create a pipe: {e}"))?;
+    match runtime::spawn(&opts.exe, &config_path, log_write) {
+        Ok(started) => Ok(Prepared { pid: started.pid, cgroup, log_read, log_file }),
+        Err(e) => {
+            // the init printed the reason into the log too; copy what is there
+            let message = match &e {
+                SpawnError::Failed { message, .. } => message.clone(),
+                other => chain(other),
+            };
+            Err(copy_log(log_read, log_file, message))
+        }
+    }
+}
+
+/// Copies what a failed container printed into its log file, and returns `message` with
+/// that output appended, so the user sees it even though the project is removed.
+fn copy_log(read: OwnedFd, mut file: File, message: String) -> String {
+    let mut out = Vec::new();
+    let _ = io::Read::read_to_end(&mut File::from(read), &mut out);
+    let _ = file.write_all(&out);
+    let text = String::from_utf8_lossy(&out);
+    let extra: Vec<&str> =
+        text.lines().filter(|l| !l.is_empty() && !l.ends_with(message.as_str())).collect();
+    if extra.is_empty() { message } else { format!("{message}\n{}", extra.join("\n")) }
+}
+
+fn spawn_logger(
+    read: OwnedFd,
+    mut file: File,
+    name: String,
+    index: usize,
+    sink: Option<Arc<dyn LogSink>>,
+) -> Option<JoinHandle<()>> {
+    thread::Builder::new()
+        .name(format!("log {name}"))
+        .stack_size(64 * 1024)
+        .spawn(move || {
+            let mut reader = BufReader::new(File::from(read));
+            let mut buf = Vec::new();
+            loop {
+                buf.clear();
+                match reader.read_until(b'\n', &mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        let _ = file.write_all(&buf);
+                        if let Some(sink) = &sink {
+                            let text = String::from_utf8_lossy(&buf);
+                            sink.line(&name, index, text.trim_end_matches(['\n', '\r']));
+                        }
+                    }
+                }
+            }
+        })
+        .ok()
+}
+
+/// The signal thread: reaps children on SIGCHLD and forwards termination signals.
+fn spawn_signal_thread(tx: Sender<Msg>) -> io::Result<()> {
+    thread::Builder::new().name("signals".into()).stack_size(64 * 1024).spawn(move || {
+        let set = supervised_signals();
+        loop {
+            let Ok(sig) = set.wait() else { continue };
+            if sig == Signal::SIGCHLD {
+                loop {
+                    match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
+                        Ok(WaitStatus::StillAlive) | Err(_) => break,
+                        Ok(status) => {
+                            if let Some(pid) = status.pid() {
+                                if tx.send(Msg::Exit(pid.as_raw(), status)).is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                }
+            } else if tx.send(Msg::Signal(sig)).is_err() {
+                return;
+            }
+        }
+    })?;
+    Ok(())
+}
+
+/// `SIGTERM` for 15.
+#[must_use]
+pub fn signal_name(n: i32) -> String {
+    Signal::try_from(n).map_or_else(|_| format!("signal {n}"), |s| s.as_str().to_string())
+}
+
+/// An error and its sources on one line.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}

@@ -1,0 +1,204 @@
+//! Presentation: errors, tables, JSON, log prefixes and progress.
+
+use std::io::{self, IsTerminal, Write};
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+
+use crate::error::Error;
+use crate::supervisor::state::ContainerRecord;
+use crate::supervisor::Event;
+
+/// Whether stdout is a terminal (colours and alignment for people, plain for pipes).
+pub(super) fn stdout_is_tty() -> bool {
+    io::stdout().is_terminal()
+}
+
+/// An error and its causes as one text: `message` then `caused by:` lines.
+pub(super) fn error_text(e: &Error) -> String {
+    let mut text = e.to_string();
+    let mut cur = std::error::Error::source(e);
+    // manifest errors are complete as rendered
+    if matches!(e, Error::Manifest(_)) {
+        return text;
+    }
+    while let Some(c) = cur {
+        text.push_str(&format!("\ncaused by: {c}"));
+        cur = c.source();
+    }
+    text
+}
+
+/// Prints a fatal error on stderr.
+pub(super) fn render_error(e: &Error) {
+    let text = error_text(e);
+    let mut err = io::stderr().lock();
+    if matches!(e, Error::Manifest(_)) {
+        let _ = writeln!(err, "{}", text.trim_end());
+    } else {
+        let _ = writeln!(err, "error: {text}");
+    }
+}
+
+#[derive(Serialize)]
+struct PsRow<'a> {
+    pod: &'a str,
+    replica: u32,
+    container: &'a str,
+    state: &'a str,
+    pid: Option<i32>,
+    restarts: u32,
+    exit_code: Option<i32>,
+    reason: Option<&'a str>,
+}
+
+fn rows(records: &[ContainerRecord]) -> Vec<PsRow<'_>> {
+    records
+        .iter()
+        .map(|c| PsRow {
+            pod: &c.pod,
+            replica: c.replica,
+            container: &c.container,
+            state: c.state.as_str(),
+            pid: c.pid,
+            restarts: c.restarts,
+            exit_code: c.exit_code,
+            reason: c.reason.as_deref(),
+        })
+        .collect()
+}
+
+/// `ps --format json`: an array of objects.
+pub(super) fn ps_json(records: &[ContainerRecord]) -> String {
+    serde_json::to_string_pretty(&rows(records)).unwrap_or_else(|_| "[]".into())
+}
+
+/// `ps`: an aligned table.
+pub(super) fn ps_table(records: &[ContainerRecord]) -> String {
+    let header = ["POD", "REPLICA", "CONTAINER", "STATE", "PID", "RESTARTS", "EXIT", "REASON"];
+    let mut table: Vec<Vec<String>> = vec![header.iter().map(|s| (*s).to_string()).collect()];
+    for r in rows(records) {
+        table.push(vec![
+            r.pod.to_string(),
+            r.replica.to_string(),
+            r.container.to_string(),
+            r.state.to_string(),
+            r.pid.map_or("-".into(), |p| p.to_string()),
+            r.restarts.to_string(),
+            r.exit_code.map_or("-".into(), |c| c.to_string()),
+            r.reason.unwrap_or("").to_string(),
+        ]);
+    }
+    let widths: Vec<usize> =
+        (0..header.len()).map(|i| table.iter().map(|row| row[i].len()).max().unwrap_or(0)).collect();
+    let mut out = String::new();
+    for row in table {
+        let cells: Vec<String> =
+            row.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// Prints container lines as `name | line`, names padded to one width, coloured on a TTY.
+#[derive(Debug)]
+pub(super) struct LinePrinter {
+    width: usize,
+    colour: bool,
+}
+
+const COLOURS: [&str; 6] = ["36", "33", "32", "35", "34", "31"];
+
+impl LinePrinter {
+    pub(super) fn new(names: &[String], colour: bool) -> Self {
+        Self { width: names.iter().map(String::len).max().unwrap_or(0), colour }
+    }
+
+    pub(super) fn print(&self, name: &str, index: usize, line: &str) {
+        let w = self.width;
+        let text = if self.colour {
+            let c = COLOURS[index % COLOURS.len()];
+            format!("\x1b[{c}m{name:<w$} |\x1b[0m {line}\n")
+        } else {
+            format!("{name:<w$} | {line}\n")
+        };
+        let _ = io::stdout().lock().write_all(text.as_bytes());
+    }
+}
+
+/// One line for an event, or `None` for events not worth a line.
+pub(super) fn format_event(event: &Event) -> Option<String> {
+    Some(match event {
+        Event::Waiting { pod, on, condition } => format!("{pod}: waiting for {on} ({condition})"),
+        Event::Started { name, .. } => format!("{name}: started"),
+        Event::Failed { name, message } => format!("{name}: failed to start: {message}"),
+        Event::Exited { name, code, reason } => match reason {
+            Some(r) => format!("{name}: exited with code {code} ({r})"),
+            None => format!("{name}: exited with code {code}"),
+        },
+        Event::Restarting { name, delay } => {
+            format!("{name}: restarting in {}ms", delay.as_millis())
+        }
+        Event::Ready => return None,
+        Event::Stopping { reason } => format!("stopping: {reason}"),
+        Event::Removed => "removed".to_string(),
+    })
+}
+
+/// Progress on stderr: a spinner on a terminal (indicatif), plain lines otherwise.
+pub(super) struct CliProgress {
+    project: String,
+    bar: Option<ProgressBar>,
+}
+
+impl CliProgress {
+    pub(super) fn new(project: &str) -> Self {
+        let bar = io::stderr().is_terminal().then(|| {
+            let bar = ProgressBar::new_spinner();
+            if let Ok(style) = ProgressStyle::with_template("{spinner} {msg}") {
+                bar.set_style(style);
+            }
+            bar.set_message(format!("starting {project}"));
+            bar.enable_steady_tick(Duration::from_millis(100));
+            bar
+        });
+        Self { project: project.to_string(), bar }
+    }
+
+    pub(super) fn println(&self, text: &str) {
+        let line = format!("[{}] {text}", self.project);
+        match &self.bar {
+            Some(bar) => bar.println(line),
+            None => eprintln!("{line}"),
+        }
+    }
+
+    pub(super) fn suspend<R>(&self, f: impl FnOnce() -> R) -> R {
+        match &self.bar {
+            Some(bar) => bar.suspend(f),
+            None => f(),
+        }
+    }
+
+    pub(super) fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+impl crate::supervisor::Progress for CliProgress {
+    fn event(&self, event: &Event) {
+        if let Event::Ready = event {
+            if let Some(bar) = &self.bar {
+                bar.finish_and_clear();
+            }
+            return;
+        }
+        if let Some(text) = format_event(event) {
+            self.println(&text);
+        }
+    }
+}

@@ -1,0 +1,216 @@
+//! `up` in the foreground, `up -d`, and the detached supervisor it starts.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Write};
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::output::{self, CliProgress, LinePrinter};
+use super::Context;
+use crate::error::Error;
+use crate::plan::desired::DesiredState;
+use crate::runtime;
+use crate::supervisor::{Event, LogSink, Outcome, Progress, Supervisor, UpOptions};
+
+/// The fd on which the detached supervisor reports to `up -d`.
+const NOTIFY_FD: i32 = 3;
+
+fn prerequisites() -> Result<(), Error> {
+    match runtime::missing_prerequisite(Path::new("/proc")) {
+        Some(msg) => Err(Error::Prerequisite(msg)),
+        None => Ok(()),
+    }
+}
+
+fn current_exe() -> Result<PathBuf, Error> {
+    std::env::current_exe()
+        .map_err(|source| Error::Io { what: "find the rcompose binary".into(), source })
+}
+
+fn options(desired: DesiredState, manifest: PathBuf, grace: Duration, stay: bool) -> Result<UpOptions, Error> {
+    Ok(UpOptions {
+        desired,
+        manifest,
+        run_root: Context::run_root(),
+        proc_root: PathBuf::from("/proc"),
+        exe: current_exe()?,
+        grace,
+        stay,
+    })
+}
+
+/// Display names of every container, for aligning log prefixes.
+fn display_names(desired: &DesiredState) -> Vec<String> {
+    let mut names = Vec::new();
+    for pod in desired.pods.values() {
+        for r in 1..=pod.replicas {
+            for c in &pod.containers {
+                if pod.containers.len() == 1 {
+                    names.push(format!("{}-{r}", pod.name));
+                } else {
+                    names.push(format!("{}-{r}/{}", pod.name, c.name));
+                }
+            }
+        }
+    }
+    names
+}
+
+struct StdoutSink(LinePrinter, Arc<CliProgress>);
+
+impl LogSink for StdoutSink {
+    fn line(&self, name: &str, index: usize, line: &str) {
+        self.1.suspend(|| self.0.print(name, index, line));
+    }
+}
+
+/// `up` in the foreground.
+pub(super) fn foreground(ctx: &Context, grace: Duration) -> Result<ExitCode, Error> {
+    let (desired, manifest) = ctx.desired_with_path()?;
+    prerequisites()?;
+    let names = display_names(&desired);
+    let progress = Arc::new(CliProgress::new(&desired.project));
+    let sink = Arc::new(StdoutSink(LinePrinter::new(&names, output::stdout_is_tty()), progress.clone()));
+    let sup = Supervisor::new(options(desired, manifest, grace, false)?, progress.clone(), Some(sink))?;
+    let outcome = sup.run(&mut |_| {});
+    progress.finish();
+    match outcome {
+        Outcome::AllExited => Ok(ExitCode::SUCCESS),
+        Outcome::Signalled(n) => Ok(ExitCode::from(u8::try_from(128 + n).unwrap_or(1))),
+        Outcome::StartFailed(m) => Err(Error::Up(m)),
+    }
+}
+
+/// `up -d`: starts `rcompose __supervise` in its own session and waits for its report.
+pub(super) fn detached(ctx: &Context, timeout: u64) -> Result<ExitCode, Error> {
+    let (desired, manifest) = ctx.desired_with_path()?;
+    prerequisites()?;
+    let io_err = |what: &str| {
+        let what = what.to_string();
+        move |source| Error::Io { what, source }
+    };
+    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| Error::Io { what: "create a pipe".into(), source: e.into() })?;
+    let wfd = write.as_raw_fd();
+    let mut cmd = Command::new(current_exe()?);
+    cmd.arg("-f")
+        .arg(&manifest)
+        .arg("-p")
+        .arg(&desired.project)
+        .arg("__supervise")
+        .arg("--timeout")
+        .arg(timeout.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: setsid, dup2 and fcntl are async-signal-safe; the fds are valid in the child.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setsid() < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let ok = if wfd == NOTIFY_FD {
+                libc::fcntl(wfd, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(wfd, NOTIFY_FD)
+            };
+            if ok < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().map_err(io_err("start the supervisor"))?;
+    drop(write);
+    drop(cmd);
+    let progress = CliProgress::new(&desired.project);
+    let mut result = Err(Error::Up("the supervisor exited before the stack was up".into()));
+    for line in BufReader::new(File::from(read)).lines() {
+        let Ok(line) = line else { break };
+        if let Some(text) = line.strip_prefix("event ") {
+            progress.println(text);
+        } else if line == "ready" {
+            result = Ok(ExitCode::SUCCESS);
+            break;
+        } else if let Some(msg) = line.strip_prefix("failed ") {
+            result = Err(Error::Up(msg.to_string()));
+        }
+    }
+    progress.finish();
+    // the supervisor lives on in its own session; it is not ours to wait for
+    drop(child);
+    result
+}
+
+/// Forwards events to `up -d` over the notify pipe until the stack is up.
+struct PipeProgress(Mutex<Option<File>>);
+
+impl PipeProgress {
+    fn send(&self, line: &str) {
+        if let Ok(mut guard) = self.0.lock() {
+            if let Some(f) = guard.as_mut() {
+                let one_line = line.replace('\n', " ");
+                if writeln!(f, "{one_line}").is_err() {
+                    *guard = None;
+                }
+            }
+        }
+    }
+    fn close(&self) {
+        if let Ok(mut guard) = self.0.lock() {
+            *guard = None;
+        }
+    }
+}
+
+impl Progress for PipeProgress {
+    fn event(&self, event: &Event) {
+        if let Some(text) = output::format_event(event) {
+            self.send(&format!("event {text}"));
+        }
+    }
+}
+
+/// The detached supervisor (`__supervise`): runs until `down` (SIGTERM).
+pub(super) fn supervise(ctx: &Context, grace: Duration) -> Result<ExitCode, Error> {
+    // SAFETY: `up -d` put the notify pipe at fd 3 and nothing else in this process owns it.
+    let notify = unsafe { File::from_raw_fd(NOTIFY_FD) };
+    let _ = nix::fcntl::fcntl(&notify, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC));
+    let progress = Arc::new(PipeProgress(Mutex::new(Some(notify))));
+    let fail = |e: Error| {
+        progress.send(&format!("failed {}", output::error_text(&e)));
+        Ok(ExitCode::from(e.exit_status() as u8))
+    };
+    let (desired, manifest) = match ctx.desired_with_path() {
+        Ok(v) => v,
+        Err(e) => return fail(e),
+    };
+    let opts = match options(desired, manifest, grace, true) {
+        Ok(o) => o,
+        Err(e) => return fail(e),
+    };
+    let sup = match Supervisor::new(opts, progress.clone(), None) {
+        Ok(s) => s,
+        Err(e) => return fail(e.into()),
+    };
+    let mut failure = None;
+    let outcome = sup.run(&mut |r| match r {
+        Ok(()) => {
+            progress.send("ready");
+            progress.close();
+        }
+        Err(m) => failure = Some(m),
+    });
+    if let Some(m) = failure {
+        // reported after teardown, so `up -d` returns only once nothing is left
+        progress.send(&format!("failed {m}"));
+    }
+    Ok(match outcome {
+        Outcome::StartFailed(_) => ExitCode::FAILURE,
+        _ => ExitCode::SUCCESS,
+    })
+}

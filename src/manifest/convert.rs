@@ -1,0 +1,929 @@
+//! Node tree -> [`Manifest`], collecting every shape problem (unknown keys with "did you
+//! mean", wrong types, missing keys) instead of stopping at the first one; plus the path ->
+//! location index that lets validation point semantic problems at the source.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use crate::manifest::error::{ManifestError, Problem, SourceLocation};
+use crate::manifest::node::{self, Key, Kind, Loc, Node, ScalarType};
+use crate::manifest::{
+    CommandSpec, Condition, ContainerSpec, DependencySpec, DependsOnSpec, EnvSpec, ImageSpec,
+    LayerMount, LayerSpec, Manifest, PodSpec, PortMapping, PortSpec, Quantity, ResourcesSpec,
+    Restart, ServiceSpec, Text,
+};
+
+/// Which part of a `key: value` entry a problem points at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Anchor {
+    Key,
+    Value,
+}
+
+#[derive(Debug, Clone)]
+struct Issue {
+    path: String,
+    anchor: Anchor,
+    message: String,
+    /// Shape problems always show; semantic ones are dropped under a broken path (they would
+    /// only repeat the shape problem).
+    shape: bool,
+}
+
+/// Problems found so far plus where every path is in the source.
+#[derive(Debug, Default)]
+pub(crate) struct Issues {
+    list: Vec<Issue>,
+    broken: Vec<String>,
+    keys: HashMap<String, Loc>,
+    values: HashMap<String, Loc>,
+    syntax: Option<node::SyntaxError>,
+}
+
+/// Joins a map key onto a path.
+pub(crate) fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+/// Joins a list index onto a path.
+pub(crate) fn index(path: &str, i: usize) -> String {
+    format!("{path}[{i}]")
+}
+
+fn parent(path: &str) -> Option<&str> {
+    path.rfind(['.', '[']).map(|at| &path[..at])
+}
+
+impl Issues {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.syntax.is_none() && self.visible() == 0
+    }
+
+    fn visible(&self) -> usize {
+        self.list.iter().filter(|i| self.shows(i)).count()
+    }
+
+    fn shows(&self, issue: &Issue) -> bool {
+        issue.shape
+            || !self.broken.iter().any(|b| {
+                issue.path == *b
+                    || issue.path.starts_with(&format!("{b}."))
+                    || issue.path.starts_with(&format!("{b}["))
+            })
+    }
+
+    /// A semantic problem found by validation.
+    pub(crate) fn report(&mut self, path: &str, anchor: Anchor, message: String) {
+        self.list.push(Issue {
+            path: path.to_string(),
+            anchor,
+            message,
+            shape: false,
+        });
+    }
+
+    /// A shape problem; later semantic problems under `path` are dropped.
+    fn shape(&mut self, path: &str, anchor: Anchor, message: String) {
+        self.broken.push(path.to_string());
+        self.list.push(Issue {
+            path: path.to_string(),
+            anchor,
+            message,
+            shape: true,
+        });
+    }
+
+    /// Whether any path with a shape problem satisfies `f` (to skip checks that would only
+    /// repeat it, like a selector over labels that failed to parse).
+    pub(crate) fn any_broken(&self, f: impl Fn(&str) -> bool) -> bool {
+        self.broken.iter().any(|b| f(b))
+    }
+
+    /// Marks `path` broken without a message (a problem reported elsewhere covers it).
+    fn mark_broken(&mut self, path: &str) {
+        self.broken.push(path.to_string());
+    }
+
+    fn locate(&self, path: &str, anchor: Anchor) -> Option<Loc> {
+        let mut current = Some(path);
+        while let Some(p) = current {
+            let (first, second) = match anchor {
+                Anchor::Key => (&self.keys, &self.values),
+                Anchor::Value => (&self.values, &self.keys),
+            };
+            if let Some(loc) = first.get(p).or_else(|| second.get(p)) {
+                return Some(*loc);
+            }
+            current = parent(p);
+        }
+        None
+    }
+
+    pub(crate) fn into_error(self, source: &str, origin: &Path) -> ManifestError {
+        let lines: Vec<&str> = source.lines().collect();
+        let location = |loc: Option<Loc>| {
+            loc.filter(|l| l.line > 0).map(|l| SourceLocation {
+                line: l.line,
+                column: l.column.max(1),
+                len: l.len.max(1),
+                line_text: lines
+                    .get(l.line as usize - 1)
+                    .map_or(String::new(), |t| (*t).to_string()),
+            })
+        };
+        let mut problems = Vec::new();
+        if let Some(syntax) = &self.syntax {
+            problems.push(Problem {
+                path: String::new(),
+                message: syntax.message.clone(),
+                location: location(syntax.loc),
+            });
+        }
+        for issue in self.list.iter().filter(|i| self.shows(i)) {
+            problems.push(Problem {
+                path: issue.path.clone(),
+                message: issue.message.clone(),
+                location: location(self.locate(&issue.path, issue.anchor)),
+            });
+        }
+        ManifestError::new(origin.to_path_buf(), problems)
+    }
+
+    /// Records where every path is: keys and values of maps, items of lists (a list item that
+    /// is a plain string is also reachable as `path.<string>`, for `depends_on: [db]`).
+    fn index(&mut self, node: &Node, path: &str) {
+        self.values.entry(path.to_string()).or_insert(node.loc);
+        match &node.kind {
+            Kind::Map(entries) => {
+                for (key, value) in entries {
+                    let p = join(path, &key.name);
+                    self.keys.entry(p.clone()).or_insert(key.loc);
+                    self.index(value, &p);
+                }
+            }
+            Kind::Seq(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    self.index(item, &index(path, i));
+                    if let Kind::Scalar(s) = &item.kind {
+                        self.values.entry(join(path, &s.text)).or_insert(item.loc);
+                    }
+                }
+            }
+            Kind::Scalar(_) | Kind::Null => {}
+        }
+    }
+
+    fn wrong_type(&mut self, node: &Node, path: &str, what: &str, expected: &str) {
+        self.shape(
+            path,
+            Anchor::Value,
+            format!(
+                "wrong type for {what}: expected {expected}, found {}",
+                node.kind.describe()
+            ),
+        );
+    }
+
+    /// The entries of a mapping (null counts as empty), after reporting unknown keys.
+    fn map<'n>(
+        &mut self,
+        node: &'n Node,
+        path: &str,
+        what: &str,
+        allowed: &[&str],
+        context: &str,
+    ) -> Option<Entries<'n>> {
+        match &node.kind {
+            Kind::Map(entries) => {
+                if !allowed.is_empty() {
+                    for (key, _) in entries {
+                        let extension = path.is_empty() && key.name.starts_with("x-");
+                        if !extension && !allowed.contains(&key.name.as_str()) {
+                            let message = unknown_field(&key.name, allowed, context);
+                            self.list.push(Issue {
+                                path: join(path, &key.name),
+                                anchor: Anchor::Key,
+                                message,
+                                shape: true,
+                            });
+                        }
+                    }
+                }
+                Some(Entries(entries))
+            }
+            Kind::Null => Some(Entries(&[])),
+            _ => {
+                self.wrong_type(node, path, what, "a mapping");
+                None
+            }
+        }
+    }
+
+    fn list<'n>(&mut self, node: &'n Node, path: &str, what: &str) -> Option<&'n [Node]> {
+        match &node.kind {
+            Kind::Seq(items) => Some(items),
+            Kind::Null => Some(&[]),
+            _ => {
+                self.wrong_type(node, path, what, "a list");
+                None
+            }
+        }
+    }
+
+    fn text(&mut self, node: &Node, path: &str, what: &str) -> Option<String> {
+        match &node.kind {
+            Kind::Scalar(s) => Some(s.text.clone()),
+            _ => {
+                self.wrong_type(node, path, what, "a string");
+                None
+            }
+        }
+    }
+
+    fn integer<T: TryFrom<u64>>(
+        &mut self,
+        node: &Node,
+        path: &str,
+        what: &str,
+        range: &str,
+    ) -> Option<T> {
+        match &node.kind {
+            Kind::Scalar(s) if s.ty == ScalarType::Int => {
+                let value = s.text.parse::<u64>().ok().and_then(|v| T::try_from(v).ok());
+                if value.is_none() {
+                    self.shape(
+                        path,
+                        Anchor::Value,
+                        format!("{what} must be {range}, found `{}`", s.text),
+                    );
+                }
+                value
+            }
+            _ => {
+                self.wrong_type(node, path, what, &format!("an integer ({range})"));
+                None
+            }
+        }
+    }
+
+    /// Reports a required key that is missing from the mapping at `path`.
+    fn missing(&mut self, path: &str, key: &str, context: &str) {
+        self.shape(
+            path,
+            Anchor::Value,
+            format!("missing field `{key}` in {context}"),
+        );
+    }
+
+    /// A map of string keys to texts (labels, selectors).
+    fn string_map(&mut self, node: &Node, path: &str, what: &str) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        if let Some(entries) = self.map(node, path, what, &[], "") {
+            for (key, value) in entries.0 {
+                let p = join(path, &key.name);
+                let what = format!("`{}` in {what}", key.name);
+                if let Some(text) = self.text(value, &p, &what) {
+                    out.insert(key.name.clone(), text);
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The entries of a YAML mapping.
+#[derive(Debug, Clone, Copy)]
+struct Entries<'n>(&'n [(Key, Node)]);
+
+impl<'n> Entries<'n> {
+    fn get(&self, key: &str) -> Option<&'n Node> {
+        self.0.iter().find(|(k, _)| k.name == key).map(|(_, v)| v)
+    }
+}
+
+/// Names people bring from Compose or Kubernetes, mapped to ours.
+const ALIASES: [(&str, &str); 8] = [
+    ("environment", "env"),
+    ("entrypoint", "command"),
+    ("cmd", "command"),
+    ("workdir", "working_dir"),
+    ("working-dir", "working_dir"),
+    ("depends-on", "depends_on"),
+    ("dependsOn", "depends_on"),
+    ("workingDir", "working_dir"),
+];
+
+/// The closest allowed key to `word`, if any is close enough.
+pub(crate) fn suggest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    if let Some((_, to)) = ALIASES.iter().find(|(from, _)| *from == word)
+        && let Some(c) = candidates.iter().find(|c| *c == to)
+    {
+        return Some(c);
+    }
+    candidates
+        .iter()
+        .map(|c| (strsim::jaro_winkler(word, c), *c))
+        .filter(|(score, _)| *score >= 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, c)| c)
+}
+
+fn unknown_field(key: &str, allowed: &[&str], context: &str) -> String {
+    match suggest(key, allowed) {
+        Some(s) => format!("unknown field `{key}` {context}; did you mean `{s}`?"),
+        None => {
+            let list = allowed
+                .iter()
+                .map(|a| format!("`{a}`"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            format!("unknown field `{key}` {context}; expected one of {list}")
+        }
+    }
+}
+
+/// Parses `source` and converts it; `None` when there is no usable tree at all.
+pub(crate) fn convert(source: &str, cx: &mut Issues) -> Option<Manifest> {
+    let root = match node::parse_tree(source) {
+        Ok(root) => root,
+        Err(e) => {
+            cx.syntax = Some(e);
+            return None;
+        }
+    };
+    cx.index(&root, "");
+    if root.kind == Kind::Null {
+        cx.shape(
+            "",
+            Anchor::Value,
+            "the manifest is empty; declare at least one pod under `pods`".into(),
+        );
+        return None;
+    }
+    let entries = cx.map(&root, "", "the manifest", &TOP_KEYS, "at the top level")?;
+    let mut m = Manifest::default();
+    if let Some(n) = entries.get("name") {
+        m.name = cx.text(n, "name", "`name`");
+    }
+    if let Some(images) = entries.get("images")
+        && let Some(list) = cx.map(images, "images", "`images`", &[], "")
+    {
+        for (key, node) in list.0 {
+            let path = join("images", &key.name);
+            m.images
+                .insert(key.name.clone(), image(cx, node, &path, &key.name));
+        }
+    }
+    if let Some(pods) = entries.get("pods")
+        && let Some(list) = cx.map(pods, "pods", "`pods`", &[], "")
+    {
+        for (key, node) in list.0 {
+            let path = join("pods", &key.name);
+            m.pods
+                .insert(key.name.clone(), pod(cx, node, &path, &key.name));
+        }
+    }
+    if let Some(services) = entries.get("services")
+        && let Some(list) = cx.map(services, "services", "`services`", &[], "")
+    {
+        for (key, node) in list.0 {
+            let path = join("services", &key.name);
+            m.services
+                .insert(key.name.clone(), service(cx, node, &path, &key.name));
+        }
+    }
+    Some(m)
+}
+
+fn image(cx: &mut Issues, node: &Node, path: &str, name: &str) -> ImageSpec {
+    let mut spec = ImageSpec::default();
+    let context = format!("in image `{name}`");
+    let what = format!("image `{name}`");
+    let Some(e) = cx.map(node, path, &what, &IMAGE_KEYS, &context) else {
+        return spec;
+    };
+    if let Some(n) = e.get("from") {
+        spec.from = cx.text(n, &join(path, "from"), &format!("`from` of {what}"));
+    }
+    if let Some(n) = e.get("rootfs") {
+        spec.rootfs = cx.text(n, &join(path, "rootfs"), &format!("`rootfs` of {what}"));
+    }
+    if let Some(n) = e.get("layers") {
+        let lpath = join(path, "layers");
+        if let Some(items) = cx.list(n, &lpath, &format!("`layers` of {what}")) {
+            for (i, item) in items.iter().enumerate() {
+                let ipath = index(&lpath, i);
+                spec.layers.push(layer(cx, item, &ipath, name));
+            }
+        }
+    }
+    spec
+}
+
+fn layer(cx: &mut Issues, node: &Node, path: &str, image: &str) -> LayerSpec {
+    let placeholder = LayerSpec::Path(String::new());
+    match &node.kind {
+        Kind::Scalar(s) => LayerSpec::Path(s.text.clone()),
+        Kind::Map(_) => {
+            let context = format!("in a layer of image `{image}`");
+            let Some(e) = cx.map(node, path, "a layer", &LAYER_KEYS, &context) else {
+                return placeholder;
+            };
+            let target = e
+                .get("target")
+                .and_then(|n| cx.text(n, &join(path, "target"), "`target` of a layer"));
+            match e.get("source") {
+                Some(n) => match cx.text(n, &join(path, "source"), "`source` of a layer") {
+                    Some(source) => LayerSpec::Mount(LayerMount { source, target }),
+                    None => {
+                        cx.mark_broken(path);
+                        placeholder
+                    }
+                },
+                None => {
+                    cx.missing(path, "source", &format!("a layer of image `{image}`"));
+                    placeholder
+                }
+            }
+        }
+        _ => {
+            cx.wrong_type(
+                node,
+                path,
+                &format!("a layer of image `{image}`"),
+                "a directory path or a mapping with `source` and `target`",
+            );
+            placeholder
+        }
+    }
+}
+
+const TOP_KEYS: [&str; 4] = ["name", "images", "pods", "services"];
+const IMAGE_KEYS: [&str; 3] = ["from", "rootfs", "layers"];
+const LAYER_KEYS: [&str; 2] = ["source", "target"];
+const DEPENDENCY_KEYS: [&str; 1] = ["condition"];
+const RESOURCE_KEYS: [&str; 3] = ["cpu", "memory", "pids"];
+const SERVICE_KEYS: [&str; 2] = ["selector", "ports"];
+const PORT_KEYS: [&str; 3] = ["port", "target", "publish"];
+const POD_KEYS: [&str; 5] = ["replicas", "labels", "depends_on", "restart", "containers"];
+
+fn pod(cx: &mut Issues, node: &Node, path: &str, name: &str) -> PodSpec {
+    let mut spec = PodSpec::default();
+    let context = format!("in pod `{name}`");
+    let what = format!("pod `{name}`");
+    let Some(e) = cx.map(node, path, &what, &POD_KEYS, &context) else {
+        return spec;
+    };
+    if let Some(n) = e.get("replicas") {
+        spec.replicas = cx.integer(
+            n,
+            &join(path, "replicas"),
+            &format!("`replicas` of {what}"),
+            "0 or more",
+        );
+    }
+    if let Some(n) = e.get("labels") {
+        spec.labels = cx.string_map(n, &join(path, "labels"), &format!("`labels` of {what}"));
+    }
+    if let Some(n) = e.get("depends_on") {
+        spec.depends_on = depends_on(cx, n, &join(path, "depends_on"), name);
+    }
+    if let Some(n) = e.get("restart") {
+        let rpath = join(path, "restart");
+        if let Some(text) = cx.text(n, &rpath, &format!("`restart` of {what}")) {
+            spec.restart = restart(cx, &text, &rpath, name);
+        }
+    }
+    match e.get("containers") {
+        Some(n) => {
+            let cpath = join(path, "containers");
+            if let Some(items) = cx.list(n, &cpath, &format!("`containers` of {what}")) {
+                for (i, item) in items.iter().enumerate() {
+                    spec.containers
+                        .push(container(cx, item, &index(&cpath, i), name, i));
+                }
+            }
+        }
+        None => cx.missing(path, "containers", &what),
+    }
+    spec
+}
+
+fn restart(cx: &mut Issues, text: &str, path: &str, pod: &str) -> Option<Restart> {
+    match text {
+        "always" => Some(Restart::Always),
+        "on-failure" => Some(Restart::OnFailure),
+        "never" => Some(Restart::Never),
+        other => {
+            let hint = match other {
+                "no" | "false" => "; use `never` (Compose's `no`)".to_string(),
+                "unless-stopped" => "; use `always`".to_string(),
+                "Always" | "OnFailure" | "Never" | "on_failure" | "onfailure" => {
+                    format!(
+                        "; did you mean `{}`?",
+                        suggest(&other.to_lowercase().replace('_', "-"), &RESTARTS)
+                            .unwrap_or("on-failure")
+                    )
+                }
+                _ => suggest(other, &RESTARTS)
+                    .map(|s| format!("; did you mean `{s}`?"))
+                    .unwrap_or_default(),
+            };
+            cx.shape(
+                path,
+                Anchor::Value,
+                format!(
+                    "invalid restart policy `{other}` in pod `{pod}`: expected `always`, `on-failure` or `never`{hint}"
+                ),
+            );
+            None
+        }
+    }
+}
+
+const RESTARTS: [&str; 3] = ["always", "on-failure", "never"];
+
+fn depends_on(cx: &mut Issues, node: &Node, path: &str, pod: &str) -> Option<DependsOnSpec> {
+    let what = format!("`depends_on` of pod `{pod}`");
+    match &node.kind {
+        Kind::Seq(items) => {
+            let mut names = Vec::new();
+            for (i, item) in items.iter().enumerate() {
+                if let Some(t) = cx.text(item, &index(path, i), &format!("an item of {what}")) {
+                    names.push(t);
+                }
+            }
+            Some(DependsOnSpec::List(names))
+        }
+        Kind::Map(entries) => {
+            let mut map = BTreeMap::new();
+            for (key, value) in entries {
+                let dpath = join(path, &key.name);
+                let context = format!("in dependency `{}` of pod `{pod}`", key.name);
+                let mut dep = DependencySpec::default();
+                if let Some(e) = cx.map(value, &dpath, "a dependency", &DEPENDENCY_KEYS, &context)
+                    && let Some(n) = e.get("condition")
+                {
+                    let cpath = join(&dpath, "condition");
+                    if let Some(text) = cx.text(n, &cpath, "`condition`") {
+                        dep.condition = condition(cx, &text, &cpath, pod, &key.name);
+                    }
+                }
+                map.insert(key.name.clone(), dep);
+            }
+            Some(DependsOnSpec::Map(map))
+        }
+        Kind::Null => None,
+        Kind::Scalar(_) => {
+            cx.wrong_type(node, path, &what, "a list of pod names or a mapping");
+            None
+        }
+    }
+}
+
+fn condition(
+    cx: &mut Issues,
+    text: &str,
+    path: &str,
+    pod: &str,
+    dependency: &str,
+) -> Option<Condition> {
+    match text {
+        "started" => Some(Condition::Started),
+        "completed" => Some(Condition::Completed),
+        "healthy" | "service_healthy" => {
+            cx.shape(
+                path,
+                Anchor::Value,
+                format!(
+                    "pod `{pod}` waits for `{dependency}` to be healthy, but condition `healthy` is not supported yet (it arrives with health checks); use `started` or `completed`"
+                ),
+            );
+            None
+        }
+        "service_started" => Some(Condition::Started),
+        "service_completed_successfully" => Some(Condition::Completed),
+        other => {
+            let hint = suggest(other, &["started", "completed"])
+                .map(|s| format!("; did you mean `{s}`?"))
+                .unwrap_or_default();
+            cx.shape(
+                path,
+                Anchor::Value,
+                format!(
+                    "invalid condition `{other}` for dependency `{dependency}` of pod `{pod}`: expected `started` or `completed`{hint}"
+                ),
+            );
+            None
+        }
+    }
+}
+
+const CONTAINER_KEYS: [&str; 6] = [
+    "name",
+    "image",
+    "command",
+    "env",
+    "working_dir",
+    "resources",
+];
+
+fn container(cx: &mut Issues, node: &Node, path: &str, pod: &str, i: usize) -> ContainerSpec {
+    let mut spec = ContainerSpec {
+        name: String::new(),
+        image: None,
+        command: CommandSpec::Argv(Vec::new()),
+        env: None,
+        working_dir: None,
+        resources: None,
+    };
+    // Name first, so later messages can say `pod.container`.
+    let label = match &node.kind {
+        Kind::Map(entries) => entries
+            .iter()
+            .find(|(k, _)| k.name == "name")
+            .and_then(|(_, v)| match &v.kind {
+                Kind::Scalar(s) => Some(format!("{pod}.{}", s.text)),
+                _ => None,
+            })
+            .unwrap_or_else(|| format!("{pod}[{i}]")),
+        _ => format!("{pod}[{i}]"),
+    };
+    let what = format!("container `{label}`");
+    let context = format!("in {what}");
+    if node.kind == Kind::Null {
+        cx.wrong_type(node, path, &what, "a mapping");
+        return spec;
+    }
+    let Some(e) = cx.map(node, path, &what, &CONTAINER_KEYS, &context) else {
+        return spec;
+    };
+    match e.get("name") {
+        Some(n) => {
+            if let Some(t) = cx.text(n, &join(path, "name"), &format!("`name` of {what}")) {
+                spec.name = t;
+            }
+        }
+        None => cx.missing(path, "name", &what),
+    }
+    if let Some(n) = e.get("image") {
+        spec.image = cx.text(n, &join(path, "image"), &format!("`image` of {what}"));
+    }
+    match e.get("command") {
+        Some(n) => {
+            let cpath = join(path, "command");
+            match &n.kind {
+                Kind::Scalar(s) => spec.command = CommandSpec::Shell(s.text.clone()),
+                Kind::Seq(items) => {
+                    let mut argv = Vec::new();
+                    for (j, item) in items.iter().enumerate() {
+                        let ipath = index(&cpath, j);
+                        if let Some(t) = cx.text(item, &ipath, &format!("an argument of {what}")) {
+                            argv.push(Text(t));
+                        }
+                    }
+                    spec.command = CommandSpec::Argv(argv);
+                }
+                _ => cx.wrong_type(
+                    n,
+                    &cpath,
+                    &format!("`command` of {what}"),
+                    "a list of arguments or a string",
+                ),
+            }
+        }
+        None => cx.missing(path, "command", &what),
+    }
+    if let Some(n) = e.get("env") {
+        spec.env = env(cx, n, &join(path, "env"), &what);
+    }
+    if let Some(n) = e.get("working_dir") {
+        spec.working_dir = cx.text(
+            n,
+            &join(path, "working_dir"),
+            &format!("`working_dir` of {what}"),
+        );
+    }
+    if let Some(n) = e.get("resources") {
+        spec.resources = Some(resources(cx, n, &join(path, "resources"), &what));
+    }
+    spec
+}
+
+fn env(cx: &mut Issues, node: &Node, path: &str, what: &str) -> Option<EnvSpec> {
+    match &node.kind {
+        Kind::Map(entries) => {
+            let mut map = BTreeMap::new();
+            for (key, value) in entries {
+                let vpath = join(path, &key.name);
+                match &value.kind {
+                    Kind::Scalar(s) => {
+                        map.insert(key.name.clone(), Text(s.text.clone()));
+                    }
+                    Kind::Null => cx.shape(
+                        &vpath,
+                        Anchor::Key,
+                        format!(
+                            "environment variable `{}` of {what} has no value; write `{}: \"\"` for an empty value",
+                            key.name, key.name
+                        ),
+                    ),
+                    _ => cx.wrong_type(
+                        value,
+                        &vpath,
+                        &format!("environment variable `{}` of {what}", key.name),
+                        "a string",
+                    ),
+                }
+            }
+            Some(EnvSpec::Map(map))
+        }
+        Kind::Seq(items) => {
+            let mut list = Vec::new();
+            for (i, item) in items.iter().enumerate() {
+                let ipath = index(path, i);
+                if let Some(t) = cx.text(item, &ipath, &format!("an item of `env` of {what}")) {
+                    list.push(t);
+                } else {
+                    cx.mark_broken(path);
+                }
+            }
+            Some(EnvSpec::List(list))
+        }
+        Kind::Null => None,
+        Kind::Scalar(_) => {
+            cx.wrong_type(
+                node,
+                path,
+                &format!("`env` of {what}"),
+                "a mapping or a list of `KEY=VALUE`",
+            );
+            None
+        }
+    }
+}
+
+fn resources(cx: &mut Issues, node: &Node, path: &str, what: &str) -> ResourcesSpec {
+    let mut spec = ResourcesSpec::default();
+    let context = format!("in `resources` of {what}");
+    let Some(e) = cx.map(
+        node,
+        path,
+        &format!("`resources` of {what}"),
+        &RESOURCE_KEYS,
+        &context,
+    ) else {
+        return spec;
+    };
+    if let Some(n) = e.get("cpu") {
+        spec.cpu = cx
+            .text(n, &join(path, "cpu"), &format!("`cpu` of {what}"))
+            .map(Quantity);
+    }
+    if let Some(n) = e.get("memory") {
+        spec.memory = cx
+            .text(n, &join(path, "memory"), &format!("`memory` of {what}"))
+            .map(Quantity);
+    }
+    if let Some(n) = e.get("pids") {
+        spec.pids = cx.integer(
+            n,
+            &join(path, "pids"),
+            &format!("`pids` of {what}"),
+            "1 or more",
+        );
+    }
+    spec
+}
+
+fn service(cx: &mut Issues, node: &Node, path: &str, name: &str) -> ServiceSpec {
+    let mut spec = ServiceSpec::default();
+    let what = format!("service `{name}`");
+    let context = format!("in {what}");
+    let Some(e) = cx.map(node, path, &what, &SERVICE_KEYS, &context) else {
+        return spec;
+    };
+    match e.get("selector") {
+        Some(n) => {
+            spec.selector =
+                cx.string_map(n, &join(path, "selector"), &format!("`selector` of {what}"));
+        }
+        None => cx.missing(path, "selector", &what),
+    }
+    if let Some(n) = e.get("ports") {
+        let ppath = join(path, "ports");
+        if let Some(items) = cx.list(n, &ppath, &format!("`ports` of {what}")) {
+            for (i, item) in items.iter().enumerate() {
+                spec.ports.push(port(cx, item, &index(&ppath, i), name));
+            }
+        }
+    }
+    spec
+}
+
+const PORT_RANGE: &str = "a port number from 1 to 65535";
+
+fn port(cx: &mut Issues, node: &Node, path: &str, service: &str) -> PortSpec {
+    let placeholder = PortSpec::Short(String::new());
+    let what = format!("a port of service `{service}`");
+    match &node.kind {
+        Kind::Scalar(s) if s.ty == ScalarType::Int => cx
+            .integer(node, path, &what, PORT_RANGE)
+            .map_or(placeholder, PortSpec::Number),
+        Kind::Scalar(s) => PortSpec::Short(s.text.clone()),
+        Kind::Map(_) => {
+            let context = format!("in {what}");
+            let Some(e) = cx.map(node, path, &what, &PORT_KEYS, &context) else {
+                return placeholder;
+            };
+            let mut field = |key: &str| {
+                e.get(key).and_then(|n| {
+                    cx.integer::<u16>(
+                        n,
+                        &join(path, key),
+                        &format!("`{key}` of {what}"),
+                        PORT_RANGE,
+                    )
+                })
+            };
+            let port = field("port");
+            let target = field("target");
+            let publish = field("publish");
+            match port {
+                Some(port) => PortSpec::Long(PortMapping {
+                    port,
+                    target,
+                    publish,
+                }),
+                None => {
+                    if e.get("port").is_none() {
+                        cx.missing(path, "port", &what);
+                    }
+                    cx.mark_broken(path);
+                    placeholder
+                }
+            }
+        }
+        _ => {
+            cx.wrong_type(
+                node,
+                path,
+                &what,
+                "a port number, a string like \"8080:80\" or a mapping",
+            );
+            placeholder
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use crate::manifest::convert::{
+        CONTAINER_KEYS, DEPENDENCY_KEYS, IMAGE_KEYS, LAYER_KEYS, POD_KEYS, PORT_KEYS,
+        RESOURCE_KEYS, SERVICE_KEYS, TOP_KEYS, suggest,
+    };
+    use crate::manifest::schema_json;
+
+    /// The converter's key lists must be exactly the serde model's fields.
+    #[test]
+    fn allowed_keys_match_the_schema() {
+        let schema: serde_json::Value = serde_json::from_str(&schema_json()).unwrap();
+        let keys = |v: &serde_json::Value| -> BTreeSet<String> {
+            v["properties"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .cloned()
+                .collect()
+        };
+        let set =
+            |list: &[&str]| -> BTreeSet<String> { list.iter().map(|s| s.to_string()).collect() };
+        assert_eq!(keys(&schema), set(&TOP_KEYS));
+        for (def, list) in [
+            ("ImageSpec", &IMAGE_KEYS[..]),
+            ("LayerMount", &LAYER_KEYS[..]),
+            ("PodSpec", &POD_KEYS[..]),
+            ("DependencySpec", &DEPENDENCY_KEYS[..]),
+            ("ContainerSpec", &CONTAINER_KEYS[..]),
+            ("ResourcesSpec", &RESOURCE_KEYS[..]),
+            ("ServiceSpec", &SERVICE_KEYS[..]),
+            ("PortMapping", &PORT_KEYS[..]),
+        ] {
+            assert_eq!(keys(&schema["$defs"][def]), set(list), "{def}");
+        }
+    }
+
+    #[test]
+    fn suggestions_pick_close_names_only() {
+        assert_eq!(suggest("replcas", &POD_KEYS), Some("replicas"));
+        assert_eq!(suggest("dependson", &POD_KEYS), Some("depends_on"));
+        assert_eq!(suggest("environment", &CONTAINER_KEYS), Some("env"));
+        assert_eq!(suggest("volumes", &POD_KEYS), None);
+    }
+}

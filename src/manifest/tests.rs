@@ -1,0 +1,695 @@
+//! Behaviour of `load`, `parse` and the rendered errors.
+
+use std::path::Path;
+
+use crate::manifest::{
+    CommandSpec, Condition, DependsOnSpec, ImageBase, Layer, Manifest, Restart, ValidManifest,
+    load, parse, schema_json,
+};
+
+const ORIGIN: &str = "rcompose.yaml";
+
+#[track_caller]
+fn ok(yaml: &str) -> ValidManifest {
+    match load(yaml, Path::new(ORIGIN)) {
+        Ok(m) => m,
+        Err(e) => panic!("expected a valid manifest, got:\n{}", e.render()),
+    }
+}
+
+#[track_caller]
+fn err(yaml: &str) -> String {
+    match load(yaml, Path::new(ORIGIN)) {
+        Ok(m) => panic!("expected an error, got {m:?}"),
+        Err(e) => e.render(),
+    }
+}
+
+/// Asserts the rendered error of `yaml` (`expected` is unindented by its first line's indent).
+#[track_caller]
+fn assert_error(yaml: &str, expected: &str) {
+    assert_eq!(err(yaml), expected, "\n--- got:\n{}\n", err(yaml));
+}
+
+#[test]
+fn rejects_unknown_key_with_suggestion() {
+    assert_error(
+        "pods:\n  web:\n    replcas: 3\n    containers: [ { name: app, command: x } ]\n",
+        "error: unknown field `replcas` in pod `web`; did you mean `replicas`?
+  --> rcompose.yaml:3:5
+   |
+ 3 |     replcas: 3
+   |     ^^^^^^^",
+    );
+}
+
+#[test]
+fn unknown_key_without_close_match_lists_expected_keys() {
+    assert_error(
+        "volumes: {}\npods: {}\n",
+        "error: unknown field `volumes` at the top level; expected one of `name`, `images`, `pods`, `services`
+  --> rcompose.yaml:1:1
+   |
+ 1 | volumes: {}
+   | ^^^^^^^",
+    );
+}
+
+#[test]
+fn compose_names_suggest_ours() {
+    let text = err(
+        "pods:\n  a:\n    containers:\n      - name: x\n        command: y\n        environment: { A: 1 }\n",
+    );
+    assert!(
+        text.starts_with(
+            "error: unknown field `environment` in container `a.x`; did you mean `env`?"
+        ),
+        "{text}"
+    );
+}
+
+#[test]
+fn cycle_error_lists_full_path() {
+    assert_error(
+        "pods:
+  web: { depends_on: [api], containers: [ { name: x, command: y } ] }
+  api: { depends_on: [db], containers: [ { name: x, command: y } ] }
+  db: { depends_on: { web: { condition: started } }, containers: [ { name: x, command: y } ] }
+",
+        "error: dependency cycle between pods: `api -> db -> web -> api`
+  --> rcompose.yaml:3:23
+   |
+ 3 |   api: { depends_on: [db], containers: [ { name: x, command: y } ] }
+   |                       ^^",
+    );
+}
+
+#[test]
+fn self_dependency_is_a_cycle() {
+    assert_error(
+        "pods:\n  a:\n    depends_on: [a]\n    containers: [ { name: x, command: y } ]\n",
+        "error: pod `a` depends on itself: `a -> a`
+  --> rcompose.yaml:3:18
+   |
+ 3 |     depends_on: [a]
+   |                  ^",
+    );
+}
+
+#[test]
+fn rejects_unknown_dependency_naming_both_ends() {
+    assert_error(
+        "pods:
+  db: { containers: [ { name: x, command: y } ] }
+  web:
+    depends_on:
+      dbb: { condition: started }
+    containers: [ { name: x, command: y } ]
+",
+        "error: pod `web` depends on `dbb`, which is not a pod; did you mean `db`?
+  --> rcompose.yaml:5:7
+   |
+ 5 |       dbb: { condition: started }
+   |       ^^^",
+    );
+}
+
+#[test]
+fn rejects_unknown_image_naming_container() {
+    assert_error(
+        "images:\n  api: { layers: [./api] }\npods:\n  web:\n    containers:\n      - name: app\n        image: nope\n        command: x\n",
+        "error: container `web.app` uses image `nope`, which is not declared in `images`
+  --> rcompose.yaml:7:16
+   |
+ 7 |         image: nope
+   |                ^^^^",
+    );
+}
+
+#[test]
+fn image_from_cycle_is_reported_once_with_full_path() {
+    assert_error(
+        "images:\n  a: { from: b }\n  b: { from: c }\n  c: { from: a }\n",
+        "error: image `a` is built from itself: `a -> b -> c -> a`
+  --> rcompose.yaml:2:14
+   |
+ 2 |   a: { from: b }
+   |              ^",
+    );
+}
+
+#[test]
+fn rejects_unknown_base_image() {
+    let text = err("images:\n  api: { from: bsae }\n  base: { from: host }\n");
+    assert!(
+        text.starts_with("error: image `api` is built from `bsae`, which is not declared in `images`; did you mean `base`?"),
+        "{text}"
+    );
+}
+
+#[test]
+fn merge_keys_apply() {
+    let m = ok("
+x-defaults: &defaults
+  replicas: 2
+  restart: on-failure
+pods:
+  web:
+    <<: *defaults
+    replicas: 5
+    containers: [ { name: app, command: serve } ]
+  worker:
+    <<: *defaults
+    containers: [ { name: app, command: work } ]
+");
+    assert_eq!(
+        m.pods()["web"].replicas,
+        5,
+        "explicit keys win over merged ones"
+    );
+    assert_eq!(m.pods()["web"].restart, Restart::OnFailure);
+    assert_eq!(m.pods()["worker"].replicas, 2);
+}
+
+#[test]
+fn unknown_key_inside_merged_anchor_is_reported() {
+    let text = err(
+        "x-d: &d\n  replcas: 2\npods:\n  web:\n    <<: *d\n    containers: [ { name: a, command: b } ]\n",
+    );
+    assert!(
+        text.starts_with("error: unknown field `replcas` in pod `web`; did you mean `replicas`?"),
+        "{text}"
+    );
+}
+
+#[test]
+fn anchors_and_aliases_apply() {
+    let m = ok("
+pods:
+  a:
+    containers:
+      - &c { name: app, command: [run, --fast], env: { MODE: prod } }
+  b:
+    containers: [ *c ]
+");
+    assert_eq!(m.pods()["a"].containers, m.pods()["b"].containers);
+}
+
+#[test]
+fn rejects_duplicate_keys_with_location() {
+    assert_error(
+        "pods:\n  web: { containers: [ { name: a, command: b } ] }\n  web: { containers: [ { name: a, command: b } ] }\n",
+        "error: duplicate key `web`
+  --> rcompose.yaml:3:3
+   |
+ 3 |   web: { containers: [ { name: a, command: b } ] }
+   |   ^^^",
+    );
+}
+
+#[test]
+fn syntax_error_has_location() {
+    assert_error(
+        "pods:\n  web:\n    containers: [ { name: a, command: b }\n",
+        "error: unclosed bracket '['
+  --> rcompose.yaml:3:17
+   |
+ 3 |     containers: [ { name: a, command: b }
+   |                 ^",
+    );
+}
+
+#[test]
+fn wrong_types_are_reported_with_location() {
+    assert_error(
+        "pods:\n  web:\n    replicas: three\n    containers: { name: a }\n",
+        "error: wrong type for `replicas` of pod `web`: expected an integer (0 or more), found a string
+  --> rcompose.yaml:3:15
+   |
+ 3 |     replicas: three
+   |               ^^^^^
+
+error: wrong type for `containers` of pod `web`: expected a list, found a mapping
+  --> rcompose.yaml:4:17
+   |
+ 4 |     containers: { name: a }
+   |                 ^",
+    );
+}
+
+#[test]
+fn reports_all_problems_at_once() {
+    let yaml = "name: Shop
+images:
+  api: { from: nope }
+pods:
+  web:
+    replcas: 2
+    depends_on: [dbb]
+    restart: sometimes
+    containers:
+      - name: app
+        image: api
+        command: serve
+        resources: { cpu: lots, memory: 512m }
+      - name: app
+        command: [x]
+services:
+  web:
+    selector: { app: web }
+    ports: [ \"8080:80\", 99999 ]
+";
+    let error = load(yaml, Path::new(ORIGIN)).unwrap_err();
+    let messages: Vec<(&str, u32)> = error
+        .problems()
+        .iter()
+        .map(|p| {
+            (
+                p.message.as_str(),
+                p.location.as_ref().map_or(0, |l| l.line),
+            )
+        })
+        .collect();
+    assert_eq!(
+        messages,
+        [
+            (
+                "invalid project name `Shop`: use lower-case letters, digits, `-` and `_`, starting with a letter or digit",
+                1
+            ),
+            (
+                "image `api` is built from `nope`, which is not declared in `images`",
+                3
+            ),
+            (
+                "unknown field `replcas` in pod `web`; did you mean `replicas`?",
+                6
+            ),
+            ("pod `web` depends on `dbb`, which is not a pod", 7),
+            (
+                "invalid restart policy `sometimes` in pod `web`: expected `always`, `on-failure` or `never`",
+                8
+            ),
+            (
+                "invalid cpu quantity `lots`: expected cpus like `0.5`, `2` or millicpus like `500m`",
+                13
+            ),
+            (
+                "invalid memory quantity `512m`: unknown unit `m` (use k, K, M, G, T, Ki, Mi, Gi or Ti); write `512Mi` (mebibytes) or `512M` (megabytes)",
+                13
+            ),
+            ("duplicate container name `app` in pod `web`", 14),
+            (
+                "service `web` selects no pod: no pod has all of the labels `app=web`",
+                18
+            ),
+            (
+                "a port of service `web` must be a port number from 1 to 65535, found `99999`",
+                19
+            ),
+        ]
+    );
+    assert_eq!(error.problems()[3].path, "pods.web.depends_on.dbb");
+    assert!(error.render().matches("\n\nerror: ").count() == messages.len() - 1);
+}
+
+#[test]
+fn env_values_keep_source_text() {
+    let m = ok("
+pods:
+  a:
+    containers:
+      - name: x
+        command: y
+        env: { NO_COLOR: NO, VERSION: 1.10, HEX: 0x1F, ON: yes, EMPTY: '', QUOTED: \"007\" }
+      - name: z
+        command: y
+        env: [ \"A=1\", B==x, C= ]
+");
+    let env = &m.pods()["a"].containers[0].env;
+    assert_eq!(env["NO_COLOR"], "NO");
+    assert_eq!(env["VERSION"], "1.10");
+    assert_eq!(env["HEX"], "0x1F");
+    assert_eq!(env["ON"], "yes");
+    assert_eq!(env["EMPTY"], "");
+    assert_eq!(env["QUOTED"], "007");
+    let env = &m.pods()["a"].containers[1].env;
+    assert_eq!(
+        (env["A"].as_str(), env["B"].as_str(), env["C"].as_str()),
+        ("1", "=x", "")
+    );
+}
+
+#[test]
+fn env_without_value_is_an_error() {
+    let text = err("pods:\n  a:\n    containers: [ { name: x, command: y, env: [ FOO ] } ]\n");
+    assert!(
+        text.starts_with(
+            "error: environment item `FOO` of container `a.x` has no `=`; write `FOO=value`"
+        ),
+        "{text}"
+    );
+}
+
+#[test]
+fn short_forms_expand_and_defaults_fill() {
+    let m = ok("
+images:
+  api: { layers: [ ./api, { source: ./conf, target: /etc/api } ] }
+  tools: { rootfs: ./rootfs }
+pods:
+  web:
+    labels: { app: web }
+    depends_on: [db]
+    containers: [ { name: app, image: api, command: \"sh -c 'echo hi'\" } ]
+  db:
+    containers: [ { name: db, command: [postgres, -p, 5432] } ]
+services:
+  web:
+    selector: { app: web }
+    ports: [ 80, \"8080:81\", { port: 90 } ]
+");
+    let api = &m.images()["api"];
+    assert_eq!(api.base, ImageBase::From("host".into()));
+    assert_eq!(
+        api.layers,
+        [
+            Layer {
+                source: "./api".into(),
+                target: "/".into()
+            },
+            Layer {
+                source: "./conf".into(),
+                target: "/etc/api".into()
+            },
+        ]
+    );
+    assert_eq!(
+        m.images()["tools"].base,
+        ImageBase::Rootfs("./rootfs".into())
+    );
+    let web = &m.pods()["web"];
+    assert_eq!(web.replicas, 1);
+    assert_eq!(web.restart, Restart::Never);
+    assert_eq!(web.depends_on["db"].condition, Condition::Started);
+    assert_eq!(web.containers[0].command, ["sh", "-c", "echo hi"]);
+    assert_eq!(m.pods()["db"].containers[0].image, "host");
+    assert_eq!(
+        m.pods()["db"].containers[0].command,
+        ["postgres", "-p", "5432"]
+    );
+    let ports: Vec<_> = m.services()["web"]
+        .ports
+        .iter()
+        .map(|p| (p.port, p.target, p.publish))
+        .collect();
+    assert_eq!(
+        ports,
+        [(80, 80, None), (81, 81, Some(8080)), (90, 90, None)]
+    );
+}
+
+#[test]
+fn parse_keeps_short_forms() {
+    let m: Manifest = parse(
+        "pods:\n  a:\n    depends_on: [b]\n    containers: [ { name: x, command: run it } ]\n",
+        Path::new(ORIGIN),
+    )
+    .unwrap();
+    let a = &m.pods["a"];
+    assert_eq!(a.depends_on, Some(DependsOnSpec::List(vec!["b".into()])));
+    assert_eq!(a.containers[0].command, CommandSpec::Shell("run it".into()));
+}
+
+#[test]
+fn normalized_yaml_round_trips() {
+    let m = ok("
+name: shop
+images:
+  api: { from: host, layers: [ ./api ] }
+  tools: { rootfs: ./rootfs }
+pods:
+  web:
+    replicas: 2
+    labels: { app: web }
+    depends_on: { db: { condition: completed } }
+    containers:
+      - name: app
+        image: api
+        command: serve --port 80
+        env: { A: NO, B: 1.10, C: 'true', D: '' }
+        working_dir: /app
+        resources: { cpu: 0.5, memory: 1073741824, pids: 10 }
+  db:
+    restart: on-failure
+    containers: [ { name: db, image: tools, command: [db] } ]
+services:
+  web: { selector: { app: web }, ports: [ \"8080:80\" ] }
+");
+    let yaml = m.to_yaml();
+    let again = ok(&yaml);
+    assert_eq!(again, m, "normalized YAML:\n{yaml}");
+    assert!(yaml.contains("memory: 1Gi"), "{yaml}");
+    assert!(yaml.contains("cpu: 500m"), "{yaml}");
+    let json: serde_json::Value = serde_json::from_str(&m.to_json()).unwrap();
+    assert_eq!(json["pods"]["web"]["containers"][0]["env"]["A"], "NO");
+    assert_eq!(json["images"]["tools"]["rootfs"], "./rootfs");
+    assert_eq!(m.name(), Some("shop"));
+    // The normalized JSON is also a manifest the serde model reads and validates unchanged.
+    let model: Manifest = serde_json::from_str(&m.to_json()).unwrap();
+    assert_eq!(
+        crate::manifest::validate(&model, Path::new(ORIGIN)).unwrap(),
+        m
+    );
+}
+
+#[test]
+fn healthy_condition_explains_it_is_not_supported_yet() {
+    let text = err("pods:
+  db: { containers: [ { name: x, command: y } ] }
+  web: { depends_on: { db: { condition: healthy } }, containers: [ { name: x, command: y } ] }
+");
+    assert!(
+        text.starts_with("error: pod `web` waits for `db` to be healthy, but condition `healthy` is not supported yet (it arrives with health checks); use `started` or `completed`"),
+        "{text}"
+    );
+}
+
+#[test]
+fn completed_dependency_on_always_restarting_pod_is_rejected() {
+    let text = err("pods:
+  job: { restart: always, containers: [ { name: x, command: y } ] }
+  web: { depends_on: { job: { condition: completed } }, containers: [ { name: x, command: y } ] }
+");
+    assert!(text.starts_with("error: pod `web` waits for `job` to complete, but `job` has `restart: always` and never completes"), "{text}");
+}
+
+#[test]
+fn service_selector_must_match_a_pod() {
+    assert_error(
+        "pods:\n  a: { labels: { app: a }, containers: [ { name: x, command: y } ] }\nservices:\n  api:\n    selector: { app: api }\n",
+        "error: service `api` selects no pod: no pod has all of the labels `app=api`
+  --> rcompose.yaml:5:5
+   |
+ 5 |     selector: { app: api }
+   |     ^^^^^^^^",
+    );
+}
+
+#[test]
+fn rejects_published_port_clash() {
+    let text = err("pods:
+  a: { labels: { app: a }, containers: [ { name: x, command: y } ] }
+services:
+  one: { selector: { app: a }, ports: [ \"8080:80\" ] }
+  two: { selector: { app: a }, ports: [ { port: 81, publish: 8080 } ] }
+");
+    assert!(
+        text.starts_with(
+            "error: host port 8080 is published by both service `one` and service `two`"
+        ),
+        "{text}"
+    );
+}
+
+#[test]
+fn pod_names_are_short_dns_labels() {
+    let long = "a".repeat(41);
+    let text = err(&format!(
+        "pods:\n  {long}: {{ containers: [ {{ name: x, command: y }} ] }}\n"
+    ));
+    assert!(
+        text.starts_with(&format!("error: invalid pod name `{long}`: it is longer than 40 characters (replica hostnames `<pod>-<n>` must stay short)")),
+        "{text}"
+    );
+    let text = err("pods:\n  Web_1: { containers: [ { name: x, command: y } ] }\n");
+    assert!(text.starts_with("error: invalid pod name `Web_1`: use lower-case letters, digits and `-`, starting and ending with a letter or digit"), "{text}");
+}
+
+#[test]
+fn missing_required_fields_are_reported() {
+    let text = err("pods:\n  a:\n    containers:\n      - image: host\n");
+    assert_eq!(
+        text,
+        "error: missing field `name` in container `a[0]`
+  --> rcompose.yaml:4:9
+   |
+ 4 |       - image: host
+   |         ^
+
+error: missing field `command` in container `a[0]`
+  --> rcompose.yaml:4:9
+   |
+ 4 |       - image: host
+   |         ^"
+    );
+}
+
+#[test]
+fn empty_manifest_is_an_error() {
+    assert!(err("").starts_with("error: the manifest is empty"));
+    assert!(err("# only a comment\n").starts_with("error: the manifest is empty"));
+}
+
+#[test]
+fn top_level_x_keys_are_ignored() {
+    let m = ok("x-note: anything\npods:\n  a: { containers: [ { name: x, command: y } ] }\n");
+    assert_eq!(m.pods().len(), 1);
+}
+
+#[test]
+fn zero_replicas_are_allowed() {
+    let m = ok("pods:\n  a: { replicas: 0, containers: [ { name: x, command: y } ] }\n");
+    assert_eq!(m.pods()["a"].replicas, 0);
+}
+
+#[test]
+fn error_display_summarizes() {
+    let e = load("pods: 1\n", Path::new("x.yaml")).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "invalid manifest `x.yaml`: wrong type for `pods`: expected a mapping, found an integer"
+    );
+}
+
+const SCHEMA_FILE: &str = include_str!("../../schemas/rcompose.schema.json");
+
+/// The schema file is generated (`just schema`, i.e. `cargo run -- schema`); this golden test
+/// keeps it in step with the Rust types.
+#[test]
+fn schema_file_is_up_to_date() {
+    assert!(
+        SCHEMA_FILE == schema_json(),
+        "schema is stale: run `just schema`"
+    );
+}
+
+/// Valid fixtures (also used by the CLI tests).
+const VALID_FIXTURES: [(&str, &str); 4] = [
+    (
+        "merge-keys",
+        include_str!("../../tests/fixtures/manifests/valid/merge-keys.yaml"),
+    ),
+    (
+        "minimal",
+        include_str!("../../tests/fixtures/manifests/valid/minimal.yaml"),
+    ),
+    (
+        "shop",
+        include_str!("../../tests/fixtures/manifests/valid/shop.yaml"),
+    ),
+    (
+        "short-forms",
+        include_str!("../../tests/fixtures/manifests/valid/short-forms.yaml"),
+    ),
+];
+
+macro_rules! invalid_fixtures {
+    ($($name:literal),* $(,)?) => {
+        [$((
+            concat!("tests/fixtures/manifests/invalid/", $name, ".yaml"),
+            include_str!(concat!("../../tests/fixtures/manifests/invalid/", $name, ".yaml")),
+            include_str!(concat!("../../tests/fixtures/manifests/invalid/", $name, ".stderr")),
+        )),*]
+    };
+}
+
+/// Invalid fixtures: (origin, yaml, expected stderr = `render()` plus a newline).
+const INVALID_FIXTURES: [(&str, &str, &str); 10] = invalid_fixtures![
+    "cycle",
+    "duplicate-key",
+    "healthy-condition",
+    "many-problems",
+    "quantities",
+    "syntax-error",
+    "unknown-dependency",
+    "unknown-image",
+    "unknown-keys",
+    "wrong-types",
+];
+
+#[test]
+fn valid_fixtures_load() {
+    for (name, yaml) in VALID_FIXTURES {
+        if let Err(e) = load(yaml, Path::new(name)) {
+            panic!("fixture {name} should be valid:\n{}", e.render());
+        }
+    }
+}
+
+#[test]
+fn invalid_fixtures_render_their_stderr_files() {
+    let mut failures = String::new();
+    for (origin, yaml, expected) in INVALID_FIXTURES {
+        let got = match load(yaml, Path::new(origin)) {
+            Ok(_) => "(valid)\n".to_string(),
+            Err(e) => format!("{}\n", e.render()),
+        };
+        if got != expected {
+            failures.push_str(&format!("=== {origin}\n{got}=== end\n"));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "fixtures differ from their .stderr files:\n{failures}"
+    );
+}
+
+#[test]
+fn directory_names_normalize_to_project_names() {
+    use crate::manifest::normalize_project_name;
+    assert_eq!(
+        normalize_project_name("My Shop.v2").as_deref(),
+        Some("myshopv2")
+    );
+    assert_eq!(
+        normalize_project_name("_web-app").as_deref(),
+        Some("web-app")
+    );
+    assert_eq!(normalize_project_name("..."), None);
+}
+
+#[test]
+fn odd_inputs_give_errors_not_panics() {
+    let inputs = [
+        "pods: {a: {containers: [~]}}\n",
+        "pods: {a: {containers: [{name: x, command: y, env: {A: [1]}}]}}\n",
+        "pods: {a: {depends_on: [{b: 1}], containers: [{name: x, command: [[1]]}]}}\n",
+        "? {a: 1}\n: b\n",
+        "---\npods: {}\n---\npods: {}\n",
+        "pods:\n\t a: 1\n",
+        "pods: [\n",
+        "\"unterminated\n",
+        "pods: {a: {containers: [{name: ü, command: 'ü ü'}]}}\nservices: {s: {selector: {}, ports: [{}]}}\n",
+        "images: {a: {layers: [{target: etc}, [x], {source: '', target: /}]}}\n",
+        "pods: {a: *x}\n",
+        "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]\n",
+        "pods: {a: {replicas: 99999999999999999999999, containers: [{name: x, command: y}]}}\n",
+        "pods: {a: {restart: Always, containers: [{name: x, command: y}]}}\n",
+    ];
+    for yaml in inputs {
+        let e = load(yaml, Path::new(ORIGIN)).unwrap_err();
+        assert!(!e.problems().is_empty(), "{yaml}");
+        assert!(e.render().starts_with("error: "), "{yaml}");
+    }
+}

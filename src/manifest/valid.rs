@@ -1,0 +1,167 @@
+//! The validated, normalized manifest: short forms expanded, defaults filled, every reference
+//! checked. Only [`crate::manifest::load`] / [`crate::manifest::validate`] build one.
+//! Serializes back to a manifest that [`crate::manifest::load`] accepts unchanged.
+
+use std::collections::BTreeMap;
+
+use serde::{Serialize, Serializer};
+
+use crate::manifest::{Bytes, Condition, MilliCpu, Restart};
+
+/// A manifest that passed validation.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ValidManifest {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) name: Option<String>,
+    pub(crate) images: BTreeMap<String, Image>,
+    pub(crate) pods: BTreeMap<String, Pod>,
+    pub(crate) services: BTreeMap<String, Service>,
+}
+
+impl ValidManifest {
+    /// The project name, if the manifest sets one.
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    /// Declared images by name (`host` is builtin and not listed).
+    pub fn images(&self) -> &BTreeMap<String, Image> {
+        &self.images
+    }
+
+    /// Pods by name.
+    pub fn pods(&self) -> &BTreeMap<String, Pod> {
+        &self.pods
+    }
+
+    /// Services by name.
+    pub fn services(&self) -> &BTreeMap<String, Service> {
+        &self.services
+    }
+
+    /// The normalized manifest as YAML (a valid manifest itself).
+    pub fn to_yaml(&self) -> String {
+        serde_saphyr::to_string(self)
+            .expect("invariant: plain structs, maps, strings and integers always serialize")
+    }
+
+    /// The normalized manifest as pretty JSON, with a trailing newline.
+    pub fn to_json(&self) -> String {
+        let mut text = serde_json::to_string_pretty(self)
+            .expect("invariant: plain structs, maps with string keys and strings serialize");
+        text.push('\n');
+        text
+    }
+}
+
+/// An image: its base and the layers over it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Image {
+    /// What the image stacks on.
+    #[serde(flatten)]
+    pub base: ImageBase,
+    /// Directories laid over the base, bottom first.
+    pub layers: Vec<Layer>,
+}
+
+/// The bottom of an image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ImageBase {
+    /// Another image: `host` or a declared image (chains end at `host` or a rootfs).
+    From(String),
+    /// A root filesystem directory, relative to the manifest's directory (or absolute).
+    Rootfs(String),
+}
+
+/// A directory laid over the image at `target`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Layer {
+    /// Directory on the host, as written (relative to the manifest's directory, or absolute).
+    pub source: String,
+    /// Absolute path in the image.
+    pub target: String,
+}
+
+/// A pod with defaults filled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Pod {
+    /// Number of replicas.
+    pub replicas: u32,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Pods waited for, by name.
+    pub depends_on: BTreeMap<String, Dependency>,
+    /// Restart policy.
+    pub restart: Restart,
+    /// Containers, in manifest order (at least one).
+    pub containers: Vec<Container>,
+}
+
+/// A dependency's condition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Dependency {
+    /// When the dependency counts as met.
+    pub condition: Condition,
+}
+
+/// A container with defaults filled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Container {
+    /// Name, unique in the pod.
+    pub name: String,
+    /// Image name (`host` or a declared image).
+    pub image: String,
+    /// argv, never empty.
+    pub command: Vec<String>,
+    /// Environment.
+    pub env: BTreeMap<String, String>,
+    /// Absolute working directory, if set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<String>,
+    /// Limits.
+    pub resources: Resources,
+}
+
+/// Parsed limits; `None` means unlimited.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Resources {
+    /// CPU limit.
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "display")]
+    pub cpu: Option<MilliCpu>,
+    /// Memory limit.
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "display")]
+    pub memory: Option<Bytes>,
+    /// pids.max.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pids: Option<u64>,
+}
+
+#[allow(clippy::ref_option)] // serde's `serialize_with` passes `&Option<T>`
+fn display<T: std::fmt::Display, S: Serializer>(v: &Option<T>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(v) => s.collect_str(v),
+        None => s.serialize_none(),
+    }
+}
+
+/// A service with its ports expanded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Service {
+    /// Label selector.
+    pub selector: BTreeMap<String, String>,
+    /// Ports.
+    pub ports: Vec<Port>,
+}
+
+/// A service port in long form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Port {
+    /// Port the service listens on.
+    pub port: u16,
+    /// Port on the pods.
+    pub target: u16,
+    /// Host port, if published.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub publish: Option<u16>,
+}

@@ -1,0 +1,654 @@
+//! Cross-reference and value checks: the only way to a [`ValidManifest`]. Collects every
+//! problem (with its dotted path) instead of stopping at the first.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::manifest::convert::{Anchor, Issues, index, join, suggest};
+use crate::manifest::valid::{
+    Container, Dependency, Image, ImageBase, Layer, Pod, Port, Resources, Service, ValidManifest,
+};
+use crate::manifest::{
+    Bytes, CommandSpec, Condition, ContainerSpec, DependsOnSpec, EnvSpec, HOST_IMAGE, LayerSpec,
+    Manifest, MilliCpu, PodSpec, PortSpec, Restart, ServiceSpec, shell,
+};
+
+/// Longest pod name: the hostname `<pod>-<replica>` must stay well under 64 characters.
+pub(crate) const MAX_POD_NAME: usize = 40;
+/// Longest name of anything else (a DNS label).
+pub(crate) const MAX_NAME: usize = 63;
+
+/// Checks a DNS-label name: `[a-z0-9]([-a-z0-9]*[a-z0-9])?`, at most `max` characters.
+pub(crate) fn dns_label(name: &str, max: usize) -> Result<(), String> {
+    let ok_chars = name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if name.is_empty() {
+        return Err("it is empty".into());
+    }
+    if !ok_chars || name.starts_with('-') || name.ends_with('-') {
+        return Err(
+            "use lower-case letters, digits and `-`, starting and ending with a letter or digit"
+                .into(),
+        );
+    }
+    if name.len() > max {
+        return Err(format!("it is longer than {max} characters"));
+    }
+    Ok(())
+}
+
+fn project_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+/// Kubernetes label syntax: `[prefix/]name`, name up to 63 of `[A-Za-z0-9._-]`, alphanumeric at
+/// both ends; values the same (or empty).
+fn label_part(text: &str) -> bool {
+    text.len() <= MAX_NAME
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && text
+            .bytes()
+            .next()
+            .is_none_or(|b| b.is_ascii_alphanumeric())
+        && text
+            .bytes()
+            .last()
+            .is_none_or(|b| b.is_ascii_alphanumeric())
+}
+
+fn label_key(key: &str) -> bool {
+    let name = key.rsplit_once('/').map_or(key, |(prefix, name)| {
+        if prefix.is_empty() || prefix.len() > 253 {
+            ""
+        } else {
+            name
+        }
+    });
+    !name.is_empty() && label_part(name)
+}
+
+fn did_you_mean<'a>(word: &str, names: impl Iterator<Item = &'a String>) -> String {
+    let names: Vec<&str> = names.map(String::as_str).collect();
+    suggest(word, &names)
+        .map(|s| format!("; did you mean `{s}`?"))
+        .unwrap_or_default()
+}
+
+/// Validates `m`, reporting problems into `issues`; the result is meaningful only when no
+/// problem was reported.
+pub(crate) fn validate(m: &Manifest, issues: &mut Issues) -> ValidManifest {
+    if let Some(name) = &m.name
+        && !project_name(name)
+    {
+        issues.report(
+                "name",
+                Anchor::Value,
+                format!("invalid project name `{name}`: use lower-case letters, digits, `-` and `_`, starting with a letter or digit"),
+            );
+    }
+    let images = images(m, issues);
+    let pods = m
+        .pods
+        .iter()
+        .map(|(name, spec)| (name.clone(), pod(m, name, spec, issues)))
+        .collect::<BTreeMap<_, _>>();
+    pod_graph(&pods, issues);
+    let services = services(m, &pods, issues);
+    ValidManifest {
+        name: m.name.clone(),
+        images,
+        pods,
+        services,
+    }
+}
+
+fn images(m: &Manifest, issues: &mut Issues) -> BTreeMap<String, Image> {
+    let mut out = BTreeMap::new();
+    for (name, spec) in &m.images {
+        let path = join("images", name);
+        if name == HOST_IMAGE {
+            issues.report(
+                &path,
+                Anchor::Key,
+                "image `host` is builtin (the host's root filesystem) and cannot be declared"
+                    .into(),
+            );
+        } else if let Err(why) = dns_label(name, MAX_NAME) {
+            issues.report(
+                &path,
+                Anchor::Key,
+                format!("invalid image name `{name}`: {why}"),
+            );
+        }
+        if let Some(from) = &spec.from
+            && from != HOST_IMAGE
+            && !m.images.contains_key(from)
+        {
+            issues.report(
+                &join(&path, "from"),
+                Anchor::Value,
+                format!(
+                    "image `{name}` is built from `{from}`, which is not declared in `images`{}",
+                    did_you_mean(from, m.images.keys())
+                ),
+            );
+        }
+        let base = match (&spec.from, &spec.rootfs) {
+            (Some(_), Some(_)) => {
+                issues.report(
+                    &join(&path, "rootfs"),
+                    Anchor::Key,
+                    format!("image `{name}` sets both `from` and `rootfs`; choose one"),
+                );
+                ImageBase::From(HOST_IMAGE.into())
+            }
+            (Some(from), None) => ImageBase::From(from.clone()),
+            (None, Some(rootfs)) => {
+                if rootfs.is_empty() {
+                    issues.report(
+                        &join(&path, "rootfs"),
+                        Anchor::Value,
+                        format!("`rootfs` of image `{name}` is empty"),
+                    );
+                }
+                ImageBase::Rootfs(rootfs.clone())
+            }
+            (None, None) => ImageBase::From(HOST_IMAGE.into()),
+        };
+        let mut layers = Vec::new();
+        for (i, layer) in spec.layers.iter().enumerate() {
+            let lpath = index(&join(&path, "layers"), i);
+            let (source, target) = match layer {
+                LayerSpec::Path(source) => (source.clone(), "/".to_string()),
+                LayerSpec::Mount(mount) => (
+                    mount.source.clone(),
+                    mount.target.clone().unwrap_or_else(|| "/".into()),
+                ),
+            };
+            if source.is_empty() {
+                issues.report(
+                    &lpath,
+                    Anchor::Value,
+                    format!("a layer of image `{name}` has an empty source"),
+                );
+            }
+            if !target.starts_with('/') {
+                issues.report(
+                    &join(&lpath, "target"),
+                    Anchor::Value,
+                    format!("layer target `{target}` of image `{name}` must be an absolute path"),
+                );
+            }
+            layers.push(Layer { source, target });
+        }
+        out.insert(name.clone(), Image { base, layers });
+    }
+    // `from` chains that come back to themselves.
+    let mut reported = BTreeSet::new();
+    for start in m.images.keys() {
+        let mut chain = vec![start.as_str()];
+        let mut current = start.as_str();
+        while let Some(next) = m.images.get(current).and_then(|s| s.from.as_deref()) {
+            if next == HOST_IMAGE || !m.images.contains_key(next) {
+                break;
+            }
+            if let Some(at) = chain.iter().position(|c| *c == next) {
+                let mut cycle: Vec<&str> = chain[at..].to_vec();
+                // Start the printed cycle at its smallest name, so it is reported once.
+                let min = (0..cycle.len()).min_by_key(|&i| cycle[i]).unwrap_or(0);
+                cycle.rotate_left(min);
+                if reported.insert(cycle.clone()) {
+                    let first = cycle[0];
+                    let mut text = cycle.join(" -> ");
+                    text.push_str(" -> ");
+                    text.push_str(first);
+                    issues.report(
+                        &join(&join("images", first), "from"),
+                        Anchor::Value,
+                        format!("image `{first}` is built from itself: `{text}`"),
+                    );
+                }
+                break;
+            }
+            chain.push(next);
+            current = next;
+        }
+    }
+    out
+}
+
+fn pod(m: &Manifest, name: &str, spec: &PodSpec, issues: &mut Issues) -> Pod {
+    let path = join("pods", name);
+    if let Err(why) = dns_label(name, MAX_POD_NAME) {
+        let why = if why.starts_with("it is longer") {
+            format!("{why} (replica hostnames `<pod>-<n>` must stay short)")
+        } else {
+            why
+        };
+        issues.report(
+            &path,
+            Anchor::Key,
+            format!("invalid pod name `{name}`: {why}"),
+        );
+    }
+    for (key, value) in &spec.labels {
+        let lpath = join(&join(&path, "labels"), key);
+        if !label_key(key) {
+            issues.report(&lpath, Anchor::Key, format!("invalid label key `{key}` in pod `{name}`: use up to 63 letters, digits, `-`, `_` and `.`, starting and ending with a letter or digit, with an optional `prefix/`"));
+        }
+        if !label_part(value) {
+            issues.report(&lpath, Anchor::Value, format!("invalid label value `{value}` in pod `{name}`: use up to 63 letters, digits, `-`, `_` and `.`, starting and ending with a letter or digit"));
+        }
+    }
+    let mut depends_on = BTreeMap::new();
+    let dpath = join(&path, "depends_on");
+    let deps: Vec<(String, Condition)> = match &spec.depends_on {
+        None => Vec::new(),
+        Some(DependsOnSpec::List(names)) => {
+            let mut seen = BTreeSet::new();
+            for (i, dep) in names.iter().enumerate() {
+                if !seen.insert(dep) {
+                    issues.report(
+                        &index(&dpath, i),
+                        Anchor::Value,
+                        format!("pod `{name}` lists dependency `{dep}` twice"),
+                    );
+                }
+            }
+            names
+                .iter()
+                .map(|n| (n.clone(), Condition::Started))
+                .collect()
+        }
+        Some(DependsOnSpec::Map(map)) => map
+            .iter()
+            .map(|(n, d)| (n.clone(), d.condition.unwrap_or(Condition::Started)))
+            .collect(),
+    };
+    for (dep, condition) in deps {
+        match m.pods.get(&dep) {
+            None => issues.report(
+                &join(&dpath, &dep),
+                Anchor::Key,
+                format!(
+                    "pod `{name}` depends on `{dep}`, which is not a pod{}",
+                    did_you_mean(&dep, m.pods.keys())
+                ),
+            ),
+            Some(target) => {
+                if condition == Condition::Completed && target.restart == Some(Restart::Always) {
+                    issues.report(
+                        &join(&dpath, &dep),
+                        Anchor::Key,
+                        format!("pod `{name}` waits for `{dep}` to complete, but `{dep}` has `restart: always` and never completes"),
+                    );
+                }
+            }
+        }
+        depends_on.insert(dep, Dependency { condition });
+    }
+    let cpath = join(&path, "containers");
+    if spec.containers.is_empty() {
+        issues.report(
+            &cpath,
+            Anchor::Key,
+            format!("pod `{name}` has no containers"),
+        );
+    }
+    let mut seen = BTreeSet::new();
+    let containers = spec
+        .containers
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let path = index(&cpath, i);
+            if !c.name.is_empty() && !seen.insert(c.name.clone()) {
+                issues.report(
+                    &join(&path, "name"),
+                    Anchor::Value,
+                    format!("duplicate container name `{}` in pod `{name}`", c.name),
+                );
+            }
+            container(m, name, c, &path, issues)
+        })
+        .collect();
+    Pod {
+        replicas: spec.replicas.unwrap_or(1),
+        labels: spec.labels.clone(),
+        depends_on,
+        restart: spec.restart.unwrap_or(Restart::Never),
+        containers,
+    }
+}
+
+fn container(
+    m: &Manifest,
+    pod: &str,
+    c: &ContainerSpec,
+    path: &str,
+    issues: &mut Issues,
+) -> Container {
+    let label = format!("{pod}.{}", c.name);
+    if let Err(why) = dns_label(&c.name, MAX_NAME) {
+        issues.report(
+            &join(path, "name"),
+            Anchor::Value,
+            format!("invalid container name `{}` in pod `{pod}`: {why}", c.name),
+        );
+    }
+    let image = c.image.clone().unwrap_or_else(|| HOST_IMAGE.into());
+    if image != HOST_IMAGE && !m.images.contains_key(&image) {
+        issues.report(
+            &join(path, "image"),
+            Anchor::Value,
+            format!(
+                "container `{label}` uses image `{image}`, which is not declared in `images`{}",
+                did_you_mean(&image, m.images.keys())
+            ),
+        );
+    }
+    let command = match &c.command {
+        CommandSpec::Argv(argv) => argv.iter().map(|t| t.0.clone()).collect(),
+        CommandSpec::Shell(text) => shell::split(text).unwrap_or_else(|why| {
+            issues.report(
+                &join(path, "command"),
+                Anchor::Value,
+                format!("cannot split the command of container `{label}` into words: {why}"),
+            );
+            vec![text.clone()]
+        }),
+    };
+    if command.is_empty() {
+        issues.report(
+            &join(path, "command"),
+            Anchor::Value,
+            format!("the command of container `{label}` is empty"),
+        );
+    }
+    let mut env = BTreeMap::new();
+    let epath = join(path, "env");
+    match &c.env {
+        None => {}
+        Some(EnvSpec::Map(map)) => {
+            for (k, v) in map {
+                env.insert(k.clone(), v.0.clone());
+            }
+        }
+        Some(EnvSpec::List(items)) => {
+            for (i, item) in items.iter().enumerate() {
+                match item.split_once('=') {
+                    Some((k, v)) => {
+                        if env.insert(k.to_string(), v.to_string()).is_some() {
+                            issues.report(&index(&epath, i), Anchor::Value, format!("environment variable `{k}` of container `{label}` is set twice"));
+                        }
+                    }
+                    None => issues.report(
+                        &index(&epath, i),
+                        Anchor::Value,
+                        format!("environment item `{item}` of container `{label}` has no `=`; write `{item}=value`"),
+                    ),
+                }
+            }
+        }
+    }
+    for key in env.keys() {
+        if key.is_empty() || key.contains(['=', '\0']) {
+            issues.report(
+                &join(&epath, key),
+                Anchor::Key,
+                format!("invalid environment variable name `{key}` in container `{label}`"),
+            );
+        }
+    }
+    if let Some(dir) = &c.working_dir
+        && !dir.starts_with('/')
+    {
+        issues.report(
+            &join(path, "working_dir"),
+            Anchor::Value,
+            format!("`working_dir` of container `{label}` must be an absolute path, found `{dir}`"),
+        );
+    }
+    let mut resources = Resources::default();
+    if let Some(r) = &c.resources {
+        let rpath = join(path, "resources");
+        if let Some(cpu) = &r.cpu {
+            match MilliCpu::parse(&cpu.0) {
+                Ok(v) => resources.cpu = Some(v),
+                Err(why) => issues.report(&join(&rpath, "cpu"), Anchor::Value, why),
+            }
+        }
+        if let Some(memory) = &r.memory {
+            match Bytes::parse(&memory.0) {
+                Ok(v) => resources.memory = Some(v),
+                Err(why) => issues.report(&join(&rpath, "memory"), Anchor::Value, why),
+            }
+        }
+        if r.pids == Some(0) {
+            issues.report(
+                &join(&rpath, "pids"),
+                Anchor::Value,
+                format!("`pids` of container `{label}` must be 1 or more"),
+            );
+        }
+        resources.pids = r.pids;
+    }
+    Container {
+        name: c.name.clone(),
+        image,
+        command,
+        env,
+        working_dir: c.working_dir.clone(),
+        resources,
+    }
+}
+
+/// Reports every dependency cycle once, as its full path starting at its smallest name.
+fn pod_graph(pods: &BTreeMap<String, Pod>, issues: &mut Issues) {
+    let mut reported = BTreeSet::new();
+    for start in pods.keys() {
+        let mut stack: Vec<&str> = Vec::new();
+        let mut done = BTreeSet::new();
+        visit(start, pods, &mut stack, &mut done, &mut reported);
+    }
+    for cycle in reported {
+        let first = cycle[0];
+        let second = cycle.get(1).copied().unwrap_or(first);
+        let mut text = cycle.join(" -> ");
+        text.push_str(" -> ");
+        text.push_str(first);
+        let message = if cycle.len() == 1 {
+            format!("pod `{first}` depends on itself: `{text}`")
+        } else {
+            format!("dependency cycle between pods: `{text}`")
+        };
+        issues.report(
+            &join(&join(&join("pods", first), "depends_on"), second),
+            Anchor::Key,
+            message,
+        );
+    }
+}
+
+fn visit<'a>(
+    node: &'a str,
+    pods: &'a BTreeMap<String, Pod>,
+    stack: &mut Vec<&'a str>,
+    done: &mut BTreeSet<&'a str>,
+    reported: &mut BTreeSet<Vec<&'a str>>,
+) {
+    if let Some(at) = stack.iter().position(|n| *n == node) {
+        let mut cycle = stack[at..].to_vec();
+        let min = (0..cycle.len()).min_by_key(|&i| cycle[i]).unwrap_or(0);
+        cycle.rotate_left(min);
+        reported.insert(cycle);
+        return;
+    }
+    if done.contains(node) {
+        return;
+    }
+    let Some(pod) = pods.get(node) else { return };
+    stack.push(node);
+    for dep in pod.depends_on.keys() {
+        visit(dep, pods, stack, done, reported);
+    }
+    stack.pop();
+    done.insert(node);
+}
+
+fn services(
+    m: &Manifest,
+    pods: &BTreeMap<String, Pod>,
+    issues: &mut Issues,
+) -> BTreeMap<String, Service> {
+    let mut out = BTreeMap::new();
+    let mut published: BTreeMap<u16, String> = BTreeMap::new();
+    for (name, spec) in &m.services {
+        let path = join("services", name);
+        if let Err(why) = dns_label(name, MAX_NAME) {
+            issues.report(
+                &path,
+                Anchor::Key,
+                format!("invalid service name `{name}`: {why}"),
+            );
+        }
+        selector(name, spec, pods, &path, issues);
+        let mut ports = Vec::new();
+        let mut seen = BTreeSet::new();
+        for (i, p) in spec.ports.iter().enumerate() {
+            let ppath = index(&join(&path, "ports"), i);
+            let Some(port) = port(name, p, &ppath, issues) else {
+                continue;
+            };
+            if !seen.insert(port.port) {
+                issues.report(
+                    &ppath,
+                    Anchor::Value,
+                    format!("service `{name}` lists port {} twice", port.port),
+                );
+            }
+            if let Some(host) = port.publish
+                && let Some(other) = published.insert(host, name.clone())
+            {
+                issues.report(&ppath, Anchor::Value, format!("host port {host} is published by both service `{other}` and service `{name}`"));
+            }
+            ports.push(port);
+        }
+        out.insert(
+            name.clone(),
+            Service {
+                selector: spec.selector.clone(),
+                ports,
+            },
+        );
+    }
+    out
+}
+
+fn selector(
+    name: &str,
+    spec: &ServiceSpec,
+    pods: &BTreeMap<String, Pod>,
+    path: &str,
+    issues: &mut Issues,
+) {
+    let spath = join(path, "selector");
+    let shown = spec
+        .selector
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if spec.selector.is_empty() {
+        issues.report(
+            &spath,
+            Anchor::Key,
+            format!(
+                "service `{name}` has an empty selector; give it labels that pick at least one pod"
+            ),
+        );
+    } else if issues.any_broken(|b| {
+        b == "pods"
+            || b.strip_prefix("pods.").is_some_and(|rest| {
+                !rest.contains(['.', '[']) || rest.split('.').nth(1) == Some("labels")
+            })
+    }) {
+        // A pod or its labels failed to parse: whether the selector matches is unknown.
+    } else if !pods.values().any(|pod| {
+        spec.selector
+            .iter()
+            .all(|(k, v)| pod.labels.get(k) == Some(v))
+    }) {
+        issues.report(
+            &spath,
+            Anchor::Key,
+            format!("service `{name}` selects no pod: no pod has all of the labels `{shown}`"),
+        );
+    }
+}
+
+fn port(service: &str, spec: &PortSpec, path: &str, issues: &mut Issues) -> Option<Port> {
+    let zero = |issues: &mut Issues| {
+        issues.report(
+            path,
+            Anchor::Value,
+            format!("port 0 of service `{service}` is not a valid port; use 1 to 65535"),
+        );
+    };
+    let port = match spec {
+        PortSpec::Number(n) => Port {
+            port: *n,
+            target: *n,
+            publish: None,
+        },
+        PortSpec::Long(l) => Port {
+            port: l.port,
+            target: l.target.unwrap_or(l.port),
+            publish: l.publish,
+        },
+        PortSpec::Short(text) => {
+            let bare = text.strip_suffix("/tcp").unwrap_or(text);
+            let number = |s: &str| s.parse::<u16>().ok();
+            let parsed = match bare.split(':').collect::<Vec<_>>().as_slice() {
+                [one] => number(one).map(|p| Port {
+                    port: p,
+                    target: p,
+                    publish: None,
+                }),
+                [host, container] => number(host).zip(number(container)).map(|(h, c)| Port {
+                    port: c,
+                    target: c,
+                    publish: Some(h),
+                }),
+                _ => None,
+            };
+            let Some(parsed) = parsed else {
+                let hint = if bare.matches(':').count() == 2 {
+                    "; binding a host address is not supported (published ports bind 127.0.0.1)"
+                } else if text.ends_with("/udp") {
+                    "; only tcp is supported"
+                } else {
+                    ""
+                };
+                issues.report(
+                    path,
+                    Anchor::Value,
+                    format!("invalid port `{text}` of service `{service}`: expected `PORT` or `PUBLISH:PORT` like \"8080:80\"{hint}"),
+                );
+                return None;
+            };
+            parsed
+        }
+    };
+    if port.port == 0 || port.target == 0 || port.publish == Some(0) {
+        zero(issues);
+        return None;
+    }
+    Some(port)
+}

@@ -1,0 +1,375 @@
+//! The container side: `rcompose __init CONFIG`, run by [`super::spawn`] as a fresh,
+//! single-threaded process (the `runc init` pattern, so no Rust code ever runs between fork
+//! and exec of the multi-threaded supervisor).
+//!
+//! Sequence: join the cgroup -> join the pod's network namespace -> unshare mount, pid, uts
+//! and ipc namespaces -> fork. The parent reports the child's pid on the status pipe and
+//! exits. The child is PID 1 of the new pid namespace: it mounts the overlay root, `/proc`,
+//! read-only `/sys`, a minimal `/dev`, tmpfs `/tmp` and `/run`, sets the hostname,
+//! pivots into the root, then forks the user's command and stays as a small init that
+//! forwards signals to it and reaps zombies. It exits with the command's exit code
+//! (128 + n when the command was killed by signal n).
+//!
+//! Status pipe protocol (fd 3, one line per message): `pid N`, then `started` or
+//! `error MESSAGE`.
+
+use std::ffi::CString;
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::unix::fs::{symlink, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use nix::errno::Errno;
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sched::{setns, unshare, CloneFlags};
+use nix::sys::signal::{kill, sigprocmask, SigSet, SigmaskHow, Signal};
+use nix::sys::stat::{makedev, mknod, Mode, SFlag};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{chdir, execve, fork, getpid, pipe2, pivot_root, sethostname, setsid, ForkResult};
+
+use super::rootfs::overlay_mounts;
+use super::ContainerConfig;
+
+/// The status pipe's file descriptor in the init helper.
+pub const STATUS_FD: i32 = 3;
+
+/// PATH used when the container's environment has none.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Signals the init forwards to the command.
+const FORWARDED: [Signal; 9] = [
+    Signal::SIGTERM,
+    Signal::SIGINT,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+    Signal::SIGWINCH,
+    Signal::SIGCONT,
+    Signal::SIGALRM,
+];
+
+/// A failed setup step, reported on the status pipe and in the container's log.
+struct Failed(String);
+
+impl<S: AsRef<str>, E: std::fmt::Display> From<(S, E)> for Failed {
+    fn from((what, e): (S, E)) -> Self {
+        Failed(format!("{}: {e}", what.as_ref()))
+    }
+}
+
+/// Entry point of the hidden `__init` mode.
+pub fn main(config: &Path) -> ExitCode {
+    // SAFETY: fd 3 was set up by `spawn` (dup2 of the status pipe's write end) and nothing
+    // else in this fresh process owns it.
+    let mut status = unsafe { File::from_raw_fd(STATUS_FD) };
+    // The user's command must not inherit the status pipe, or the supervisor would not see
+    // EOF until the command exits.
+    let _ = nix::fcntl::fcntl(
+        &status,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    );
+    match helper(config, &mut status) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failed(msg)) => {
+            report_error(&mut status, &msg);
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn report_error(status: &mut File, msg: &str) {
+    let _ = writeln!(status, "error {msg}");
+    eprintln!("rcompose: {msg}");
+}
+
+fn helper(config: &Path, status: &mut File) -> Result<(), Failed> {
+    let raw = fs::read(config).map_err(|e| ("failed to read the container config", e))?;
+    let cfg: ContainerConfig =
+        serde_json::from_slice(&raw).map_err(|e| ("invalid container config", e))?;
+    // Leave the supervisor's session: a Ctrl-C on its terminal must not reach containers,
+    // which are stopped in reverse dependency order by the supervisor instead.
+    let _ = setsid();
+    let me = getpid().to_string();
+    for procs in &cfg.cgroup_procs {
+        fs::write(procs, &me)
+            .map_err(|e| (format!("failed to join cgroup `{}`", procs.display()), e))?;
+    }
+    if let Some(ns) = &cfg.netns {
+        let f = File::open(ns)
+            .map_err(|e| (format!("failed to open network namespace `{}`", ns.display()), e))?;
+        setns(&f, CloneFlags::CLONE_NEWNET).map_err(|e| ("failed to join the pod network", e))?;
+    }
+    unshare(
+        CloneFlags::CLONE_NEWNS
+            | CloneFlags::CLONE_NEWPID
+            | CloneFlags::CLONE_NEWUTS
+            | CloneFlags::CLONE_NEWIPC,
+    )
+    .map_err(|e| ("failed to create namespaces", e))?;
+    // Block the forwarded signals before the fork so none is lost before the init waits.
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGCHLD);
+    for s in FORWARDED {
+        set.add(s);
+    }
+    sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None).map_err(|e| ("sigprocmask", e))?;
+    // SAFETY: this process is single-threaded (a fresh exec of rcompose that started no
+    // thread), so the child may run arbitrary code after fork.
+    match unsafe { fork() }.map_err(|e| ("fork", e))? {
+        ForkResult::Parent { child } => {
+            let _ = writeln!(status, "pid {child}");
+            Ok(())
+        }
+        ForkResult::Child => {
+            let code = match container_init(&cfg, status, &set) {
+                Ok(never) => match never {},
+                Err(Failed(msg)) => {
+                    report_error(status, &msg);
+                    1
+                }
+            };
+            std::process::exit(code);
+        }
+    }
+}
+
+enum Never {}
+
+fn container_init(cfg: &ContainerConfig, status: &mut File, set: &SigSet) -> Result<Never, Failed> {
+    setup_root(cfg)?;
+    sethostname(&cfg.hostname).map_err(|e| ("failed to set the hostname", e))?;
+    write_etc(cfg);
+    let env = environment(cfg);
+    let (r, w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| ("pipe", e))?;
+    // SAFETY: still single-threaded (see `helper`).
+    let child = match unsafe { fork() }.map_err(|e| ("fork", e))? {
+        ForkResult::Child => {
+            drop(r);
+            let err = exec_command(cfg, &env);
+            let mut w = File::from(w);
+            let _ = w.write_all(err.as_bytes());
+            // SAFETY: _exit is async-signal-safe and ends this child at once.
+            unsafe { libc::_exit(if err.contains("permission denied") { 126 } else { 127 }) }
+        }
+        ForkResult::Parent { child } => child,
+    };
+    drop(w);
+    let mut msg = String::new();
+    let _ = File::from(r).read_to_string(&mut msg);
+    if !msg.is_empty() {
+        report_error(status, &msg);
+        // reap the failed child and leave with its code
+        let code = match waitpid(child, None) {
+            Ok(WaitStatus::Exited(_, c)) => c,
+            _ => 127,
+        };
+        std::process::exit(code);
+    }
+    let _ = writeln!(status, "started");
+    // SAFETY: fd 3 is the status pipe, owned by `status`; closing it gives the supervisor EOF.
+    // We leak the File afterwards so it is not closed twice.
+    let _ = nix::unistd::close(status.as_raw_fd());
+    reap_loop(child, set)
+}
+
+/// Waits for signals: forwards them to the command, reaps zombies, and exits with the
+/// command's status once it is gone.
+fn reap_loop(child: nix::unistd::Pid, set: &SigSet) -> ! {
+    loop {
+        let Ok(sig) = set.wait() else { continue };
+        if sig != Signal::SIGCHLD {
+            let _ = kill(child, sig);
+            continue;
+        }
+        loop {
+            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) if pid == child => std::process::exit(code),
+                Ok(WaitStatus::Signaled(pid, s, _)) if pid == child => {
+                    std::process::exit(128 + s as i32)
+                }
+                Ok(WaitStatus::StillAlive) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    }
+}
+
+/// Runs in the command's process: resets the signal mask, starts a session, enters the
+/// working directory and execs. Returns the error message when exec fails.
+fn exec_command(cfg: &ContainerConfig, env: &[(String, String)]) -> String {
+    let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+    let _ = setsid();
+    if let Some(dir) = &cfg.working_dir {
+        if let Err(e) = chdir(dir.as_str()) {
+            return format!("failed to enter working directory `{dir}`: {}", errno_text(e));
+        }
+    }
+    let Some(program) = cfg.command.first() else {
+        return "the container has no command".to_string();
+    };
+    let path = env.iter().find(|(k, _)| k == "PATH").map_or(DEFAULT_PATH, |(_, v)| v.as_str());
+    let Some(resolved) = resolve(program, path) else {
+        return format!("`{program}`: executable file not found in $PATH");
+    };
+    let to_c = |s: &str| CString::new(s).unwrap_or_default();
+    let argv: Vec<CString> = cfg.command.iter().map(|a| to_c(a)).collect();
+    let envp: Vec<CString> = env.iter().map(|(k, v)| to_c(&format!("{k}={v}"))).collect();
+    let file = to_c(&resolved.to_string_lossy());
+    match execve(&file, &argv, &envp) {
+        Err(e) => format!("failed to run `{program}`: {}", errno_text(e)),
+        Ok(never) => match never {},
+    }
+}
+
+fn errno_text(e: Errno) -> String {
+    e.desc().to_lowercase()
+}
+
+/// Finds `program` in `path` as execvp does: names with a slash are taken as they are.
+fn resolve(program: &str, path: &str) -> Option<PathBuf> {
+    if program.contains('/') {
+        return Some(PathBuf::from(program));
+    }
+    path.split(':').filter(|d| !d.is_empty()).map(|d| Path::new(d).join(program)).find(|p| {
+        fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    })
+}
+
+/// The command's environment: defaults first, then the container's own variables.
+fn environment(cfg: &ContainerConfig) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = Vec::new();
+    let mut set = |k: &str, v: &str| {
+        if let Some(e) = env.iter_mut().find(|(ek, _)| ek == k) {
+            e.1 = v.to_string();
+        } else {
+            env.push((k.to_string(), v.to_string()));
+        }
+    };
+    set("PATH", DEFAULT_PATH);
+    set("HOSTNAME", &cfg.hostname);
+    set("HOME", "/root");
+    for (k, v) in &cfg.env {
+        set(k, v);
+    }
+    env
+}
+
+fn setup_root(cfg: &ContainerConfig) -> Result<(), Failed> {
+    let err = |what: String| move |e: Errno| Failed(format!("{what}: {}", errno_text(e)));
+    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
+        .map_err(err("failed to make mounts private".into()))?;
+    for m in overlay_mounts(&cfg.rootfs) {
+        let mut flags = MsFlags::empty();
+        if m.read_only {
+            flags |= MsFlags::MS_RDONLY;
+        }
+        mount(Some("overlay"), &m.target, Some("overlay"), flags, Some(m.data().as_str()))
+            .map_err(err(format!("failed to mount the overlay root at `{}`", m.target.display())))?;
+    }
+    let root = cfg.rootfs.dir.join("rootfs");
+    let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    let fs_mount = |source: &str, target: &str, fstype: &str, flags: MsFlags, data: &str| {
+        let dir = mount_point(&root, target)?;
+        mount(Some(source), &dir, Some(fstype), flags, (!data.is_empty()).then_some(data))
+            .map_err(err(format!("failed to mount {fstype} at `{target}`")))
+    };
+    fs_mount("proc", "proc", "proc", nosuid, "")?;
+    fs_mount("sysfs", "sys", "sysfs", nosuid | MsFlags::MS_RDONLY, "")?;
+    fs_mount("tmpfs", "dev", "tmpfs", MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, "mode=755,size=65536k")?;
+    let dev = root.join("dev");
+    for (name, major, minor) in
+        [("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0)]
+    {
+        let node = dev.join(name);
+        mknod(&node, SFlag::S_IFCHR, Mode::from_bits_truncate(0o666), makedev(major, minor))
+            .map_err(err(format!("failed to create /dev/{name}")))?;
+        // mknod is subject to the umask
+        let _ = fs::set_permissions(&node, fs::Permissions::from_mode(0o666));
+    }
+    fs_mount(
+        "devpts",
+        "dev/pts",
+        "devpts",
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        "newinstance,ptmxmode=0666,mode=0620",
+    )?;
+    fs_mount("shm", "dev/shm", "tmpfs", nosuid, "mode=1777,size=65536k")?;
+    for (link, to) in [
+        ("ptmx", "pts/ptmx"),
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        symlink(to, dev.join(link)).map_err(|e| (format!("failed to create /dev/{link}"), e))?;
+    }
+    fs_mount("tmpfs", "tmp", "tmpfs", MsFlags::MS_NOSUID | MsFlags::MS_NODEV, "mode=1777")?;
+    fs_mount("tmpfs", "run", "tmpfs", MsFlags::MS_NOSUID | MsFlags::MS_NODEV, "mode=755")?;
+    // pivot_root(".", "."): the old root ends up stacked on the new one and is detached at
+    // once (the runc way; no directory for the old root is needed).
+    chdir(&root).map_err(err("failed to enter the root".into()))?;
+    pivot_root(".", ".").map_err(err("pivot_root failed".into()))?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(err("failed to detach the old root".into()))?;
+    chdir("/").map_err(err("chdir /".into()))?;
+    Ok(())
+}
+
+/// The directory at `rel` below `root`, created if missing. A symlink there is refused, so a
+/// mount never lands outside the container root.
+fn mount_point(root: &Path, rel: &str) -> Result<PathBuf, Failed> {
+    let mut dir = root.to_path_buf();
+    for part in rel.split('/') {
+        dir.push(part);
+        match fs::symlink_metadata(&dir) {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(Failed(format!(
+                    "refusing to mount on `/{rel}`: it is a symbolic link in the image"
+                )));
+            }
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => return Err(Failed(format!("cannot mount on `/{rel}`: not a directory"))),
+            Err(_) => fs::create_dir(&dir)
+                .map_err(|e| (format!("failed to create `/{rel}`"), e))?,
+        }
+    }
+    Ok(dir)
+}
+
+/// Writes /etc/hostname and /etc/hosts inside the container (after pivot_root, so symlinks
+/// in the image resolve inside it). Best effort: an image without /etc gets none.
+fn write_etc(cfg: &ContainerConfig) {
+    let etc = Path::new("/etc");
+    if !fs::symlink_metadata(etc).is_ok_and(|m| m.is_dir()) {
+        return;
+    }
+    let hosts = format!(
+        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{}\n",
+        cfg.hostname
+    );
+    for (name, content) in [("hostname", format!("{}\n", cfg.hostname)), ("hosts", hosts)] {
+        let path = etc.join(name);
+        // replace rather than write through: the image's file may be a symlink
+        let _ = fs::remove_file(&path);
+        let _ = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(&path)
+            .and_then(|mut f| f.write_all(content.as_bytes()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolve_searches_path_in_order() {
+        assert_eq!(resolve("sh", "/nonexistent:/bin"), Some(PathBuf::from("/bin/sh")));
+        assert_eq!(resolve("./x", "/bin"), Some(PathBuf::from("./x")));
+        assert_eq!(resolve("no-such-program-rc", "/bin:/usr/bin"), None);
+    }
+}

@@ -1,0 +1,305 @@
+//! The project's state directory (`<run root>/<project>/`) and `state.json`.
+//!
+//! The supervisor writes `state.json` atomically (temp file + rename) *before* it changes
+//! the machine, so that `ps` and `down` work from another process, and `down` can remove
+//! everything even when the supervisor was killed.
+
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Where a project's files live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProjectPaths {
+    /// `<run root>/<project>`.
+    pub dir: PathBuf,
+    /// The project name.
+    pub project: String,
+}
+
+impl ProjectPaths {
+    /// Paths of `project` below `run_root` (`/run/rcompose` by default).
+    #[must_use]
+    pub fn new(run_root: &Path, project: &str) -> Self {
+        Self { dir: run_root.join(project), project: project.to_string() }
+    }
+    /// `state.json`.
+    #[must_use]
+    pub fn state_file(&self) -> PathBuf {
+        self.dir.join("state.json")
+    }
+    /// The lock the running supervisor holds.
+    #[must_use]
+    pub fn lock_file(&self) -> PathBuf {
+        self.dir.join("lock")
+    }
+    /// Log directory.
+    #[must_use]
+    pub fn logs(&self) -> PathBuf {
+        self.dir.join("logs")
+    }
+    /// Pod network namespaces.
+    #[must_use]
+    pub fn netns_dir(&self) -> PathBuf {
+        self.dir.join("netns")
+    }
+    /// Container directories (upper, work, rootfs, config.json).
+    #[must_use]
+    pub fn containers(&self) -> PathBuf {
+        self.dir.join("containers")
+    }
+    /// Staged layers.
+    #[must_use]
+    pub fn layers(&self) -> PathBuf {
+        self.dir.join("layers")
+    }
+    /// The cgroup subtree of the project, relative to each hierarchy root.
+    #[must_use]
+    pub fn cgroup_subtree(&self) -> String {
+        format!("rcompose/{}", self.project)
+    }
+}
+
+/// What the supervisor knows of one container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerRecord {
+    /// Pod name.
+    pub pod: String,
+    /// Replica number, from 1.
+    pub replica: u32,
+    /// Container name.
+    pub container: String,
+    /// Lifecycle state.
+    pub state: ContainerState,
+    /// Host pid of the container's init while it runs.
+    pub pid: Option<i32>,
+    /// Start time of `pid` in clock ticks since boot (field 22 of /proc/PID/stat), to tell a
+    /// recycled pid from ours.
+    pub pid_start: Option<u64>,
+    /// How many times the container was restarted.
+    pub restarts: u32,
+    /// Exit code of the last run (128 + n when killed by signal n).
+    pub exit_code: Option<i32>,
+    /// Why the last run ended or failed (`OOMKilled`, `Error: ...`).
+    pub reason: Option<String>,
+    /// The cgroup path relative to each hierarchy root.
+    pub cgroup: String,
+    /// The container's log file.
+    pub log: PathBuf,
+    /// The container's directory.
+    pub dir: PathBuf,
+}
+
+impl ContainerRecord {
+    /// `pod-N`.
+    #[must_use]
+    pub fn replica_name(&self) -> String {
+        format!("{}-{}", self.pod, self.replica)
+    }
+}
+
+/// A container's lifecycle. Transitions are checked with the predicates, not by comparing
+/// names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ContainerState {
+    /// Waiting for its pod's dependencies.
+    Waiting,
+    /// Being set up.
+    Starting,
+    /// The command runs.
+    Running,
+    /// Waiting for a restart after an exit.
+    Restarting,
+    /// Being stopped.
+    Stopping,
+    /// Exited and will not be restarted.
+    Exited,
+    /// Could not be started.
+    Failed,
+}
+
+impl ContainerState {
+    /// Whether a process may be alive.
+    #[must_use]
+    pub fn is_live(self) -> bool {
+        matches!(self, Self::Starting | Self::Running | Self::Stopping)
+    }
+    /// Whether the container is done (will not run again on its own).
+    #[must_use]
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Exited | Self::Failed)
+    }
+    /// The name shown by `ps`.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Waiting => "waiting",
+            Self::Starting => "starting",
+            Self::Running => "running",
+            Self::Restarting => "restarting",
+            Self::Stopping => "stopping",
+            Self::Exited => "exited",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+/// `state.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProjectState {
+    /// The project name.
+    pub project: String,
+    /// The manifest the stack came from.
+    pub manifest: PathBuf,
+    /// pid of the supervisor process.
+    pub supervisor_pid: i32,
+    /// Start time of the supervisor (see [`ContainerRecord::pid_start`]).
+    pub supervisor_start: Option<u64>,
+    /// The project's cgroup subtree, relative to each hierarchy root.
+    pub cgroup_subtree: String,
+    /// Pod network namespaces (bind mounts) that exist or may exist.
+    pub netns: Vec<PathBuf>,
+    /// Containers in start order.
+    pub containers: Vec<ContainerRecord>,
+}
+
+/// Errors of state handling.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// Reading or writing failed.
+    #[error("failed to access `{path}`")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The file is not valid state.
+    #[error("`{path}` is not a valid rcompose state file")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl ProjectState {
+    /// Writes `path` atomically: a temp file in the same directory, fsync'd, renamed.
+    pub fn save(&self, path: &Path) -> Result<(), StateError> {
+        let io_err = |source| StateError::Io { path: path.to_owned(), source };
+        let json = serde_json::to_vec_pretty(self).map_err(|source| StateError::Parse {
+            path: path.to_owned(),
+            source,
+        })?;
+        let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+        let mut f = fs::File::create(&tmp).map_err(io_err)?;
+        f.write_all(&json).map_err(io_err)?;
+        f.sync_data().map_err(io_err)?;
+        fs::rename(&tmp, path).map_err(io_err)
+    }
+
+    /// Reads a state file; `Ok(None)` when there is none.
+    pub fn load(path: &Path) -> Result<Option<Self>, StateError> {
+        match fs::read(path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|source| StateError::Parse { path: path.to_owned(), source }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(StateError::Io { path: path.to_owned(), source }),
+        }
+    }
+}
+
+/// Start time of a process (clock ticks since boot), from `<proc>/<pid>/stat`.
+#[must_use]
+pub fn process_start(proc_root: &Path, pid: i32) -> Option<u64> {
+    let stat = fs::read_to_string(proc_root.join(pid.to_string()).join("stat")).ok()?;
+    // the command name may contain spaces and parentheses: split after the last ')'
+    let rest = &stat[stat.rfind(')')? + 1..];
+    // fields after the name start at field 3; starttime is field 22
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Whether `pid` is still the process that started at `start`.
+#[must_use]
+pub fn is_same_process(proc_root: &Path, pid: i32, start: Option<u64>) -> bool {
+    match (process_start(proc_root, pid), start) {
+        (Some(now), Some(then)) => now == then,
+        (Some(_), None) => true,
+        (None, _) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record() -> ContainerRecord {
+        ContainerRecord {
+            pod: "web".into(),
+            replica: 2,
+            container: "app".into(),
+            state: ContainerState::Running,
+            pid: Some(10),
+            pid_start: Some(99),
+            restarts: 1,
+            exit_code: None,
+            reason: None,
+            cgroup: "rcompose/p/web-2/app".into(),
+            log: "/run/rcompose/p/logs/web-2.app.log".into(),
+            dir: "/run/rcompose/p/containers/web-2/app".into(),
+        }
+    }
+
+    #[test]
+    fn state_round_trips_through_an_atomic_write() {
+        let dir = std::env::temp_dir().join(format!("rcompose-state-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let state = ProjectState {
+            project: "p".into(),
+            manifest: "/x/rcompose.yaml".into(),
+            supervisor_pid: 1,
+            supervisor_start: Some(5),
+            cgroup_subtree: "rcompose/p".into(),
+            netns: vec!["/run/rcompose/p/netns/web-2".into()],
+            containers: vec![record()],
+        };
+        let file = dir.join("state.json");
+        state.save(&file).unwrap();
+        assert_eq!(ProjectState::load(&file).unwrap(), Some(state));
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 1, "no temp file is left");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn missing_state_is_none() {
+        assert_eq!(ProjectState::load(Path::new("/nonexistent/rc/state.json")).unwrap(), None);
+    }
+
+    #[test]
+    fn start_time_is_field_22_even_with_parentheses_in_the_name() {
+        let dir = std::env::temp_dir().join(format!("rcompose-proc-{}", std::process::id()));
+        fs::create_dir_all(dir.join("42")).unwrap();
+        let fields: Vec<String> = (3..=22).map(|i| i.to_string()).collect();
+        fs::write(dir.join("42/stat"), format!("42 (a) b) {}", fields.join(" "))).unwrap();
+        assert_eq!(process_start(&dir, 42), Some(22));
+        assert!(is_same_process(&dir, 42, Some(22)));
+        assert!(!is_same_process(&dir, 42, Some(21)));
+        assert!(!is_same_process(&dir, 43, Some(22)));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn live_and_final_states() {
+        assert!(ContainerState::Running.is_live());
+        assert!(!ContainerState::Exited.is_live());
+        assert!(ContainerState::Failed.is_final());
+        assert!(!ContainerState::Restarting.is_final());
+    }
+}

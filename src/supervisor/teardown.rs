@@ -1,0 +1,190 @@
+//! Removing a project: through its running supervisor when there is one, else from the
+//! state files alone (the supervisor was killed, crashed, or the machine rebooted).
+
+use std::fs::{self, File};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use nix::fcntl::{Flock, FlockArg};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use super::state::{is_same_process, ProjectPaths, ProjectState};
+use super::SupervisorError;
+use crate::runtime::{cgroup, netns};
+
+/// What `down` found and did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct DownReport {
+    /// Whether a supervisor was running and was asked to stop.
+    pub stopped_supervisor: bool,
+    /// Containers stopped here (left behind by a dead supervisor).
+    pub orphans_stopped: usize,
+    /// Whether anything of the project existed.
+    pub found: bool,
+}
+
+/// The lock a running supervisor holds on its project.
+#[derive(Debug)]
+pub struct ProjectLock {
+    _lock: Flock<File>,
+}
+
+/// Tries to take the project lock; `Ok(None)` when another process holds it.
+pub fn try_lock(paths: &ProjectPaths) -> Result<Option<ProjectLock>, SupervisorError> {
+    let file = paths.lock_file();
+    let io_err = |source| SupervisorError::Io { path: file.clone(), source };
+    fs::create_dir_all(&paths.dir).map_err(io_err)?;
+    let f = File::options().create(true).truncate(false).write(true).open(&file).map_err(io_err)?;
+    match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => Ok(Some(ProjectLock { _lock: lock })),
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
+        Err((_, e)) => Err(io_err(e.into())),
+    }
+}
+
+/// Stops and removes everything of a project. `grace` is the time containers get between
+/// SIGTERM and SIGKILL.
+pub fn down(
+    run_root: &Path,
+    proc_root: &Path,
+    project: &str,
+    grace: Duration,
+) -> Result<DownReport, SupervisorError> {
+    let paths = ProjectPaths::new(run_root, project);
+    let mut report = DownReport::default();
+    let mounts = cgroup_mounts(proc_root);
+    let subtree = paths.cgroup_subtree();
+    let cgroups_exist = mounts.iter().any(|(_, m)| m.join(&subtree).exists());
+    if !paths.dir.exists() && !cgroups_exist {
+        return Ok(report);
+    }
+    report.found = true;
+    let state = ProjectState::load(&paths.state_file()).ok().flatten();
+    if paths.dir.exists() {
+        let lock = match try_lock(&paths)? {
+            Some(lock) => lock,
+            None => {
+                // a supervisor runs: ask it to stop everything, and wait until it lets go
+                let pid = state.as_ref().map(|s| (s.supervisor_pid, s.supervisor_start));
+                if let Some((pid, start)) = pid {
+                    if is_same_process(proc_root, pid, start) {
+                        let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+                        report.stopped_supervisor = true;
+                    }
+                }
+                wait_for_lock(&paths, grace + Duration::from_secs(10))?
+            }
+        };
+        report.orphans_stopped = stop_orphans(proc_root, state.as_ref(), grace);
+        cleanup(&paths, state.as_ref(), &mounts)?;
+        drop(lock);
+    } else {
+        cleanup(&paths, state.as_ref(), &mounts)?;
+    }
+    Ok(report)
+}
+
+fn wait_for_lock(paths: &ProjectPaths, timeout: Duration) -> Result<ProjectLock, SupervisorError> {
+    let file = paths.lock_file();
+    let f = match File::options().write(true).open(&file) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            // the supervisor already removed the project; take a fresh lock on a new file
+            return try_lock(paths)?.ok_or(SupervisorError::Busy { project: paths.project.clone() });
+        }
+        Err(source) => return Err(SupervisorError::Io { path: file, source }),
+    };
+    let deadline = Instant::now() + timeout;
+    let mut f = f;
+    loop {
+        match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => return Ok(ProjectLock { _lock: lock }),
+            Err((back, nix::errno::Errno::EWOULDBLOCK)) if Instant::now() < deadline => {
+                f = back;
+                thread::sleep(Duration::from_millis(5));
+            }
+            Err(_) => return Err(SupervisorError::Busy { project: paths.project.clone() }),
+        }
+    }
+}
+
+/// The cgroup mount points rcompose uses on this host.
+#[must_use]
+pub fn cgroup_mounts(proc_root: &Path) -> Vec<(String, PathBuf)> {
+    let info = fs::read_to_string(proc_root.join("self/mountinfo")).unwrap_or_default();
+    cgroup::mount_points(cgroup::detect_version(), &info)
+}
+
+/// SIGTERM to every container init still alive, SIGKILL after `grace`. Returns how many
+/// were alive.
+fn stop_orphans(proc_root: &Path, state: Option<&ProjectState>, grace: Duration) -> usize {
+    let Some(state) = state else { return 0 };
+    let alive: Vec<i32> = state
+        .containers
+        .iter()
+        .filter_map(|c| c.pid.filter(|&p| is_same_process(proc_root, p, c.pid_start)))
+        .collect();
+    for &pid in &alive {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+    }
+    let deadline = Instant::now() + grace;
+    let still = |pid: &&i32| proc_root.join(pid.to_string()).exists() && !is_zombie(proc_root, **pid);
+    while alive.iter().any(|p| still(&p)) && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(5));
+    }
+    for pid in alive.iter().filter(|p| still(p)) {
+        let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);
+    }
+    alive.len()
+}
+
+fn is_zombie(proc_root: &Path, pid: i32) -> bool {
+    fs::read_to_string(proc_root.join(pid.to_string()).join("stat"))
+        .ok()
+        .and_then(|s| s.rfind(')').map(|i| s[i + 1..].trim_start().starts_with('Z')))
+        .unwrap_or(true)
+}
+
+/// Removes what a project left on the machine: processes in its cgroups, the cgroups,
+/// network namespaces, any mount below its directory, and the directory.
+pub fn cleanup(
+    paths: &ProjectPaths,
+    state: Option<&ProjectState>,
+    mounts: &[(String, PathBuf)],
+) -> Result<(), SupervisorError> {
+    let subtree = paths.cgroup_subtree();
+    cgroup::destroy_subtree(mounts, &subtree)
+        .map_err(|source| SupervisorError::Cgroup { source })?;
+    cgroup::remove_empty_parents(mounts, Path::new(&subtree));
+    let mut namespaces: Vec<PathBuf> = state.map(|s| s.netns.clone()).unwrap_or_default();
+    if let Ok(entries) = fs::read_dir(paths.netns_dir()) {
+        namespaces.extend(entries.flatten().map(|e| e.path()));
+    }
+    for ns in namespaces {
+        netns::remove(&ns).map_err(|source| SupervisorError::Netns { source })?;
+    }
+    for mount in mounts_below(&paths.dir) {
+        let _ = nix::mount::umount2(&mount, nix::mount::MntFlags::MNT_DETACH);
+    }
+    match fs::remove_dir_all(&paths.dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(SupervisorError::Io { path: paths.dir.clone(), source }),
+    }
+}
+
+/// Mount points at or below `dir` in this mount namespace, deepest first.
+fn mounts_below(dir: &Path) -> Vec<PathBuf> {
+    let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut found: Vec<PathBuf> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(PathBuf::from)
+        .filter(|p| p.starts_with(dir))
+        .collect();
+    found.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    found
+}

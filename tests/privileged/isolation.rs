@@ -1,0 +1,274 @@
+//! A container is isolated: its own hostname, pid namespace with our init as PID 1, its
+//! own root whose writes reach neither the image nor the host, and enforced cgroup limits.
+
+use std::fs;
+
+use crate::test::{
+    assert_code, assert_no_trace, busybox_rootfs, project, rcompose, require, stderr, stdout, Cleanup,
+    Need, TempDir,
+};
+
+/// Runs a one-container stack in the foreground and returns its output lines without the
+/// `name | ` prefix.
+fn run_one(dir: &TempDir, project: &str, manifest: &str) -> (Vec<String>, String) {
+    dir.write("rcompose.yaml", manifest);
+    let _guard = Cleanup(project.to_string());
+    let out = rcompose(dir.path(), &["-p", project, "up"]);
+    assert_code(&out, 0);
+    let lines = stdout(&out)
+        .lines()
+        .map(|l| l.split_once(" | ").map_or(l, |(_, rest)| rest).to_string())
+        .collect();
+    (lines, stderr(&out))
+}
+
+#[test]
+fn container_gets_its_hostname_pid_namespace_and_init() {
+    require(&[Need::Root]);
+    let dir = TempDir::new("iso-ns");
+    let p = project("iso-ns");
+    let (lines, _) = run_one(
+        &dir,
+        &p,
+        r#"
+pods:
+  web:
+    replicas: 2
+    containers:
+      - name: app
+        command: [/bin/sh, -c, 'echo host=$(hostname) pid=$$ init=$(tr "\0" " " < /proc/1/cmdline | cut -d" " -f2) procs=$(ls /proc | grep -c "^[0-9]")']
+"#,
+    );
+    let mut lines = lines;
+    lines.sort();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    for (i, line) in lines.iter().enumerate() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        assert_eq!(fields[0], format!("host=web-{}", i + 1));
+        assert_eq!(fields[1], "pid=2", "the command is PID 2, under our init");
+        assert_eq!(fields[2], "init=__init", "PID 1 is the rcompose init");
+        let procs: usize = fields[3].trim_start_matches("procs=").parse().unwrap();
+        assert!(procs <= 6, "host processes must be invisible, saw {procs}");
+    }
+    assert_no_trace(&p);
+}
+
+#[test]
+fn writes_reach_neither_the_host_nor_the_image() {
+    require(&[Need::Root, Need::Busybox]);
+    let dir = TempDir::new("iso-writes");
+    busybox_rootfs(&dir.path().join("rootfs"));
+    let marker = format!("rcompose-test-marker-{}", std::process::id());
+    let p = project("iso-writes");
+    let manifest = format!(
+        r#"
+images:
+  bb: {{ rootfs: ./rootfs }}
+pods:
+  onhost:
+    containers:
+      - name: c
+        command: [/bin/sh, -c, "echo x > /etc/{marker} && cat /etc/{marker} && rm -f /bin/true.host-test-{marker}"]
+  onbb:
+    containers:
+      - name: c
+        image: bb
+        command: [/bin/sh, -c, "echo y > /{marker} && rm /bin/echo && cat /{marker}"]
+"#
+    );
+    let (mut lines, _) = run_one(&dir, &p, &manifest);
+    lines.sort();
+    assert_eq!(lines, ["x", "y"]);
+    assert!(!std::path::Path::new(&format!("/etc/{marker}")).exists(), "a write reached the host");
+    assert!(!dir.path().join("rootfs").join(&marker).exists(), "a write reached the image");
+    assert!(
+        fs::symlink_metadata(dir.path().join("rootfs/bin/echo")).is_ok(),
+        "a delete reached the image"
+    );
+    assert_no_trace(&p);
+}
+
+#[test]
+fn memory_limit_oom_kills_and_is_reported() {
+    require(&[Need::Root]);
+    let dir = TempDir::new("iso-oom");
+    let p = project("iso-oom");
+    dir.write(
+        "rcompose.yaml",
+        r"
+pods:
+  hog:
+    containers:
+      - name: c
+        command: [tail, /dev/zero]
+        resources: { memory: 32Mi }
+",
+    );
+    let _guard = Cleanup(p.clone());
+    let out = rcompose(dir.path(), &["-p", &p, "up"]);
+    assert_code(&out, 0);
+    assert!(
+        stderr(&out).contains("hog-1: exited with code 137 (OOMKilled)"),
+        "{}",
+        stderr(&out)
+    );
+    assert_no_trace(&p);
+}
+
+#[test]
+fn oom_kill_shows_in_ps_of_a_detached_stack() {
+    require(&[Need::Root]);
+    let dir = TempDir::new("iso-oom-ps");
+    let p = project("iso-oom-ps");
+    dir.write(
+        "rcompose.yaml",
+        r"
+pods:
+  hog:
+    containers:
+      - name: c
+        command: [/bin/sh, -c, 'sleep 0.2; tail /dev/zero']
+        resources: { memory: 32Mi }
+  idle:
+    containers:
+      - name: c
+        command: [sleep, '60']
+",
+    );
+    let _guard = Cleanup(p.clone());
+    assert_code(&rcompose(dir.path(), &["-p", &p, "up", "-d"]), 0);
+    let mut rows = serde_json::Value::Null;
+    for _ in 0..100 {
+        let out = rcompose(dir.path(), &["-p", &p, "ps", "--format", "json"]);
+        rows = serde_json::from_slice(&out.stdout).unwrap();
+        if rows.as_array().unwrap().iter().any(|r| r["state"] == "exited") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let hog = rows.as_array().unwrap().iter().find(|r| r["pod"] == "hog").unwrap().clone();
+    assert_eq!(hog["state"], "exited");
+    assert_eq!(hog["exit_code"], 137);
+    assert_eq!(hog["reason"], "OOMKilled");
+    assert_code(&rcompose(dir.path(), &["-p", &p, "down"]), 0);
+    assert_no_trace(&p);
+}
+
+#[test]
+fn pids_limit_holds() {
+    require(&[Need::Root]);
+    let dir = TempDir::new("iso-pids");
+    let p = project("iso-pids");
+    let (lines, _) = run_one(
+        &dir,
+        &p,
+        r#"
+pods:
+  forky:
+    containers:
+      - name: c
+        command: [/bin/sh, -c, 'n=0; for i in $(seq 1 20); do sleep 2 & n=$((n+1)); done 2>/dev/null; echo "started $(jobs -p | wc -l)"; kill $(jobs -p) 2>/dev/null; true']
+        resources: { pids: 8 }
+"#,
+    );
+    let started: usize = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("started "))
+        .unwrap_or_else(|| panic!("{lines:?}"))
+        .trim()
+        .parse()
+        .unwrap();
+    // init + sh + at most 6 sleeps fit in 8 pids
+    assert!(started <= 6, "{started} background processes started under pids: 8");
+    assert_no_trace(&p);
+}
+
+#[test]
+fn cpu_limit_is_written_to_the_cgroup() {
+    require(&[Need::Root]);
+    let dir = TempDir::new("iso-cpu");
+    let p = project("iso-cpu");
+    dir.write(
+        "rcompose.yaml",
+        r"
+pods:
+  busy:
+    containers:
+      - name: c
+        command: [sleep, '30']
+        resources: { cpu: 250m, memory: 64Mi, pids: 16 }
+",
+    );
+    let _guard = Cleanup(p.clone());
+    assert_code(&rcompose(dir.path(), &["-p", &p, "up", "-d"]), 0);
+    let v1 = std::path::Path::new("/sys/fs/cgroup/cpu/rcompose").join(&p).join("busy-1/c");
+    if v1.exists() {
+        assert_eq!(fs::read_to_string(v1.join("cpu.cfs_quota_us")).unwrap().trim(), "25000");
+        assert_eq!(fs::read_to_string(v1.join("cpu.cfs_period_us")).unwrap().trim(), "100000");
+        let mem = std::path::Path::new("/sys/fs/cgroup/memory/rcompose").join(&p).join("busy-1/c");
+        assert_eq!(fs::read_to_string(mem.join("memory.limit_in_bytes")).unwrap().trim(), "67108864");
+    } else {
+        let v2 = std::path::Path::new("/sys/fs/cgroup/rcompose").join(&p).join("busy-1/c");
+        assert_eq!(fs::read_to_string(v2.join("cpu.max")).unwrap().trim(), "25000 100000");
+        assert_eq!(fs::read_to_string(v2.join("memory.max")).unwrap().trim(), "67108864");
+    }
+    assert_code(&rcompose(dir.path(), &["-p", &p, "down"]), 0);
+    assert_no_trace(&p);
+}
+
+#[test]
+fn stacked_layers_appear_in_order_and_at_their_target() {
+    require(&[Need::Root]);
+    let dir = TempDir::new("iso-layers");
+    dir.write("app/greeting", "from app\n");
+    dir.write("app/shared", "app\n");
+    dir.write("over/shared", "over\n");
+    dir.write("conf/settings.ini", "answer=42\n");
+    let p = project("iso-layers");
+    let (lines, _) = run_one(
+        &dir,
+        &p,
+        r"
+images:
+  base: { from: host }
+  app:
+    from: base
+    layers: [ ./app ]
+  top:
+    from: app
+    layers:
+      - ./over
+      - { source: ./conf, target: /etc/myapp }
+pods:
+  t:
+    containers:
+      - name: c
+        image: top
+        command: [/bin/sh, -c, 'cat /greeting /shared /etc/myapp/settings.ini; test -x /bin/sh && echo host-visible']
+",
+    );
+    assert_eq!(lines, ["from app", "over", "answer=42", "host-visible"]);
+    assert_no_trace(&p);
+}
+
+#[test]
+fn environment_and_working_dir_are_applied() {
+    require(&[Need::Root]);
+    let dir = TempDir::new("iso-env");
+    let p = project("iso-env");
+    let (lines, _) = run_one(
+        &dir,
+        &p,
+        r#"
+pods:
+  e:
+    containers:
+      - name: c
+        command: [/bin/sh, -c, 'echo "$GREETING $HOSTNAME $(pwd)"']
+        env: { GREETING: hello }
+        working_dir: /tmp
+"#,
+    );
+    assert_eq!(lines, ["hello e-1 /tmp"]);
+    assert_no_trace(&p);
+}

@@ -1,0 +1,224 @@
+//! Start order, dependency conditions, restarts, failed starts, the detached supervisor.
+
+use std::time::{Duration, Instant};
+
+use crate::test::{
+    assert_code, assert_no_trace, project, rcompose, require, stderr, stdout, Cleanup, Need, TempDir,
+};
+
+#[test]
+fn dependency_completes_before_its_dependent_starts() {
+    require(&[Need::Root]);
+    let dir = TempDir::new("lc-order");
+    let p = project("lc-order");
+    dir.write(
+        "rcompose.yaml",
+        r"
+pods:
+  migrate:
+    containers:
+      - name: c
+        command: [/bin/sh, -c, 'sleep 0.3; echo migrated']
+  api:
+    depends_on: { migrate: { condition: completed } }
+    containers:
+      - name: c
+        command: [echo, serving]
+",
+    );
+    let _guard = Cleanup(p.clone());
+    let out = rcompose(dir.path(), &["-p", &p, "up"]);
+    assert_code(&out, 0);
+    assert_eq!(stdout(&out), "migrate-1 | migrated\napi-1     | serving\n");
+    assert!(stderr(&out).contains("api: waiting for migrate (completed)"), "{}", stderr(&out));
+    assert_no_trace(&p);
+}
+
+#[test]
+fn failed_dependency_fails_up_and_names_it() {
+    require(&[Need::Root]);
+    let dir = TempDir::new("lc-depfail");
+    let p = project("lc-depfail");
+    dir.write(
+        "rcompose.yaml",
+        r"
+pods:
+  migrate:
+    containers:
+      - name: c
+        command: [/bin/sh, -c, 'exit 3']
+  api:
+    depends_on: { migrate: { condition: completed } }
+    containers:
+      - name: c
+        command: [echo, never]
+",
+    );
+    let _guard = Cleanup(p.clone());
+    let out = rcompose(dir.path(), &["-p", &p, "up"]);
+    assert_code(&out, 1);
+    assert!(
+        stderr(&out).ends_with(
+            "error: pod `migrate` did not complete (`migrate-1` exited with code 3); `api` depends on it\n"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!stdout(&out).contains("never"));
+    assert_no_trace(&p);
+}
+
+#[test]
+fn missing_command_fails_up_names_the_pod_and_leaves_nothing() {
+    require(&[Need::Root]);
+    let dir = TempDir::new("lc-nocmd");
+    let p = project("lc-nocmd");
+    dir.write(
+        "rcompose.yaml",
+        r"
+pods:
+  ok:
+    containers:
+      - name: c
+        command: [sleep, '60']
+  broken:
+    depends_on: [ok]
+    containers:
+      - name: c
+        command: [no-such-program-rc, --flag]
+",
+    );
+    let _guard = Cleanup(p.clone());
+    for args in [vec!["-p", &p, "up"], vec!["-p", &p, "up", "-d"]] {
+        let out = rcompose(dir.path(), &args);
+        assert_code(&out, 1);
+        let err = stderr(&out);
+        assert!(
+            err.contains("broken-1: failed to start: `no-such-program-rc`: executable file not found in $PATH"),
+            "{err}"
+        );
+        assert!(
+            err.ends_with(
+                "error: pod `broken` failed to start: `no-such-program-rc`: executable file not found in $PATH\n"
+            ),
+            "{err}"
+        );
+        assert_no_trace(&p);
+    }
+}
+
+#[test]
+fn on_failure_restarts_with_backoff_and_counts() {
+    require(&[Need::Root]);
+    let dir = TempDir::new("lc-restart");
+    let p = project("lc-restart");
+    dir.write(
+        "rcompose.yaml",
+        r"
+pods:
+  flaky:
+    restart: on-failure
+    containers:
+      - name: c
+        command: [/bin/sh, -c, 'echo try; exit 1']
+",
+    );
+    let _guard = Cleanup(p.clone());
+    assert_code(&rcompose(dir.path(), &["-p", &p, "up", "-d"]), 0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let restarts = loop {
+        let out = rcompose(dir.path(), &["-p", &p, "ps", "--format", "json"]);
+        let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let n = rows[0]["restarts"].as_u64().unwrap();
+        if n >= 3 || Instant::now() > deadline {
+            break n;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(restarts >= 3, "restarted {restarts} times");
+    let logs = rcompose(dir.path(), &["-p", &p, "logs", "flaky"]);
+    assert!(stdout(&logs).matches("flaky-1 | try\n").count() >= 3, "{}", stdout(&logs));
+    assert_code(&rcompose(dir.path(), &["-p", &p, "down"]), 0);
+    assert_no_trace(&p);
+}
+
+#[test]
+fn detached_stack_lists_in_ps_and_logs_then_downs_fast() {
+    require(&[Need::Root]);
+    let dir = TempDir::new("lc-detached");
+    let p = project("lc-detached");
+    dir.write(
+        "rcompose.yaml",
+        r"
+pods:
+  db:
+    containers:
+      - name: db
+        command: [/bin/sh, -c, 'echo ready; exec sleep 600']
+  api:
+    replicas: 2
+    depends_on: [db]
+    containers:
+      - name: server
+        command: [sleep, '600']
+",
+    );
+    let _guard = Cleanup(p.clone());
+    assert_code(&rcompose(dir.path(), &["-p", &p, "up", "-d"]), 0);
+    let out = rcompose(dir.path(), &["-p", &p, "ps", "--format", "json"]);
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let summary: Vec<String> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| format!("{}-{}/{} {}", r["pod"].as_str().unwrap(), r["replica"], r["container"].as_str().unwrap(), r["state"].as_str().unwrap()))
+        .collect();
+    assert_eq!(summary, ["db-1/db running", "api-1/server running", "api-2/server running"]);
+    for r in rows.as_array().unwrap() {
+        assert!(r["pid"].as_i64().unwrap() > 0);
+        assert_eq!(r["restarts"], 0);
+        assert!(r["exit_code"].is_null());
+    }
+    let table = stdout(&rcompose(dir.path(), &["-p", &p, "ps"]));
+    assert!(table.starts_with("POD  REPLICA  CONTAINER  STATE    PID"), "{table}");
+    let logs = rcompose(dir.path(), &["-p", &p, "logs", "db"]);
+    assert_eq!(stdout(&logs), "db-1 | ready\n");
+    let start = Instant::now();
+    let down = rcompose(dir.path(), &["-p", &p, "down"]);
+    assert_code(&down, 0);
+    // sleep ignores nothing, so the default 10 s grace period must not be spent
+    assert!(start.elapsed() < Duration::from_secs(5), "down took {:?}", start.elapsed());
+    assert_no_trace(&p);
+}
+
+#[test]
+fn second_up_of_a_running_project_is_refused() {
+    require(&[Need::Root]);
+    let dir = TempDir::new("lc-busy");
+    let p = project("lc-busy");
+    dir.write("rcompose.yaml", "pods:\n  a:\n    containers:\n      - name: c\n        command: [sleep, '60']\n");
+    let _guard = Cleanup(p.clone());
+    assert_code(&rcompose(dir.path(), &["-p", &p, "up", "-d"]), 0);
+    let out = rcompose(dir.path(), &["-p", &p, "up"]);
+    assert_code(&out, 1);
+    assert_eq!(stderr(&out), format!("error: project `{p}` is already up; run `rcompose -p {p} down` first\n"));
+    assert_code(&rcompose(dir.path(), &["-p", &p, "down"]), 0);
+    assert_no_trace(&p);
+}
+
+#[test]
+fn not_root_is_one_clear_sentence_and_exit_code_4() {
+    require(&[Need::Root]);
+    let dir = TempDir::new("lc-noroot");
+    dir.write("rcompose.yaml", "pods:\n  a:\n    containers:\n      - name: c\n        command: [true]\n");
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", crate::test::bin(), "up"])
+        .current_dir(dir.path())
+        .output()
+        .expect("setpriv (util-linux) is needed");
+    assert_code(&out, 4);
+    assert_eq!(
+        stderr(&out),
+        "error: rcompose must run as root to create namespaces, mounts and cgroups\n"
+    );
+}

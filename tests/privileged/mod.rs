@@ -1,0 +1,5 @@
+//! Tests that start real containers: namespaces, overlayfs, cgroups. Root only.
+
+mod isolation;
+mod lifecycle;
+mod teardown;

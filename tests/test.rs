@@ -1,0 +1,199 @@
+//! The test harness: a temporary project directory, the built binary, exact assertions, and
+//! checks that a project left nothing behind.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// The rcompose binary under test.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_rcompose")
+}
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// A unique, valid project name for one test.
+pub fn project(test: &str) -> String {
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    format!("rct-{}-{}-{n}", test.replace('_', "-"), std::process::id())
+}
+
+/// A temporary directory removed on drop.
+#[derive(Debug)]
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> Self {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let dir = std::env::temp_dir().join(format!("rcompose-test-{name}-{}-{n}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+    pub fn write(&self, rel: &str, content: &str) -> PathBuf {
+        let p = self.0.join(rel);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(&p, content).unwrap();
+        p
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Runs rcompose with `args` in `dir`.
+pub fn rcompose(dir: &Path, args: &[&str]) -> Output {
+    Command::new(bin())
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("failed to run rcompose")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Asserts the exit code and prints both streams when it differs.
+#[track_caller]
+pub fn assert_code(o: &Output, code: i32) {
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "unexpected exit status\n--- stdout\n{}\n--- stderr\n{}",
+        stdout(o),
+        stderr(o)
+    );
+}
+
+/// Removes leading indentation common to every non-empty line (for exact expected output).
+pub fn unindent(s: &str) -> String {
+    let lines: Vec<&str> = s.lines().skip_while(|l| l.trim().is_empty()).collect();
+    let indent = lines
+        .iter()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.len() - l.trim_start().len())
+        .min()
+        .unwrap_or(0);
+    let mut out: String =
+        lines.iter().map(|l| if l.len() >= indent { &l[indent..] } else { "" }).collect::<Vec<_>>().join("\n");
+    out = out.trim_end().to_string();
+    out.push('\n');
+    out
+}
+
+/// Prerequisites of privileged tests.
+#[derive(Debug, Clone, Copy)]
+pub enum Need {
+    Root,
+    Busybox,
+}
+
+/// Panics naming what is missing: privileged tests never skip silently.
+#[track_caller]
+pub fn require(needs: &[Need]) {
+    for need in needs {
+        match need {
+            Need::Root => assert!(
+                nix::unistd::geteuid().is_root(),
+                "this test needs root (namespaces, mounts, cgroups): run `cargo test` as root, as CI does"
+            ),
+            Need::Busybox => assert!(
+                busybox().is_some(),
+                "this test needs a static busybox (apt-get install busybox-static)"
+            ),
+        }
+    }
+}
+
+/// A static busybox binary, if installed.
+pub fn busybox() -> Option<PathBuf> {
+    ["/bin/busybox", "/usr/bin/busybox"].iter().map(PathBuf::from).find(|p| p.exists())
+}
+
+/// Builds a minimal busybox root file system in `dir`.
+pub fn busybox_rootfs(dir: &Path) {
+    let bb = busybox().expect("busybox");
+    for d in ["bin", "etc", "tmp", "proc", "sys", "dev", "root"] {
+        fs::create_dir_all(dir.join(d)).unwrap();
+    }
+    fs::copy(&bb, dir.join("bin/busybox")).unwrap();
+    for applet in ["sh", "echo", "cat", "ls", "hostname", "sleep", "true", "id", "touch", "grep", "wc", "ps", "test"] {
+        std::os::unix::fs::symlink("busybox", dir.join("bin").join(applet)).unwrap();
+    }
+}
+
+/// A project's host footprint: state dir, mounts, cgroups, processes.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Footprint {
+    pub state_dir: bool,
+    pub mounts: Vec<String>,
+    pub cgroups: Vec<String>,
+    pub processes: Vec<String>,
+}
+
+/// What of `project` is on the machine right now.
+pub fn footprint(project: &str) -> Footprint {
+    let dir = format!("/run/rcompose/{project}");
+    let mounts = fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(&dir))
+        .map(str::to_string)
+        .collect();
+    let mut cgroups = Vec::new();
+    for entry in fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+        let p = entry.path().join("rcompose").join(project);
+        if p.exists() {
+            cgroups.push(p.display().to_string());
+        }
+    }
+    if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        let p = Path::new("/sys/fs/cgroup/rcompose").join(project);
+        if p.exists() {
+            cgroups.push(p.display().to_string());
+        }
+    }
+    let mut processes = Vec::new();
+    for entry in fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(cmd) = fs::read(entry.path().join("cmdline")) else { continue };
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        let cgroup = fs::read_to_string(entry.path().join("cgroup")).unwrap_or_default();
+        let in_cgroup = cgroup.contains(&format!("rcompose/{project}/"));
+        if in_cgroup || cmd.contains(&dir) || (cmd.contains("__supervise") && cmd.contains(project)) {
+            processes.push(format!("{}: {cmd}", entry.file_name().to_string_lossy()));
+        }
+    }
+    Footprint { state_dir: Path::new(&dir).exists(), mounts, cgroups, processes }
+}
+
+/// Asserts that nothing of `project` is left.
+#[track_caller]
+pub fn assert_no_trace(project: &str) {
+    assert_eq!(footprint(project), Footprint::default(), "project `{project}` left something behind");
+}
+
+/// Removes a project whatever happened (used by guards).
+pub struct Cleanup(pub String);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = Command::new(bin())
+            .args(["-p", &self.0, "down", "-t", "1"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
