@@ -42,6 +42,19 @@ die() { log "error: $*"; exit 1; }
 # microsecond timestamp into variable $1, without a fork
 stamp() { printf -v "$1" '%s' "${EPOCHREALTIME/./}"; }
 ms_between() { echo $((($2 - $1) / 1000)); } # start_us end_us -> ms
+cgroup_layout() {
+    case "$(stat -fc %T /sys/fs/cgroup)" in
+    cgroup2fs) echo "v2 (unified)" ;;
+    tmpfs)
+        if [ "$(stat -fc %T /sys/fs/cgroup/unified 2>/dev/null)" = cgroup2fs ]; then
+            echo "v1 hybrid (v1 controllers, cgroup2 at /sys/fs/cgroup/unified)"
+        else
+            echo "v1"
+        fi
+        ;;
+    *) stat -fc %T /sys/fs/cgroup ;;
+    esac
+}
 loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
 cpu_psi() { sed -n '1s/^some //p' /proc/pressure/cpu 2>/dev/null | cut -d' ' -f1-3 || echo n/a; }
 
@@ -276,7 +289,7 @@ fi
 med() { sort -n "$1" | awk '{a[NR]=$1} END{if(NR==0){print "";exit} if(NR%2){m=a[(NR+1)/2]}else{m=(a[NR/2]+a[NR/2+1])/2} printf "%.1f\n", m}'; }
 minmax() { sort -n "$1" | awk 'NR==1{lo=$1} {hi=$1} END{if(NR) printf "%.1f-%.1f\n", lo, hi}'; }
 count() { grep -c . "$1" 2>/dev/null || true; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN{if(a==""||b==""||b==0){print "n/a"}else{printf "%.2f\n", a/b}}'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN{if(a==""||b==""||b==0){print "n/a"}else{r=a/b; printf (r<0.1 ? "%.3f\n" : "%.2f\n"), r}}'; }
 lt() { awk -v a="$1" -v b="$2" 'BEGIN{exit !(a!="" && b!="" && a+0<b+0)}'; }
 le() { awk -v a="$1" -v b="$2" 'BEGIN{exit !(a!="" && b!="" && a+0<=b+0)}'; }
 
@@ -587,7 +600,7 @@ row_ms() { # label file
     echo "| kernel | $(uname -r) |"
     echo "| OS | $(. /etc/os-release && echo "$PRETTY_NAME") |"
     echo "| memory | $(awk '/^MemTotal/{printf "%.1f GiB", $2/1048576}' /proc/meminfo) |"
-    echo "| cgroups | $(stat -fc %T /sys/fs/cgroup) (v1 hybrid when tmpfs); cgroup2 controllers before the run: '${CG2_CTRL_BEFORE}' |"
+    echo "| cgroups | $(cgroup_layout); cgroup2 controllers before the run: '${CG2_CTRL_BEFORE}' |"
     echo "| loadavg (1/5/15 min) at start | $START_LOAD |"
     echo "| loadavg at end | $END_LOAD |"
     echo "| CPU pressure (PSI some) at start / end | $START_PSI / $END_PSI |"
