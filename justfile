@@ -65,6 +65,6 @@ check: lint layers forbid test
 example:
     cargo run --release -- -f examples/hello/rcompose.yaml up
 
-# rcompose vs crun/runc/podman-compose side by side; writes docs/benchmarks.md (root; ~10-15 min)
+# rcompose vs crun/runc/podman-compose side by side; writes docs/benchmarks.md (root; about 5 min)
 bench:
     bash bench/run.sh
