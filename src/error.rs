@@ -40,7 +40,9 @@ pub enum Error {
         source: std::io::Error,
     },
     /// No manifest was found.
-    #[error("no rcompose.yaml in `{dir}`; use `-f FILE` to name a manifest or `-p NAME` to name a project")]
+    #[error(
+        "no rcompose.yaml in `{dir}`; use `-f FILE` to name a manifest or `-p NAME` to name a project"
+    )]
     NoManifest {
         /// The directory searched.
         dir: PathBuf,
@@ -52,7 +54,9 @@ pub enum Error {
     #[error("{0}")]
     Prerequisite(String),
     /// The project name is not usable.
-    #[error("invalid project name `{name}`: use lowercase letters, digits, `-` and `_`, starting with a letter or digit")]
+    #[error(
+        "invalid project name `{name}`: use lowercase letters, digits, `-` and `_`, starting with a letter or digit"
+    )]
     ProjectName {
         /// The name.
         name: String,

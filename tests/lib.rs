@@ -4,5 +4,6 @@
 
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
+mod cli;
 mod privileged;
 mod test;

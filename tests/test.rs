@@ -26,7 +26,8 @@ pub struct TempDir(pub PathBuf);
 impl TempDir {
     pub fn new(name: &str) -> Self {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let dir = std::env::temp_dir().join(format!("rcompose-test-{name}-{}-{n}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("rcompose-test-{name}-{}-{n}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap();
         Self(dir)
@@ -87,8 +88,11 @@ pub fn unindent(s: &str) -> String {
         .map(|l| l.len() - l.trim_start().len())
         .min()
         .unwrap_or(0);
-    let mut out: String =
-        lines.iter().map(|l| if l.len() >= indent { &l[indent..] } else { "" }).collect::<Vec<_>>().join("\n");
+    let mut out: String = lines
+        .iter()
+        .map(|l| if l.len() >= indent { &l[indent..] } else { "" })
+        .collect::<Vec<_>>()
+        .join("\n");
     out = out.trim_end().to_string();
     out.push('\n');
     out
@@ -120,7 +124,10 @@ pub fn require(needs: &[Need]) {
 
 /// A static busybox binary, if installed.
 pub fn busybox() -> Option<PathBuf> {
-    ["/bin/busybox", "/usr/bin/busybox"].iter().map(PathBuf::from).find(|p| p.exists())
+    ["/bin/busybox", "/usr/bin/busybox"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
 }
 
 /// Builds a minimal busybox root file system in `dir`.
@@ -130,7 +137,10 @@ pub fn busybox_rootfs(dir: &Path) {
         fs::create_dir_all(dir.join(d)).unwrap();
     }
     fs::copy(&bb, dir.join("bin/busybox")).unwrap();
-    for applet in ["sh", "echo", "cat", "ls", "hostname", "sleep", "true", "id", "touch", "grep", "wc", "ps", "test"] {
+    for applet in [
+        "sh", "echo", "cat", "ls", "hostname", "sleep", "true", "id", "touch", "grep", "wc", "ps",
+        "test",
+    ] {
         std::os::unix::fs::symlink("busybox", dir.join("bin").join(applet)).unwrap();
     }
 }
@@ -168,21 +178,33 @@ pub fn footprint(project: &str) -> Footprint {
     }
     let mut processes = Vec::new();
     for entry in fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(cmd) = fs::read(entry.path().join("cmdline")) else { continue };
+        let Ok(cmd) = fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
         let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
         let cgroup = fs::read_to_string(entry.path().join("cgroup")).unwrap_or_default();
         let in_cgroup = cgroup.contains(&format!("rcompose/{project}/"));
-        if in_cgroup || cmd.contains(&dir) || (cmd.contains("__supervise") && cmd.contains(project)) {
+        if in_cgroup || cmd.contains(&dir) || (cmd.contains("__supervise") && cmd.contains(project))
+        {
             processes.push(format!("{}: {cmd}", entry.file_name().to_string_lossy()));
         }
     }
-    Footprint { state_dir: Path::new(&dir).exists(), mounts, cgroups, processes }
+    Footprint {
+        state_dir: Path::new(&dir).exists(),
+        mounts,
+        cgroups,
+        processes,
+    }
 }
 
 /// Asserts that nothing of `project` is left.
 #[track_caller]
 pub fn assert_no_trace(project: &str) {
-    assert_eq!(footprint(project), Footprint::default(), "project `{project}` left something behind");
+    assert_eq!(
+        footprint(project),
+        Footprint::default(),
+        "project `{project}` left something behind"
+    );
 }
 
 /// Removes a project whatever happened (used by guards).

@@ -17,7 +17,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crate::error::{Error, ExitStatus};
 use crate::manifest::{self, ValidManifest};
 use crate::plan::{self, desired::DesiredState};
-use crate::supervisor::state::{is_same_process, ContainerRecord, ProjectPaths, ProjectState};
+use crate::supervisor::state::{ContainerRecord, ProjectPaths, ProjectState, is_same_process};
 use crate::supervisor::{self, teardown};
 
 /// Where state lives unless `RCOMPOSE_RUN_DIR` says otherwise.
@@ -45,13 +45,23 @@ enum Command {
         #[arg(short = 'd', long)]
         detach: bool,
         /// Seconds containers get between SIGTERM and SIGKILL at teardown
-        #[arg(short = 't', long = "timeout", value_name = "SECONDS", default_value_t = 10)]
+        #[arg(
+            short = 't',
+            long = "timeout",
+            value_name = "SECONDS",
+            default_value_t = 10
+        )]
         timeout: u64,
     },
     /// Stop and remove everything of the project
     Down {
         /// Seconds containers get between SIGTERM and SIGKILL
-        #[arg(short = 't', long = "timeout", value_name = "SECONDS", default_value_t = 10)]
+        #[arg(
+            short = 't',
+            long = "timeout",
+            value_name = "SECONDS",
+            default_value_t = 10
+        )]
         timeout: u64,
     },
     /// List the project's containers
@@ -126,7 +136,11 @@ pub fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() { ExitStatus::Usage.into() } else { ExitStatus::Ok.into() };
+            return if e.use_stderr() {
+                ExitStatus::Usage.into()
+            } else {
+                ExitStatus::Ok.into()
+            };
         }
     };
     match run(cli) {
@@ -139,10 +153,19 @@ pub fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<ExitCode, Error> {
-    let ctx = Context { file: cli.file, project: cli.project };
+    let ctx = Context {
+        file: cli.file,
+        project: cli.project,
+    };
     match cli.command {
-        Command::Up { detach: false, timeout } => up::foreground(&ctx, Duration::from_secs(timeout)),
-        Command::Up { detach: true, timeout } => up::detached(&ctx, timeout),
+        Command::Up {
+            detach: false,
+            timeout,
+        } => up::foreground(&ctx, Duration::from_secs(timeout)),
+        Command::Up {
+            detach: true,
+            timeout,
+        } => up::detached(&ctx, timeout),
         Command::Supervise { timeout } => up::supervise(&ctx, Duration::from_secs(timeout)),
         Command::Down { timeout } => down(&ctx, Duration::from_secs(timeout)),
         Command::Ps { format } => ps(&ctx, format),
@@ -192,7 +215,8 @@ struct Context {
 
 impl Context {
     fn run_root() -> PathBuf {
-        std::env::var_os("RCOMPOSE_RUN_DIR").map_or_else(|| PathBuf::from(DEFAULT_RUN_ROOT), PathBuf::from)
+        std::env::var_os("RCOMPOSE_RUN_DIR")
+            .map_or_else(|| PathBuf::from(DEFAULT_RUN_ROOT), PathBuf::from)
     }
 
     /// The manifest path: `-f`, else `rcompose.yaml` in the current directory.
@@ -200,8 +224,10 @@ impl Context {
         if let Some(f) = &self.file {
             return Ok(f.clone());
         }
-        let cwd = std::env::current_dir()
-            .map_err(|source| Error::Io { what: "read the current directory".into(), source })?;
+        let cwd = std::env::current_dir().map_err(|source| Error::Io {
+            what: "read the current directory".into(),
+            source,
+        })?;
         let default = cwd.join("rcompose.yaml");
         if default.exists() {
             Ok(PathBuf::from("rcompose.yaml"))
@@ -213,8 +239,10 @@ impl Context {
     /// The validated manifest and its path.
     fn manifest(&self) -> Result<(ValidManifest, PathBuf), Error> {
         let path = self.manifest_path()?;
-        let source = fs::read_to_string(&path)
-            .map_err(|source| Error::ReadManifest { path: path.clone(), source })?;
+        let source = fs::read_to_string(&path).map_err(|source| Error::ReadManifest {
+            path: path.clone(),
+            source,
+        })?;
         Ok((manifest::load(&source, &path)?, path))
     }
 
@@ -225,7 +253,9 @@ impl Context {
     fn desired_with_path(&self) -> Result<(DesiredState, PathBuf), Error> {
         let (m, path) = self.manifest()?;
         let abs = absolute(&path)?;
-        let base = abs.parent().map_or_else(|| PathBuf::from("/"), Path::to_path_buf);
+        let base = abs
+            .parent()
+            .map_or_else(|| PathBuf::from("/"), Path::to_path_buf);
         let project = match &self.project {
             Some(p) => checked_project(p)?,
             None => match m.name() {
@@ -246,28 +276,41 @@ impl Context {
 }
 
 fn absolute(path: &Path) -> Result<PathBuf, Error> {
-    std::path::absolute(path)
-        .map_err(|source| Error::Io { what: format!("resolve `{}`", path.display()), source })
+    std::path::absolute(path).map_err(|source| Error::Io {
+        what: format!("resolve `{}`", path.display()),
+        source,
+    })
 }
 
 fn checked_project(name: &str) -> Result<String, Error> {
     let ok = !name.is_empty()
         && name.len() <= 48
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
-        && name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
-    if ok { Ok(name.to_string()) } else { Err(Error::ProjectName { name: name.to_string() }) }
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric());
+    if ok {
+        Ok(name.to_string())
+    } else {
+        Err(Error::ProjectName {
+            name: name.to_string(),
+        })
+    }
 }
 
 /// The directory name made into a project name, as Compose does: lowercase, other
 /// characters dropped.
 fn project_from_dir(dir: &Path) -> Result<String, Error> {
-    let raw = dir.file_name().map(|n| n.to_string_lossy().to_lowercase()).unwrap_or_default();
-    let cleaned: String = raw
-        .chars()
-        .filter(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-' || *c == '_')
-        .collect();
-    let trimmed = cleaned.trim_start_matches(['-', '_']).to_string();
-    checked_project(&trimmed).map_err(|_| Error::ProjectName { name: raw })
+    let raw = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    manifest::normalize_project_name(&raw)
+        .ok_or(Error::ProjectName { name: raw })
+        .and_then(|n| checked_project(&n))
 }
 
 fn down(ctx: &Context, grace: Duration) -> Result<ExitCode, Error> {
@@ -284,16 +327,23 @@ fn down(ctx: &Context, grace: Duration) -> Result<ExitCode, Error> {
 /// The records of a project, with states corrected when the supervisor is gone.
 fn records(project: &str) -> Result<Option<(ProjectState, bool)>, Error> {
     let paths = ProjectPaths::new(&Context::run_root(), project);
-    let Some(mut state) = ProjectState::load(&paths.state_file()).map_err(supervisor::SupervisorError::from)? else {
+    let Some(mut state) =
+        ProjectState::load(&paths.state_file()).map_err(supervisor::SupervisorError::from)?
+    else {
         return Ok(None);
     };
     let proc_root = Path::new("/proc");
     let alive = is_same_process(proc_root, state.supervisor_pid, state.supervisor_start);
     if !alive {
         for c in &mut state.containers {
-            if c.state.is_live() && !c.pid.is_some_and(|p| is_same_process(proc_root, p, c.pid_start)) {
+            if c.state.is_live()
+                && !c
+                    .pid
+                    .is_some_and(|p| is_same_process(proc_root, p, c.pid_start))
+            {
                 c.state = crate::supervisor::state::ContainerState::Exited;
-                c.reason.get_or_insert_with(|| "lost: the supervisor is gone".into());
+                c.reason
+                    .get_or_insert_with(|| "lost: the supervisor is gone".into());
             }
         }
     }
@@ -302,7 +352,9 @@ fn records(project: &str) -> Result<Option<(ProjectState, bool)>, Error> {
 
 fn ps(ctx: &Context, format: Format) -> Result<ExitCode, Error> {
     let project = ctx.project()?;
-    let rows: Vec<ContainerRecord> = records(&project)?.map(|(s, _)| s.containers).unwrap_or_default();
+    let rows: Vec<ContainerRecord> = records(&project)?
+        .map(|(s, _)| s.containers)
+        .unwrap_or_default();
     match format {
         Format::Json => print_str(&output::ps_json(&rows)),
         Format::Table => print_str(&output::ps_table(&rows)),
@@ -320,21 +372,37 @@ fn logs(ctx: &Context, follow: bool, pods: &[String]) -> Result<ExitCode, Error>
         pods.is_empty() || pods.iter().any(|p| *p == c.pod || *p == c.replica_name())
     };
     let mut seen = std::collections::HashSet::new();
-    let selected: Vec<&ContainerRecord> =
-        state.containers.iter().filter(|c| wanted(c) && seen.insert(c.log.clone())).collect();
+    let selected: Vec<&ContainerRecord> = state
+        .containers
+        .iter()
+        .filter(|c| wanted(c) && seen.insert(c.log.clone()))
+        .collect();
     let single = |c: &ContainerRecord| {
-        state.containers.iter().filter(|o| o.pod == c.pod && o.replica == c.replica).count() == 1
+        state
+            .containers
+            .iter()
+            .filter(|o| o.pod == c.pod && o.replica == c.replica)
+            .count()
+            == 1
     };
     let names: Vec<String> = selected
         .iter()
-        .map(|c| if single(c) { c.replica_name() } else { format!("{}/{}", c.replica_name(), c.container) })
+        .map(|c| {
+            if single(c) {
+                c.replica_name()
+            } else {
+                format!("{}/{}", c.replica_name(), c.container)
+            }
+        })
         .collect();
     let printer = output::LinePrinter::new(&names, output::stdout_is_tty());
     let mut offsets = vec![0u64; selected.len()];
     let mut partial = vec![Vec::new(); selected.len()];
     loop {
         for (i, c) in selected.iter().enumerate() {
-            let Ok(mut f) = fs::File::open(&c.log) else { continue };
+            let Ok(mut f) = fs::File::open(&c.log) else {
+                continue;
+            };
             if f.seek(SeekFrom::Start(offsets[i])).is_err() {
                 continue;
             }
@@ -351,7 +419,10 @@ fn logs(ctx: &Context, follow: bool, pods: &[String]) -> Result<ExitCode, Error>
         if !follow {
             break;
         }
-        if !ProjectPaths::new(&Context::run_root(), &project).state_file().exists() {
+        if !ProjectPaths::new(&Context::run_root(), &project)
+            .state_file()
+            .exists()
+        {
             break;
         }
         thread::sleep(Duration::from_millis(100));
@@ -370,7 +441,10 @@ mod tests {
 
     #[test]
     fn project_names_from_directories_follow_compose() {
-        assert_eq!(project_from_dir(Path::new("/src/My App_1")).unwrap(), "myapp_1");
+        assert_eq!(
+            project_from_dir(Path::new("/src/My App_1")).unwrap(),
+            "myapp_1"
+        );
         assert_eq!(project_from_dir(Path::new("/src/-x")).unwrap(), "x");
         assert!(project_from_dir(Path::new("/")).is_err());
     }

@@ -7,8 +7,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 use crate::error::Error;
-use crate::supervisor::state::ContainerRecord;
 use crate::supervisor::Event;
+use crate::supervisor::state::ContainerRecord;
 
 /// Whether stdout is a terminal (colours and alignment for people, plain for pipes).
 pub(super) fn stdout_is_tty() -> bool {
@@ -76,7 +76,16 @@ pub(super) fn ps_json(records: &[ContainerRecord]) -> String {
 
 /// `ps`: an aligned table.
 pub(super) fn ps_table(records: &[ContainerRecord]) -> String {
-    let header = ["POD", "REPLICA", "CONTAINER", "STATE", "PID", "RESTARTS", "EXIT", "REASON"];
+    let header = [
+        "POD",
+        "REPLICA",
+        "CONTAINER",
+        "STATE",
+        "PID",
+        "RESTARTS",
+        "EXIT",
+        "REASON",
+    ];
     let mut table: Vec<Vec<String>> = vec![header.iter().map(|s| (*s).to_string()).collect()];
     for r in rows(records) {
         table.push(vec![
@@ -90,12 +99,16 @@ pub(super) fn ps_table(records: &[ContainerRecord]) -> String {
             r.reason.unwrap_or("").to_string(),
         ]);
     }
-    let widths: Vec<usize> =
-        (0..header.len()).map(|i| table.iter().map(|row| row[i].len()).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> = (0..header.len())
+        .map(|i| table.iter().map(|row| row[i].len()).max().unwrap_or(0))
+        .collect();
     let mut out = String::new();
     for row in table {
-        let cells: Vec<String> =
-            row.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        let cells: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
         out.push_str(cells.join("  ").trim_end());
         out.push('\n');
     }
@@ -113,7 +126,10 @@ const COLOURS: [&str; 6] = ["36", "33", "32", "35", "34", "31"];
 
 impl LinePrinter {
     pub(super) fn new(names: &[String], colour: bool) -> Self {
-        Self { width: names.iter().map(String::len).max().unwrap_or(0), colour }
+        Self {
+            width: names.iter().map(String::len).max().unwrap_or(0),
+            colour,
+        }
     }
 
     pub(super) fn print(&self, name: &str, index: usize, line: &str) {
@@ -164,7 +180,10 @@ impl CliProgress {
             bar.enable_steady_tick(Duration::from_millis(100));
             bar
         });
-        Self { project: project.to_string(), bar }
+        Self {
+            project: project.to_string(),
+            bar,
+        }
     }
 
     pub(super) fn println(&self, text: &str) {

@@ -9,8 +9,8 @@ use std::process::{Command, ExitCode, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::output::{self, CliProgress, LinePrinter};
 use super::Context;
+use super::output::{self, CliProgress, LinePrinter};
 use crate::error::Error;
 use crate::plan::desired::DesiredState;
 use crate::runtime;
@@ -27,11 +27,18 @@ fn prerequisites() -> Result<(), Error> {
 }
 
 fn current_exe() -> Result<PathBuf, Error> {
-    std::env::current_exe()
-        .map_err(|source| Error::Io { what: "find the rcompose binary".into(), source })
+    std::env::current_exe().map_err(|source| Error::Io {
+        what: "find the rcompose binary".into(),
+        source,
+    })
 }
 
-fn options(desired: DesiredState, manifest: PathBuf, grace: Duration, stay: bool) -> Result<UpOptions, Error> {
+fn options(
+    desired: DesiredState,
+    manifest: PathBuf,
+    grace: Duration,
+    stay: bool,
+) -> Result<UpOptions, Error> {
     Ok(UpOptions {
         desired,
         manifest,
@@ -74,8 +81,15 @@ pub(super) fn foreground(ctx: &Context, grace: Duration) -> Result<ExitCode, Err
     prerequisites()?;
     let names = display_names(&desired);
     let progress = Arc::new(CliProgress::new(&desired.project));
-    let sink = Arc::new(StdoutSink(LinePrinter::new(&names, output::stdout_is_tty()), progress.clone()));
-    let sup = Supervisor::new(options(desired, manifest, grace, false)?, progress.clone(), Some(sink))?;
+    let sink = Arc::new(StdoutSink(
+        LinePrinter::new(&names, output::stdout_is_tty()),
+        progress.clone(),
+    ));
+    let sup = Supervisor::new(
+        options(desired, manifest, grace, false)?,
+        progress.clone(),
+        Some(sink),
+    )?;
     let outcome = sup.run(&mut |_| {});
     progress.finish();
     match outcome {
@@ -93,8 +107,11 @@ pub(super) fn detached(ctx: &Context, timeout: u64) -> Result<ExitCode, Error> {
         let what = what.to_string();
         move |source| Error::Io { what, source }
     };
-    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-        .map_err(|e| Error::Io { what: "create a pipe".into(), source: e.into() })?;
+    let (read, write) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Error::Io {
+            what: "create a pipe".into(),
+            source: e.into(),
+        })?;
     let wfd = write.as_raw_fd();
     let mut cmd = Command::new(current_exe()?);
     cmd.arg("-f")
@@ -128,7 +145,9 @@ pub(super) fn detached(ctx: &Context, timeout: u64) -> Result<ExitCode, Error> {
     drop(write);
     drop(cmd);
     let progress = CliProgress::new(&desired.project);
-    let mut result = Err(Error::Up("the supervisor exited before the stack was up".into()));
+    let mut result = Err(Error::Up(
+        "the supervisor exited before the stack was up".into(),
+    ));
     for line in BufReader::new(File::from(read)).lines() {
         let Ok(line) = line else { break };
         if let Some(text) = line.strip_prefix("event ") {
@@ -151,12 +170,12 @@ struct PipeProgress(Mutex<Option<File>>);
 
 impl PipeProgress {
     fn send(&self, line: &str) {
-        if let Ok(mut guard) = self.0.lock() {
-            if let Some(f) = guard.as_mut() {
-                let one_line = line.replace('\n', " ");
-                if writeln!(f, "{one_line}").is_err() {
-                    *guard = None;
-                }
+        if let Ok(mut guard) = self.0.lock()
+            && let Some(f) = guard.as_mut()
+        {
+            let one_line = line.replace('\n', " ");
+            if writeln!(f, "{one_line}").is_err() {
+                *guard = None;
             }
         }
     }
@@ -179,7 +198,10 @@ impl Progress for PipeProgress {
 pub(super) fn supervise(ctx: &Context, grace: Duration) -> Result<ExitCode, Error> {
     // SAFETY: `up -d` put the notify pipe at fd 3 and nothing else in this process owns it.
     let notify = unsafe { File::from_raw_fd(NOTIFY_FD) };
-    let _ = nix::fcntl::fcntl(&notify, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC));
+    let _ = nix::fcntl::fcntl(
+        &notify,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    );
     let progress = Arc::new(PipeProgress(Mutex::new(Some(notify))));
     let fail = |e: Error| {
         progress.send(&format!("failed {}", output::error_text(&e)));

@@ -11,13 +11,13 @@ use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use cgroups_rs::fs::MaxValue;
 use cgroups_rs::fs::cgroup::Cgroup;
+use cgroups_rs::fs::cpu::CpuController;
 use cgroups_rs::fs::hierarchies;
-use cgroups_rs::fs::{Controller, Hierarchy};
 use cgroups_rs::fs::memory::MemController;
 use cgroups_rs::fs::pid::PidController;
-use cgroups_rs::fs::cpu::CpuController;
-use cgroups_rs::fs::MaxValue;
+use cgroups_rs::fs::{Controller, Hierarchy};
 
 use crate::plan::desired::Resources;
 
@@ -95,7 +95,9 @@ pub fn mount_points(version: CgroupVersion, mountinfo: &str) -> Vec<(String, Pat
     let mut out = Vec::new();
     for line in mountinfo.lines() {
         // mountinfo: id parent maj:min root mount-point opts ... - fstype source super-opts
-        let Some((left, right)) = line.split_once(" - ") else { continue };
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
         let left: Vec<&str> = left.split(' ').collect();
         let right: Vec<&str> = right.split(' ').collect();
         let (Some(mount_point), Some(fstype), Some(super_opts)) =
@@ -147,8 +149,15 @@ impl KernelCgroup {
         let version = detect_version();
         let hier: Box<dyn Hierarchy> = hierarchies::auto();
         let cgroup = Cgroup::new_with_specified_controllers(hier, path, Some(controllers(version)))
-            .map_err(|source| CgroupError::Create { path: path.to_string(), source })?;
-        let me = Self { cgroup, version, path: path.to_string() };
+            .map_err(|source| CgroupError::Create {
+                path: path.to_string(),
+                source,
+            })?;
+        let me = Self {
+            cgroup,
+            version,
+            path: path.to_string(),
+        };
         if let Err(e) = me.apply(limits) {
             let _ = me.remove();
             return Err(e);
@@ -170,20 +179,21 @@ impl KernelCgroup {
                 let _ = mem.set_memswap_limit(bytes);
             }
         }
-        if let Some(millis) = limits.cpu_millis {
-            if let Some(cpu) = self.cgroup.controller_of::<CpuController>() {
-                let quota = i64::try_from(millis.saturating_mul(CPU_PERIOD_US) / 1000)
-                    .unwrap_or(i64::MAX)
-                    .max(1000);
-                cpu.set_cfs_quota_and_period(Some(quota), Some(CPU_PERIOD_US))
-                    .map_err(err("the cpu quota"))?;
-            }
+        if let Some(millis) = limits.cpu_millis
+            && let Some(cpu) = self.cgroup.controller_of::<CpuController>()
+        {
+            let quota = i64::try_from(millis.saturating_mul(CPU_PERIOD_US) / 1000)
+                .unwrap_or(i64::MAX)
+                .max(1000);
+            cpu.set_cfs_quota_and_period(Some(quota), Some(CPU_PERIOD_US))
+                .map_err(err("the cpu quota"))?;
         }
-        if let Some(max) = limits.pids {
-            if let Some(pids) = self.cgroup.controller_of::<PidController>() {
-                let max = i64::try_from(max).unwrap_or(i64::MAX);
-                pids.set_pid_max(MaxValue::Value(max)).map_err(err("the pids limit"))?;
-            }
+        if let Some(max) = limits.pids
+            && let Some(pids) = self.cgroup.controller_of::<PidController>()
+        {
+            let max = i64::try_from(max).unwrap_or(i64::MAX);
+            pids.set_pid_max(MaxValue::Value(max))
+                .map_err(err("the pids limit"))?;
         }
         Ok(())
     }
@@ -203,7 +213,9 @@ impl Cgroups for KernelCgroup {
     }
 
     fn oom_killed(&self) -> bool {
-        let Some(mem) = self.cgroup.controller_of::<MemController>() else { return false };
+        let Some(mem) = self.cgroup.controller_of::<MemController>() else {
+            return false;
+        };
         match self.version {
             CgroupVersion::V1 => mem.memory_stat().oom_control.oom_kill > 0,
             CgroupVersion::V2 => {
@@ -226,8 +238,12 @@ impl Cgroups for KernelCgroup {
     }
 
     fn remove(&self) -> Result<()> {
-        let dirs: Vec<PathBuf> =
-            self.cgroup.subsystems().iter().map(|s| s.to_controller().path().to_owned()).collect();
+        let dirs: Vec<PathBuf> = self
+            .cgroup
+            .subsystems()
+            .iter()
+            .map(|s| s.to_controller().path().to_owned())
+            .collect();
         for dir in dirs {
             remove_dir_retrying(&dir)?;
         }
@@ -254,7 +270,12 @@ fn remove_dir_retrying(dir: &Path) -> Result<()> {
             Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline => {
                 thread::sleep(Duration::from_millis(5));
             }
-            Err(source) => return Err(CgroupError::Remove { path: dir.to_owned(), source }),
+            Err(source) => {
+                return Err(CgroupError::Remove {
+                    path: dir.to_owned(),
+                    source,
+                });
+            }
         }
     }
 }
@@ -302,7 +323,9 @@ fn dirs_bottom_up(root: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
-        let Ok(entries) = fs::read_dir(&dir) else { continue };
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
         for e in entries.flatten() {
             if e.file_type().is_ok_and(|t| t.is_dir()) {
                 stack.push(e.path());
@@ -320,7 +343,9 @@ fn has_procs(dir: &Path) -> bool {
 }
 
 fn kill_procs(dir: &Path) -> usize {
-    let Ok(procs) = fs::read_to_string(dir.join("cgroup.procs")) else { return 0 };
+    let Ok(procs) = fs::read_to_string(dir.join("cgroup.procs")) else {
+        return 0;
+    };
     let mut n = 0;
     for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
         if nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL)
@@ -369,12 +394,18 @@ mod tests {
         let info = "29 26 0:26 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n";
         let got = mount_points(CgroupVersion::V1, info);
         assert_eq!(got.len(), 2);
-        assert!(got.iter().all(|(_, p)| p == Path::new("/sys/fs/cgroup/cpu,cpuacct")));
+        assert!(
+            got.iter()
+                .all(|(_, p)| p == Path::new("/sys/fs/cgroup/cpu,cpuacct"))
+        );
     }
 
     #[test]
     fn reads_oom_kill_from_v2_events() {
-        assert_eq!(oom_kill_count("low 0\nhigh 0\nmax 3\noom 1\noom_kill 2\n"), 2);
+        assert_eq!(
+            oom_kill_count("low 0\nhigh 0\nmax 3\noom 1\noom_kill 2\n"),
+            2
+        );
         assert_eq!(oom_kill_count("low 0\n"), 0);
     }
 

@@ -17,20 +17,22 @@ use std::ffi::CString;
 use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd};
-use std::os::unix::fs::{symlink, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use nix::errno::Errno;
-use nix::mount::{mount, umount2, MntFlags, MsFlags};
-use nix::sched::{setns, unshare, CloneFlags};
-use nix::sys::signal::{kill, sigprocmask, SigSet, SigmaskHow, Signal};
-use nix::sys::stat::{makedev, mknod, Mode, SFlag};
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::{chdir, execve, fork, getpid, pipe2, pivot_root, sethostname, setsid, ForkResult};
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::sched::{CloneFlags, setns, unshare};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill, sigprocmask};
+use nix::sys::stat::{Mode, SFlag, makedev, mknod};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::{
+    ForkResult, chdir, execve, fork, getpid, pipe2, pivot_root, sethostname, setsid,
+};
 
-use super::rootfs::overlay_mounts;
 use super::ContainerConfig;
+use super::rootfs::overlay_mounts;
 
 /// The status pipe's file descriptor in the init helper.
 pub const STATUS_FD: i32 = 3;
@@ -98,8 +100,12 @@ fn helper(config: &Path, status: &mut File) -> Result<(), Failed> {
             .map_err(|e| (format!("failed to join cgroup `{}`", procs.display()), e))?;
     }
     if let Some(ns) = &cfg.netns {
-        let f = File::open(ns)
-            .map_err(|e| (format!("failed to open network namespace `{}`", ns.display()), e))?;
+        let f = File::open(ns).map_err(|e| {
+            (
+                format!("failed to open network namespace `{}`", ns.display()),
+                e,
+            )
+        })?;
         setns(&f, CloneFlags::CLONE_NEWNET).map_err(|e| ("failed to join the pod network", e))?;
     }
     unshare(
@@ -152,7 +158,13 @@ fn container_init(cfg: &ContainerConfig, status: &mut File, set: &SigSet) -> Res
             let mut w = File::from(w);
             let _ = w.write_all(err.as_bytes());
             // SAFETY: _exit is async-signal-safe and ends this child at once.
-            unsafe { libc::_exit(if err.contains("permission denied") { 126 } else { 127 }) }
+            unsafe {
+                libc::_exit(if err.contains("permission denied") {
+                    126
+                } else {
+                    127
+                })
+            }
         }
         ForkResult::Parent { child } => child,
     };
@@ -202,15 +214,21 @@ fn reap_loop(child: nix::unistd::Pid, set: &SigSet) -> ! {
 fn exec_command(cfg: &ContainerConfig, env: &[(String, String)]) -> String {
     let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
     let _ = setsid();
-    if let Some(dir) = &cfg.working_dir {
-        if let Err(e) = chdir(dir.as_str()) {
-            return format!("failed to enter working directory `{dir}`: {}", errno_text(e));
-        }
+    if let Some(dir) = &cfg.working_dir
+        && let Err(e) = chdir(dir.as_str())
+    {
+        return format!(
+            "failed to enter working directory `{dir}`: {}",
+            errno_text(e)
+        );
     }
     let Some(program) = cfg.command.first() else {
         return "the container has no command".to_string();
     };
-    let path = env.iter().find(|(k, _)| k == "PATH").map_or(DEFAULT_PATH, |(_, v)| v.as_str());
+    let path = env
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map_or(DEFAULT_PATH, |(_, v)| v.as_str());
     let Some(resolved) = resolve(program, path) else {
         return format!("`{program}`: executable file not found in $PATH");
     };
@@ -233,9 +251,10 @@ fn resolve(program: &str, path: &str) -> Option<PathBuf> {
     if program.contains('/') {
         return Some(PathBuf::from(program));
     }
-    path.split(':').filter(|d| !d.is_empty()).map(|d| Path::new(d).join(program)).find(|p| {
-        fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-    })
+    path.split(':')
+        .filter(|d| !d.is_empty())
+        .map(|d| Path::new(d).join(program))
+        .find(|p| fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
 }
 
 /// The command's environment: defaults first, then the container's own variables.
@@ -259,33 +278,70 @@ fn environment(cfg: &ContainerConfig) -> Vec<(String, String)> {
 
 fn setup_root(cfg: &ContainerConfig) -> Result<(), Failed> {
     let err = |what: String| move |e: Errno| Failed(format!("{what}: {}", errno_text(e)));
-    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
-        .map_err(err("failed to make mounts private".into()))?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(err("failed to make mounts private".into()))?;
     for m in overlay_mounts(&cfg.rootfs) {
         let mut flags = MsFlags::empty();
         if m.read_only {
             flags |= MsFlags::MS_RDONLY;
         }
-        mount(Some("overlay"), &m.target, Some("overlay"), flags, Some(m.data().as_str()))
-            .map_err(err(format!("failed to mount the overlay root at `{}`", m.target.display())))?;
+        mount(
+            Some("overlay"),
+            &m.target,
+            Some("overlay"),
+            flags,
+            Some(m.data().as_str()),
+        )
+        .map_err(err(format!(
+            "failed to mount the overlay root at `{}`",
+            m.target.display()
+        )))?;
     }
     let root = cfg.rootfs.dir.join("rootfs");
     let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     let fs_mount = |source: &str, target: &str, fstype: &str, flags: MsFlags, data: &str| {
         let dir = mount_point(&root, target)?;
-        mount(Some(source), &dir, Some(fstype), flags, (!data.is_empty()).then_some(data))
-            .map_err(err(format!("failed to mount {fstype} at `{target}`")))
+        mount(
+            Some(source),
+            &dir,
+            Some(fstype),
+            flags,
+            (!data.is_empty()).then_some(data),
+        )
+        .map_err(err(format!("failed to mount {fstype} at `{target}`")))
     };
     fs_mount("proc", "proc", "proc", nosuid, "")?;
     fs_mount("sysfs", "sys", "sysfs", nosuid | MsFlags::MS_RDONLY, "")?;
-    fs_mount("tmpfs", "dev", "tmpfs", MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, "mode=755,size=65536k")?;
+    fs_mount(
+        "tmpfs",
+        "dev",
+        "tmpfs",
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        "mode=755,size=65536k",
+    )?;
     let dev = root.join("dev");
-    for (name, major, minor) in
-        [("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0)]
-    {
+    for (name, major, minor) in [
+        ("null", 1, 3),
+        ("zero", 1, 5),
+        ("full", 1, 7),
+        ("random", 1, 8),
+        ("urandom", 1, 9),
+        ("tty", 5, 0),
+    ] {
         let node = dev.join(name);
-        mknod(&node, SFlag::S_IFCHR, Mode::from_bits_truncate(0o666), makedev(major, minor))
-            .map_err(err(format!("failed to create /dev/{name}")))?;
+        mknod(
+            &node,
+            SFlag::S_IFCHR,
+            Mode::from_bits_truncate(0o666),
+            makedev(major, minor),
+        )
+        .map_err(err(format!("failed to create /dev/{name}")))?;
         // mknod is subject to the umask
         let _ = fs::set_permissions(&node, fs::Permissions::from_mode(0o666));
     }
@@ -306,8 +362,20 @@ fn setup_root(cfg: &ContainerConfig) -> Result<(), Failed> {
     ] {
         symlink(to, dev.join(link)).map_err(|e| (format!("failed to create /dev/{link}"), e))?;
     }
-    fs_mount("tmpfs", "tmp", "tmpfs", MsFlags::MS_NOSUID | MsFlags::MS_NODEV, "mode=1777")?;
-    fs_mount("tmpfs", "run", "tmpfs", MsFlags::MS_NOSUID | MsFlags::MS_NODEV, "mode=755")?;
+    fs_mount(
+        "tmpfs",
+        "tmp",
+        "tmpfs",
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        "mode=1777",
+    )?;
+    fs_mount(
+        "tmpfs",
+        "run",
+        "tmpfs",
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        "mode=755",
+    )?;
     // pivot_root(".", "."): the old root ends up stacked on the new one and is detached at
     // once (the runc way; no directory for the old root is needed).
     chdir(&root).map_err(err("failed to enter the root".into()))?;
@@ -331,8 +399,9 @@ fn mount_point(root: &Path, rel: &str) -> Result<PathBuf, Failed> {
             }
             Ok(m) if m.is_dir() => {}
             Ok(_) => return Err(Failed(format!("cannot mount on `/{rel}`: not a directory"))),
-            Err(_) => fs::create_dir(&dir)
-                .map_err(|e| (format!("failed to create `/{rel}`"), e))?,
+            Err(_) => {
+                fs::create_dir(&dir).map_err(|e| (format!("failed to create `/{rel}`"), e))?
+            }
         }
     }
     Ok(dir)
@@ -349,7 +418,10 @@ fn write_etc(cfg: &ContainerConfig) {
         "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{}\n",
         cfg.hostname
     );
-    for (name, content) in [("hostname", format!("{}\n", cfg.hostname)), ("hosts", hosts)] {
+    for (name, content) in [
+        ("hostname", format!("{}\n", cfg.hostname)),
+        ("hosts", hosts),
+    ] {
         let path = etc.join(name);
         // replace rather than write through: the image's file may be a symlink
         let _ = fs::remove_file(&path);
@@ -368,7 +440,10 @@ mod tests {
 
     #[test]
     fn resolve_searches_path_in_order() {
-        assert_eq!(resolve("sh", "/nonexistent:/bin"), Some(PathBuf::from("/bin/sh")));
+        assert_eq!(
+            resolve("sh", "/nonexistent:/bin"),
+            Some(PathBuf::from("/bin/sh"))
+        );
         assert_eq!(resolve("./x", "/bin"), Some(PathBuf::from("./x")));
         assert_eq!(resolve("no-such-program-rc", "/bin:/usr/bin"), None);
     }

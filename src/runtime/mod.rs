@@ -83,8 +83,8 @@ pub struct Started {
 /// helper exits at once and the container's init is re-parented to the caller, which reaps
 /// it.
 pub fn spawn(exe: &Path, config: &Path, log: OwnedFd) -> Result<Started, SpawnError> {
-    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-        .map_err(|e| SpawnError::Pipe(e.into()))?;
+    let (read, write) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| SpawnError::Pipe(e.into()))?;
     let log2 = log.try_clone().map_err(SpawnError::Pipe)?;
     let wfd = write.as_raw_fd();
     let mut cmd = Command::new(exe);
@@ -111,7 +111,10 @@ pub fn spawn(exe: &Path, config: &Path, log: OwnedFd) -> Result<Started, SpawnEr
     let spawned = cmd.spawn();
     drop(write);
     drop(cmd);
-    spawned.map_err(|source| SpawnError::Exec { exe: exe.to_owned(), source })?;
+    spawned.map_err(|source| SpawnError::Exec {
+        exe: exe.to_owned(),
+        source,
+    })?;
     let mut text = String::new();
     let _ = File::from(read).read_to_string(&mut text);
     parse_status(&text)
@@ -155,7 +158,10 @@ pub fn missing_prerequisite(proc_root: &Path) -> Option<String> {
         return Some("rcompose must run as root to create namespaces, mounts and cgroups".into());
     }
     let filesystems = std::fs::read_to_string(proc_root.join("filesystems")).unwrap_or_default();
-    if !filesystems.lines().any(|l| l.split_whitespace().last() == Some("overlay")) {
+    if !filesystems
+        .lines()
+        .any(|l| l.split_whitespace().last() == Some("overlay"))
+    {
         return Some(
             "the kernel has no overlayfs (no `overlay` in /proc/filesystems; try `modprobe overlay`)"
                 .into(),
@@ -163,7 +169,9 @@ pub fn missing_prerequisite(proc_root: &Path) -> Option<String> {
     }
     for ns in ["mnt", "pid", "uts", "ipc", "net"] {
         if !proc_root.join("self/ns").join(ns).exists() {
-            return Some(format!("the kernel has no {ns} namespaces (/proc/self/ns/{ns} is missing)"));
+            return Some(format!(
+                "the kernel has no {ns} namespaces (/proc/self/ns/{ns} is missing)"
+            ));
         }
     }
     let mountinfo = std::fs::read_to_string(proc_root.join("self/mountinfo")).unwrap_or_default();
@@ -189,8 +197,14 @@ mod tests {
 
     #[test]
     fn status_with_pid_and_started_is_a_start() {
-        assert_eq!(parse_status("pid 42\nstarted\n").unwrap(), Started { pid: 42 });
-        assert_eq!(parse_status("started\npid 42\n").unwrap(), Started { pid: 42 });
+        assert_eq!(
+            parse_status("pid 42\nstarted\n").unwrap(),
+            Started { pid: 42 }
+        );
+        assert_eq!(
+            parse_status("started\npid 42\n").unwrap(),
+            Started { pid: 42 }
+        );
     }
 
     #[test]
@@ -207,6 +221,9 @@ mod tests {
     #[test]
     fn silent_death_is_reported() {
         let err = parse_status("pid 9\n").unwrap_err();
-        assert_eq!(err.to_string(), "the container's init exited before starting the command");
+        assert_eq!(
+            err.to_string(),
+            "the container's init exited before starting the command"
+        );
     }
 }

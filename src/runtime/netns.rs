@@ -7,8 +7,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::thread;
 
-use nix::mount::{mount, umount2, MntFlags, MsFlags};
-use nix::sched::{unshare, CloneFlags};
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::sched::{CloneFlags, unshare};
 
 /// Errors of network namespace handling.
 #[derive(Debug, thiserror::Error)]
@@ -38,7 +38,10 @@ pub enum NetnsError {
 /// The work happens on a short-lived thread: `unshare(CLONE_NEWNET)` changes only the
 /// calling thread, so the caller's own namespace is untouched.
 pub fn create(path: &Path) -> Result<(), NetnsError> {
-    let err = |source: io::Error| NetnsError::Create { path: path.to_owned(), source };
+    let err = |source: io::Error| NetnsError::Create {
+        path: path.to_owned(),
+        source,
+    };
     File::create(path).map_err(err)?;
     let target = path.to_owned();
     let result = thread::spawn(move || -> io::Result<()> {
@@ -66,12 +69,20 @@ pub fn create(path: &Path) -> Result<(), NetnsError> {
 pub fn remove(path: &Path) -> Result<(), NetnsError> {
     match umount2(path, MntFlags::MNT_DETACH) {
         Ok(()) | Err(nix::errno::Errno::EINVAL | nix::errno::Errno::ENOENT) => {}
-        Err(e) => return Err(NetnsError::Remove { path: path.to_owned(), source: e.into() }),
+        Err(e) => {
+            return Err(NetnsError::Remove {
+                path: path.to_owned(),
+                source: e.into(),
+            });
+        }
     }
     match fs::remove_file(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(source) => Err(NetnsError::Remove { path: path.to_owned(), source }),
+        Err(source) => Err(NetnsError::Remove {
+            path: path.to_owned(),
+            source,
+        }),
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::fs;
 use std::io;
-use std::os::unix::fs::{symlink, PermissionsExt};
+use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -234,7 +234,10 @@ mod tests {
         let m = overlay_mounts(&spec(true, &["/src/a", "/src/b"]));
         assert_eq!(m.len(), 2);
         assert!(m[0].read_only);
-        assert_eq!(m[0].target, PathBuf::from("/run/rcompose/p/c/web-1/app/base"));
+        assert_eq!(
+            m[0].target,
+            PathBuf::from("/run/rcompose/p/c/web-1/app/base")
+        );
         assert_eq!(
             m[1].lower,
             ["/src/b", "/src/a", "/run/rcompose/p/c/web-1/app/base"].map(PathBuf::from)
@@ -263,20 +266,35 @@ mod tests {
         symlink("/etc/passwd", src.join("link")).unwrap();
         let layers = vec![
             LayerPlan::Host,
-            LayerPlan::Dir { path: src.clone(), target: "/".into() },
-            LayerPlan::Dir { path: src.clone(), target: "/app".into() },
+            LayerPlan::Dir {
+                path: src.clone(),
+                target: "/".into(),
+            },
+            LayerPlan::Dir {
+                path: src.clone(),
+                target: "/app".into(),
+            },
         ];
         let (host, lowers) = stage_layers(&layers, &tmp.join("staging")).unwrap();
         assert!(host);
         assert_eq!(lowers[0], src);
-        assert_eq!(fs::read_to_string(lowers[1].join("app/sub/f")).unwrap(), "x");
-        assert_eq!(fs::read_link(lowers[1].join("app/link")).unwrap(), Path::new("/etc/passwd"));
+        assert_eq!(
+            fs::read_to_string(lowers[1].join("app/sub/f")).unwrap(),
+            "x"
+        );
+        assert_eq!(
+            fs::read_link(lowers[1].join("app/link")).unwrap(),
+            Path::new("/etc/passwd")
+        );
         fs::remove_dir_all(&tmp).unwrap();
     }
 
     #[test]
     fn missing_layer_directory_is_an_error() {
-        let layers = vec![LayerPlan::Dir { path: "/nonexistent/rc".into(), target: "/".into() }];
+        let layers = vec![LayerPlan::Dir {
+            path: "/nonexistent/rc".into(),
+            target: "/".into(),
+        }];
         let err = stage_layers(&layers, Path::new("/tmp")).unwrap_err();
         assert_eq!(
             err.to_string(),

@@ -19,20 +19,20 @@ use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{kill, pthread_sigmask, SigSet, SigmaskHow, Signal};
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill, pthread_sigmask};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
 use self::state::{ContainerRecord, ContainerState, ProjectPaths, ProjectState};
 use crate::plan::desired::{Condition, ContainerPlan, DesiredState, PodPlan};
 use crate::runtime::cgroup::{CgroupError, Cgroups, KernelCgroup};
 use crate::runtime::netns::NetnsError;
-use crate::runtime::rootfs::{dirs_to_create, stage_layers, LayerError, RootfsSpec};
+use crate::runtime::rootfs::{LayerError, RootfsSpec, dirs_to_create, stage_layers};
 use crate::runtime::{self, ContainerConfig, SpawnError};
 
 /// Default time between SIGTERM and SIGKILL.
@@ -235,7 +235,9 @@ pub struct Supervisor {
 
 impl std::fmt::Debug for Supervisor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Supervisor").field("project", &self.paths.project).finish_non_exhaustive()
+        f.debug_struct("Supervisor")
+            .field("project", &self.paths.project)
+            .finish_non_exhaustive()
     }
 }
 
@@ -248,7 +250,12 @@ pub fn block_signals() -> io::Result<()> {
 
 fn supervised_signals() -> SigSet {
     let mut set = SigSet::empty();
-    for s in [Signal::SIGCHLD, Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+    for s in [
+        Signal::SIGCHLD,
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+    ] {
         set.add(s);
     }
     set
@@ -268,13 +275,21 @@ impl Supervisor {
         runtime::become_subreaper().map_err(setup("becoming a child subreaper"))?;
         let lock = match teardown::try_lock(&paths)? {
             Some(lock) => lock,
-            None => return Err(SupervisorError::Busy { project: paths.project.clone() }),
+            None => {
+                return Err(SupervisorError::Busy {
+                    project: paths.project.clone(),
+                });
+            }
         };
         // leftovers of a run whose supervisor died: remove them before starting afresh
-        let stale = state::ProjectState::load(&paths.state_file()).ok().flatten();
-        if stale.is_some() || teardown::cgroup_mounts(&opts.proc_root).iter().any(|(_, m)| {
-            m.join(paths.cgroup_subtree()).exists()
-        }) {
+        let stale = state::ProjectState::load(&paths.state_file())
+            .ok()
+            .flatten();
+        if stale.is_some()
+            || teardown::cgroup_mounts(&opts.proc_root)
+                .iter()
+                .any(|(_, m)| m.join(paths.cgroup_subtree()).exists())
+        {
             let mounts = teardown::cgroup_mounts(&opts.proc_root);
             teardown::cleanup(&paths, stale.as_ref(), &mounts)?;
         }
@@ -286,7 +301,12 @@ impl Supervisor {
             }
             None => lock,
         };
-        for dir in [paths.logs(), paths.netns_dir(), paths.containers(), paths.layers()] {
+        for dir in [
+            paths.logs(),
+            paths.netns_dir(),
+            paths.containers(),
+            paths.layers(),
+        ] {
             fs::create_dir_all(&dir).map_err(|source| SupervisorError::Io { path: dir, source })?;
         }
         let (tx, rx) = mpsc::channel();
@@ -309,10 +329,15 @@ impl Supervisor {
 
     fn build_slots(&mut self) -> Result<(), SupervisorError> {
         let desired = self.opts.desired.clone();
-        let order: Vec<&PodPlan> =
-            desired.waves.iter().flatten().filter_map(|p| desired.pods.get(p)).collect();
+        let order: Vec<&PodPlan> = desired
+            .waves
+            .iter()
+            .flatten()
+            .filter_map(|p| desired.pods.get(p))
+            .collect();
         for pod in order {
-            self.single.insert(pod.name.clone(), pod.containers.len() == 1);
+            self.single
+                .insert(pod.name.clone(), pod.containers.len() == 1);
             for replica in 1..=pod.replicas {
                 let replica_name = format!("{}-{replica}", pod.name);
                 for c in &pod.containers {
@@ -335,8 +360,15 @@ impl Supervisor {
                             restarts: 0,
                             exit_code: None,
                             reason: None,
-                            cgroup: format!("{}/{replica_name}/{}", self.paths.cgroup_subtree(), c.name),
-                            log: self.paths.logs().join(format!("{replica_name}.{}.log", c.name)),
+                            cgroup: format!(
+                                "{}/{replica_name}/{}",
+                                self.paths.cgroup_subtree(),
+                                c.name
+                            ),
+                            log: self
+                                .paths
+                                .logs()
+                                .join(format!("{replica_name}.{}.log", c.name)),
                             dir: dir.clone(),
                         },
                         plan: c.clone(),
@@ -408,7 +440,11 @@ impl Supervisor {
                 }
                 Ok(_) => {}
             }
-            if !ready_sent && !self.slots.iter().any(|s| s.record.state == ContainerState::Waiting)
+            if !ready_sent
+                && !self
+                    .slots
+                    .iter()
+                    .any(|s| s.record.state == ContainerState::Waiting)
             {
                 ready_sent = true;
                 self.progress.event(&Event::Ready);
@@ -422,7 +458,10 @@ impl Supervisor {
             for i in due {
                 self.slots[i].due = None;
                 if let Err(message) = self.start_slot(i) {
-                    self.progress.event(&Event::Failed { name: self.name(i), message });
+                    self.progress.event(&Event::Failed {
+                        name: self.name(i),
+                        message,
+                    });
                 }
                 let _ = self.save();
             }
@@ -435,7 +474,9 @@ impl Supervisor {
                 .iter()
                 .filter_map(|s| s.due)
                 .min()
-                .map_or(Duration::from_secs(3600), |d| d.saturating_duration_since(Instant::now()));
+                .map_or(Duration::from_secs(3600), |d| {
+                    d.saturating_duration_since(Instant::now())
+                });
             match self.rx.recv_timeout(timeout) {
                 Ok(Msg::Signal(sig)) => return Outcome::Signalled(sig as i32),
                 Ok(Msg::Exit(pid, status)) => {
@@ -468,11 +509,17 @@ impl Supervisor {
             }
             let mut met = true;
             for dep in &pod.depends_on {
-                let dep_slots: Vec<&Slot> =
-                    self.slots.iter().filter(|s| s.record.pod == dep.pod).collect();
+                let dep_slots: Vec<&Slot> = self
+                    .slots
+                    .iter()
+                    .filter(|s| s.record.pod == dep.pod)
+                    .collect();
                 let ok = match dep.condition {
                     Condition::Started => dep_slots.iter().all(|s| {
-                        !matches!(s.record.state, ContainerState::Waiting | ContainerState::Starting)
+                        !matches!(
+                            s.record.state,
+                            ContainerState::Waiting | ContainerState::Starting
+                        )
                     }),
                     Condition::Completed => {
                         if let Some(bad) = dep_slots.iter().find(|s| {
@@ -484,12 +531,15 @@ impl Supervisor {
                                 "pod `{}` did not complete (`{}` exited with code {}); `{}` depends on it",
                                 dep.pod,
                                 bad.record.replica_name(),
-                                bad.record.exit_code.map_or("none".into(), |c| c.to_string()),
+                                bad.record
+                                    .exit_code
+                                    .map_or("none".into(), |c| c.to_string()),
                                 pod.name
                             ));
                         }
                         dep_slots.iter().all(|s| {
-                            s.record.state == ContainerState::Exited && s.record.exit_code == Some(0)
+                            s.record.state == ContainerState::Exited
+                                && s.record.exit_code == Some(0)
                         })
                     }
                 };
@@ -528,14 +578,22 @@ impl Supervisor {
         for (name, ns) in &replicas {
             runtime::netns::create(ns).map_err(|e| format!("pod `{name}`: {}", chain(&e)))?;
         }
-        for s in self.slots.iter_mut().filter(|s| pods.contains(&s.record.pod)) {
+        for s in self
+            .slots
+            .iter_mut()
+            .filter(|s| pods.contains(&s.record.pod))
+        {
             s.record.state = ContainerState::Starting;
         }
         let _ = self.save();
         // one thread per replica; the slots of a replica are contiguous
         let groups: Vec<Vec<usize>> = replicas
             .iter()
-            .map(|(_, ns)| (0..self.slots.len()).filter(|&i| self.slots[i].netns == *ns).collect())
+            .map(|(_, ns)| {
+                (0..self.slots.len())
+                    .filter(|&i| self.slots[i].netns == *ns)
+                    .collect()
+            })
             .collect();
         let prepared: Vec<Vec<(usize, Result<Prepared, String>)>> = {
             let slots = &self.slots;
@@ -571,13 +629,23 @@ impl Supervisor {
                     s.record.reason = Some(format!("Error: {message}"));
                     s.record.exit_code = Some(127);
                     let name = self.name(i);
-                    self.progress.event(&Event::Failed { name: name.clone(), message: message.clone() });
-                    failure.get_or_insert(format!("pod `{}` failed to start: {message}", self.slots[i].record.pod));
+                    self.progress.event(&Event::Failed {
+                        name: name.clone(),
+                        message: message.clone(),
+                    });
+                    failure.get_or_insert(format!(
+                        "pod `{}` failed to start: {message}",
+                        self.slots[i].record.pod
+                    ));
                 }
             }
         }
         // slots of a failed group that were never tried stay Starting: mark them failed too
-        for s in self.slots.iter_mut().filter(|s| s.record.state == ContainerState::Starting) {
+        for s in self
+            .slots
+            .iter_mut()
+            .filter(|s| s.record.state == ContainerState::Starting)
+        {
             s.record.state = ContainerState::Failed;
         }
         self.collect_exits();
@@ -624,17 +692,24 @@ impl Supervisor {
     /// Applies recorded exit statuses to the slots they belong to.
     fn collect_exits(&mut self) {
         for i in 0..self.slots.len() {
-            let Some(pid) = self.slots[i].record.pid else { continue };
+            let Some(pid) = self.slots[i].record.pid else {
+                continue;
+            };
             if !self.slots[i].record.state.is_live() {
                 continue;
             }
-            let Some(status) = self.exits.remove(&pid) else { continue };
+            let Some(status) = self.exits.remove(&pid) else {
+                continue;
+            };
             let code = match status {
                 WaitStatus::Exited(_, c) => c,
                 WaitStatus::Signaled(_, s, _) => 128 + s as i32,
                 _ => continue,
             };
-            let oom = self.slots[i].cgroup.as_ref().is_some_and(Cgroups::oom_killed);
+            let oom = self.slots[i]
+                .cgroup
+                .as_ref()
+                .is_some_and(Cgroups::oom_killed);
             let name = self.name(i);
             let stopping = self.slots[i].record.state == ContainerState::Stopping;
             let s = &mut self.slots[i];
@@ -648,9 +723,15 @@ impl Supervisor {
             } else {
                 None
             };
-            self.progress.event(&Event::Exited { name: name.clone(), code, reason: s.record.reason.clone() });
+            self.progress.event(&Event::Exited {
+                name: name.clone(),
+                code,
+                reason: s.record.reason.clone(),
+            });
             if !stopping && restart::should_restart(s.restart, code) {
-                if s.started_at.is_some_and(|t| t.elapsed() >= restart::HEALTHY_RUN) {
+                if s.started_at
+                    .is_some_and(|t| t.elapsed() >= restart::HEALTHY_RUN)
+                {
                     s.record.restarts = 0;
                 }
                 let delay = restart::backoff(s.record.restarts);
@@ -680,7 +761,9 @@ impl Supervisor {
         }
         for wave in waves {
             let members: Vec<usize> = (0..self.slots.len())
-                .filter(|&i| wave.contains(&self.slots[i].record.pod) && self.slots[i].record.state.is_live())
+                .filter(|&i| {
+                    wave.contains(&self.slots[i].record.pod) && self.slots[i].record.state.is_live()
+                })
                 .collect();
             if members.is_empty() {
                 continue;
@@ -692,9 +775,12 @@ impl Supervisor {
                 }
             }
             let _ = self.save();
-            let deadline = Instant::now() + self.opts.grace;
+            let mut deadline = Instant::now() + self.opts.grace;
             let mut killed = false;
-            while members.iter().any(|&i| self.slots[i].record.state.is_live()) {
+            while members
+                .iter()
+                .any(|&i| self.slots[i].record.state.is_live())
+            {
                 let now = Instant::now();
                 if now >= deadline && !killed {
                     killed = true;
@@ -714,6 +800,8 @@ impl Supervisor {
                         self.exits.insert(pid, status);
                         self.collect_exits();
                     }
+                    // a second Ctrl-C: no more grace
+                    Ok(Msg::Signal(_)) if !killed => deadline = Instant::now(),
                     Ok(Msg::Signal(_)) => {}
                     Err(RecvTimeoutError::Timeout) if killed => break,
                     Err(RecvTimeoutError::Timeout) => {}
@@ -762,7 +850,12 @@ fn launch(opts: &UpOptions, slot: &Slot) -> Result<Prepared, String> {
         rootfs: slot.rootfs.clone(),
         netns: Some(slot.netns.clone()),
         command: slot.plan.command.clone(),
-        env: slot.plan.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        env: slot
+            .plan
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
         working_dir: slot.plan.working_dir.clone(),
         cgroup_procs: cgroup.procs_files(),
     };
@@ -777,7 +870,12 @@ fn launch(opts: &UpOptions, slot: &Slot) -> Result<Prepared, String> {
     let (log_read, log_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| format!("failed to create a pipe: {e}"))?;
     match runtime::spawn(&opts.exe, &config_path, log_write) {
-        Ok(started) => Ok(Prepared { pid: started.pid, cgroup, log_read, log_file }),
+        Ok(started) => Ok(Prepared {
+            pid: started.pid,
+            cgroup,
+            log_read,
+            log_file,
+        }),
         Err(e) => {
             // the init printed the reason into the log too; copy what is there
             let message = match &e {
@@ -796,9 +894,15 @@ fn copy_log(read: OwnedFd, mut file: File, message: String) -> String {
     let _ = io::Read::read_to_end(&mut File::from(read), &mut out);
     let _ = file.write_all(&out);
     let text = String::from_utf8_lossy(&out);
-    let extra: Vec<&str> =
-        text.lines().filter(|l| !l.is_empty() && !l.ends_with(message.as_str())).collect();
-    if extra.is_empty() { message } else { format!("{message}\n{}", extra.join("\n")) }
+    let extra: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.is_empty() && !l.ends_with(message.as_str()))
+        .collect();
+    if extra.is_empty() {
+        message
+    } else {
+        format!("{message}\n{}", extra.join("\n"))
+    }
 }
 
 fn spawn_logger(
@@ -833,28 +937,31 @@ fn spawn_logger(
 
 /// The signal thread: reaps children on SIGCHLD and forwards termination signals.
 fn spawn_signal_thread(tx: Sender<Msg>) -> io::Result<()> {
-    thread::Builder::new().name("signals".into()).stack_size(64 * 1024).spawn(move || {
-        let set = supervised_signals();
-        loop {
-            let Ok(sig) = set.wait() else { continue };
-            if sig == Signal::SIGCHLD {
-                loop {
-                    match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
-                        Ok(WaitStatus::StillAlive) | Err(_) => break,
-                        Ok(status) => {
-                            if let Some(pid) = status.pid() {
-                                if tx.send(Msg::Exit(pid.as_raw(), status)).is_err() {
+    thread::Builder::new()
+        .name("signals".into())
+        .stack_size(64 * 1024)
+        .spawn(move || {
+            let set = supervised_signals();
+            loop {
+                let Ok(sig) = set.wait() else { continue };
+                if sig == Signal::SIGCHLD {
+                    loop {
+                        match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
+                            Ok(WaitStatus::StillAlive) | Err(_) => break,
+                            Ok(status) => {
+                                if let Some(pid) = status.pid()
+                                    && tx.send(Msg::Exit(pid.as_raw(), status)).is_err()
+                                {
                                     return;
                                 }
                             }
                         }
                     }
+                } else if tx.send(Msg::Signal(sig)).is_err() {
+                    return;
                 }
-            } else if tx.send(Msg::Signal(sig)).is_err() {
-                return;
             }
-        }
-    })?;
+        })?;
     Ok(())
 }
 

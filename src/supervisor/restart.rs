@@ -26,7 +26,9 @@ pub fn should_restart(policy: RestartPolicy, code: i32) -> bool {
 /// [`INITIAL_BACKOFF`] up to [`MAX_BACKOFF`].
 #[must_use]
 pub fn backoff(attempt: u32) -> Duration {
-    INITIAL_BACKOFF.saturating_mul(1u32 << attempt.min(16)).min(MAX_BACKOFF)
+    INITIAL_BACKOFF
+        .saturating_mul(1u32 << attempt.min(16))
+        .min(MAX_BACKOFF)
 }
 
 #[cfg(test)]

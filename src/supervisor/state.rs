@@ -23,7 +23,10 @@ impl ProjectPaths {
     /// Paths of `project` below `run_root` (`/run/rcompose` by default).
     #[must_use]
     pub fn new(run_root: &Path, project: &str) -> Self {
-        Self { dir: run_root.join(project), project: project.to_string() }
+        Self {
+            dir: run_root.join(project),
+            project: project.to_string(),
+        }
     }
     /// `state.json`.
     #[must_use]
@@ -192,7 +195,10 @@ pub enum StateError {
 impl ProjectState {
     /// Writes `path` atomically: a temp file in the same directory, fsync'd, renamed.
     pub fn save(&self, path: &Path) -> Result<(), StateError> {
-        let io_err = |source| StateError::Io { path: path.to_owned(), source };
+        let io_err = |source| StateError::Io {
+            path: path.to_owned(),
+            source,
+        };
         let json = serde_json::to_vec_pretty(self).map_err(|source| StateError::Parse {
             path: path.to_owned(),
             source,
@@ -207,11 +213,19 @@ impl ProjectState {
     /// Reads a state file; `Ok(None)` when there is none.
     pub fn load(path: &Path) -> Result<Option<Self>, StateError> {
         match fs::read(path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|source| StateError::Parse { path: path.to_owned(), source }),
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|source| StateError::Parse {
+                        path: path.to_owned(),
+                        source,
+                    })
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(StateError::Io { path: path.to_owned(), source }),
+            Err(source) => Err(StateError::Io {
+                path: path.to_owned(),
+                source,
+            }),
         }
     }
 }
@@ -273,13 +287,20 @@ mod tests {
         let file = dir.join("state.json");
         state.save(&file).unwrap();
         assert_eq!(ProjectState::load(&file).unwrap(), Some(state));
-        assert_eq!(fs::read_dir(&dir).unwrap().count(), 1, "no temp file is left");
+        assert_eq!(
+            fs::read_dir(&dir).unwrap().count(),
+            1,
+            "no temp file is left"
+        );
         fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn missing_state_is_none() {
-        assert_eq!(ProjectState::load(Path::new("/nonexistent/rc/state.json")).unwrap(), None);
+        assert_eq!(
+            ProjectState::load(Path::new("/nonexistent/rc/state.json")).unwrap(),
+            None
+        );
     }
 
     #[test]
@@ -287,7 +308,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("rcompose-proc-{}", std::process::id()));
         fs::create_dir_all(dir.join("42")).unwrap();
         let fields: Vec<String> = (3..=22).map(|i| i.to_string()).collect();
-        fs::write(dir.join("42/stat"), format!("42 (a) b) {}", fields.join(" "))).unwrap();
+        fs::write(
+            dir.join("42/stat"),
+            format!("42 (a) b) {}", fields.join(" ")),
+        )
+        .unwrap();
         assert_eq!(process_start(&dir, 42), Some(22));
         assert!(is_same_process(&dir, 42, Some(22)));
         assert!(!is_same_process(&dir, 42, Some(21)));

@@ -8,11 +8,11 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use nix::fcntl::{Flock, FlockArg};
-use nix::sys::signal::{kill, Signal};
+use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use super::state::{is_same_process, ProjectPaths, ProjectState};
 use super::SupervisorError;
+use super::state::{ProjectPaths, ProjectState, is_same_process};
 use crate::runtime::{cgroup, netns};
 
 /// What `down` found and did.
@@ -35,9 +35,17 @@ pub struct ProjectLock {
 /// Tries to take the project lock; `Ok(None)` when another process holds it.
 pub fn try_lock(paths: &ProjectPaths) -> Result<Option<ProjectLock>, SupervisorError> {
     let file = paths.lock_file();
-    let io_err = |source| SupervisorError::Io { path: file.clone(), source };
+    let io_err = |source| SupervisorError::Io {
+        path: file.clone(),
+        source,
+    };
     fs::create_dir_all(&paths.dir).map_err(io_err)?;
-    let f = File::options().create(true).truncate(false).write(true).open(&file).map_err(io_err)?;
+    let f = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&file)
+        .map_err(io_err)?;
     match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
         Ok(lock) => Ok(Some(ProjectLock { _lock: lock })),
         Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
@@ -68,12 +76,14 @@ pub fn down(
             Some(lock) => lock,
             None => {
                 // a supervisor runs: ask it to stop everything, and wait until it lets go
-                let pid = state.as_ref().map(|s| (s.supervisor_pid, s.supervisor_start));
-                if let Some((pid, start)) = pid {
-                    if is_same_process(proc_root, pid, start) {
-                        let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
-                        report.stopped_supervisor = true;
-                    }
+                let pid = state
+                    .as_ref()
+                    .map(|s| (s.supervisor_pid, s.supervisor_start));
+                if let Some((pid, start)) = pid
+                    && is_same_process(proc_root, pid, start)
+                {
+                    let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+                    report.stopped_supervisor = true;
                 }
                 wait_for_lock(&paths, grace + Duration::from_secs(10))?
             }
@@ -93,7 +103,9 @@ fn wait_for_lock(paths: &ProjectPaths, timeout: Duration) -> Result<ProjectLock,
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             // the supervisor already removed the project; take a fresh lock on a new file
-            return try_lock(paths)?.ok_or(SupervisorError::Busy { project: paths.project.clone() });
+            return try_lock(paths)?.ok_or(SupervisorError::Busy {
+                project: paths.project.clone(),
+            });
         }
         Err(source) => return Err(SupervisorError::Io { path: file, source }),
     };
@@ -106,7 +118,11 @@ fn wait_for_lock(paths: &ProjectPaths, timeout: Duration) -> Result<ProjectLock,
                 f = back;
                 thread::sleep(Duration::from_millis(5));
             }
-            Err(_) => return Err(SupervisorError::Busy { project: paths.project.clone() }),
+            Err(_) => {
+                return Err(SupervisorError::Busy {
+                    project: paths.project.clone(),
+                });
+            }
         }
     }
 }
@@ -125,13 +141,17 @@ fn stop_orphans(proc_root: &Path, state: Option<&ProjectState>, grace: Duration)
     let alive: Vec<i32> = state
         .containers
         .iter()
-        .filter_map(|c| c.pid.filter(|&p| is_same_process(proc_root, p, c.pid_start)))
+        .filter_map(|c| {
+            c.pid
+                .filter(|&p| is_same_process(proc_root, p, c.pid_start))
+        })
         .collect();
     for &pid in &alive {
         let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
     }
     let deadline = Instant::now() + grace;
-    let still = |pid: &&i32| proc_root.join(pid.to_string()).exists() && !is_zombie(proc_root, **pid);
+    let still =
+        |pid: &&i32| proc_root.join(pid.to_string()).exists() && !is_zombie(proc_root, **pid);
     while alive.iter().any(|p| still(&p)) && Instant::now() < deadline {
         thread::sleep(Duration::from_millis(5));
     }
@@ -144,7 +164,10 @@ fn stop_orphans(proc_root: &Path, state: Option<&ProjectState>, grace: Duration)
 fn is_zombie(proc_root: &Path, pid: i32) -> bool {
     fs::read_to_string(proc_root.join(pid.to_string()).join("stat"))
         .ok()
-        .and_then(|s| s.rfind(')').map(|i| s[i + 1..].trim_start().starts_with('Z')))
+        .and_then(|s| {
+            s.rfind(')')
+                .map(|i| s[i + 1..].trim_start().starts_with('Z'))
+        })
         .unwrap_or(true)
 }
 
@@ -172,7 +195,10 @@ pub fn cleanup(
     match fs::remove_dir_all(&paths.dir) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(source) => Err(SupervisorError::Io { path: paths.dir.clone(), source }),
+        Err(source) => Err(SupervisorError::Io {
+            path: paths.dir.clone(),
+            source,
+        }),
     }
 }
 

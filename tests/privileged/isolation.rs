@@ -4,8 +4,8 @@
 use std::fs;
 
 use crate::test::{
-    assert_code, assert_no_trace, busybox_rootfs, project, rcompose, require, stderr, stdout, Cleanup,
-    Need, TempDir,
+    Cleanup, Need, TempDir, assert_code, assert_no_trace, busybox_rootfs, project, rcompose,
+    require, stderr, stdout,
 };
 
 /// Runs a one-container stack in the foreground and returns its output lines without the
@@ -79,8 +79,14 @@ pods:
     let (mut lines, _) = run_one(&dir, &p, &manifest);
     lines.sort();
     assert_eq!(lines, ["x", "y"]);
-    assert!(!std::path::Path::new(&format!("/etc/{marker}")).exists(), "a write reached the host");
-    assert!(!dir.path().join("rootfs").join(&marker).exists(), "a write reached the image");
+    assert!(
+        !std::path::Path::new(&format!("/etc/{marker}")).exists(),
+        "a write reached the host"
+    );
+    assert!(
+        !dir.path().join("rootfs").join(&marker).exists(),
+        "a write reached the image"
+    );
     assert!(
         fs::symlink_metadata(dir.path().join("rootfs/bin/echo")).is_ok(),
         "a delete reached the image"
@@ -141,12 +147,23 @@ pods:
     for _ in 0..100 {
         let out = rcompose(dir.path(), &["-p", &p, "ps", "--format", "json"]);
         rows = serde_json::from_slice(&out.stdout).unwrap();
-        if rows.as_array().unwrap().iter().any(|r| r["state"] == "exited") {
+        if rows
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["state"] == "exited")
+        {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    let hog = rows.as_array().unwrap().iter().find(|r| r["pod"] == "hog").unwrap().clone();
+    let hog = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["pod"] == "hog")
+        .unwrap()
+        .clone();
     assert_eq!(hog["state"], "exited");
     assert_eq!(hog["exit_code"], 137);
     assert_eq!(hog["reason"], "OOMKilled");
@@ -159,27 +176,35 @@ fn pids_limit_holds() {
     require(&[Need::Root]);
     let dir = TempDir::new("iso-pids");
     let p = project("iso-pids");
-    let (lines, _) = run_one(
+    // the same fork loop under a tight limit and, as a control, under a loose one
+    let (mut lines, err) = run_one(
         &dir,
         &p,
-        r#"
+        r"
 pods:
-  forky:
+  tight:
     containers:
       - name: c
-        command: [/bin/sh, -c, 'n=0; for i in $(seq 1 20); do sleep 2 & n=$((n+1)); done 2>/dev/null; echo "started $(jobs -p | wc -l)"; kill $(jobs -p) 2>/dev/null; true']
+        command: [/bin/sh, -c, 'for i in 1 2 3 4 5 6 7 8 9 10 11 12; do sleep 2 & done; echo tight-all-started']
         resources: { pids: 8 }
-"#,
+  loose:
+    containers:
+      - name: c
+        command: [/bin/sh, -c, 'for i in 1 2 3 4 5 6 7 8 9 10 11 12; do sleep 2 & done; echo loose-all-started']
+        resources: { pids: 64 }
+",
     );
-    let started: usize = lines
-        .iter()
-        .find_map(|l| l.strip_prefix("started "))
-        .unwrap_or_else(|| panic!("{lines:?}"))
-        .trim()
-        .parse()
-        .unwrap();
-    // init + sh + at most 6 sleeps fit in 8 pids
-    assert!(started <= 6, "{started} background processes started under pids: 8");
+    lines.sort();
+    assert!(
+        lines.contains(&"loose-all-started".to_string()),
+        "{lines:?}"
+    );
+    assert!(
+        !lines.contains(&"tight-all-started".to_string()),
+        "{lines:?}"
+    );
+    assert!(lines.iter().any(|l| l.contains("Cannot fork")), "{lines:?}");
+    assert!(err.contains("tight-1: exited with code 2"), "{err}");
     assert_no_trace(&p);
 }
 
@@ -201,16 +226,43 @@ pods:
     );
     let _guard = Cleanup(p.clone());
     assert_code(&rcompose(dir.path(), &["-p", &p, "up", "-d"]), 0);
-    let v1 = std::path::Path::new("/sys/fs/cgroup/cpu/rcompose").join(&p).join("busy-1/c");
+    let v1 = std::path::Path::new("/sys/fs/cgroup/cpu/rcompose")
+        .join(&p)
+        .join("busy-1/c");
     if v1.exists() {
-        assert_eq!(fs::read_to_string(v1.join("cpu.cfs_quota_us")).unwrap().trim(), "25000");
-        assert_eq!(fs::read_to_string(v1.join("cpu.cfs_period_us")).unwrap().trim(), "100000");
-        let mem = std::path::Path::new("/sys/fs/cgroup/memory/rcompose").join(&p).join("busy-1/c");
-        assert_eq!(fs::read_to_string(mem.join("memory.limit_in_bytes")).unwrap().trim(), "67108864");
+        assert_eq!(
+            fs::read_to_string(v1.join("cpu.cfs_quota_us"))
+                .unwrap()
+                .trim(),
+            "25000"
+        );
+        assert_eq!(
+            fs::read_to_string(v1.join("cpu.cfs_period_us"))
+                .unwrap()
+                .trim(),
+            "100000"
+        );
+        let mem = std::path::Path::new("/sys/fs/cgroup/memory/rcompose")
+            .join(&p)
+            .join("busy-1/c");
+        assert_eq!(
+            fs::read_to_string(mem.join("memory.limit_in_bytes"))
+                .unwrap()
+                .trim(),
+            "67108864"
+        );
     } else {
-        let v2 = std::path::Path::new("/sys/fs/cgroup/rcompose").join(&p).join("busy-1/c");
-        assert_eq!(fs::read_to_string(v2.join("cpu.max")).unwrap().trim(), "25000 100000");
-        assert_eq!(fs::read_to_string(v2.join("memory.max")).unwrap().trim(), "67108864");
+        let v2 = std::path::Path::new("/sys/fs/cgroup/rcompose")
+            .join(&p)
+            .join("busy-1/c");
+        assert_eq!(
+            fs::read_to_string(v2.join("cpu.max")).unwrap().trim(),
+            "25000 100000"
+        );
+        assert_eq!(
+            fs::read_to_string(v2.join("memory.max")).unwrap().trim(),
+            "67108864"
+        );
     }
     assert_code(&rcompose(dir.path(), &["-p", &p, "down"]), 0);
     assert_no_trace(&p);

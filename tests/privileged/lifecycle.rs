@@ -3,7 +3,8 @@
 use std::time::{Duration, Instant};
 
 use crate::test::{
-    assert_code, assert_no_trace, project, rcompose, require, stderr, stdout, Cleanup, Need, TempDir,
+    Cleanup, Need, TempDir, assert_code, assert_no_trace, project, rcompose, require, stderr,
+    stdout,
 };
 
 #[test]
@@ -30,7 +31,11 @@ pods:
     let out = rcompose(dir.path(), &["-p", &p, "up"]);
     assert_code(&out, 0);
     assert_eq!(stdout(&out), "migrate-1 | migrated\napi-1     | serving\n");
-    assert!(stderr(&out).contains("api: waiting for migrate (completed)"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("api: waiting for migrate (completed)"),
+        "{}",
+        stderr(&out)
+    );
     assert_no_trace(&p);
 }
 
@@ -137,7 +142,11 @@ pods:
     };
     assert!(restarts >= 3, "restarted {restarts} times");
     let logs = rcompose(dir.path(), &["-p", &p, "logs", "flaky"]);
-    assert!(stdout(&logs).matches("flaky-1 | try\n").count() >= 3, "{}", stdout(&logs));
+    assert!(
+        stdout(&logs).matches("flaky-1 | try\n").count() >= 3,
+        "{}",
+        stdout(&logs)
+    );
     assert_code(&rcompose(dir.path(), &["-p", &p, "down"]), 0);
     assert_no_trace(&p);
 }
@@ -171,23 +180,45 @@ pods:
         .as_array()
         .unwrap()
         .iter()
-        .map(|r| format!("{}-{}/{} {}", r["pod"].as_str().unwrap(), r["replica"], r["container"].as_str().unwrap(), r["state"].as_str().unwrap()))
+        .map(|r| {
+            format!(
+                "{}-{}/{} {}",
+                r["pod"].as_str().unwrap(),
+                r["replica"],
+                r["container"].as_str().unwrap(),
+                r["state"].as_str().unwrap()
+            )
+        })
         .collect();
-    assert_eq!(summary, ["db-1/db running", "api-1/server running", "api-2/server running"]);
+    assert_eq!(
+        summary,
+        [
+            "db-1/db running",
+            "api-1/server running",
+            "api-2/server running"
+        ]
+    );
     for r in rows.as_array().unwrap() {
         assert!(r["pid"].as_i64().unwrap() > 0);
         assert_eq!(r["restarts"], 0);
         assert!(r["exit_code"].is_null());
     }
     let table = stdout(&rcompose(dir.path(), &["-p", &p, "ps"]));
-    assert!(table.starts_with("POD  REPLICA  CONTAINER  STATE    PID"), "{table}");
+    assert!(
+        table.starts_with("POD  REPLICA  CONTAINER  STATE    PID"),
+        "{table}"
+    );
     let logs = rcompose(dir.path(), &["-p", &p, "logs", "db"]);
     assert_eq!(stdout(&logs), "db-1 | ready\n");
     let start = Instant::now();
     let down = rcompose(dir.path(), &["-p", &p, "down"]);
     assert_code(&down, 0);
     // sleep ignores nothing, so the default 10 s grace period must not be spent
-    assert!(start.elapsed() < Duration::from_secs(5), "down took {:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "down took {:?}",
+        start.elapsed()
+    );
     assert_no_trace(&p);
 }
 
@@ -196,12 +227,18 @@ fn second_up_of_a_running_project_is_refused() {
     require(&[Need::Root]);
     let dir = TempDir::new("lc-busy");
     let p = project("lc-busy");
-    dir.write("rcompose.yaml", "pods:\n  a:\n    containers:\n      - name: c\n        command: [sleep, '60']\n");
+    dir.write(
+        "rcompose.yaml",
+        "pods:\n  a:\n    containers:\n      - name: c\n        command: [sleep, '60']\n",
+    );
     let _guard = Cleanup(p.clone());
     assert_code(&rcompose(dir.path(), &["-p", &p, "up", "-d"]), 0);
     let out = rcompose(dir.path(), &["-p", &p, "up"]);
     assert_code(&out, 1);
-    assert_eq!(stderr(&out), format!("error: project `{p}` is already up; run `rcompose -p {p} down` first\n"));
+    assert_eq!(
+        stderr(&out),
+        format!("error: project `{p}` is already up; run `rcompose -p {p} down` first\n")
+    );
     assert_code(&rcompose(dir.path(), &["-p", &p, "down"]), 0);
     assert_no_trace(&p);
 }
@@ -210,9 +247,18 @@ fn second_up_of_a_running_project_is_refused() {
 fn not_root_is_one_clear_sentence_and_exit_code_4() {
     require(&[Need::Root]);
     let dir = TempDir::new("lc-noroot");
-    dir.write("rcompose.yaml", "pods:\n  a:\n    containers:\n      - name: c\n        command: [true]\n");
+    dir.write(
+        "rcompose.yaml",
+        "pods:\n  a:\n    containers:\n      - name: c\n        command: [true]\n",
+    );
     let out = std::process::Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", crate::test::bin(), "up"])
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            crate::test::bin(),
+            "up",
+        ])
         .current_dir(dir.path())
         .output()
         .expect("setpriv (util-linux) is needed");

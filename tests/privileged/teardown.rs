@@ -4,7 +4,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::test::{
-    assert_code, assert_no_trace, bin, footprint, project, rcompose, require, Cleanup, Need, TempDir,
+    Cleanup, Need, TempDir, assert_code, assert_no_trace, bin, footprint, project, rcompose,
+    require,
 };
 
 const STACK: &str = r"
@@ -28,11 +29,16 @@ fn wait_running(p: &str, dir: &TempDir, n: usize) {
     loop {
         let out = rcompose(dir.path(), &["-p", p, "ps", "--format", "json"]);
         let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-        let running = rows.as_array().map_or(0, |r| r.iter().filter(|r| r["state"] == "running").count());
+        let running = rows
+            .as_array()
+            .map_or(0, |r| r.iter().filter(|r| r["state"] == "running").count());
         if running == n {
             return;
         }
-        assert!(Instant::now() < deadline, "only {running} of {n} containers running");
+        assert!(
+            Instant::now() < deadline,
+            "only {running} of {n} containers running"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -53,8 +59,15 @@ fn interrupt_of_foreground_up_removes_everything() {
         .unwrap();
     wait_running(&p, &dir, 5);
     let fp = footprint(&p);
-    assert!(fp.state_dir && !fp.cgroups.is_empty() && !fp.processes.is_empty(), "{fp:?}");
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id().cast_signed()), nix::sys::signal::SIGINT).unwrap();
+    assert!(
+        fp.state_dir && !fp.cgroups.is_empty() && !fp.processes.is_empty(),
+        "{fp:?}"
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id().cast_signed()),
+        nix::sys::signal::SIGINT,
+    )
+    .unwrap();
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(130));
     assert_no_trace(&p);
@@ -70,7 +83,8 @@ fn down_removes_everything_after_the_supervisor_was_killed() {
     assert_code(&rcompose(dir.path(), &["-p", &p, "up", "-d"]), 0);
     wait_running(&p, &dir, 5);
     let state: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(format!("/run/rcompose/{p}/state.json")).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(format!("/run/rcompose/{p}/state.json")).unwrap())
+            .unwrap();
     let sup = i32::try_from(state["supervisor_pid"].as_i64().unwrap()).unwrap();
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(sup), nix::sys::signal::SIGKILL).unwrap();
     std::thread::sleep(Duration::from_millis(100));
@@ -92,7 +106,8 @@ fn up_after_a_crash_cleans_the_leftovers_first() {
     assert_code(&rcompose(dir.path(), &["-p", &p, "up", "-d"]), 0);
     wait_running(&p, &dir, 5);
     let state: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(format!("/run/rcompose/{p}/state.json")).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(format!("/run/rcompose/{p}/state.json")).unwrap())
+            .unwrap();
     let sup = i32::try_from(state["supervisor_pid"].as_i64().unwrap()).unwrap();
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(sup), nix::sys::signal::SIGKILL).unwrap();
     std::thread::sleep(Duration::from_millis(100));
@@ -109,5 +124,8 @@ fn down_of_an_unknown_project_succeeds_quietly() {
     let p = project("td-none");
     let out = rcompose(dir.path(), &["-p", &p, "down"]);
     assert_code(&out, 0);
-    assert_eq!(crate::test::stderr(&out), format!("project {p}: nothing to remove\n"));
+    assert_eq!(
+        crate::test::stderr(&out),
+        format!("project {p}: nothing to remove\n")
+    );
 }

@@ -1,0 +1,2 @@
+cat /etc/motd.rcompose
+echo "$GREETING (cwd $(pwd))"

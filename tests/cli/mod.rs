@@ -1,0 +1,5 @@
+//! CLI tests: exact output and exit codes of commands that need no root.
+
+mod errors;
+pub mod examples;
+mod output;
