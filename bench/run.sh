@@ -18,6 +18,8 @@
 #   A_ROUNDS (3) x A_RUNS (10)   runs of benchmark a per tool (rounds rotate the tool order)
 #   B_ROUNDS (5)                 rounds of benchmark b (tool order alternates)
 #   B_T0_ROUNDS (2)              extra podman-compose rounds with `down -t 0` (context only)
+#   QUIET_WAIT (90)              before measuring, wait up to this many seconds for CPU pressure
+#                                (PSI some avg10) under 10 % (the machine is shared)
 #   SKIP_INSTALL=1               do not call apt-get / pip
 #   RCOMPOSE_EXE                 (harness tests only) the file /proc/PID/exe of rcompose's
 #                                processes resolves to, if not RCOMPOSE_BIN
@@ -292,6 +294,23 @@ count() { grep -c . "$1" 2>/dev/null || true; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN{if(a==""||b==""||b==0){print "n/a"}else{r=a/b; printf (r<0.1 ? "%.3f\n" : "%.2f\n"), r}}'; }
 lt() { awk -v a="$1" -v b="$2" 'BEGIN{exit !(a!="" && b!="" && a+0<b+0)}'; }
 le() { awk -v a="$1" -v b="$2" 'BEGIN{exit !(a!="" && b!="" && a+0<=b+0)}'; }
+
+# ---------------------------------------------------------------------------------------------
+# wait (a bounded time) for a quiet machine: the build above and other jobs load the CPUs
+psi10() { sed -n '1s/.*avg10=\([0-9.]*\).*/\1/p' /proc/pressure/cpu 2>/dev/null || echo 0; }
+QUIET_WAIT=${QUIET_WAIT:-90}
+stamp t_q0
+QUIET_NOTE="did not get quiet within ${QUIET_WAIT} s (CPU PSI avg10 $(psi10) %)"
+for i in $(seq 0 "$QUIET_WAIT"); do
+    if lt "$(psi10)" 10; then
+        stamp t_q1
+        QUIET_NOTE="CPU PSI avg10 $(psi10) % after waiting $(((t_q1 - t_q0) / 1000000)) s"
+        break
+    fi
+    sleep 1
+done
+log "quiet wait: $QUIET_NOTE"
+MEASURE_LOAD=$(loadavg)
 
 # ---------------------------------------------------------------------------------------------
 # a. start + exit of one /bin/true container
@@ -602,6 +621,7 @@ row_ms() { # label file
     echo "| memory | $(awk '/^MemTotal/{printf "%.1f GiB", $2/1048576}' /proc/meminfo) |"
     echo "| cgroups | $(cgroup_layout); cgroup2 controllers before the run: '${CG2_CTRL_BEFORE}' |"
     echo "| loadavg (1/5/15 min) at start | $START_LOAD |"
+    echo "| before measuring (wait for CPU PSI avg10 < 10 %) | $QUIET_NOTE; loadavg $MEASURE_LOAD |"
     echo "| loadavg at end | $END_LOAD |"
     echo "| CPU pressure (PSI some) at start / end | $START_PSI / $END_PSI |"
     echo
