@@ -7,34 +7,58 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
+use petgraph::Direction;
+use petgraph::algo::{tarjan_scc, toposort};
+use petgraph::graphmap::DiGraphMap;
+
 use crate::plan::desired::{Condition, DesiredState, PodPlan};
 
-/// Kahn levels: wave 0 holds pods with no dependencies, wave n pods whose dependencies are all
-/// in earlier waves. Names are sorted within a wave.
+/// Start waves: wave 0 holds pods with no dependencies, wave n pods whose deepest dependency
+/// is in wave n-1 (the longest path from a root, over a topological order from petgraph).
+/// Names are sorted within a wave. Pods on a cycle, and pods that depend on them, are left
+/// out (validation rejects cycles before this is called).
 pub fn waves(pods: &BTreeMap<String, PodPlan>) -> Vec<Vec<String>> {
-    let mut placed: BTreeSet<&str> = BTreeSet::new();
-    let mut waves = Vec::new();
-    loop {
-        let wave: Vec<String> = pods
-            .values()
-            .filter(|p| !placed.contains(p.name.as_str()))
-            .filter(|p| {
-                p.depends_on
-                    .iter()
-                    .all(|d| placed.contains(d.pod.as_str()) || !pods.contains_key(&d.pod))
-            })
-            .map(|p| p.name.clone())
-            .collect();
-        if wave.is_empty() {
-            break;
+    // edge dependency -> dependent; only edges between known pods
+    let mut g: DiGraphMap<&str, ()> = DiGraphMap::new();
+    for p in pods.values() {
+        g.add_node(p.name.as_str());
+        for d in p.depends_on.iter().filter(|d| pods.contains_key(&d.pod)) {
+            g.add_edge(d.pod.as_str(), p.name.as_str(), ());
         }
-        for name in &wave {
-            if let Some((key, _)) = pods.get_key_value(name) {
-                placed.insert(key.as_str());
-            }
-        }
-        waves.push(wave);
     }
+    let cyclic: BTreeSet<&str> = tarjan_scc(&g)
+        .into_iter()
+        .filter(|scc| scc.len() > 1 || g.contains_edge(scc[0], scc[0]))
+        .flatten()
+        .collect();
+    for node in &cyclic {
+        g.remove_node(node);
+    }
+    let Ok(order) = toposort(&g, None) else {
+        return Vec::new();
+    };
+    let mut level: BTreeMap<&str, usize> = BTreeMap::new();
+    for node in order {
+        let l = g
+            .neighbors_directed(node, Direction::Incoming)
+            .map(|dep| level.get(dep).map_or(0, |l| l + 1))
+            .max()
+            .unwrap_or(0);
+        level.insert(node, l);
+    }
+    // a dependent of a cyclic pod would start before its dependency: leave it out too
+    let blocked = |p: &PodPlan| p.depends_on.iter().any(|d| cyclic.contains(d.pod.as_str()));
+    let mut waves: Vec<Vec<String>> = Vec::new();
+    for (name, l) in level {
+        if pods.get(name).is_some_and(blocked) {
+            continue;
+        }
+        if waves.len() <= l {
+            waves.resize(l + 1, Vec::new());
+        }
+        waves[l].push(name.to_string());
+    }
+    waves.retain(|w| !w.is_empty());
     waves
 }
 
@@ -121,6 +145,18 @@ pods:
     fn state() -> crate::plan::desired::DesiredState {
         let m = load(YAML, Path::new("rcompose.yaml")).unwrap();
         desired_state(&m, "p", Path::new("/p"))
+    }
+
+    #[test]
+    fn a_pod_starts_after_its_deepest_dependency() {
+        // web depends on db directly and through api: it must wait for api's wave
+        let m = load(
+            "pods:\n  db: { containers: [ { name: d, command: x } ] }\n  api: { depends_on: [db], containers: [ { name: a, command: x } ] }\n  web: { depends_on: [db, api], containers: [ { name: w, command: x } ] }\n",
+            Path::new("rcompose.yaml"),
+        )
+        .unwrap();
+        let s = desired_state(&m, "p", Path::new("/p"));
+        assert_eq!(s.waves, vec![vec!["db"], vec!["api"], vec!["web"]]);
     }
 
     #[test]

@@ -193,7 +193,10 @@ pub enum StateError {
 }
 
 impl ProjectState {
-    /// Writes `path` atomically: a temp file in the same directory, fsync'd, renamed.
+    /// Writes `path` atomically: a temp file in the same directory, renamed over the old one.
+    /// The rename protects readers and a crash of this process; there is no fsync, because
+    /// the state lives under /run, which does not survive a reboot anyway, and `up` writes it
+    /// on every change.
     pub fn save(&self, path: &Path) -> Result<(), StateError> {
         let io_err = |source| StateError::Io {
             path: path.to_owned(),
@@ -206,7 +209,6 @@ impl ProjectState {
         let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
         let mut f = fs::File::create(&tmp).map_err(io_err)?;
         f.write_all(&json).map_err(io_err)?;
-        f.sync_data().map_err(io_err)?;
         fs::rename(&tmp, path).map_err(io_err)
     }
 

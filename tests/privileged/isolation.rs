@@ -324,3 +324,71 @@ pods:
     assert_eq!(lines, ["hello e-1 /tmp"]);
     assert_no_trace(&p);
 }
+
+#[test]
+fn init_reaps_orphans_so_no_zombie_is_left() {
+    require(&[Need::Root]);
+    let dir = TempDir::new("iso-zombie");
+    let p = project("iso-zombie");
+    let (lines, _) = run_one(
+        &dir,
+        &p,
+        r#"
+pods:
+  z:
+    containers:
+      - name: c
+        command: [/bin/sh, -c, '(sleep 0.1 &); (true &); sleep 0.6; echo "orphans reparented to $(grep -l "^PPid:.1$" /proc/[0-9]*/status | wc -l) zombies $(grep -l "^State:.Z" /proc/[0-9]*/status | wc -l)"']
+"#,
+    );
+    // only the sh itself has PPid 1 (grep reads its own status too, with another parent)
+    assert_eq!(lines, ["orphans reparented to 1 zombies 0"]);
+    assert_no_trace(&p);
+}
+
+#[test]
+fn init_forwards_sigterm_to_the_command() {
+    require(&[Need::Root]);
+    let dir = TempDir::new("iso-signal");
+    let p = project("iso-signal");
+    dir.write(
+        "rcompose.yaml",
+        r#"
+pods:
+  s:
+    containers:
+      - name: c
+        command: [/bin/sh, -c, 'trap "echo got TERM; exit 0" TERM; echo ready; while :; do sleep 0.05; done']
+"#,
+    );
+    let _guard = Cleanup(p.clone());
+    let child = std::process::Command::new(crate::test::bin())
+        .args(["-p", &p, "up"])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = nix::unistd::Pid::from_raw(child.id().cast_signed());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !fs::read_to_string(format!("/run/rcompose/{p}/logs/s-1.c.log"))
+        .unwrap_or_default()
+        .contains("ready")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the container did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    nix::sys::signal::kill(pid, nix::sys::signal::SIGTERM).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(143));
+    assert_eq!(stdout(&out), "s-1 | ready\ns-1 | got TERM\n");
+    assert!(
+        stderr(&out).contains("s-1: exited with code 0"),
+        "{}",
+        stderr(&out)
+    );
+    assert_no_trace(&p);
+}
