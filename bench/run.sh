@@ -574,6 +574,7 @@ B_PC_DOWN=$(med "$WORK/b-pc-down.ms")
 # memory totals
 C_SUP_HWM=$(awk '/^supervisor /{for(i=1;i<=NF;i++) if($i~/^VmHWM_kB=/){split($i,a,"=");print a[2]}}' "$WORK/c-rcompose.txt" 2>/dev/null || true)
 C_SUP_RSS=$(awk '/^supervisor /{for(i=1;i<=NF;i++) if($i~/^VmRSS_kB=/){split($i,a,"=");print a[2]}}' "$WORK/c-rcompose.txt" 2>/dev/null || true)
+C_SUP_PSS=$(awk '/role=supervisor /{for(i=1;i<=NF;i++) if($i~/^Pss_kB=/){split($i,a,"=");print a[2]}}' "$WORK/c-rcompose.txt" 2>/dev/null || true)
 sum_field() { # FILE LINE_PREFIX FIELD
     awk -v pre="$2" -v f="$3=" 'index($0,pre)==1{for(i=1;i<=NF;i++) if(index($i,f)==1){v=substr($i,length(f)+1); s+=v; n++}} END{printf "%d %d\n", s, n}' "$1" 2>/dev/null || echo "0 0"
 }
@@ -733,9 +734,9 @@ row_ms() { # label file
     echo "state file's \`containers[].pid\` and the project's cgroups. kB from /proc/PID/status (VmHWM,"
     echo "VmRSS) and /proc/PID/smaps_rollup (Pss). The workload (\`sleep\`) is counted on neither side."
     echo
-    echo "| | processes | total peak RSS (VmHWM) | total RSS | total PSS | RSS per container |"
+    echo "| | processes | total peak RSS (VmHWM) | total RSS | total PSS | total RSS / containers |"
     echo "|---|---|---|---|---|---|"
-    echo "| rcompose supervisor | 1 | ${C_SUP_HWM:-n/a} kB | ${C_SUP_RSS:-n/a} kB | | |"
+    echo "| rcompose supervisor | 1 | ${C_SUP_HWM:-n/a} kB | ${C_SUP_RSS:-n/a} kB | ${C_SUP_PSS:-n/a} kB | |"
     echo "| rcompose, all processes of the project | ${C_RC_N} | ${C_RC_HWM} kB ($(mb "$C_RC_HWM")) | ${C_RC_RSS} kB | ${C_RC_PSS} kB | $(per "$C_RC_RSS" 10) kB |"
     echo "| podman: conmon (one per container) | ${C_PM_N} | ${C_PM_HWM} kB ($(mb "$C_PM_HWM")) | ${C_PM_RSS} kB | ${C_PM_PSS} kB | $(per "$C_PM_RSS" "$C_PM_N") kB |"
     echo "| podman: helpers (aardvark-dns, catatonit) | ${C_PH_N} | | ${C_PH_RSS} kB | ${C_PH_PSS} kB | |"
