@@ -1,0 +1,70 @@
+# rcompose tasks. `just --list` shows them; `just check` is the pre-push command.
+# CI (.ci/run) runs the same test, lint, layers and forbid steps.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+# list the recipes
+default:
+    @just --list
+
+# release build (target/release/rcompose)
+build:
+    cargo build --release --locked
+
+# every test tier, privileged integration tests included: run as root, as CI does
+test:
+    @if [ "$(id -u)" != 0 ]; then echo "warning: not root: the privileged integration tests will fail (CI runs as root)" >&2; fi
+    cargo test --locked
+
+# clippy (warnings are errors) and rustfmt check
+lint:
+    cargo clippy --all-targets --locked -- -D warnings
+    cargo fmt --check
+
+# format the code
+fmt:
+    cargo fmt
+
+# regenerate the JSON Schema of the manifest from the Rust types
+schema:
+    mkdir -p schemas
+    cargo run --quiet -- schema > schemas/rcompose.schema.json
+
+# fail on imports that cross the module layers (STYLE.md 5.3)
+layers:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    fail=0
+    check() { # PATTERN DIR...
+        local pat=$1; shift
+        local dirs=() d hits
+        for d in "$@"; do [ -d "$d" ] && dirs+=("$d"); done
+        [ "${#dirs[@]}" -gt 0 ] || return 0
+        # comment lines (`//`, `//!`, `///`) may name what they must not use
+        hits=$(grep -rnE --include='*.rs' "$pat" "${dirs[@]}" | grep -vE '^[^:]+:[0-9]+:[[:space:]]*//' || true)
+        if [ -n "$hits" ]; then
+            echo "forbidden import (/$pat/) in $*:"; echo "$hits"; fail=1
+        fi
+    }
+    check 'crate::(cli|supervisor|runtime)\b|crate::\{[^}]*\b(cli|supervisor|runtime)\b' src/manifest src/plan
+    check 'std::(fs|process|net)\b|std::\{[^}]*\b(fs|process|net)\b|\bnix::' src/manifest src/plan
+    check 'crate::(supervisor|cli)\b|crate::\{[^}]*\b(supervisor|cli)\b' src/runtime
+    check '\b(clap|indicatif)::|use (clap|indicatif)\b' src/supervisor
+    [ "$fail" = 0 ] && echo "layers: ok"
+    exit "$fail"
+
+# fail on dbg!/todo!/unimplemented!/FIXME/XXX in src
+forbid:
+    @if grep -rnE 'dbg!|todo!|unimplemented!|FIXME|XXX' src; then echo "forbid: remove the lines above" >&2; exit 1; fi
+    @echo "forbid: ok"
+
+# everything CI checks
+check: lint layers forbid test
+
+# run the hello example in the foreground
+example:
+    cargo run --release -- -f examples/hello/rcompose.yaml up
+
+# rcompose vs crun/runc/podman-compose side by side; writes docs/benchmarks.md (root; about 5 min)
+bench:
+    bash bench/run.sh
