@@ -37,6 +37,10 @@ use super::rootfs::overlay_mounts;
 /// The status pipe's file descriptor in the init helper.
 pub const STATUS_FD: i32 = 3;
 
+/// The "go" pipe's file descriptor: the helper waits for one byte on it after joining its
+/// cgroup (see [`super::spawn`]); EOF without a byte means give up.
+pub const GO_FD: i32 = 4;
+
 /// PATH used when the container's environment has none.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -99,6 +103,15 @@ fn helper(config: &Path, status: &mut File) -> Result<(), Failed> {
         fs::write(procs, &me)
             .map_err(|e| (format!("failed to join cgroup `{}`", procs.display()), e))?;
     }
+    // wait for the supervisor (it prepares the pod's network namespace meanwhile)
+    // SAFETY: fd 4 was set up by `spawn` (the go pipe's read end) and nothing else owns it.
+    let mut go = unsafe { File::from_raw_fd(GO_FD) };
+    let mut byte = [0u8; 1];
+    if !matches!(go.read(&mut byte), Ok(1)) {
+        // the supervisor gave up: leave quietly, its error is reported there
+        std::process::exit(0);
+    }
+    drop(go);
     if let Some(ns) = &cfg.netns {
         let f = File::open(ns).map_err(|e| {
             (

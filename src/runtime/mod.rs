@@ -13,7 +13,7 @@ pub mod netns;
 pub mod rootfs;
 
 use std::fs::File;
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -92,11 +92,26 @@ pub struct Started {
 /// failed to be). The caller must be a child subreaper (see [`become_subreaper`]): the
 /// helper exits at once and the container's init is re-parented to the caller, which reaps
 /// it.
-pub fn spawn(exe: &Path, config: &Path, log: OwnedFd) -> Result<Started, SpawnError> {
-    let (read, write) =
-        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| SpawnError::Pipe(e.into()))?;
+///
+/// `prepare` runs while the helper starts and joins its cgroup (which waits for an RCU grace
+/// period on cgroup v1, several milliseconds here): work such as creating the pod's network
+/// namespace overlaps with it. The helper goes on only once `prepare` succeeded; if it
+/// fails, the helper exits without doing anything and its error is returned.
+pub fn spawn(
+    exe: &Path,
+    config: &Path,
+    log: OwnedFd,
+    prepare: impl FnOnce() -> Result<(), String>,
+) -> Result<Started, SpawnError> {
+    let pipe =
+        || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| SpawnError::Pipe(e.into()));
+    let (read, write) = pipe()?;
+    let (go_read, go_write) = pipe()?;
     let log2 = log.try_clone().map_err(SpawnError::Pipe)?;
-    let wfd = write.as_raw_fd();
+    let fds = [
+        (write.as_raw_fd(), init::STATUS_FD),
+        (go_read.as_raw_fd(), init::GO_FD),
+    ];
     let mut cmd = Command::new(exe);
     cmd.arg("__init")
         .arg(config)
@@ -104,29 +119,49 @@ pub fn spawn(exe: &Path, config: &Path, log: OwnedFd) -> Result<Started, SpawnEr
         .stdin(Stdio::null())
         .stdout(Stdio::from(log))
         .stderr(Stdio::from(log2));
-    // SAFETY: the closure only calls dup2 and fcntl, which are async-signal-safe, on fds that
-    // are open in the child (the pipe's write end is inherited until exec).
+    // SAFETY: the closure only calls fcntl and dup2, which are async-signal-safe, on fds
+    // that are open in the child (the pipes are inherited until exec). A source that already
+    // sits on 3 or 4 is first copied above 10, so no dup2 overwrites a source still needed.
     unsafe {
         cmd.pre_exec(move || {
-            if wfd == init::STATUS_FD {
-                if libc::fcntl(wfd, libc::F_SETFD, 0) < 0 {
+            let mut moved = fds;
+            for (src, _) in &mut moved {
+                if *src == init::STATUS_FD || *src == init::GO_FD {
+                    let tmp = libc::fcntl(*src, libc::F_DUPFD_CLOEXEC, 10);
+                    if tmp < 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                    *src = tmp;
+                }
+            }
+            for (src, dst) in moved {
+                if libc::dup2(src, dst) < 0 {
                     return Err(io::Error::last_os_error());
                 }
-            } else if libc::dup2(wfd, init::STATUS_FD) < 0 {
-                return Err(io::Error::last_os_error());
             }
             Ok(())
         });
     }
     let spawned = cmd.spawn();
     drop(write);
+    drop(go_read);
     drop(cmd);
     spawned.map_err(|source| SpawnError::Exec {
         exe: exe.to_owned(),
         source,
     })?;
+    let prepared = prepare();
+    let mut go = File::from(go_write);
+    if prepared.is_ok() {
+        let _ = go.write_all(b"g");
+    }
+    // closing without a byte tells the helper to give up
+    drop(go);
     let mut text = String::new();
     let _ = File::from(read).read_to_string(&mut text);
+    if let Err(message) = prepared {
+        return Err(SpawnError::Failed { pid: None, message });
+    }
     parse_status(&text)
 }
 

@@ -568,15 +568,12 @@ impl Supervisor {
 
     /// Starts every replica of `pods` in parallel (containers of one replica in order).
     fn start_pods(&mut self, pods: &[String]) -> Result<(), String> {
-        // network namespaces first, one per replica
+        // one thread per replica
         let mut replicas: Vec<(String, PathBuf)> = Vec::new();
         for s in &self.slots {
             if pods.contains(&s.record.pod) && !replicas.iter().any(|(_, n)| *n == s.netns) {
                 replicas.push((s.record.replica_name(), s.netns.clone()));
             }
-        }
-        for (name, ns) in &replicas {
-            runtime::netns::create(ns).map_err(|e| format!("pod `{name}`: {}", chain(&e)))?;
         }
         for s in self
             .slots
@@ -870,7 +867,16 @@ fn launch(opts: &UpOptions, slot: &Slot) -> Result<Prepared, String> {
         .map_err(|e| io("failed to open", &slot.record.log, e))?;
     let (log_read, log_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| format!("failed to create a pipe: {e}"))?;
-    match runtime::spawn(&opts.exe, &config_path, log_write) {
+    // the pod's network namespace is made by its first container's launch, while that
+    // container's helper joins its cgroup
+    let netns = slot.netns.clone();
+    let prepare = move || {
+        if netns.exists() {
+            return Ok(());
+        }
+        runtime::netns::create(&netns).map_err(|e| chain(&e))
+    };
+    match runtime::spawn(&opts.exe, &config_path, log_write, prepare) {
         Ok(started) => Ok(Prepared {
             pid: started.pid,
             cgroup,
