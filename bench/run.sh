@@ -393,7 +393,13 @@ rc_sleepers() { # `sleep` processes (not zombies) under the supervisor and conta
 
 # RCOMPOSE_EXE: only to test this harness with a mock whose processes run another binary
 RC_INO=$(stat -Lc '%d:%i' "${RCOMPOSE_EXE:-$RC}" 2>/dev/null || echo none)
-is_rcompose() { [ "$(stat -Lc '%d:%i' "/proc/$1/exe" 2>/dev/null)" = "$RC_INO" ]; }
+# the tiny PID 1 each container ends up with (src/bin/rcompose-init.rs), installed next to rcompose
+RC_INIT_INO=$(stat -Lc '%d:%i' "$(dirname "$RC")/rcompose-init" 2>/dev/null || echo none)
+is_rcompose() {
+    local ino
+    ino=$(stat -Lc '%d:%i' "/proc/$1/exe" 2>/dev/null) || return 1
+    [ "$ino" = "$RC_INO" ] || [ "$ino" = "$RC_INIT_INO" ]
+}
 kb() { # FIELD FILE -> kB value
     awk -v f="$1:" '$1==f{print $2; exit}' "$2" 2>/dev/null || true
 }
@@ -730,7 +736,8 @@ row_ms() { # label file
     echo
     echo "Measured once, in round 1, after \`up -d\` (rcompose) / after all containers were running (podman)."
     echo "The supervisor pid is \`supervisor_pid\` in /run/rcompose/bs-1/state.json; the rcompose processes"
-    echo "are those whose /proc/PID/exe is the rcompose binary, among the supervisor's descendants, the"
+    echo "are those whose /proc/PID/exe is the rcompose binary or its \`rcompose-init\` (the PID 1 of each"
+    echo "container), among the supervisor's descendants, the"
     echo "state file's \`containers[].pid\` and the project's cgroups. kB from /proc/PID/status (VmHWM,"
     echo "VmRSS) and /proc/PID/smaps_rollup (Pss). The workload (\`sleep\`) is counted on neither side."
     echo
