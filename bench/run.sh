@@ -669,6 +669,10 @@ row_ms() { # label file
     if [ "${C_RC_N:-0}" -gt 0 ]; then
         echo "Memory by the other readings: total RSS $(mb "$C_RC_RSS"), total PSS $(mb "$C_RC_PSS") of the rcompose"
         echo "processes ($(lt "$C_RC_PSS" "$MEM_TARGET_KB" && echo "PSS is under" || echo "PSS is over") 15 MB); the verdict above uses the peak RSS sum."
+        echo "Each container's PID 1 starts as the Rust init (about 1.9 MB resident during the few"
+        echo "milliseconds it builds the container), then replaces itself with the 2 KiB \`rcompose-init\`;"
+        echo "VmHWM belongs to a process image, so this start-up transient is not in the sum: the figure is"
+        echo "the running stack's, as conmon's is."
         echo
     fi
     echo "How the targets are judged (the stricter reading each time):"

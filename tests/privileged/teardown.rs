@@ -129,3 +129,65 @@ fn down_of_an_unknown_project_succeeds_quietly() {
         format!("project {p}: nothing to remove\n")
     );
 }
+
+#[test]
+fn teardown_stops_dependents_before_their_dependencies() {
+    require(&[Need::Root]);
+    let dir = TempDir::new("td-order");
+    let p = project("td-order");
+    // each container takes 0.3 s to stop, so the order is visible in the events
+    let slow_stop = "trap 'sleep 0.3; exit 0' TERM; while :; do sleep 0.05; done";
+    dir.write(
+        "rcompose.yaml",
+        &format!(
+            r#"
+pods:
+  db:
+    containers:
+      - name: c
+        command: [/bin/sh, -c, "{slow_stop}"]
+  api:
+    depends_on: [db]
+    containers:
+      - name: c
+        command: [/bin/sh, -c, "{slow_stop}"]
+  web:
+    depends_on: [api]
+    containers:
+      - name: c
+        command: [/bin/sh, -c, "{slow_stop}"]
+"#
+        ),
+    );
+    let _guard = Cleanup(p.clone());
+    let child = Command::new(bin())
+        .args(["-p", &p, "up"])
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_running(&p, &dir, 3);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id().cast_signed()),
+        nix::sys::signal::SIGINT,
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    let exits: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains(": exited with code"))
+        .map(|l| {
+            l.split(']')
+                .nth(1)
+                .unwrap()
+                .trim()
+                .split(':')
+                .next()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(exits, ["web-1", "api-1", "db-1"], "{err}");
+    assert_no_trace(&p);
+}
