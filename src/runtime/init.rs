@@ -2,13 +2,14 @@
 //! single-threaded process (the `runc init` pattern, so no Rust code ever runs between fork
 //! and exec of the multi-threaded supervisor).
 //!
-//! Sequence: join the cgroup -> join the pod's network namespace -> unshare mount, pid, uts
-//! and ipc namespaces -> fork. The parent reports the child's pid on the status pipe and
-//! exits. The child is PID 1 of the new pid namespace: it mounts the overlay root, `/proc`,
-//! read-only `/sys`, a minimal `/dev`, tmpfs `/tmp` and `/run`, sets the hostname,
-//! pivots into the root, then forks the user's command and stays as a small init that
-//! forwards signals to it and reaps zombies. It exits with the command's exit code
-//! (128 + n when the command was killed by signal n).
+//! Sequence: wait (on the "go" pipe, fd 4) until the supervisor has moved this process into
+//! the container's cgroup and written the config -> join the pod's network namespace ->
+//! unshare mount, pid, uts and ipc namespaces -> fork. The parent reports the child's pid on
+//! the status pipe and exits. The child is PID 1 of the new pid namespace: it mounts the
+//! overlay root, `/proc`, read-only `/sys`, a minimal `/dev`, tmpfs `/tmp` and `/run`, sets
+//! the hostname, pivots into the root, forks the user's command, reports it, and replaces
+//! itself with the tiny `rcompose-init` (or, without it, stays the init itself): forward
+//! signals, reap zombies, exit with the command's exit code (128 + n after signal n).
 //!
 //! Status pipe protocol (fd 3, one line per message): `pid N`, then `started` or
 //! `error MESSAGE`.
@@ -27,9 +28,7 @@ use nix::sched::{CloneFlags, setns, unshare};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill, sigprocmask};
 use nix::sys::stat::{Mode, SFlag, makedev, mknod};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
-use nix::unistd::{
-    ForkResult, chdir, execve, fork, getpid, pipe2, pivot_root, sethostname, setsid,
-};
+use nix::unistd::{ForkResult, chdir, execve, fork, pipe2, pivot_root, sethostname, setsid};
 
 use super::ContainerConfig;
 use super::rootfs::overlay_mounts;
@@ -92,18 +91,8 @@ fn report_error(status: &mut File, msg: &str) {
 }
 
 fn helper(config: &Path, status: &mut File) -> Result<(), Failed> {
-    let raw = fs::read(config).map_err(|e| ("failed to read the container config", e))?;
-    let cfg: ContainerConfig =
-        serde_json::from_slice(&raw).map_err(|e| ("invalid container config", e))?;
-    // Leave the supervisor's session: a Ctrl-C on its terminal must not reach containers,
-    // which are stopped in reverse dependency order by the supervisor instead.
-    let _ = setsid();
-    let me = getpid().to_string();
-    for procs in &cfg.cgroup_procs {
-        fs::write(procs, &me)
-            .map_err(|e| (format!("failed to join cgroup `{}`", procs.display()), e))?;
-    }
-    // wait for the supervisor (it prepares the pod's network namespace meanwhile)
+    // Wait for the supervisor: it moves this process into the container's cgroup and writes
+    // the config meanwhile (see `super::spawn`).
     // SAFETY: fd 4 was set up by `spawn` (the go pipe's read end) and nothing else owns it.
     let mut go = unsafe { File::from_raw_fd(GO_FD) };
     let mut byte = [0u8; 1];
@@ -112,6 +101,12 @@ fn helper(config: &Path, status: &mut File) -> Result<(), Failed> {
         std::process::exit(0);
     }
     drop(go);
+    let raw = fs::read(config).map_err(|e| ("failed to read the container config", e))?;
+    let cfg: ContainerConfig =
+        serde_json::from_slice(&raw).map_err(|e| ("invalid container config", e))?;
+    // Leave the supervisor's session: a Ctrl-C on its terminal must not reach containers,
+    // which are stopped in reverse dependency order by the supervisor instead.
+    let _ = setsid();
     if let Some(ns) = &cfg.netns {
         let f = File::open(ns).map_err(|e| {
             (

@@ -41,8 +41,6 @@ pub struct ContainerConfig {
     pub env: Vec<(String, String)>,
     /// Working directory inside the container.
     pub working_dir: Option<String>,
-    /// `cgroup.procs` files the helper joins before creating namespaces.
-    pub cgroup_procs: Vec<PathBuf>,
     /// The tiny `rcompose-init` the init replaces itself with once the command runs (see
     /// `src/bin/rcompose-init.rs`); without it, the Rust init stays PID 1.
     pub init: Option<PathBuf>,
@@ -93,14 +91,18 @@ pub struct Started {
 /// helper exits at once and the container's init is re-parented to the caller, which reaps
 /// it.
 ///
-/// `prepare` runs while the helper starts and joins its cgroup (which waits for an RCU grace
-/// period on cgroup v1, several milliseconds here): work such as creating the pod's network
-/// namespace overlaps with it. The helper goes on only once `prepare` succeeded; if it
-/// fails, the helper exits without doing anything and its error is returned.
+/// The helper is moved into the cgroups whose `cgroup.procs` files are in `cgroups` by this
+/// function, on a thread, while the helper is still starting (on cgroup v1 the move waits
+/// for an RCU grace period, several milliseconds here, whoever makes it). Meanwhile
+/// `prepare` runs: work such as writing `config` and creating the pod's network namespace
+/// overlaps with both. The helper reads `config` and goes on only once both succeeded (one
+/// byte on its "go" pipe); otherwise it exits without doing anything and the error is
+/// returned.
 pub fn spawn(
     exe: &Path,
     config: &Path,
     log: OwnedFd,
+    cgroups: &[PathBuf],
     prepare: impl FnOnce() -> Result<(), String>,
 ) -> Result<Started, SpawnError> {
     let pipe =
@@ -146,11 +148,27 @@ pub fn spawn(
     drop(write);
     drop(go_read);
     drop(cmd);
-    spawned.map_err(|source| SpawnError::Exec {
+    let child = spawned.map_err(|source| SpawnError::Exec {
         exe: exe.to_owned(),
         source,
     })?;
-    let prepared = prepare();
+    let pid = child.id().to_string();
+    // the helper is reaped by the caller's reaper, never through `child`
+    drop(child);
+    let prepared = std::thread::scope(|scope| {
+        let attach = scope.spawn(|| {
+            for procs in cgroups {
+                std::fs::write(procs, &pid)
+                    .map_err(|e| format!("failed to join cgroup `{}`: {e}", procs.display()))?;
+            }
+            Ok::<(), String>(())
+        });
+        let prepared = prepare();
+        let attached = attach
+            .join()
+            .unwrap_or_else(|_| Err("the cgroup thread panicked".into()));
+        prepared.and(attached)
+    });
     let mut go = File::from(go_write);
     if prepared.is_ok() {
         let _ = go.write_all(b"g");

@@ -834,32 +834,9 @@ struct Prepared {
 /// on a worker thread; touches nothing shared.
 fn launch(opts: &UpOptions, slot: &Slot) -> Result<Prepared, String> {
     let io = |what: &str, p: &Path, e: io::Error| format!("{what} `{}`: {e}", p.display());
-    for dir in dirs_to_create(&slot.rootfs) {
-        fs::create_dir_all(&dir).map_err(|e| io("failed to create", &dir, e))?;
-    }
     // a restart finds the cgroup in place; creating it again re-applies the limits
     let cgroup =
         KernelCgroup::create(&slot.record.cgroup, &slot.plan.resources).map_err(|e| chain(&e))?;
-    let hostname = slot.record.replica_name();
-    let config = ContainerConfig {
-        name: format!("{hostname}/{}", slot.record.container),
-        hostname,
-        rootfs: slot.rootfs.clone(),
-        netns: Some(slot.netns.clone()),
-        command: slot.plan.command.clone(),
-        env: slot
-            .plan
-            .env
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
-        working_dir: slot.plan.working_dir.clone(),
-        cgroup_procs: cgroup.procs_files(),
-        init: runtime::tiny_init_next_to(&opts.exe),
-    };
-    let config_path = slot.record.dir.join("config.json");
-    let json = serde_json::to_vec(&config).map_err(|e| e.to_string())?;
-    fs::write(&config_path, json).map_err(|e| io("failed to write", &config_path, e))?;
     let log_file = File::options()
         .create(true)
         .append(true)
@@ -867,16 +844,44 @@ fn launch(opts: &UpOptions, slot: &Slot) -> Result<Prepared, String> {
         .map_err(|e| io("failed to open", &slot.record.log, e))?;
     let (log_read, log_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| format!("failed to create a pipe: {e}"))?;
-    // the pod's network namespace is made by its first container's launch, while that
-    // container's helper joins its cgroup
-    let netns = slot.netns.clone();
-    let prepare = move || {
-        if netns.exists() {
-            return Ok(());
+    let config_path = slot.record.dir.join("config.json");
+    // Everything else is made while the helper starts and is moved into its cgroup (which
+    // waits for an RCU grace period on cgroup v1): the container's directories, its config,
+    // and the pod's network namespace (made by the launch of the pod's first container).
+    let prepare = || -> Result<(), String> {
+        for dir in dirs_to_create(&slot.rootfs) {
+            fs::create_dir_all(&dir).map_err(|e| io("failed to create", &dir, e))?;
         }
-        runtime::netns::create(&netns).map_err(|e| chain(&e))
+        let hostname = slot.record.replica_name();
+        let config = ContainerConfig {
+            name: format!("{hostname}/{}", slot.record.container),
+            hostname,
+            rootfs: slot.rootfs.clone(),
+            netns: Some(slot.netns.clone()),
+            command: slot.plan.command.clone(),
+            env: slot
+                .plan
+                .env
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            working_dir: slot.plan.working_dir.clone(),
+            init: runtime::tiny_init_next_to(&opts.exe),
+        };
+        let json = serde_json::to_vec(&config).map_err(|e| e.to_string())?;
+        fs::write(&config_path, json).map_err(|e| io("failed to write", &config_path, e))?;
+        if !slot.netns.exists() {
+            runtime::netns::create(&slot.netns).map_err(|e| chain(&e))?;
+        }
+        Ok(())
     };
-    match runtime::spawn(&opts.exe, &config_path, log_write, prepare) {
+    match runtime::spawn(
+        &opts.exe,
+        &config_path,
+        log_write,
+        &cgroup.procs_files(),
+        prepare,
+    ) {
         Ok(started) => Ok(Prepared {
             pid: started.pid,
             cgroup,
