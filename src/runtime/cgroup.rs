@@ -216,13 +216,12 @@ impl Cgroups for KernelCgroup {
         let Some(mem) = self.cgroup.controller_of::<MemController>() else {
             return false;
         };
-        match self.version {
-            CgroupVersion::V1 => mem.memory_stat().oom_control.oom_kill > 0,
-            CgroupVersion::V2 => {
-                let events = mem.path().join("memory.events");
-                fs::read_to_string(events).is_ok_and(|s| oom_kill_count(&s) > 0)
-            }
-        }
+        // one file, not cgroups-rs' whole `memory_stat` (this runs on every container exit)
+        let file = match self.version {
+            CgroupVersion::V1 => "memory.oom_control",
+            CgroupVersion::V2 => "memory.events",
+        };
+        fs::read_to_string(mem.path().join(file)).is_ok_and(|s| oom_kill_count(&s) > 0)
     }
 
     fn pids(&self) -> Vec<i32> {
@@ -251,7 +250,7 @@ impl Cgroups for KernelCgroup {
     }
 }
 
-/// The `oom_kill` count of a v2 `memory.events` file.
+/// The `oom_kill` count of a v1 `memory.oom_control` or v2 `memory.events` file.
 fn oom_kill_count(events: &str) -> u64 {
     events
         .lines()
@@ -401,12 +400,14 @@ mod tests {
     }
 
     #[test]
-    fn reads_oom_kill_from_v2_events() {
+    fn reads_oom_kill_from_v1_oom_control_and_v2_events() {
         assert_eq!(
             oom_kill_count("low 0\nhigh 0\nmax 3\noom 1\noom_kill 2\n"),
             2
         );
         assert_eq!(oom_kill_count("low 0\n"), 0);
+        let v1 = "oom_kill_disable 0\nunder_oom 0\noom_kill 1\n";
+        assert_eq!(oom_kill_count(v1), 1);
     }
 
     #[test]

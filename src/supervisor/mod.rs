@@ -301,12 +301,8 @@ impl Supervisor {
             }
             None => lock,
         };
-        for dir in [
-            paths.logs(),
-            paths.netns_dir(),
-            paths.containers(),
-            paths.layers(),
-        ] {
+        // `layers/` is made only when a layer is staged there
+        for dir in [paths.logs(), paths.netns_dir(), paths.containers()] {
             fs::create_dir_all(&dir).map_err(|source| SupervisorError::Io { path: dir, source })?;
         }
         let (tx, rx) = mpsc::channel();
