@@ -201,6 +201,9 @@ impl Progress for PipeProgress {
 
 /// The detached supervisor (`__supervise`): runs until `down` (SIGTERM).
 pub(super) fn supervise(ctx: &Context, grace: Duration) -> Result<ExitCode, Error> {
+    // Keep nothing the caller of `up -d` left open (its pipes would stay open as long as
+    // this supervisor runs): only stdio and the notify pipe at fd 3.
+    runtime::init::close_inherited_fds(4);
     // SAFETY: `up -d` put the notify pipe at fd 3 and nothing else in this process owns it.
     let notify = unsafe { File::from_raw_fd(NOTIFY_FD) };
     let _ = nix::fcntl::fcntl(

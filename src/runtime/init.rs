@@ -2,17 +2,17 @@
 //! single-threaded process (the `runc init` pattern, so no Rust code ever runs between fork
 //! and exec of the multi-threaded supervisor).
 //!
-//! Sequence: wait (on the "go" pipe, fd 4) until the supervisor has moved this process into
+//! Sequence: wait (for the "go" byte on fd 0) until the supervisor has moved this process into
 //! the container's cgroup and written the config -> join the pod's network namespace ->
 //! unshare mount, pid, uts and ipc namespaces -> fork. The parent reports the child's pid on
-//! the status pipe and exits. The child is PID 1 of the new pid namespace: it mounts the
+//! the channel and exits. The child is PID 1 of the new pid namespace: it mounts the
 //! overlay root, `/proc`, read-only `/sys`, a minimal `/dev`, tmpfs `/tmp` and `/run`, sets
 //! the hostname, pivots into the root, forks the user's command, reports it, and replaces
 //! itself with the tiny `rcompose-init` (or, without it, stays the init itself): forward
 //! signals, reap zombies, exit with the command's exit code (128 + n after signal n).
 //!
-//! Status pipe protocol (fd 3, one line per message): `pid N`, then `started` or
-//! `error MESSAGE`.
+//! Channel protocol (fd 0, a Unix socket pair with the supervisor): the supervisor sends one
+//! byte ("go"); then one line per message back: `pid N`, then `started` or `error MESSAGE`.
 
 use std::ffi::CString;
 use std::fs::{self, File};
@@ -33,12 +33,9 @@ use nix::unistd::{ForkResult, chdir, execve, fork, pipe2, pivot_root, sethostnam
 use super::ContainerConfig;
 use super::rootfs::overlay_mounts;
 
-/// The status pipe's file descriptor in the init helper.
-pub const STATUS_FD: i32 = 3;
-
-/// The "go" pipe's file descriptor: the helper waits for one byte on it after joining its
-/// cgroup (see [`super::spawn`]); EOF without a byte means give up.
-pub const GO_FD: i32 = 4;
+/// The helper's channel to the supervisor: its stdin, one end of a Unix socket pair. The
+/// supervisor writes the "go" byte on it; the helper and the init write their status lines.
+pub const CHANNEL_FD: i32 = 0;
 
 /// PATH used when the container's environment has none.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -67,11 +64,14 @@ impl<S: AsRef<str>, E: std::fmt::Display> From<(S, E)> for Failed {
 
 /// Entry point of the hidden `__init` mode.
 pub fn main(config: &Path) -> ExitCode {
-    // SAFETY: fd 3 was set up by `spawn` (dup2 of the status pipe's write end) and nothing
-    // else in this fresh process owns it.
-    let mut status = unsafe { File::from_raw_fd(STATUS_FD) };
-    // The user's command must not inherit the status pipe, or the supervisor would not see
-    // EOF until the command exits.
+    // Descriptors the supervisor's caller left open without FD_CLOEXEC (a shell's, say) must
+    // not reach the container: keep only stdin (the channel), stdout and stderr (the log).
+    close_inherited_fds(3);
+    // SAFETY: fd 0 is the socket `spawn` gave as stdin, and nothing else in this fresh
+    // process owns it.
+    let mut status = unsafe { File::from_raw_fd(CHANNEL_FD) };
+    // The user's command must not inherit the channel, or the supervisor would not see EOF
+    // until the command exits (it gets /dev/null as stdin instead).
     let _ = nix::fcntl::fcntl(
         &status,
         nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
@@ -85,6 +85,30 @@ pub fn main(config: &Path) -> ExitCode {
     }
 }
 
+/// Closes every file descriptor from `first` up (close_range(2), Linux 5.9; on older kernels
+/// each open descriptor listed in /proc/self/fd).
+pub fn close_inherited_fds(first: u32) {
+    // SAFETY: close_range only closes descriptors; none at or above `first` is in use by
+    // this single-threaded process at this point (callers run it before opening anything).
+    let done = unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, 0) } == 0;
+    if done {
+        return;
+    }
+    let open: Vec<i32> = fs::read_dir("/proc/self/fd")
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    for fd in open
+        .into_iter()
+        .filter(|&fd| fd >= i32::try_from(first).unwrap_or(i32::MAX))
+    {
+        let _ = nix::unistd::close(fd);
+    }
+}
+
 fn report_error(status: &mut File, msg: &str) {
     let _ = writeln!(status, "error {msg}");
     eprintln!("rcompose: {msg}");
@@ -93,14 +117,11 @@ fn report_error(status: &mut File, msg: &str) {
 fn helper(config: &Path, status: &mut File) -> Result<(), Failed> {
     // Wait for the supervisor: it moves this process into the container's cgroup and writes
     // the config meanwhile (see `super::spawn`).
-    // SAFETY: fd 4 was set up by `spawn` (the go pipe's read end) and nothing else owns it.
-    let mut go = unsafe { File::from_raw_fd(GO_FD) };
     let mut byte = [0u8; 1];
-    if !matches!(go.read(&mut byte), Ok(1)) {
+    if !matches!(status.read(&mut byte), Ok(1)) {
         // the supervisor gave up: leave quietly, its error is reported there
         std::process::exit(0);
     }
-    drop(go);
     let raw = fs::read(config).map_err(|e| ("failed to read the container config", e))?;
     let cfg: ContainerConfig =
         serde_json::from_slice(&raw).map_err(|e| ("invalid container config", e))?;
@@ -198,9 +219,12 @@ fn container_init(cfg: &ContainerConfig, status: &mut File, set: &SigSet) -> Res
         std::process::exit(code);
     }
     let _ = writeln!(status, "started");
-    // SAFETY: fd 3 is the status pipe, owned by `status`; closing it gives the supervisor EOF.
-    // We leak the File afterwards so it is not closed twice.
+    // Closing the channel gives the supervisor EOF. `status` (owned by `main`, which never
+    // gets control back) is not closed twice: this process execs or exits from here on.
     let _ = nix::unistd::close(status.as_raw_fd());
+    // fd 0 is free: open (without O_CLOEXEC) takes it, so the init's stdin is /dev/null
+    let _ = nix::fcntl::open("/dev/null", nix::fcntl::OFlag::O_RDONLY, Mode::empty())
+        .map(std::os::fd::IntoRawFd::into_raw_fd);
     if let Some(fd) = tiny_init {
         // Become the tiny init: same process (still PID 1, still the command's parent, the
         // blocked signal mask and pending signals are kept), a few pages instead of a whole
@@ -242,6 +266,15 @@ fn reap_loop(child: nix::unistd::Pid, set: &SigSet) -> ! {
 fn exec_command(cfg: &ContainerConfig, env: &[(String, String)]) -> String {
     let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
     let _ = setsid();
+    // stdin is the supervisor channel until here: the command reads /dev/null
+    match fs::File::open("/dev/null") {
+        Ok(null) => {
+            if let Err(e) = nix::unistd::dup2_stdin(&null) {
+                return format!("failed to set up stdin: {}", errno_text(e));
+            }
+        }
+        Err(e) => return format!("failed to open /dev/null: {e}"),
+    }
     if let Some(dir) = &cfg.working_dir
         && let Err(e) = chdir(dir.as_str())
     {

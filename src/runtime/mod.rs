@@ -15,10 +15,10 @@ pub mod rootfs;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
 use serde::{Deserialize, Serialize};
 
 use self::rootfs::RootfsSpec;
@@ -105,48 +105,25 @@ pub fn spawn(
     cgroups: &[PathBuf],
     prepare: impl FnOnce() -> Result<(), String>,
 ) -> Result<Started, SpawnError> {
-    let pipe =
-        || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| SpawnError::Pipe(e.into()));
-    let (read, write) = pipe()?;
-    let (go_read, go_write) = pipe()?;
+    // One socket pair carries both directions (the "go" byte, the status lines). Given to the
+    // helper as its stdin, it needs no fd juggling before exec, so std can start the helper
+    // with posix_spawn (vfork) instead of a fork of this multi-threaded process.
+    let (ours, theirs) = socketpair(
+        AddressFamily::Unix,
+        SockType::Stream,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(|e| SpawnError::Pipe(e.into()))?;
     let log2 = log.try_clone().map_err(SpawnError::Pipe)?;
-    let fds = [
-        (write.as_raw_fd(), init::STATUS_FD),
-        (go_read.as_raw_fd(), init::GO_FD),
-    ];
     let mut cmd = Command::new(exe);
     cmd.arg("__init")
         .arg(config)
         .env_clear()
-        .stdin(Stdio::null())
+        .stdin(Stdio::from(theirs))
         .stdout(Stdio::from(log))
         .stderr(Stdio::from(log2));
-    // SAFETY: the closure only calls fcntl and dup2, which are async-signal-safe, on fds
-    // that are open in the child (the pipes are inherited until exec). A source that already
-    // sits on 3 or 4 is first copied above 10, so no dup2 overwrites a source still needed.
-    unsafe {
-        cmd.pre_exec(move || {
-            let mut moved = fds;
-            for (src, _) in &mut moved {
-                if *src == init::STATUS_FD || *src == init::GO_FD {
-                    let tmp = libc::fcntl(*src, libc::F_DUPFD_CLOEXEC, 10);
-                    if tmp < 0 {
-                        return Err(io::Error::last_os_error());
-                    }
-                    *src = tmp;
-                }
-            }
-            for (src, dst) in moved {
-                if libc::dup2(src, dst) < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        });
-    }
     let spawned = cmd.spawn();
-    drop(write);
-    drop(go_read);
     drop(cmd);
     let child = spawned.map_err(|source| SpawnError::Exec {
         exe: exe.to_owned(),
@@ -169,14 +146,15 @@ pub fn spawn(
             .unwrap_or_else(|_| Err("the cgroup thread panicked".into()));
         prepared.and(attached)
     });
-    let mut go = File::from(go_write);
+    let mut channel = File::from(ours);
     if prepared.is_ok() {
-        let _ = go.write_all(b"g");
+        let _ = channel.write_all(b"g");
+    } else {
+        // EOF without a byte tells the helper to give up
+        let _ = nix::sys::socket::shutdown(channel.as_raw_fd(), nix::sys::socket::Shutdown::Write);
     }
-    // closing without a byte tells the helper to give up
-    drop(go);
     let mut text = String::new();
-    let _ = File::from(read).read_to_string(&mut text);
+    let _ = channel.read_to_string(&mut text);
     if let Err(message) = prepared {
         return Err(SpawnError::Failed { pid: None, message });
     }

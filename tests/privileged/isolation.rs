@@ -395,3 +395,38 @@ pods:
     );
     assert_no_trace(&p);
 }
+
+#[test]
+fn descriptors_of_the_caller_do_not_reach_containers() {
+    require(&[Need::Root]);
+    let dir = TempDir::new("iso-fds");
+    let p = project("iso-fds");
+    dir.write(
+        "rcompose.yaml",
+        "pods:\n  f:\n    containers:\n      - name: c\n        command: [ls, /proc/self/fd]\n",
+    );
+    // a descriptor the caller leaves open across exec, as shells do
+    let leaked = nix::fcntl::open(
+        "/dev/null",
+        nix::fcntl::OFlag::O_RDONLY,
+        nix::sys::stat::Mode::empty(),
+    )
+    .unwrap();
+    let _guard = Cleanup(p.clone());
+    for args in [vec!["-p", &p, "up"], vec!["-p", &p, "up", "-d"]] {
+        let out = rcompose(dir.path(), &args);
+        assert_code(&out, 0);
+        if args.len() == 4 {
+            // detached: read the log before `down` removes it
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            let logs = rcompose(dir.path(), &["-p", &p, "logs"]);
+            assert_eq!(stdout(&logs), "f-1 | 0\nf-1 | 1\nf-1 | 2\nf-1 | 3\n");
+            assert_code(&rcompose(dir.path(), &["-p", &p, "down"]), 0);
+        } else {
+            // ls sees stdin, stdout, stderr and the directory it reads: nothing else
+            assert_eq!(stdout(&out), "f-1 | 0\nf-1 | 1\nf-1 | 2\nf-1 | 3\n");
+        }
+        assert_no_trace(&p);
+    }
+    drop(leaked);
+}
