@@ -109,8 +109,18 @@ pub fn close_inherited_fds(first: u32) {
     }
 }
 
+/// Writes one status line with a single write(2): the helper and the init share the channel
+/// and write concurrently, and `writeln!` on an unbuffered `File` may split a line into
+/// several writes that the other process's line could land between.
+fn send(status: &mut File, line: &str) {
+    let mut buf = String::with_capacity(line.len() + 1);
+    buf.push_str(line.lines().next().unwrap_or(""));
+    buf.push('\n');
+    let _ = status.write_all(buf.as_bytes());
+}
+
 fn report_error(status: &mut File, msg: &str) {
-    let _ = writeln!(status, "error {msg}");
+    send(status, &format!("error {msg}"));
     eprintln!("rcompose: {msg}");
 }
 
@@ -155,7 +165,7 @@ fn helper(config: &Path, status: &mut File) -> Result<(), Failed> {
     // thread), so the child may run arbitrary code after fork.
     match unsafe { fork() }.map_err(|e| ("fork", e))? {
         ForkResult::Parent { child } => {
-            let _ = writeln!(status, "pid {child}");
+            send(status, &format!("pid {child}"));
             Ok(())
         }
         ForkResult::Child => {
@@ -218,7 +228,7 @@ fn container_init(cfg: &ContainerConfig, status: &mut File, set: &SigSet) -> Res
         };
         std::process::exit(code);
     }
-    let _ = writeln!(status, "started");
+    send(status, "started");
     // Closing the channel gives the supervisor EOF. `status` (owned by `main`, which never
     // gets control back) is not closed twice: this process execs or exits from here on.
     let _ = nix::unistd::close(status.as_raw_fd());

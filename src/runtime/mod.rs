@@ -96,8 +96,8 @@ pub struct Started {
 /// for an RCU grace period, several milliseconds here, whoever makes it). Meanwhile
 /// `prepare` runs: work such as writing `config` and creating the pod's network namespace
 /// overlaps with both. The helper reads `config` and goes on only once both succeeded (one
-/// byte on its "go" pipe); otherwise it exits without doing anything and the error is
-/// returned.
+/// "go" byte on its stdin, a socket pair); otherwise it exits without doing anything and
+/// the error is returned.
 pub fn spawn(
     exe: &Path,
     config: &Path,

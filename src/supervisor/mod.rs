@@ -885,11 +885,17 @@ fn launch(opts: &UpOptions, slot: &Slot) -> Result<Prepared, String> {
             log_file,
         }),
         Err(e) => {
-            // the init printed the reason into the log too; copy what is there
             let message = match &e {
-                SpawnError::Failed { message, .. } => message.clone(),
+                SpawnError::Failed { message, pid } => {
+                    // whatever of the container got started must not outlive the failure
+                    if let Some(pid) = pid {
+                        let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);
+                    }
+                    message.clone()
+                }
                 other => chain(other),
             };
+            // the init printed the reason into the log too; copy what is there
             Err(copy_log(log_read, log_file, message))
         }
     }
@@ -898,6 +904,12 @@ fn launch(opts: &UpOptions, slot: &Slot) -> Result<Prepared, String> {
 /// Copies what a failed container printed into its log file, and returns `message` with
 /// that output appended, so the user sees it even though the project is removed.
 fn copy_log(read: OwnedFd, mut file: File, message: String) -> String {
+    // Read only what is there: a process of the container may still hold the pipe open, and
+    // waiting for its EOF could block this launch, and so the whole supervisor, forever.
+    let _ = nix::fcntl::fcntl(
+        &read,
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+    );
     let mut out = Vec::new();
     let _ = io::Read::read_to_end(&mut File::from(read), &mut out);
     let _ = file.write_all(&out);

@@ -79,13 +79,23 @@ pub fn down(
                 let pid = state
                     .as_ref()
                     .map(|s| (s.supervisor_pid, s.supervisor_start));
-                if let Some((pid, start)) = pid
-                    && is_same_process(proc_root, pid, start)
-                {
+                let alive = pid.filter(|&(pid, start)| is_same_process(proc_root, pid, start));
+                if let Some((pid, _)) = alive {
                     let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
                     report.stopped_supervisor = true;
                 }
-                wait_for_lock(&paths, grace + Duration::from_secs(10))?
+                // its teardown takes at most the grace period and a moment; a supervisor
+                // that does not let go by then is stuck: kill it and remove everything here
+                match wait_for_lock(&paths, grace + Duration::from_secs(5)) {
+                    Ok(lock) => lock,
+                    Err(SupervisorError::Busy { .. }) if alive.is_some() => {
+                        if let Some((pid, _)) = alive {
+                            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                        }
+                        wait_for_lock(&paths, Duration::from_secs(5))?
+                    }
+                    Err(e) => return Err(e),
+                }
             }
         };
         report.orphans_stopped = stop_orphans(proc_root, state.as_ref(), grace);

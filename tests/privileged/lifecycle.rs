@@ -268,3 +268,33 @@ fn not_root_is_one_clear_sentence_and_exit_code_4() {
         "error: rcompose must run as root to create namespaces, mounts and cgroups\n"
     );
 }
+
+#[test]
+fn many_pods_start_in_parallel_every_time() {
+    require(&[Need::Root]);
+    let dir = TempDir::new("lc-many");
+    let mut manifest = String::from("pods:\n");
+    for i in 0..12 {
+        manifest.push_str(&format!(
+            "  p{i}:\n    replicas: 2\n    containers:\n      - name: c\n        command: [sleep, '60']\n"
+        ));
+    }
+    dir.write("rcompose.yaml", &manifest);
+    for round in 0..3 {
+        let p = project(&format!("lc-many-{round}"));
+        let _guard = Cleanup(p.clone());
+        let out = rcompose(dir.path(), &["-p", &p, "up", "-d"]);
+        assert_code(&out, 0);
+        let ps = rcompose(dir.path(), &["-p", &p, "ps", "--format", "json"]);
+        let rows: serde_json::Value = serde_json::from_slice(&ps.stdout).unwrap();
+        let running = rows
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["state"] == "running")
+            .count();
+        assert_eq!(running, 24, "round {round}: {rows:#}");
+        assert_code(&rcompose(dir.path(), &["-p", &p, "down"]), 0);
+        assert_no_trace(&p);
+    }
+}

@@ -191,3 +191,29 @@ pods:
     assert_eq!(exits, ["web-1", "api-1", "db-1"], "{err}");
     assert_no_trace(&p);
 }
+
+#[test]
+fn down_removes_everything_when_the_supervisor_does_not_respond() {
+    require(&[Need::Root]);
+    let dir = TempDir::new("td-stuck");
+    let p = project("td-stuck");
+    dir.write("rcompose.yaml", STACK);
+    let _guard = Cleanup(p.clone());
+    assert_code(&rcompose(dir.path(), &["-p", &p, "up", "-d"]), 0);
+    wait_running(&p, &dir, 5);
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(format!("/run/rcompose/{p}/state.json")).unwrap())
+            .unwrap();
+    let sup = i32::try_from(state["supervisor_pid"].as_i64().unwrap()).unwrap();
+    // a supervisor that cannot act on SIGTERM
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(sup), nix::sys::signal::SIGSTOP).unwrap();
+    let start = Instant::now();
+    let out = rcompose(dir.path(), &["-p", &p, "down", "-t", "1"]);
+    assert_code(&out, 0);
+    assert!(
+        start.elapsed() < Duration::from_secs(15),
+        "down took {:?}",
+        start.elapsed()
+    );
+    assert_no_trace(&p);
+}
