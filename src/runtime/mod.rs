@@ -18,7 +18,8 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+use nix::sys::socket::{AddressFamily, SockFlag, SockType, setsockopt, socketpair, sockopt};
+use nix::sys::time::TimeVal;
 use serde::{Deserialize, Serialize};
 
 use self::rootfs::RootfsSpec;
@@ -77,6 +78,9 @@ pub enum SpawnError {
         message: String,
     },
 }
+
+/// How long a container may take from spawn to its command running.
+pub const START_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// A running container: the host pid of its init (PID 1 inside).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,8 +157,32 @@ pub fn spawn(
         // EOF without a byte tells the helper to give up
         let _ = nix::sys::socket::shutdown(channel.as_raw_fd(), nix::sys::socket::Shutdown::Write);
     }
+    // A container whose setup hangs (a mount that never returns, say) must not hang the
+    // supervisor: give up after START_TIMEOUT and kill what was started.
+    let _ = setsockopt(
+        &channel,
+        sockopt::ReceiveTimeout,
+        &TimeVal::new(START_TIMEOUT.as_secs().cast_signed(), 0),
+    );
     let mut text = String::new();
-    let _ = channel.read_to_string(&mut text);
+    if let Err(e) = channel.read_to_string(&mut text)
+        && matches!(
+            e.kind(),
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+        )
+    {
+        let pid = parse_status(&text).err().and_then(|e| match e {
+            SpawnError::Failed { pid, .. } => pid,
+            _ => None,
+        });
+        return Err(SpawnError::Failed {
+            pid,
+            message: format!(
+                "the container did not start within {} s",
+                START_TIMEOUT.as_secs()
+            ),
+        });
+    }
     if let Err(message) = prepared {
         return Err(SpawnError::Failed { pid: None, message });
     }
