@@ -223,7 +223,20 @@ pub fn become_subreaper() -> io::Result<()> {
 /// cgroups and namespaces. Paths are parameters so tests can point them elsewhere.
 #[must_use]
 pub fn missing_prerequisite(proc_root: &Path) -> Option<String> {
-    if !nix::unistd::geteuid().is_root() {
+    missing_prerequisite_of(
+        nix::unistd::geteuid().is_root(),
+        proc_root,
+        cgroup::detect_version(),
+    )
+}
+
+/// [`missing_prerequisite`] with the facts that are not paths given explicitly (for tests).
+fn missing_prerequisite_of(
+    root: bool,
+    proc_root: &Path,
+    version: cgroup::CgroupVersion,
+) -> Option<String> {
+    if !root {
         return Some("rcompose must run as root to create namespaces, mounts and cgroups".into());
     }
     let filesystems = std::fs::read_to_string(proc_root.join("filesystems")).unwrap_or_default();
@@ -244,7 +257,6 @@ pub fn missing_prerequisite(proc_root: &Path) -> Option<String> {
         }
     }
     let mountinfo = std::fs::read_to_string(proc_root.join("self/mountinfo")).unwrap_or_default();
-    let version = cgroup::detect_version();
     let mounts = cgroup::mount_points(version, &mountinfo);
     let wanted: &[&str] = match version {
         cgroup::CgroupVersion::V1 => &["memory", "cpu", "pids"],
@@ -284,6 +296,69 @@ mod tests {
                 assert_eq!(message, "`x`: executable file not found in $PATH");
             }
             other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    /// A fake /proc with the given filesystems, namespaces and mountinfo.
+    fn fake_proc(name: &str, filesystems: &str, namespaces: &[&str], mountinfo: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("rcompose-proc-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("self/ns")).unwrap();
+        std::fs::write(dir.join("filesystems"), filesystems).unwrap();
+        for ns in namespaces {
+            std::fs::write(dir.join("self/ns").join(ns), "").unwrap();
+        }
+        std::fs::write(dir.join("self/mountinfo"), mountinfo).unwrap();
+        dir
+    }
+
+    const ALL_NS: [&str; 5] = ["mnt", "pid", "uts", "ipc", "net"];
+    const V1_MOUNTS: &str = "\
+35 25 0:30 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu
+38 25 0:33 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory
+42 25 0:36 / /sys/fs/cgroup/pids rw - cgroup cgroup rw,pids
+";
+
+    #[test]
+    fn each_missing_prerequisite_is_named_in_one_sentence() {
+        use cgroup::CgroupVersion::{V1, V2};
+        let ok = fake_proc("ok", "nodev\ttmpfs\nnodev\toverlay\n", &ALL_NS, V1_MOUNTS);
+        assert_eq!(missing_prerequisite_of(true, &ok, V1), None);
+        assert_eq!(
+            missing_prerequisite_of(false, &ok, V1).unwrap(),
+            "rcompose must run as root to create namespaces, mounts and cgroups"
+        );
+        assert_eq!(
+            missing_prerequisite_of(true, &ok, V2).unwrap(),
+            "the cgroup controller `unified` is not mounted (see /proc/self/mountinfo)"
+        );
+        let no_overlay = fake_proc("noovl", "nodev\ttmpfs\n", &ALL_NS, V1_MOUNTS);
+        assert_eq!(
+            missing_prerequisite_of(true, &no_overlay, V1).unwrap(),
+            "the kernel has no overlayfs (no `overlay` in /proc/filesystems; try `modprobe overlay`)"
+        );
+        let no_pidns = fake_proc(
+            "nopid",
+            "nodev\toverlay\n",
+            &["mnt", "uts", "ipc", "net"],
+            V1_MOUNTS,
+        );
+        assert_eq!(
+            missing_prerequisite_of(true, &no_pidns, V1).unwrap(),
+            "the kernel has no pid namespaces (/proc/self/ns/pid is missing)"
+        );
+        let no_pids = fake_proc(
+            "nopids",
+            "nodev\toverlay\n",
+            &ALL_NS,
+            &V1_MOUNTS.replace("rw,pids", "rw,blkio"),
+        );
+        assert_eq!(
+            missing_prerequisite_of(true, &no_pids, V1).unwrap(),
+            "the cgroup controller `pids` is not mounted (see /proc/self/mountinfo)"
+        );
+        for d in [ok, no_overlay, no_pidns, no_pids] {
+            std::fs::remove_dir_all(d).unwrap();
         }
     }
 
