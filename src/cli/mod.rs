@@ -128,7 +128,10 @@ pub fn main() -> ExitCode {
     // The container init runs before anything else: no clap, no threads.
     if args.get(1).is_some_and(|a| a == "__init") {
         return match args.get(2) {
-            Some(config) => crate::runtime::init::main(Path::new(config)),
+            Some(config) => {
+                let join: Vec<PathBuf> = args[3..].iter().map(PathBuf::from).collect();
+                crate::runtime::init::main(Path::new(config), &join)
+            }
             None => ExitStatus::Usage.into(),
         };
     }

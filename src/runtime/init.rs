@@ -62,8 +62,9 @@ impl<S: AsRef<str>, E: std::fmt::Display> From<(S, E)> for Failed {
     }
 }
 
-/// Entry point of the hidden `__init` mode.
-pub fn main(config: &Path) -> ExitCode {
+/// Entry point of the hidden `__init` mode: `rcompose __init CONFIG [TASKS_FILE...]`; the
+/// helper first moves itself into the cgroups whose v1 `tasks` files are given.
+pub fn main(config: &Path, join: &[PathBuf]) -> ExitCode {
     // Descriptors the supervisor's caller left open without FD_CLOEXEC (a shell's, say) must
     // not reach the container: keep only stdin (the channel), stdout and stderr (the log).
     close_inherited_fds(3);
@@ -76,6 +77,17 @@ pub fn main(config: &Path) -> ExitCode {
         &status,
         nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
     );
+    // Join the container's cgroups first, so that everything forked from here on is
+    // accounted: `0` moves the writing thread, and this process has only one.
+    for tasks in join {
+        if let Err(e) = fs::write(tasks, "0") {
+            report_error(
+                &mut status,
+                &format!("failed to join cgroup `{}`: {e}", tasks.display()),
+            );
+            return ExitCode::from(1);
+        }
+    }
     match helper(config, &mut status) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failed(msg)) => {

@@ -95,18 +95,17 @@ pub struct Started {
 /// helper exits at once and the container's init is re-parented to the caller, which reaps
 /// it.
 ///
-/// The helper is moved into the cgroups whose `cgroup.procs` files are in `cgroups` by this
-/// function, on a thread, while the helper is still starting (on cgroup v1 the move waits
-/// for an RCU grace period, several milliseconds here, whoever makes it). Meanwhile
-/// `prepare` runs: work such as writing `config` and creating the pod's network namespace
-/// overlaps with both. The helper reads `config` and goes on only once both succeeded (one
+/// The helper enters its cgroup as `join` says: by itself as it starts (v1), or moved by this
+/// function, on a thread, while it starts (v2, where a move waits for an RCU grace period).
+/// Meanwhile `prepare` runs: work such as writing `config` and creating the pod's network
+/// namespace overlaps with both. The helper reads `config` and goes on only once both succeeded (one
 /// "go" byte on its stdin, a socket pair); otherwise it exits without doing anything and
 /// the error is returned.
 pub fn spawn(
     exe: &Path,
     config: &Path,
     log: OwnedFd,
-    cgroups: &[PathBuf],
+    join: &cgroup::Join,
     prepare: impl FnOnce() -> Result<(), String>,
 ) -> Result<Started, SpawnError> {
     // One socket pair carries both directions (the "go" byte, the status lines). Given to the
@@ -123,6 +122,7 @@ pub fn spawn(
     let mut cmd = Command::new(exe);
     cmd.arg("__init")
         .arg(config)
+        .args(&join.by_itself)
         .env_clear()
         .stdin(Stdio::from(theirs))
         .stdout(Stdio::from(log))
@@ -138,7 +138,7 @@ pub fn spawn(
     drop(child);
     let prepared = std::thread::scope(|scope| {
         let attach = scope.spawn(|| {
-            for procs in cgroups {
+            for procs in &join.by_pid {
                 std::fs::write(procs, &pid)
                     .map_err(|e| format!("failed to join cgroup `{}`: {e}", procs.display()))?;
             }

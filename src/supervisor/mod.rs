@@ -564,13 +564,14 @@ impl Supervisor {
 
     /// Starts every replica of `pods` in parallel (containers of one replica in order).
     fn start_pods(&mut self, pods: &[String]) -> Result<(), String> {
-        // one thread per replica
-        let mut replicas: Vec<(String, PathBuf)> = Vec::new();
+        // the replicas to start, by their network namespace (one per replica)
+        let mut replicas: Vec<&Path> = Vec::new();
         for s in &self.slots {
-            if pods.contains(&s.record.pod) && !replicas.iter().any(|(_, n)| *n == s.netns) {
-                replicas.push((s.record.replica_name(), s.netns.clone()));
+            if pods.contains(&s.record.pod) && !replicas.contains(&s.netns.as_path()) {
+                replicas.push(&s.netns);
             }
         }
+        let replicas: Vec<PathBuf> = replicas.into_iter().map(Path::to_path_buf).collect();
         for s in self
             .slots
             .iter_mut()
@@ -582,7 +583,7 @@ impl Supervisor {
         // one thread per replica; the slots of a replica are contiguous
         let groups: Vec<Vec<usize>> = replicas
             .iter()
-            .map(|(_, ns)| {
+            .map(|ns| {
                 (0..self.slots.len())
                     .filter(|&i| self.slots[i].netns == *ns)
                     .collect()
@@ -871,13 +872,7 @@ fn launch(opts: &UpOptions, slot: &Slot) -> Result<Prepared, String> {
         }
         Ok(())
     };
-    match runtime::spawn(
-        &opts.exe,
-        &config_path,
-        log_write,
-        &cgroup.procs_files(),
-        prepare,
-    ) {
+    match runtime::spawn(&opts.exe, &config_path, log_write, &cgroup.join(), prepare) {
         Ok(started) => Ok(Prepared {
             pid: started.pid,
             cgroup,

@@ -430,3 +430,34 @@ fn descriptors_of_the_caller_do_not_reach_containers() {
     }
     drop(leaked);
 }
+
+#[test]
+fn command_runs_in_every_cgroup_of_its_container() {
+    require(&[Need::Root]);
+    let dir = TempDir::new("iso-cgroups");
+    let p = project("iso-cgroups");
+    let (lines, _) = run_one(
+        &dir,
+        &p,
+        "pods:\n  g:\n    containers:\n      - name: c\n        command: [cat, /proc/self/cgroup]\n",
+    );
+    let want = format!("/rcompose/{p}/g-1/c");
+    let v2 = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    let controllers: &[&str] = if v2 {
+        &[""]
+    } else {
+        &["memory", "cpu", "cpuacct", "pids"]
+    };
+    for c in controllers {
+        let line = lines
+            .iter()
+            .find(|l| {
+                l.split(':')
+                    .nth(1)
+                    .is_some_and(|list| list.split(',').any(|x| x == *c))
+            })
+            .unwrap_or_else(|| panic!("no `{c}` line in {lines:?}"));
+        assert!(line.ends_with(&want), "{c}: {line} (want {want})");
+    }
+    assert_no_trace(&p);
+}
