@@ -129,8 +129,14 @@ pub fn main() -> ExitCode {
     if args.get(1).is_some_and(|a| a == "__init") {
         return match args.get(2) {
             Some(config) => {
-                let join: Vec<PathBuf> = args[3..].iter().map(PathBuf::from).collect();
-                crate::runtime::init::main(Path::new(config), &join)
+                let mut rest = &args[3..];
+                let mut create_netns = None;
+                if rest.first().is_some_and(|a| a == "--create-netns") && rest.len() >= 2 {
+                    create_netns = Some(PathBuf::from(&rest[1]));
+                    rest = &rest[2..];
+                }
+                let join: Vec<PathBuf> = rest.iter().map(PathBuf::from).collect();
+                crate::runtime::init::main(Path::new(config), create_netns.as_deref(), &join)
             }
             None => ExitStatus::Usage.into(),
         };

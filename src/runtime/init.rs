@@ -62,9 +62,11 @@ impl<S: AsRef<str>, E: std::fmt::Display> From<(S, E)> for Failed {
     }
 }
 
-/// Entry point of the hidden `__init` mode: `rcompose __init CONFIG [TASKS_FILE...]`; the
-/// helper first moves itself into the cgroups whose v1 `tasks` files are given.
-pub fn main(config: &Path, join: &[PathBuf]) -> ExitCode {
+/// Entry point of the hidden `__init` mode:
+/// `rcompose __init CONFIG [--create-netns PATH] [TASKS_FILE...]`. The helper first moves
+/// itself into the cgroups whose v1 `tasks` files are given, then, for a pod's first
+/// container, creates the pod's network namespace (while the supervisor writes the config).
+pub fn main(config: &Path, create_netns: Option<&Path>, join: &[PathBuf]) -> ExitCode {
     // Descriptors the supervisor's caller left open without FD_CLOEXEC (a shell's, say) must
     // not reach the container: keep only stdin (the channel), stdout and stderr (the log).
     close_inherited_fds(3);
@@ -88,7 +90,17 @@ pub fn main(config: &Path, join: &[PathBuf]) -> ExitCode {
             return ExitCode::from(1);
         }
     }
-    match helper(config, &mut status) {
+    if let Some(ns) = create_netns
+        && let Err(e) = super::netns::enter_new(ns)
+    {
+        let mut text = e.to_string();
+        if let Some(cause) = std::error::Error::source(&e) {
+            text.push_str(&format!(": {cause}"));
+        }
+        report_error(&mut status, &text);
+        return ExitCode::from(1);
+    }
+    match helper(config, create_netns.is_none(), &mut status) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failed(msg)) => {
             report_error(&mut status, &msg);
@@ -136,7 +148,7 @@ fn report_error(status: &mut File, msg: &str) {
     eprintln!("rcompose: {msg}");
 }
 
-fn helper(config: &Path, status: &mut File) -> Result<(), Failed> {
+fn helper(config: &Path, join_netns: bool, status: &mut File) -> Result<(), Failed> {
     // Wait for the supervisor: it moves this process into the container's cgroup and writes
     // the config meanwhile (see `super::spawn`).
     let mut byte = [0u8; 1];
@@ -150,7 +162,7 @@ fn helper(config: &Path, status: &mut File) -> Result<(), Failed> {
     // Leave the supervisor's session: a Ctrl-C on its terminal must not reach containers,
     // which are stopped in reverse dependency order by the supervisor instead.
     let _ = setsid();
-    if let Some(ns) = &cfg.netns {
+    if let Some(ns) = cfg.netns.as_ref().filter(|_| join_netns) {
         let f = File::open(ns).map_err(|e| {
             (
                 format!("failed to open network namespace `{}`", ns.display()),

@@ -97,8 +97,9 @@ pub struct Started {
 ///
 /// The helper enters its cgroup as `join` says: by itself as it starts (v1), or moved by this
 /// function, on a thread, while it starts (v2, where a move waits for an RCU grace period).
-/// Meanwhile `prepare` runs: work such as writing `config` and creating the pod's network
-/// namespace overlaps with both. The helper reads `config` and goes on only once both succeeded (one
+/// With `create_netns`, the helper also creates the pod's network namespace and pins it
+/// there (the pod's first container). Meanwhile `prepare` runs: work such as writing
+/// `config` overlaps with both. The helper reads `config` and goes on only once both succeeded (one
 /// "go" byte on its stdin, a socket pair); otherwise it exits without doing anything and
 /// the error is returned.
 pub fn spawn(
@@ -106,6 +107,7 @@ pub fn spawn(
     config: &Path,
     log: OwnedFd,
     join: &cgroup::Join,
+    create_netns: Option<&Path>,
     prepare: impl FnOnce() -> Result<(), String>,
 ) -> Result<Started, SpawnError> {
     // One socket pair carries both directions (the "go" byte, the status lines). Given to the
@@ -120,9 +122,11 @@ pub fn spawn(
     .map_err(|e| SpawnError::Pipe(e.into()))?;
     let log2 = log.try_clone().map_err(SpawnError::Pipe)?;
     let mut cmd = Command::new(exe);
-    cmd.arg("__init")
-        .arg(config)
-        .args(&join.by_itself)
+    cmd.arg("__init").arg(config);
+    if let Some(ns) = create_netns {
+        cmd.arg("--create-netns").arg(ns);
+    }
+    cmd.args(&join.by_itself)
         .env_clear()
         .stdin(Stdio::from(theirs))
         .stdout(Stdio::from(log))

@@ -5,7 +5,6 @@
 use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
-use std::thread;
 
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sched::{CloneFlags, unshare};
@@ -33,31 +32,28 @@ pub enum NetnsError {
     },
 }
 
-/// Creates a network namespace with `lo` up and pins it at `path` (a new file).
-///
-/// The work happens on a short-lived thread: `unshare(CLONE_NEWNET)` changes only the
-/// calling thread, so the caller's own namespace is untouched.
-pub fn create(path: &Path) -> Result<(), NetnsError> {
+/// Moves the calling thread into a new network namespace with `lo` up, and pins that
+/// namespace at `path` (a new file). For a single-threaded process (the container's init
+/// helper, which makes its pod's namespace) this moves the whole process; a multi-threaded
+/// caller must run it on a thread of its own (`unshare(CLONE_NEWNET)` affects one thread).
+pub fn enter_new(path: &Path) -> Result<(), NetnsError> {
     let err = |source: io::Error| NetnsError::Create {
         path: path.to_owned(),
         source,
     };
     File::create(path).map_err(err)?;
-    let target = path.to_owned();
-    let result = thread::spawn(move || -> io::Result<()> {
+    let result = (|| -> io::Result<()> {
         unshare(CloneFlags::CLONE_NEWNET)?;
         loopback_up()?;
         mount(
             Some("/proc/thread-self/ns/net"),
-            &target,
+            path,
             None::<&str>,
             MsFlags::MS_BIND,
             None::<&str>,
         )?;
         Ok(())
-    })
-    .join()
-    .unwrap_or_else(|_| Err(io::Error::other("namespace thread panicked")));
+    })();
     if let Err(e) = result {
         let _ = fs::remove_file(path);
         return Err(err(e));
@@ -65,7 +61,7 @@ pub fn create(path: &Path) -> Result<(), NetnsError> {
     Ok(())
 }
 
-/// Unmounts and removes a namespace created by [`create`]. Missing is fine.
+/// Unmounts and removes a namespace created by [`enter_new`]. Missing is fine.
 pub fn remove(path: &Path) -> Result<(), NetnsError> {
     match umount2(path, MntFlags::MNT_DETACH) {
         Ok(()) | Err(nix::errno::Errno::EINVAL | nix::errno::Errno::ENOENT) => {}

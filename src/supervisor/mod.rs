@@ -867,12 +867,19 @@ fn launch(opts: &UpOptions, slot: &Slot) -> Result<Prepared, String> {
         };
         let json = serde_json::to_vec(&config).map_err(|e| e.to_string())?;
         fs::write(&config_path, json).map_err(|e| io("failed to write", &config_path, e))?;
-        if !slot.netns.exists() {
-            runtime::netns::create(&slot.netns).map_err(|e| chain(&e))?;
-        }
         Ok(())
     };
-    match runtime::spawn(&opts.exe, &config_path, log_write, &cgroup.join(), prepare) {
+    // the pod's first container creates its network namespace (in its helper, in parallel
+    // with `prepare`); the others, and restarts, join it
+    let create_netns = (!slot.netns.exists()).then_some(slot.netns.as_path());
+    match runtime::spawn(
+        &opts.exe,
+        &config_path,
+        log_write,
+        &cgroup.join(),
+        create_netns,
+        prepare,
+    ) {
         Ok(started) => Ok(Prepared {
             pid: started.pid,
             cgroup,

@@ -461,3 +461,46 @@ fn command_runs_in_every_cgroup_of_its_container() {
     }
     assert_no_trace(&p);
 }
+
+#[test]
+fn containers_of_a_pod_share_its_network_namespace_and_pods_do_not() {
+    require(&[Need::Root]);
+    let dir = TempDir::new("iso-netns");
+    let p = project("iso-netns");
+    let (lines, _) = run_one(
+        &dir,
+        &p,
+        r"
+pods:
+  a:
+    containers:
+      - name: one
+        command: [readlink, /proc/self/ns/net]
+      - name: two
+        command: [/bin/sh, -c, 'sleep 0.1; readlink /proc/self/ns/net; cat /sys/class/net/lo/operstate']
+  b:
+    containers:
+      - name: one
+        command: [readlink, /proc/self/ns/net]
+",
+    );
+    let host = fs::read_link("/proc/self/ns/net")
+        .unwrap()
+        .display()
+        .to_string();
+    let ns: Vec<&String> = lines.iter().filter(|l| l.starts_with("net:[")).collect();
+    assert_eq!(ns.len(), 3, "{lines:?}");
+    let mut distinct: Vec<&String> = ns.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 2, "two pods, two namespaces: {lines:?}");
+    assert!(
+        !ns.contains(&&host),
+        "a pod runs in the host's network namespace"
+    );
+    assert!(
+        lines.iter().any(|l| l == "unknown" || l == "up"),
+        "lo state: {lines:?}"
+    );
+    assert_no_trace(&p);
+}
