@@ -298,3 +298,40 @@ fn many_pods_start_in_parallel_every_time() {
         assert_no_trace(&p);
     }
 }
+
+#[test]
+fn logs_follow_prints_new_lines_and_ends_with_the_project() {
+    require(&[Need::Root]);
+    let dir = TempDir::new("lc-follow");
+    let p = project("lc-follow");
+    dir.write(
+        "rcompose.yaml",
+        r"
+pods:
+  ticker:
+    containers:
+      - name: c
+        command: [/bin/sh, -c, 'i=0; while :; do i=$((i+1)); echo tick $i; sleep 0.05; done']
+",
+    );
+    let _guard = Cleanup(p.clone());
+    assert_code(&rcompose(dir.path(), &["-p", &p, "up", "-d"]), 0);
+    let follower = std::process::Command::new(crate::test::bin())
+        .args(["-p", &p, "logs", "-f", "ticker"])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(600));
+    assert_code(&rcompose(dir.path(), &["-p", &p, "down"]), 0);
+    // `logs -f` ends by itself once the project is gone
+    let out = follower.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let text = stdout(&out);
+    let ticks: Vec<&str> = text.lines().collect();
+    assert!(ticks.len() >= 5, "{text}");
+    for (i, line) in ticks.iter().enumerate() {
+        assert_eq!(*line, format!("ticker-1 | tick {}", i + 1));
+    }
+    assert_no_trace(&p);
+}
