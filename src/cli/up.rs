@@ -212,7 +212,8 @@ pub(super) fn supervise(ctx: &Context, grace: Duration) -> Result<ExitCode, Erro
     );
     let progress = Arc::new(PipeProgress(Mutex::new(Some(notify))));
     let fail = |e: Error| {
-        progress.send(&format!("failed {}", output::error_text(&e)));
+        let text = output::error_text(&e).replace("\ncaused by: ", ": ");
+        progress.send(&format!("failed {text}"));
         Ok(ExitCode::from(e.exit_status() as u8))
     };
     let (desired, manifest) = match ctx.desired_with_path() {

@@ -71,7 +71,7 @@ pub enum SupervisorError {
         source: NetnsError,
     },
     /// A layer could not be prepared.
-    #[error("image `{image}` of pod `{pod}`")]
+    #[error("failed to prepare image `{image}` of pod `{pod}`")]
     Layer {
         /// The pod.
         pod: String,
@@ -301,12 +301,23 @@ impl Supervisor {
             }
             None => lock,
         };
+        // From here on the project directory exists: any failure removes it again, so that
+        // a failed `up` leaves no half-made stack.
+        let fail = |paths: &ProjectPaths, e: SupervisorError| {
+            let mounts = teardown::cgroup_mounts(&opts.proc_root);
+            let _ = teardown::cleanup(paths, None, &mounts);
+            Err(e)
+        };
         // `layers/` is made only when a layer is staged there
         for dir in [paths.logs(), paths.netns_dir(), paths.containers()] {
-            fs::create_dir_all(&dir).map_err(|source| SupervisorError::Io { path: dir, source })?;
+            if let Err(source) = fs::create_dir_all(&dir) {
+                return fail(&paths, SupervisorError::Io { path: dir, source });
+            }
         }
         let (tx, rx) = mpsc::channel();
-        spawn_signal_thread(tx).map_err(setup("starting the signal thread"))?;
+        if let Err(e) = spawn_signal_thread(tx) {
+            return fail(&paths, setup("starting the signal thread")(e));
+        }
         let mut sup = Self {
             single: BTreeMap::new(),
             slots: Vec::new(),
@@ -318,8 +329,11 @@ impl Supervisor {
             opts,
             _lock: lock,
         };
-        sup.build_slots()?;
-        sup.save()?;
+        if let Err(e) = sup.build_slots().and_then(|()| sup.save()) {
+            let mounts = teardown::cgroup_mounts(&sup.opts.proc_root);
+            let _ = teardown::cleanup(&sup.paths, None, &mounts);
+            return Err(e);
+        }
         Ok(sup)
     }
 

@@ -335,3 +335,36 @@ pods:
     }
     assert_no_trace(&p);
 }
+
+#[test]
+fn missing_layer_directory_fails_up_and_leaves_nothing() {
+    require(&[Need::Root]);
+    let dir = TempDir::new("lc-nolayer");
+    let p = project("lc-nolayer");
+    dir.write(
+        "rcompose.yaml",
+        "images:\n  x: { rootfs: ./does-not-exist }\npods:\n  a:\n    containers:\n      - name: c\n        image: x\n        command: [sleep, '10']\n",
+    );
+    let missing = dir.path().join("does-not-exist");
+    let _guard = Cleanup(p.clone());
+    let out = rcompose(dir.path(), &["-p", &p, "up"]);
+    assert_code(&out, 1);
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "error: failed to prepare image `x` of pod `a`\ncaused by: layer directory `{}` does not exist or is not a directory\n",
+            missing.display()
+        )
+    );
+    assert_no_trace(&p);
+    let out = rcompose(dir.path(), &["-p", &p, "up", "-d"]);
+    assert_code(&out, 1);
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "error: failed to prepare image `x` of pod `a`: layer directory `{}` does not exist or is not a directory\n",
+            missing.display()
+        )
+    );
+    assert_no_trace(&p);
+}
