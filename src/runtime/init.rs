@@ -309,13 +309,18 @@ fn exec_command(cfg: &ContainerConfig, env: &[(String, String)]) -> String {
         }
         Err(e) => return format!("failed to open /dev/null: {e}"),
     }
-    if let Some(dir) = &cfg.working_dir
-        && let Err(e) = chdir(dir.as_str())
-    {
-        return format!(
-            "failed to enter working directory `{dir}`: {}",
-            errno_text(e)
-        );
+    if let Some(dir) = &cfg.working_dir {
+        // as Docker does, a working directory the image lacks is created (in the container's
+        // own upper layer: this runs after pivot_root)
+        if let Err(e) = fs::create_dir_all(dir) {
+            return format!("failed to create working directory `{dir}`: {e}");
+        }
+        if let Err(e) = chdir(dir.as_str()) {
+            return format!(
+                "failed to enter working directory `{dir}`: {}",
+                errno_text(e)
+            );
+        }
     }
     let Some(program) = cfg.command.first() else {
         return "the container has no command".to_string();

@@ -35,6 +35,9 @@ use crate::runtime::netns::NetnsError;
 use crate::runtime::rootfs::{LayerError, RootfsSpec, dirs_to_create, stage_layers};
 use crate::runtime::{self, ContainerConfig, SpawnError};
 
+/// Longest log line kept as one line; longer output is split.
+const MAX_LOG_LINE: u64 = 16 * 1024;
+
 /// Default time between SIGTERM and SIGKILL.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);
 
@@ -956,7 +959,9 @@ fn spawn_logger(
             let mut buf = Vec::new();
             loop {
                 buf.clear();
-                match reader.read_until(b'\n', &mut buf) {
+                // a line is at most MAX_LOG_LINE bytes: output without newlines (a binary
+                // stream, a progress bar) must not grow this buffer without bound
+                match io::Read::take(&mut reader, MAX_LOG_LINE).read_until(b'\n', &mut buf) {
                     Ok(0) | Err(_) => break,
                     Ok(_) => {
                         let _ = file.write_all(&buf);

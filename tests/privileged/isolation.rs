@@ -504,3 +504,26 @@ pods:
     );
     assert_no_trace(&p);
 }
+
+#[test]
+fn missing_working_dir_is_created_and_long_output_lines_are_split() {
+    require(&[Need::Root]);
+    let dir = TempDir::new("iso-wd");
+    let p = project("iso-wd");
+    let (lines, _) = run_one(
+        &dir,
+        &p,
+        r#"
+pods:
+  w:
+    containers:
+      - name: c
+        working_dir: /srv/new/app
+        command: [/bin/sh, -c, 'pwd; head -c 40000 /dev/zero | tr "\0" x']
+"#,
+    );
+    assert_eq!(lines[0], "/srv/new/app");
+    let lengths: Vec<usize> = lines[1..].iter().map(String::len).collect();
+    assert_eq!(lengths, [16384, 16384, 7232]);
+    assert_no_trace(&p);
+}
