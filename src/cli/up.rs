@@ -14,6 +14,7 @@ use super::output::{self, CliProgress, LinePrinter};
 use crate::error::Error;
 use crate::plan::desired::DesiredState;
 use crate::runtime;
+use crate::runtime::forkserver::ForkServer;
 use crate::supervisor::{Event, LogSink, Outcome, Progress, Supervisor, UpOptions};
 
 /// The fd on which the detached supervisor reports to `up -d`.
@@ -38,6 +39,7 @@ fn options(
     manifest: PathBuf,
     grace: Duration,
     stay: bool,
+    forkserver: Option<Arc<ForkServer>>,
 ) -> Result<UpOptions, Error> {
     Ok(UpOptions {
         desired,
@@ -47,6 +49,7 @@ fn options(
         exe: current_exe()?,
         grace,
         stay,
+        forkserver,
     })
 }
 
@@ -75,10 +78,22 @@ impl LogSink for StdoutSink {
     }
 }
 
+/// Starts the fork server for container helpers; without one, helpers are re-executed.
+/// Must run while this process is single-threaded.
+fn start_forkserver() -> Option<Arc<ForkServer>> {
+    if std::env::var_os("RCOMPOSE_NO_FORKSERVER").is_some() {
+        return None;
+    }
+    // SAFETY: both callers run before this process starts any thread.
+    unsafe { ForkServer::start() }.ok().map(Arc::new)
+}
+
 /// `up` in the foreground.
 pub(super) fn foreground(ctx: &Context, grace: Duration) -> Result<ExitCode, Error> {
     let (desired, manifest) = ctx.desired_with_path()?;
     prerequisites()?;
+    // first, while this process has a single thread (the progress bar starts one)
+    let server = start_forkserver();
     let names = display_names(&desired);
     let progress = Arc::new(CliProgress::new(&desired.project));
     let sink = Arc::new(StdoutSink(
@@ -86,7 +101,7 @@ pub(super) fn foreground(ctx: &Context, grace: Duration) -> Result<ExitCode, Err
         progress.clone(),
     ));
     let sup = Supervisor::new(
-        options(desired, manifest, grace, false)?,
+        options(desired, manifest, grace, false, server)?,
         progress.clone(),
         Some(sink),
     )?;
@@ -220,7 +235,9 @@ pub(super) fn supervise(ctx: &Context, grace: Duration) -> Result<ExitCode, Erro
         Ok(v) => v,
         Err(e) => return fail(e),
     };
-    let opts = match options(desired, manifest, grace, true) {
+    // this process has no thread yet
+    let server = start_forkserver();
+    let opts = match options(desired, manifest, grace, true, server) {
         Ok(o) => o,
         Err(e) => return fail(e),
     };

@@ -8,6 +8,7 @@
 //! single-threaded process may fork and set up namespaces (the `runc init` pattern).
 
 pub mod cgroup;
+pub mod forkserver;
 pub mod init;
 pub mod netns;
 pub mod rootfs;
@@ -108,6 +109,7 @@ pub fn spawn(
     log: OwnedFd,
     join: &cgroup::Join,
     create_netns: Option<&Path>,
+    server: Option<&forkserver::ForkServer>,
     prepare: impl FnOnce() -> Result<(), String>,
 ) -> Result<Started, SpawnError> {
     // One socket pair carries both directions (the "go" byte, the status lines). Given to the
@@ -120,26 +122,46 @@ pub fn spawn(
         SockFlag::SOCK_CLOEXEC,
     )
     .map_err(|e| SpawnError::Pipe(e.into()))?;
-    let log2 = log.try_clone().map_err(SpawnError::Pipe)?;
-    let mut cmd = Command::new(exe);
-    cmd.arg("__init").arg(config);
+    let mut args: Vec<std::ffi::OsString> = vec![config.as_os_str().to_owned()];
     if let Some(ns) = create_netns {
-        cmd.arg("--create-netns").arg(ns);
+        args.push("--create-netns".into());
+        args.push(ns.as_os_str().to_owned());
     }
-    cmd.args(&join.by_itself)
-        .env_clear()
-        .stdin(Stdio::from(theirs))
-        .stdout(Stdio::from(log))
-        .stderr(Stdio::from(log2));
-    let spawned = cmd.spawn();
-    drop(cmd);
-    let child = spawned.map_err(|source| SpawnError::Exec {
-        exe: exe.to_owned(),
-        source,
-    })?;
-    let pid = child.id().to_string();
-    // the helper is reaped by the caller's reaper, never through `child`
-    drop(child);
+    args.extend(join.by_itself.iter().map(|p| p.as_os_str().to_owned()));
+    let pid = match server {
+        // forked by the fork server: no exec, no dynamic loading
+        Some(server) => {
+            let pid = server
+                .spawn(&args, &theirs, &log)
+                .map_err(|source| SpawnError::Exec {
+                    exe: exe.to_owned(),
+                    source,
+                })?;
+            drop(theirs);
+            drop(log);
+            pid.to_string()
+        }
+        None => {
+            let log2 = log.try_clone().map_err(SpawnError::Pipe)?;
+            let mut cmd = Command::new(exe);
+            cmd.arg("__init")
+                .args(&args)
+                .env_clear()
+                .stdin(Stdio::from(theirs))
+                .stdout(Stdio::from(log))
+                .stderr(Stdio::from(log2));
+            let spawned = cmd.spawn();
+            drop(cmd);
+            let child = spawned.map_err(|source| SpawnError::Exec {
+                exe: exe.to_owned(),
+                source,
+            })?;
+            let pid = child.id().to_string();
+            // the helper is reaped by the caller's reaper, never through `child`
+            drop(child);
+            pid
+        }
+    };
     let prepared = std::thread::scope(|scope| {
         let attach = scope.spawn(|| {
             for procs in &join.by_pid {

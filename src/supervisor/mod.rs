@@ -181,6 +181,9 @@ pub struct UpOptions {
     pub grace: Duration,
     /// Keep running after every container has exited (detached supervisor, until `down`).
     pub stay: bool,
+    /// Forks container init helpers without exec, if started (see
+    /// [`runtime::forkserver`]); `None` re-executes rcompose for each.
+    pub forkserver: Option<Arc<runtime::forkserver::ForkServer>>,
 }
 
 /// How a supervisor run ended.
@@ -429,6 +432,9 @@ impl Supervisor {
         };
         self.progress.event(&Event::Stopping { reason });
         self.teardown();
+        if let Some(server) = &self.opts.forkserver {
+            server.stop(&self.opts.proc_root);
+        }
         self.progress.event(&Event::Removed);
         outcome
     }
@@ -895,6 +901,7 @@ fn launch(opts: &UpOptions, slot: &Slot) -> Result<Prepared, String> {
         log_write,
         &cgroup.join(),
         create_netns,
+        opts.forkserver.as_deref(),
         prepare,
     ) {
         Ok(started) => Ok(Prepared {

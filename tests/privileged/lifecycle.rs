@@ -368,3 +368,26 @@ fn missing_layer_directory_fails_up_and_leaves_nothing() {
     );
     assert_no_trace(&p);
 }
+
+#[test]
+fn containers_also_start_without_the_fork_server() {
+    require(&[Need::Root]);
+    let dir = TempDir::new("lc-noforkserver");
+    let p = project("lc-noforkserver");
+    dir.write(
+        "rcompose.yaml",
+        "pods:\n  a:\n    replicas: 2\n    containers:\n      - name: c\n        command: [/bin/sh, -c, 'echo up $(hostname)']\n",
+    );
+    let _guard = Cleanup(p.clone());
+    let out = std::process::Command::new(crate::test::bin())
+        .args(["-p", &p, "up"])
+        .current_dir(dir.path())
+        .env("RCOMPOSE_NO_FORKSERVER", "1")
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+    let mut lines: Vec<String> = stdout(&out).lines().map(str::to_string).collect();
+    lines.sort();
+    assert_eq!(lines, ["a-1 | up a-1", "a-2 | up a-2"]);
+    assert_no_trace(&p);
+}

@@ -1,0 +1,273 @@
+//! A fork server: a single-threaded copy of rcompose, forked before the supervisor starts
+//! any thread, that forks container init helpers on request.
+//!
+//! A helper started this way needs no `execve`: forking a single-threaded process and
+//! running Rust in the child is safe (the rule is never to do so in a multi-threaded
+//! process), and it saves the dynamic loader and libc start-up of a fresh `rcompose
+//! __init`, about a millisecond per container here. The helper then runs exactly the code
+//! of [`super::init::main`].
+//!
+//! Protocol over a Unix stream socket: the supervisor sends the helper's arguments (NUL
+//! separated) with two descriptors (SCM_RIGHTS): the channel (stdin) and the log (stdout,
+//! stderr); the server answers with the helper's pid (4 bytes, little endian). The server
+//! exits when the socket closes.
+
+use std::ffi::OsString;
+use std::io::{self, IoSlice, IoSliceMut, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
+use nix::unistd::{ForkResult, Pid, fork, setsid};
+
+/// Largest request accepted (the helper's arguments).
+const MAX_REQUEST: usize = 64 * 1024;
+
+/// The supervisor's handle on its fork server.
+#[derive(Debug)]
+pub struct ForkServer {
+    sock: Mutex<UnixStream>,
+    pid: Pid,
+}
+
+impl ForkServer {
+    /// Forks the server.
+    ///
+    /// # Safety
+    /// The calling process must be single-threaded: the child runs Rust code after `fork`.
+    pub unsafe fn start() -> io::Result<Self> {
+        let (ours, theirs) = UnixStream::pair()?;
+        // SAFETY: the caller guarantees a single-threaded process, so the child may run
+        // arbitrary code.
+        match unsafe { fork() }.map_err(io::Error::from)? {
+            ForkResult::Parent { child } => {
+                drop(theirs);
+                Ok(Self {
+                    sock: Mutex::new(ours),
+                    pid: child,
+                })
+            }
+            ForkResult::Child => {
+                drop(ours);
+                serve(theirs)
+            }
+        }
+    }
+
+    /// Forks an init helper with `args` (as after `rcompose __init`), `channel` as its stdin
+    /// and `log` as its stdout and stderr. Returns its pid.
+    pub fn spawn(&self, args: &[OsString], channel: &OwnedFd, log: &OwnedFd) -> io::Result<i32> {
+        let mut payload = Vec::new();
+        for a in args {
+            payload.extend_from_slice(a.as_bytes());
+            payload.push(0);
+        }
+        if payload.len() > MAX_REQUEST {
+            return Err(io::Error::other("fork server request too large"));
+        }
+        let mut sock = self
+            .sock
+            .lock()
+            .map_err(|_| io::Error::other("fork server lock poisoned"))?;
+        let len = u32::try_from(payload.len())
+            .map_err(io::Error::other)?
+            .to_le_bytes();
+        let fds = [channel.as_raw_fd(), log.as_raw_fd()];
+        let iov = [IoSlice::new(&len), IoSlice::new(&payload)];
+        let sent = sendmsg::<()>(
+            sock.as_raw_fd(),
+            &iov,
+            &[ControlMessage::ScmRights(&fds)],
+            MsgFlags::empty(),
+            None,
+        )
+        .map_err(io::Error::from)?;
+        if sent != len.len() + payload.len() {
+            return Err(io::Error::other("short write to the fork server"));
+        }
+        let mut pid = [0u8; 4];
+        sock.read_exact(&mut pid)?;
+        let pid = i32::from_le_bytes(pid);
+        if pid <= 0 {
+            return Err(io::Error::other("the fork server could not fork"));
+        }
+        Ok(pid)
+    }
+
+    /// Closes the socket and waits until the server has exited (it is the caller's child,
+    /// reaped by the caller's reaper), so that nothing of a project outlives its teardown.
+    pub fn stop(&self, proc_root: &Path) {
+        if let Ok(sock) = self.sock.lock() {
+            let _ = sock.shutdown(std::net::Shutdown::Both);
+        }
+        let dir = proc_root.join(self.pid.to_string());
+        for _ in 0..10_000 {
+            let zombie_or_gone = std::fs::read_to_string(dir.join("stat"))
+                .map(|s| {
+                    s.rfind(')')
+                        .is_none_or(|i| s[i + 1..].trim_start().starts_with('Z'))
+                })
+                .unwrap_or(true);
+            if zombie_or_gone {
+                return;
+            }
+            // it exits as soon as it reads EOF: poll finely (at most 0.5 s in all)
+            std::thread::sleep(std::time::Duration::from_micros(50));
+        }
+        let _ = nix::sys::signal::kill(self.pid, nix::sys::signal::SIGKILL);
+    }
+}
+
+/// The server loop, in the forked child. Never returns.
+fn serve(sock: UnixStream) -> ! {
+    // No terminal signals (a Ctrl-C is the supervisor's to handle), and nothing of the
+    // caller's: stdio to /dev/null, every other descriptor closed.
+    let _ = setsid();
+    if let Ok(null) = std::fs::File::options()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
+        for fd in 0..3 {
+            // SAFETY: dup2 onto the standard descriptors of this single-threaded process.
+            unsafe {
+                libc::dup2(null.as_raw_fd(), fd);
+            }
+        }
+    }
+    let sock_fd = sock.as_raw_fd();
+    keep_only(&[0, 1, 2, sock_fd]);
+    // helpers exit at once (their containers' inits go to the supervisor): let the kernel
+    // reap them instead of leaving zombies until the next request
+    // SAFETY: setting a disposition to SIG_IGN installs no handler code.
+    unsafe {
+        let _ = nix::sys::signal::signal(
+            nix::sys::signal::SIGCHLD,
+            nix::sys::signal::SigHandler::SigIgn,
+        );
+    }
+    let mut sock = sock;
+    loop {
+        let Some((args, fds)) = receive(&mut sock) else {
+            std::process::exit(0);
+        };
+        // SAFETY: this server is single-threaded, so the child may run Rust code.
+        let pid = match unsafe { fork() } {
+            Ok(ForkResult::Child) => {
+                // the init the helper forks must see its children's exits again
+                // SAFETY: restoring the default disposition installs no handler code.
+                unsafe {
+                    let _ = nix::sys::signal::signal(
+                        nix::sys::signal::SIGCHLD,
+                        nix::sys::signal::SigHandler::SigDfl,
+                    );
+                }
+                drop(sock);
+                let code = helper(&args, &fds);
+                std::process::exit(code);
+            }
+            Ok(ForkResult::Parent { child }) => child.as_raw(),
+            Err(_) => -1,
+        };
+        drop(fds);
+        if sock.write_all(&pid.to_le_bytes()).is_err() {
+            std::process::exit(0);
+        }
+    }
+}
+
+/// Reads one request; `None` at EOF or on a malformed one.
+fn receive(sock: &mut UnixStream) -> Option<(Vec<OsString>, Vec<OwnedFd>)> {
+    let mut len = [0u8; 4];
+    let mut cmsg = nix::cmsg_space!([RawFd; 2]);
+    let mut iov = [IoSliceMut::new(&mut len)];
+    let msg = recvmsg::<()>(
+        sock.as_raw_fd(),
+        &mut iov,
+        Some(&mut cmsg),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .ok()?;
+    if msg.bytes == 0 {
+        return None;
+    }
+    let mut fds = Vec::new();
+    for c in msg.cmsgs().ok()? {
+        if let ControlMessageOwned::ScmRights(list) = c {
+            for fd in list {
+                // SAFETY: the kernel just installed these descriptors for this process.
+                fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
+            }
+        }
+    }
+    if msg.bytes != 4 || fds.len() != 2 {
+        return None;
+    }
+    let len = u32::from_le_bytes(len) as usize;
+    if len > MAX_REQUEST {
+        return None;
+    }
+    let mut payload = vec![0u8; len];
+    sock.read_exact(&mut payload).ok()?;
+    let args = payload
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| OsString::from_vec(a.to_vec()))
+        .collect();
+    Some((args, fds))
+}
+
+/// In the forked helper: wire stdio and run the init helper. Returns its exit code.
+fn helper(args: &[OsString], fds: &[OwnedFd]) -> i32 {
+    let (Some(channel), Some(log)) = (fds.first(), fds.get(1)) else {
+        return 125;
+    };
+    // SAFETY: dup2 onto the standard descriptors of this single-threaded process; the
+    // sources stay open until the end of this function.
+    let ok = unsafe {
+        libc::dup2(channel.as_raw_fd(), 0) >= 0
+            && libc::dup2(log.as_raw_fd(), 1) >= 0
+            && libc::dup2(log.as_raw_fd(), 2) >= 0
+    };
+    if !ok {
+        return 125;
+    }
+    let Some(config) = args.first() else {
+        return 125;
+    };
+    let mut rest = &args[1..];
+    let mut create_netns = None;
+    if rest.first().is_some_and(|a| a == "--create-netns") && rest.len() >= 2 {
+        create_netns = Some(PathBuf::from(&rest[1]));
+        rest = &rest[2..];
+    }
+    let join: Vec<PathBuf> = rest.iter().map(PathBuf::from).collect();
+    // init::main closes every descriptor above 2 (the received ones included)
+    let code = super::init::main(Path::new(config), create_netns.as_deref(), &join);
+    exit_code_number(code)
+}
+
+fn exit_code_number(code: std::process::ExitCode) -> i32 {
+    if code == std::process::ExitCode::SUCCESS {
+        0
+    } else {
+        1
+    }
+}
+
+/// Closes every descriptor not in `keep`.
+fn keep_only(keep: &[RawFd]) {
+    let open: Vec<RawFd> = std::fs::read_dir("/proc/self/fd")
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    for fd in open.into_iter().filter(|fd| !keep.contains(fd)) {
+        let _ = nix::unistd::close(fd);
+    }
+}
