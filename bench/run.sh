@@ -681,7 +681,7 @@ row_ms() { # label file
     echo "  until all 10 containers are \`running\`)."
     echo "- b \`down\`: median of the rounds; the slowest round is shown too."
     echo "- c: peak RSS (VmHWM) summed over every process running the rcompose binary for the project"
-    echo "  (the supervisor and the per-container init processes), against 15 MB = 15,000,000 bytes."
+    echo "  (the supervisor, its fork server and the per-container init processes), against 15 MB = 15,000,000 bytes."
     echo "  RSS counts the shared pages of the binary once per process; PSS (below) splits them."
     echo
     echo "## a. Start and exit of one container running /bin/true"
