@@ -127,19 +127,7 @@ pub fn main() -> ExitCode {
     let args: Vec<OsString> = std::env::args_os().collect();
     // The container init runs before anything else: no clap, no threads.
     if args.get(1).is_some_and(|a| a == "__init") {
-        return match args.get(2) {
-            Some(config) => {
-                let mut rest = &args[3..];
-                let mut create_netns = None;
-                if rest.first().is_some_and(|a| a == "--create-netns") && rest.len() >= 2 {
-                    create_netns = Some(PathBuf::from(&rest[1]));
-                    rest = &rest[2..];
-                }
-                let join: Vec<PathBuf> = rest.iter().map(PathBuf::from).collect();
-                crate::runtime::init::main(Path::new(config), create_netns.as_deref(), &join)
-            }
-            None => ExitStatus::Usage.into(),
-        };
+        return crate::runtime::init::main_with_args(&args[2..]);
     }
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,

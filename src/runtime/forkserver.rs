@@ -17,7 +17,7 @@ use std::io::{self, IoSlice, IoSliceMut, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
 
 use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
@@ -235,18 +235,8 @@ fn helper(args: &[OsString], fds: &[OwnedFd]) -> i32 {
     if !ok {
         return 125;
     }
-    let Some(config) = args.first() else {
-        return 125;
-    };
-    let mut rest = &args[1..];
-    let mut create_netns = None;
-    if rest.first().is_some_and(|a| a == "--create-netns") && rest.len() >= 2 {
-        create_netns = Some(PathBuf::from(&rest[1]));
-        rest = &rest[2..];
-    }
-    let join: Vec<PathBuf> = rest.iter().map(PathBuf::from).collect();
     // init::main closes every descriptor above 2 (the received ones included)
-    let code = super::init::main(Path::new(config), create_netns.as_deref(), &join);
+    let code = super::init::main_with_args(args);
     exit_code_number(code)
 }
 

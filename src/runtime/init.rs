@@ -62,6 +62,22 @@ impl<S: AsRef<str>, E: std::fmt::Display> From<(S, E)> for Failed {
     }
 }
 
+/// Runs the helper from its arguments, `CONFIG [--create-netns PATH] [TASKS_FILE...]` (what
+/// follows `rcompose __init`, or what the fork server received).
+pub fn main_with_args(args: &[std::ffi::OsString]) -> ExitCode {
+    let Some(config) = args.first() else {
+        return ExitCode::from(2);
+    };
+    let mut rest = &args[1..];
+    let mut create_netns = None;
+    if rest.first().is_some_and(|a| a == "--create-netns") && rest.len() >= 2 {
+        create_netns = Some(PathBuf::from(&rest[1]));
+        rest = &rest[2..];
+    }
+    let join: Vec<PathBuf> = rest.iter().map(PathBuf::from).collect();
+    main(Path::new(config), create_netns.as_deref(), &join)
+}
+
 /// Entry point of the hidden `__init` mode:
 /// `rcompose __init CONFIG [--create-netns PATH] [TASKS_FILE...]`. The helper first moves
 /// itself into the cgroups whose v1 `tasks` files are given, then, for a pod's first

@@ -24,6 +24,15 @@ pods:
         command: [/bin/sh, -c, 'while true; do sleep 1; done']
 ";
 
+/// Sends `sig` to the project's supervisor (its pid is in state.json).
+fn signal_supervisor(p: &str, sig: nix::sys::signal::Signal) {
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(format!("/run/rcompose/{p}/state.json")).unwrap())
+            .unwrap();
+    let sup = i32::try_from(state["supervisor_pid"].as_i64().unwrap()).unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(sup), sig).unwrap();
+}
+
 fn wait_running(p: &str, dir: &TempDir, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -82,11 +91,7 @@ fn down_removes_everything_after_the_supervisor_was_killed() {
     let _guard = Cleanup(p.clone());
     assert_code(&rcompose(dir.path(), &["-p", &p, "up", "-d"]), 0);
     wait_running(&p, &dir, 5);
-    let state: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(format!("/run/rcompose/{p}/state.json")).unwrap())
-            .unwrap();
-    let sup = i32::try_from(state["supervisor_pid"].as_i64().unwrap()).unwrap();
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(sup), nix::sys::signal::SIGKILL).unwrap();
+    signal_supervisor(&p, nix::sys::signal::SIGKILL);
     std::thread::sleep(Duration::from_millis(100));
     // the containers outlive their supervisor ...
     assert!(!footprint(&p).processes.is_empty());
@@ -105,11 +110,7 @@ fn up_after_a_crash_cleans_the_leftovers_first() {
     let _guard = Cleanup(p.clone());
     assert_code(&rcompose(dir.path(), &["-p", &p, "up", "-d"]), 0);
     wait_running(&p, &dir, 5);
-    let state: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(format!("/run/rcompose/{p}/state.json")).unwrap())
-            .unwrap();
-    let sup = i32::try_from(state["supervisor_pid"].as_i64().unwrap()).unwrap();
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(sup), nix::sys::signal::SIGKILL).unwrap();
+    signal_supervisor(&p, nix::sys::signal::SIGKILL);
     std::thread::sleep(Duration::from_millis(100));
     assert_code(&rcompose(dir.path(), &["-p", &p, "up", "-d"]), 0);
     wait_running(&p, &dir, 5);
@@ -201,12 +202,8 @@ fn down_removes_everything_when_the_supervisor_does_not_respond() {
     let _guard = Cleanup(p.clone());
     assert_code(&rcompose(dir.path(), &["-p", &p, "up", "-d"]), 0);
     wait_running(&p, &dir, 5);
-    let state: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(format!("/run/rcompose/{p}/state.json")).unwrap())
-            .unwrap();
-    let sup = i32::try_from(state["supervisor_pid"].as_i64().unwrap()).unwrap();
     // a supervisor that cannot act on SIGTERM
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(sup), nix::sys::signal::SIGSTOP).unwrap();
+    signal_supervisor(&p, nix::sys::signal::SIGSTOP);
     let start = Instant::now();
     let out = rcompose(dir.path(), &["-p", &p, "down", "-t", "1"]);
     assert_code(&out, 0);
