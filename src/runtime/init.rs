@@ -315,6 +315,7 @@ fn reap_loop(child: nix::unistd::Pid, set: &SigSet) -> ! {
 /// working directory and execs. Returns the error message when exec fails.
 fn exec_command(cfg: &ContainerConfig, env: &[(String, String)]) -> String {
     let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+    reset_signal_dispositions();
     let _ = setsid();
     // stdin is the supervisor channel until here: the command reads /dev/null
     match fs::File::open("/dev/null") {
@@ -360,6 +361,42 @@ fn exec_command(cfg: &ContainerConfig, env: &[(String, String)]) -> String {
 
 fn errno_text(e: Errno) -> String {
     e.desc().to_lowercase()
+}
+
+/// Sets every signal back to its default action. Ignored signals survive execve, and this
+/// process inherits some (Rust's runtime ignores SIGPIPE; the fork server ignores SIGCHLD):
+/// the command must start as it would from a shell, as under Docker.
+fn reset_signal_dispositions() {
+    /// The kernel's `struct sigaction` for rt_sigaction(2) on x86_64 and aarch64.
+    #[repr(C)]
+    struct KernelSigaction {
+        handler: usize,
+        flags: u64,
+        restorer: usize,
+        mask: u64,
+    }
+    let default = KernelSigaction {
+        handler: 0,
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    };
+    for sig in 1..=64 {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: rt_sigaction with a valid, fully initialized SIG_DFL action and no old
+        // action to write; sigsetsize is 8, the kernel's.
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                &raw const default,
+                std::ptr::null_mut::<KernelSigaction>(),
+                8usize,
+            );
+        }
+    }
 }
 
 /// Finds `program` in `path` as execvp does: names with a slash are taken as they are.

@@ -527,3 +527,31 @@ pods:
     assert_eq!(lengths, [16384, 16384, 7232]);
     assert_no_trace(&p);
 }
+
+#[test]
+fn command_starts_with_default_signal_dispositions_and_an_empty_mask() {
+    require(&[Need::Root]);
+    for fork_server in [true, false] {
+        let dir = TempDir::new("iso-sigs");
+        let p = project("iso-sigs");
+        dir.write(
+            "rcompose.yaml",
+            "pods:\n  s:\n    containers:\n      - name: c\n        command: [grep, -E, '^Sig(Ign|Blk)', /proc/self/status]\n",
+        );
+        let _guard = Cleanup(p.clone());
+        let mut cmd = std::process::Command::new(crate::test::bin());
+        cmd.args(["-p", &p, "up"]).current_dir(dir.path());
+        if !fork_server {
+            cmd.env("RCOMPOSE_NO_FORKSERVER", "1");
+        }
+        let out = cmd.output().unwrap();
+        assert_code(&out, 0);
+        // nothing ignored (Rust ignores SIGPIPE, which execve would carry over) or blocked
+        assert_eq!(
+            stdout(&out),
+            "s-1 | SigBlk:\t0000000000000000\ns-1 | SigIgn:\t0000000000000000\n",
+            "fork server: {fork_server}"
+        );
+        assert_no_trace(&p);
+    }
+}
