@@ -316,6 +316,8 @@ fn reap_loop(child: nix::unistd::Pid, set: &SigSet) -> ! {
 fn exec_command(cfg: &ContainerConfig, env: &[(String, String)]) -> String {
     let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
     reset_signal_dispositions();
+    // the caller's umask is not the container's business: start from Docker's 022
+    nix::sys::stat::umask(Mode::from_bits_truncate(0o022));
     let _ = setsid();
     // stdin is the supervisor channel until here: the command reads /dev/null
     match fs::File::open("/dev/null") {

@@ -319,12 +319,12 @@ pods:
   e:
     containers:
       - name: c
-        command: [/bin/sh, -c, 'echo "$GREETING $HOSTNAME $(pwd)"']
+        command: [/bin/sh, -c, 'echo "$GREETING $HOSTNAME $(pwd) $(umask)"']
         env: { GREETING: hello }
         working_dir: /tmp
 "#,
     );
-    assert_eq!(lines, ["hello e-1 /tmp"]);
+    assert_eq!(lines, ["hello e-1 /tmp 0022"]);
     assert_no_trace(&p);
 }
 
