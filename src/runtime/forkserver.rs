@@ -57,6 +57,12 @@ impl ForkServer {
         }
     }
 
+    /// The server's pid.
+    #[must_use]
+    pub fn pid(&self) -> i32 {
+        self.pid.as_raw()
+    }
+
     /// Forks an init helper with `args` (as after `rcompose __init`), `channel` as its stdin
     /// and `log` as its stdout and stderr. Returns its pid.
     pub fn spawn(&self, args: &[OsString], channel: &OwnedFd, log: &OwnedFd) -> io::Result<i32> {

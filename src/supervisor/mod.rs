@@ -412,6 +412,11 @@ impl Supervisor {
             manifest: self.opts.manifest.clone(),
             supervisor_pid: pid,
             supervisor_start: state::process_start(&self.opts.proc_root, pid),
+            forkserver: self
+                .opts
+                .forkserver
+                .as_ref()
+                .map(|s| (s.pid(), state::process_start(&self.opts.proc_root, s.pid()))),
             cgroup_subtree: self.paths.cgroup_subtree(),
             netns,
             containers: self.slots.iter().map(|s| s.record.clone()).collect(),

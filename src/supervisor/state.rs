@@ -161,6 +161,9 @@ pub struct ProjectState {
     pub supervisor_pid: i32,
     /// Start time of the supervisor (see [`ContainerRecord::pid_start`]).
     pub supervisor_start: Option<u64>,
+    /// pid and start time of the supervisor's fork server, if it has one.
+    #[serde(default)]
+    pub forkserver: Option<(i32, Option<u64>)>,
     /// The project's cgroup subtree, relative to each hierarchy root.
     pub cgroup_subtree: String,
     /// Pod network namespaces (bind mounts) that exist or may exist.
@@ -282,6 +285,7 @@ mod tests {
             manifest: "/x/rcompose.yaml".into(),
             supervisor_pid: 1,
             supervisor_start: Some(5),
+            forkserver: Some((2, Some(6))),
             cgroup_subtree: "rcompose/p".into(),
             netns: vec!["/run/rcompose/p/netns/web-2".into()],
             containers: vec![record()],

@@ -86,7 +86,7 @@ pub fn down(
                 }
                 // its teardown takes at most the grace period and a moment; a supervisor
                 // that does not let go by then is stuck: kill it and remove everything here
-                match wait_for_lock(&paths, grace + Duration::from_secs(5)) {
+                let lock = match wait_for_lock(&paths, grace + Duration::from_secs(5)) {
                     Ok(lock) => lock,
                     Err(SupervisorError::Busy { .. }) if alive.is_some() => {
                         if let Some((pid, _)) = alive {
@@ -95,10 +95,22 @@ pub fn down(
                         wait_for_lock(&paths, Duration::from_secs(5))?
                     }
                     Err(e) => return Err(e),
+                };
+                // it lets go of the lock just before it exits: `down` returns once it is gone
+                if let Some((pid, start)) = alive {
+                    wait_gone(proc_root, pid, start, Duration::from_secs(5));
                 }
+                lock
             }
         };
         report.orphans_stopped = stop_orphans(proc_root, state.as_ref(), grace);
+        // a fork server outlives a killed supervisor only until it reads EOF; make sure
+        if let Some((pid, start)) = state.as_ref().and_then(|s| s.forkserver)
+            && is_same_process(proc_root, pid, start)
+        {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            wait_gone(proc_root, pid, start, Duration::from_secs(5));
+        }
         cleanup(&paths, state.as_ref(), &mounts)?;
         drop(lock);
     } else {
@@ -169,6 +181,17 @@ fn stop_orphans(proc_root: &Path, state: Option<&ProjectState>, grace: Duration)
         let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);
     }
     alive.len()
+}
+
+/// Waits (at most `timeout`) until `pid`, started at `start`, has exited.
+fn wait_gone(proc_root: &Path, pid: i32, start: Option<u64>, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while is_same_process(proc_root, pid, start)
+        && !is_zombie(proc_root, pid)
+        && Instant::now() < deadline
+    {
+        thread::sleep(Duration::from_micros(200));
+    }
 }
 
 fn is_zombie(proc_root: &Path, pid: i32) -> bool {
