@@ -17,7 +17,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crate::error::{Error, ExitStatus};
 use crate::manifest::{self, ValidManifest};
 use crate::plan::{self, desired::DesiredState};
-use crate::supervisor::state::{ContainerRecord, ProjectPaths, ProjectState, is_same_process};
+use crate::supervisor::state::{
+    ContainerRecord, ProjectPaths, ProjectState, display_name, is_same_process,
+};
 use crate::supervisor::{self, teardown};
 
 /// Where state lives unless `RCOMPOSE_RUN_DIR` says otherwise.
@@ -384,13 +386,7 @@ fn logs(ctx: &Context, follow: bool, pods: &[String]) -> Result<ExitCode, Error>
     };
     let names: Vec<String> = selected
         .iter()
-        .map(|c| {
-            if single(c) {
-                c.replica_name()
-            } else {
-                format!("{}/{}", c.replica_name(), c.container)
-            }
-        })
+        .map(|c| display_name(&c.pod, c.replica, &c.container, single(c)))
         .collect();
     let printer = output::LinePrinter::new(&names, output::stdout_is_tty());
     let mut offsets = vec![0u64; selected.len()];

@@ -15,6 +15,7 @@ use crate::error::Error;
 use crate::plan::desired::DesiredState;
 use crate::runtime;
 use crate::runtime::forkserver::ForkServer;
+use crate::supervisor::state::display_name;
 use crate::supervisor::{Event, LogSink, Outcome, Progress, Supervisor, UpOptions};
 
 /// The fd on which the detached supervisor reports to `up -d`.
@@ -57,13 +58,10 @@ fn options(
 fn display_names(desired: &DesiredState) -> Vec<String> {
     let mut names = Vec::new();
     for pod in desired.pods.values() {
+        let single = pod.containers.len() == 1;
         for r in 1..=pod.replicas {
             for c in &pod.containers {
-                if pod.containers.len() == 1 {
-                    names.push(format!("{}-{r}", pod.name));
-                } else {
-                    names.push(format!("{}-{r}/{}", pod.name, c.name));
-                }
+                names.push(display_name(&pod.name, r, &c.name, single));
             }
         }
     }

@@ -141,9 +141,7 @@ pub trait Cgroups: std::fmt::Debug + Send {
     fn join(&self) -> Join;
     /// Whether the kernel OOM-killed a process of this cgroup.
     fn oom_killed(&self) -> bool;
-    /// Current pids of the cgroup (all controllers).
-    fn pids(&self) -> Vec<i32>;
-    /// Removes the cgroup (it must be empty); also removes parents left empty.
+    /// Removes the cgroup (it must be empty); its parents are `remove_empty_parents`' job.
     fn remove(&self) -> Result<()>;
 }
 
@@ -248,18 +246,6 @@ impl Cgroups for KernelCgroup {
             CgroupVersion::V2 => "memory.events",
         };
         fs::read_to_string(mem.path().join(file)).is_ok_and(|s| oom_kill_count(&s) > 0)
-    }
-
-    fn pids(&self) -> Vec<i32> {
-        let mut pids: Vec<i32> = self
-            .cgroup
-            .procs()
-            .into_iter()
-            .filter_map(|p| i32::try_from(p.pid).ok())
-            .collect();
-        pids.sort_unstable();
-        pids.dedup();
-        pids
     }
 
     fn remove(&self) -> Result<()> {

@@ -14,7 +14,7 @@ pub mod restart;
 pub mod state;
 pub mod teardown;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::fd::OwnedFd;
@@ -206,7 +206,6 @@ enum Msg {
 struct Slot {
     record: ContainerRecord,
     plan: ContainerPlan,
-    index: usize,
     restart: crate::plan::desired::RestartPolicy,
     cgroup: Option<KernelCgroup>,
     rootfs: RootfsSpec,
@@ -216,16 +215,6 @@ struct Slot {
     logger: Option<JoinHandle<()>>,
 }
 
-impl Slot {
-    fn display(&self, single: bool) -> String {
-        if single {
-            self.record.replica_name()
-        } else {
-            format!("{}/{}", self.record.replica_name(), self.record.container)
-        }
-    }
-}
-
 /// The supervisor of one project.
 pub struct Supervisor {
     opts: UpOptions,
@@ -233,7 +222,8 @@ pub struct Supervisor {
     progress: Arc<dyn Progress>,
     sink: Option<Arc<dyn LogSink>>,
     slots: Vec<Slot>,
-    single: BTreeMap<String, bool>,
+    /// Start times of this process and of its fork server (for the state file).
+    starts: (Option<u64>, Option<u64>),
     exits: HashMap<i32, WaitStatus>,
     rx: Receiver<Msg>,
     _lock: teardown::ProjectLock,
@@ -291,12 +281,12 @@ impl Supervisor {
         let stale = state::ProjectState::load(&paths.state_file())
             .ok()
             .flatten();
+        let mounts = teardown::cgroup_mounts(&opts.proc_root);
         if stale.is_some()
-            || teardown::cgroup_mounts(&opts.proc_root)
+            || mounts
                 .iter()
                 .any(|(_, m)| m.join(paths.cgroup_subtree()).exists())
         {
-            let mounts = teardown::cgroup_mounts(&opts.proc_root);
             teardown::cleanup(&paths, stale.as_ref(), &mounts)?;
         }
         // cleanup removed the directory with the lock file: lock the new one
@@ -310,7 +300,6 @@ impl Supervisor {
         // From here on the project directory exists: any failure removes it again, so that
         // a failed `up` leaves no half-made stack.
         let fail = |paths: &ProjectPaths, e: SupervisorError| {
-            let mounts = teardown::cgroup_mounts(&opts.proc_root);
             let _ = teardown::cleanup(paths, None, &mounts);
             Err(e)
         };
@@ -325,7 +314,7 @@ impl Supervisor {
             return fail(&paths, setup("starting the signal thread")(e));
         }
         let mut sup = Self {
-            single: BTreeMap::new(),
+            starts: (None, None),
             slots: Vec::new(),
             exits: HashMap::new(),
             rx,
@@ -335,10 +324,16 @@ impl Supervisor {
             opts,
             _lock: lock,
         };
+        let proc_root = &sup.opts.proc_root;
+        sup.starts = (
+            state::process_start(proc_root, std::process::id().cast_signed()),
+            sup.opts
+                .forkserver
+                .as_ref()
+                .and_then(|f| state::process_start(proc_root, f.pid())),
+        );
         if let Err(e) = sup.build_slots().and_then(|()| sup.save()) {
-            let mounts = teardown::cgroup_mounts(&sup.opts.proc_root);
-            let _ = teardown::cleanup(&sup.paths, None, &mounts);
-            return Err(e);
+            return fail(&sup.paths, e);
         }
         Ok(sup)
     }
@@ -352,8 +347,6 @@ impl Supervisor {
             .filter_map(|p| desired.pods.get(p))
             .collect();
         for pod in order {
-            self.single
-                .insert(pod.name.clone(), pod.containers.len() == 1);
             for replica in 1..=pod.replicas {
                 let replica_name = format!("{}-{replica}", pod.name);
                 for c in &pod.containers {
@@ -364,7 +357,6 @@ impl Supervisor {
                             image: c.image.clone(),
                             source,
                         })?;
-                    let index = self.slots.len();
                     self.slots.push(Slot {
                         record: ContainerRecord {
                             pod: pod.name.clone(),
@@ -388,7 +380,6 @@ impl Supervisor {
                             dir: dir.clone(),
                         },
                         plan: c.clone(),
-                        index,
                         restart: pod.restart,
                         cgroup: None,
                         rootfs: RootfsSpec { host, lowers, dir },
@@ -403,25 +394,28 @@ impl Supervisor {
         Ok(())
     }
 
-    fn save(&self) -> Result<(), SupervisorError> {
-        let pid = std::process::id().cast_signed();
+    /// The state as `state.json` holds it.
+    fn state(&self) -> ProjectState {
         let mut netns: Vec<PathBuf> = self.slots.iter().map(|s| s.netns.clone()).collect();
         netns.dedup();
-        let st = ProjectState {
+        ProjectState {
             project: self.paths.project.clone(),
             manifest: self.opts.manifest.clone(),
-            supervisor_pid: pid,
-            supervisor_start: state::process_start(&self.opts.proc_root, pid),
+            supervisor_pid: std::process::id().cast_signed(),
+            supervisor_start: self.starts.0,
             forkserver: self
                 .opts
                 .forkserver
                 .as_ref()
-                .map(|s| (s.pid(), state::process_start(&self.opts.proc_root, s.pid()))),
+                .map(|s| (s.pid(), self.starts.1)),
             cgroup_subtree: self.paths.cgroup_subtree(),
             netns,
             containers: self.slots.iter().map(|s| s.record.clone()).collect(),
-        };
-        st.save(&self.paths.state_file())?;
+        }
+    }
+
+    fn save(&self) -> Result<(), SupervisorError> {
+        self.state().save(&self.paths.state_file())?;
         Ok(())
     }
 
@@ -515,8 +509,14 @@ impl Supervisor {
     }
 
     fn name(&self, i: usize) -> String {
-        let s = &self.slots[i];
-        s.display(self.single.get(&s.record.pod).copied().unwrap_or(true))
+        let r = &self.slots[i].record;
+        let single = self
+            .opts
+            .desired
+            .pods
+            .get(&r.pod)
+            .is_none_or(|p| p.containers.len() == 1);
+        state::display_name(&r.pod, r.replica, &r.container, single)
     }
 
     /// Pods (all slots `Waiting`) whose dependencies are met; `Err` when a dependency can
@@ -706,8 +706,7 @@ impl Supervisor {
         if s.cgroup.is_none() {
             s.cgroup = Some(p.cgroup);
         }
-        let index = s.index;
-        s.logger = spawn_logger(p.log_read, p.log_file, name.clone(), index, sink);
+        s.logger = spawn_logger(p.log_read, p.log_file, name.clone(), i, sink);
         self.progress.event(&Event::Started { name, pid: p.pid });
     }
 
@@ -842,8 +841,7 @@ impl Supervisor {
                 let _ = cg.remove();
             }
         }
-        let state = ProjectState::load(&self.paths.state_file()).ok().flatten();
-        let _ = teardown::cleanup(&self.paths, state.as_ref(), &mounts);
+        let _ = teardown::cleanup(&self.paths, Some(&self.state()), &mounts);
     }
 }
 

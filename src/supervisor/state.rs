@@ -65,6 +65,17 @@ impl ProjectPaths {
     }
 }
 
+/// How a container's output is labelled (log prefixes, events): `pod-N`, or
+/// `pod-N/container` in a pod with several containers.
+#[must_use]
+pub fn display_name(pod: &str, replica: u32, container: &str, single: bool) -> String {
+    if single {
+        format!("{pod}-{replica}")
+    } else {
+        format!("{pod}-{replica}/{container}")
+    }
+}
+
 /// What the supervisor knows of one container.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ContainerRecord {

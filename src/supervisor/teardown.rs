@@ -18,10 +18,6 @@ use crate::runtime::{cgroup, netns};
 /// What `down` found and did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct DownReport {
-    /// Whether a supervisor was running and was asked to stop.
-    pub stopped_supervisor: bool,
-    /// Containers stopped here (left behind by a dead supervisor).
-    pub orphans_stopped: usize,
     /// Whether anything of the project existed.
     pub found: bool,
 }
@@ -82,7 +78,6 @@ pub fn down(
                 let alive = pid.filter(|&(pid, start)| is_same_process(proc_root, pid, start));
                 if let Some((pid, _)) = alive {
                     let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
-                    report.stopped_supervisor = true;
                 }
                 // its teardown takes at most the grace period and a moment; a supervisor
                 // that does not let go by then is stuck: kill it and remove everything here
@@ -103,7 +98,7 @@ pub fn down(
                 lock
             }
         };
-        report.orphans_stopped = stop_orphans(proc_root, state.as_ref(), grace);
+        stop_orphans(proc_root, state.as_ref(), grace);
         // a fork server outlives a killed supervisor only until it reads EOF; make sure
         if let Some((pid, start)) = state.as_ref().and_then(|s| s.forkserver)
             && is_same_process(proc_root, pid, start)
@@ -156,10 +151,9 @@ pub fn cgroup_mounts(proc_root: &Path) -> Vec<(String, PathBuf)> {
     cgroup::mount_points(cgroup::detect_version(), &info)
 }
 
-/// SIGTERM to every container init still alive, SIGKILL after `grace`. Returns how many
-/// were alive.
-fn stop_orphans(proc_root: &Path, state: Option<&ProjectState>, grace: Duration) -> usize {
-    let Some(state) = state else { return 0 };
+/// SIGTERM to every container init still alive, SIGKILL after `grace`.
+fn stop_orphans(proc_root: &Path, state: Option<&ProjectState>, grace: Duration) {
+    let Some(state) = state else { return };
     let alive: Vec<i32> = state
         .containers
         .iter()
@@ -180,7 +174,6 @@ fn stop_orphans(proc_root: &Path, state: Option<&ProjectState>, grace: Duration)
     for pid in alive.iter().filter(|p| still(p)) {
         let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);
     }
-    alive.len()
 }
 
 /// Waits (at most `timeout`) until `pid`, started at `start`, has exited.
