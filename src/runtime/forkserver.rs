@@ -109,15 +109,8 @@ impl ForkServer {
         if let Ok(sock) = self.sock.lock() {
             let _ = sock.shutdown(std::net::Shutdown::Both);
         }
-        let dir = proc_root.join(self.pid.to_string());
         for _ in 0..10_000 {
-            let zombie_or_gone = std::fs::read_to_string(dir.join("stat"))
-                .map(|s| {
-                    s.rfind(')')
-                        .is_none_or(|i| s[i + 1..].trim_start().starts_with('Z'))
-                })
-                .unwrap_or(true);
-            if zombie_or_gone {
+            if super::has_exited(proc_root, self.pid.as_raw()) {
                 return;
             }
             // it exits as soon as it reads EOF: poll finely (at most 0.5 s in all)

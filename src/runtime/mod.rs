@@ -239,6 +239,17 @@ fn parse_status(text: &str) -> Result<Started, SpawnError> {
     }
 }
 
+/// Whether process `pid` has exited: gone from `proc_root`, or a zombie waiting to be reaped.
+#[must_use]
+pub fn has_exited(proc_root: &Path, pid: i32) -> bool {
+    std::fs::read_to_string(proc_root.join(pid.to_string()).join("stat"))
+        .map(|s| {
+            s.rfind(')')
+                .is_none_or(|i| s[i + 1..].trim_start().starts_with('Z'))
+        })
+        .unwrap_or(true)
+}
+
 /// Makes the calling process a child subreaper, so that container inits (whose helper
 /// exits) are re-parented to it.
 pub fn become_subreaper() -> io::Result<()> {

@@ -13,7 +13,7 @@ use nix::unistd::Pid;
 
 use super::SupervisorError;
 use super::state::{ProjectPaths, ProjectState, is_same_process};
-use crate::runtime::{cgroup, netns};
+use crate::runtime::{self, cgroup, netns};
 
 /// What `down` found and did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -166,8 +166,7 @@ fn stop_orphans(proc_root: &Path, state: Option<&ProjectState>, grace: Duration)
         let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
     }
     let deadline = Instant::now() + grace;
-    let still =
-        |pid: &&i32| proc_root.join(pid.to_string()).exists() && !is_zombie(proc_root, **pid);
+    let still = |pid: &&i32| !runtime::has_exited(proc_root, **pid);
     while alive.iter().any(|p| still(&p)) && Instant::now() < deadline {
         thread::sleep(Duration::from_millis(5));
     }
@@ -180,21 +179,11 @@ fn stop_orphans(proc_root: &Path, state: Option<&ProjectState>, grace: Duration)
 fn wait_gone(proc_root: &Path, pid: i32, start: Option<u64>, timeout: Duration) {
     let deadline = Instant::now() + timeout;
     while is_same_process(proc_root, pid, start)
-        && !is_zombie(proc_root, pid)
+        && !runtime::has_exited(proc_root, pid)
         && Instant::now() < deadline
     {
         thread::sleep(Duration::from_micros(200));
     }
-}
-
-fn is_zombie(proc_root: &Path, pid: i32) -> bool {
-    fs::read_to_string(proc_root.join(pid.to_string()).join("stat"))
-        .ok()
-        .and_then(|s| {
-            s.rfind(')')
-                .map(|i| s[i + 1..].trim_start().starts_with('Z'))
-        })
-        .unwrap_or(true)
 }
 
 /// Removes what a project left on the machine: processes in its cgroups, the cgroups,
