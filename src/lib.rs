@@ -6,6 +6,7 @@
 //! ```text
 //! L0 manifest     text -> validated model (pure)
 //! L1 plan         model -> desired state, dependency graph (pure)
+//! L2 image        content-addressed store: blobs, unpacked layers, imports, registry pulls
 //! L2 runtime      one container: namespaces, overlayfs root, cgroups, init
 //! L3 supervisor   state files, start waves, logs, restarts, teardown
 //! L4 cli          clap, tables, progress, error rendering
@@ -14,6 +15,7 @@
 
 pub mod cli;
 pub mod error;
+pub mod image;
 pub mod manifest;
 pub mod plan;
 pub mod runtime;
