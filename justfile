@@ -65,6 +65,7 @@ check: lint layers forbid test
 example:
     cargo run --release -- -f examples/hello/rcompose.yaml up
 
-# rcompose vs crun/runc/podman-compose side by side; writes docs/benchmarks.md (root; about 5 min)
+# rcompose vs crun/runc/podman-compose, and image unpack/pull vs tar/umoci/skopeo, side by side; writes docs/benchmarks.md (root; about 15 min)
 bench:
     bash bench/run.sh
+    bash bench/images.sh

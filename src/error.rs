@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use crate::image::ImageError;
 use crate::manifest::ManifestError;
 use crate::supervisor::SupervisorError;
 
@@ -64,6 +65,9 @@ pub enum Error {
     /// The supervisor failed.
     #[error(transparent)]
     Supervisor(#[from] SupervisorError),
+    /// The image store, an import or a pull failed.
+    #[error(transparent)]
+    Image(#[from] ImageError),
     /// A pod failed to start, or the detached supervisor failed.
     #[error("{0}")]
     Up(String),
@@ -76,6 +80,12 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+}
+
+impl From<crate::image::store::StoreError> for Error {
+    fn from(e: crate::image::store::StoreError) -> Error {
+        Error::Image(e.into())
+    }
 }
 
 impl Error {

@@ -103,6 +103,8 @@ pub fn unindent(s: &str) -> String {
 pub enum Need {
     Root,
     Busybox,
+    /// A program from apt (podman, skopeo, openssl, ...), found in `PATH`.
+    Tool(&'static str),
 }
 
 /// Panics naming what is missing: privileged tests never skip silently.
@@ -118,8 +120,23 @@ pub fn require(needs: &[Need]) {
                 busybox().is_some(),
                 "this test needs a static busybox (apt-get install busybox-static)"
             ),
+            Need::Tool(name) => assert!(
+                in_path(name),
+                "this test needs `{name}` (apt-get install {name}; .ci/run installs it)"
+            ),
         }
     }
+}
+
+/// Whether `name` is an executable file in a directory of `PATH` (not every tool has a
+/// `--version`: `openssl version` is a command of its own).
+pub fn in_path(name: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt as _;
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path).any(|dir| {
+        fs::metadata(dir.join(name))
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    })
 }
 
 /// A static busybox binary, if installed.

@@ -1,6 +1,7 @@
 //! L4: the command line: clap arguments turned into options, dispatch, output (tables,
 //! JSON, progress) and error rendering. The only home of clap and indicatif.
 
+mod image;
 mod output;
 mod up;
 
@@ -35,6 +36,14 @@ struct Cli {
     /// Project name [default: the manifest's `name`, else its directory's name]
     #[arg(short = 'p', long = "project-name", value_name = "NAME")]
     project: Option<String>,
+    /// The image store
+    #[arg(
+        long = "store",
+        value_name = "DIR",
+        env = "RCOMPOSE_STORE",
+        default_value = crate::image::store::DEFAULT_ROOT
+    )]
+    store: PathBuf,
     #[command(subcommand)]
     command: Command,
 }
@@ -97,6 +106,31 @@ enum Command {
     },
     /// Print the manifest's JSON Schema
     Schema,
+    /// Pull images from registries: the given references, else the manifest's `ref:` images
+    Pull {
+        /// References (`busybox:1.36`, `localhost:5000/app@sha256:...`)
+        images: Vec<String>,
+        /// Also reach this registry (`host[:port]`) over plain HTTP (localhost always is)
+        #[arg(long = "insecure-registry", value_name = "HOST")]
+        insecure: Vec<String>,
+        /// Layers unpacked at once [default: the number of CPUs]
+        #[arg(long, value_name = "N")]
+        jobs: Option<usize>,
+        /// Keep setuid/setgid bits of files in the layers (refused by default)
+        #[arg(long)]
+        allow_setuid: bool,
+    },
+    /// List the images in the store
+    Images {
+        /// Output format
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Manage the image store
+    Image {
+        #[command(subcommand)]
+        command: image::ImageCommand,
+    },
     /// The detached supervisor (started by `up -d`)
     #[command(name = "__supervise", hide = true)]
     Supervise {
@@ -155,6 +189,7 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
     let ctx = Context {
         file: cli.file,
         project: cli.project,
+        store: cli.store,
     };
     match cli.command {
         Command::Up {
@@ -194,6 +229,14 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
             print_str(&manifest::schema_json());
             Ok(ExitCode::SUCCESS)
         }
+        Command::Images { format } => image::list(&ctx, format),
+        Command::Pull {
+            images,
+            insecure,
+            jobs,
+            allow_setuid,
+        } => image::pull(&ctx, &images, insecure, jobs, allow_setuid),
+        Command::Image { command } => image::run(&ctx, command),
     }
 }
 
@@ -210,6 +253,7 @@ fn print_str(text: &str) {
 struct Context {
     file: Option<PathBuf>,
     project: Option<String>,
+    store: PathBuf,
 }
 
 impl Context {

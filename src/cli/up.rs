@@ -10,8 +10,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::Context;
+use super::image::LayerProgress;
 use super::output::{self, CliProgress, LinePrinter};
 use crate::error::Error;
+use crate::image::prepare::{PrepareOptions, prepare};
 use crate::plan::desired::DesiredState;
 use crate::runtime;
 use crate::runtime::forkserver::ForkServer;
@@ -86,23 +88,64 @@ fn start_forkserver() -> Option<Arc<ForkServer>> {
     unsafe { ForkServer::start() }.ok().map(Arc::new)
 }
 
+/// Resolves stored images and tarball layers into layer directories (see
+/// [`crate::image::prepare`]); `offline` never contacts a registry.
+fn prepare_images(ctx: &Context, desired: &mut DesiredState, offline: bool) -> Result<(), Error> {
+    let options = PrepareOptions {
+        offline,
+        ..PrepareOptions::default()
+    };
+    if offline {
+        prepare(desired, &ctx.store, &options, &crate::image::Quiet)?;
+    } else {
+        let progress = LayerProgress::new();
+        let result = prepare(desired, &ctx.store, &options, &progress);
+        progress.finish();
+        result?;
+    }
+    Ok(())
+}
+
+/// Stops the fork server on a path where no supervisor took charge of it (the supervisor
+/// stops it at its teardown), so that a failed `up` leaves no process behind.
+fn stop_unused(server: Option<&Arc<ForkServer>>) {
+    if let Some(server) = server {
+        server.stop(Path::new("/proc"));
+    }
+}
+
 /// `up` in the foreground.
 pub(super) fn foreground(ctx: &Context, grace: Duration) -> Result<ExitCode, Error> {
-    let (desired, manifest) = ctx.desired_with_path()?;
+    let (mut desired, manifest) = ctx.desired_with_path()?;
     prerequisites()?;
     // first, while this process has a single thread (the progress bar starts one)
     let server = start_forkserver();
+    if let Err(e) = prepare_images(ctx, &mut desired, false) {
+        stop_unused(server.as_ref());
+        return Err(e);
+    }
     let names = display_names(&desired);
     let progress = Arc::new(CliProgress::new(&desired.project));
     let sink = Arc::new(StdoutSink(
         LinePrinter::new(&names, output::stdout_is_tty()),
         progress.clone(),
     ));
-    let sup = Supervisor::new(
-        options(desired, manifest, grace, false, server)?,
-        progress.clone(),
-        Some(sink),
-    )?;
+    let opts = match options(desired, manifest, grace, false, server.clone()) {
+        Ok(o) => o,
+        Err(e) => {
+            stop_unused(server.as_ref());
+            return Err(e);
+        }
+    };
+    let sup = match Supervisor::new(opts, progress.clone(), Some(sink)) {
+        Ok(s) => s,
+        Err(e) => {
+            progress.finish();
+            stop_unused(server.as_ref());
+            return Err(e.into());
+        }
+    };
+    drop(server);
     let outcome = sup.run(&mut |_| {});
     progress.finish();
     match outcome {
@@ -114,8 +157,11 @@ pub(super) fn foreground(ctx: &Context, grace: Duration) -> Result<ExitCode, Err
 
 /// `up -d`: starts `rcompose __supervise` in its own session and waits for its report.
 pub(super) fn detached(ctx: &Context, timeout: u64) -> Result<ExitCode, Error> {
-    let (desired, manifest) = ctx.desired_with_path()?;
+    let (mut desired, manifest) = ctx.desired_with_path()?;
     prerequisites()?;
+    // imports and pulls happen here, with progress on this terminal; the supervisor finds
+    // everything in the store
+    prepare_images(ctx, &mut desired, false)?;
     let io_err = |what: &str| {
         let what = what.to_string();
         move |source| Error::Io { what, source }
@@ -131,6 +177,8 @@ pub(super) fn detached(ctx: &Context, timeout: u64) -> Result<ExitCode, Error> {
         .arg(&manifest)
         .arg("-p")
         .arg(&desired.project)
+        .arg("--store")
+        .arg(&ctx.store)
         .arg("__supervise")
         .arg("--timeout")
         .arg(timeout.to_string())
@@ -229,20 +277,31 @@ pub(super) fn supervise(ctx: &Context, grace: Duration) -> Result<ExitCode, Erro
         progress.send(&format!("failed {text}"));
         Ok(ExitCode::from(e.exit_status() as u8))
     };
-    let (desired, manifest) = match ctx.desired_with_path() {
+    let (mut desired, manifest) = match ctx.desired_with_path() {
         Ok(v) => v,
         Err(e) => return fail(e),
     };
     // this process has no thread yet
     let server = start_forkserver();
-    let opts = match options(desired, manifest, grace, true, server) {
+    if let Err(e) = prepare_images(ctx, &mut desired, true) {
+        stop_unused(server.as_ref());
+        return fail(e);
+    }
+    let opts = match options(desired, manifest, grace, true, server.clone()) {
         Ok(o) => o,
-        Err(e) => return fail(e),
+        Err(e) => {
+            stop_unused(server.as_ref());
+            return fail(e);
+        }
     };
     let sup = match Supervisor::new(opts, progress.clone(), None) {
         Ok(s) => s,
-        Err(e) => return fail(e.into()),
+        Err(e) => {
+            stop_unused(server.as_ref());
+            return fail(e.into());
+        }
     };
+    drop(server);
     let mut failure = None;
     let outcome = sup.run(&mut |r| match r {
         Ok(()) => {

@@ -9,8 +9,8 @@ use crate::manifest::error::{ManifestError, Problem, SourceLocation};
 use crate::manifest::node::{self, Key, Kind, Loc, Node, ScalarType};
 use crate::manifest::{
     CommandSpec, Condition, ContainerSpec, DependencySpec, DependsOnSpec, EnvSpec, ImageSpec,
-    LayerMount, LayerSpec, Manifest, PodSpec, PortMapping, PortSpec, Quantity, ResourcesSpec,
-    Restart, ServiceSpec, Text,
+    LayerMount, LayerSpec, Manifest, PodSpec, PortMapping, PortSpec, PullPolicy, Quantity,
+    ResourcesSpec, Restart, ServiceSpec, Text,
 };
 
 /// Which part of a `key: value` entry a problem points at.
@@ -244,6 +244,18 @@ impl Issues {
         }
     }
 
+    fn boolean(&mut self, node: &Node, path: &str, what: &str) -> Option<bool> {
+        match &node.kind {
+            Kind::Scalar(s) if s.ty == ScalarType::Bool => {
+                Some(s.text.eq_ignore_ascii_case("true"))
+            }
+            _ => {
+                self.wrong_type(node, path, what, "`true` or `false`");
+                None
+            }
+        }
+    }
+
     fn integer<T: TryFrom<u64>>(
         &mut self,
         node: &Node,
@@ -306,9 +318,8 @@ impl<'n> Entries<'n> {
 }
 
 /// Names people bring from Compose or Kubernetes, mapped to ours.
-const ALIASES: [(&str, &str); 8] = [
+const ALIASES: [(&str, &str); 7] = [
     ("environment", "env"),
-    ("entrypoint", "command"),
     ("cmd", "command"),
     ("workdir", "working_dir"),
     ("working-dir", "working_dir"),
@@ -412,6 +423,40 @@ fn image(cx: &mut Issues, node: &Node, path: &str, name: &str) -> ImageSpec {
     if let Some(n) = e.get("rootfs") {
         spec.rootfs = cx.text(n, &join(path, "rootfs"), &format!("`rootfs` of {what}"));
     }
+    if let Some(n) = e.get("archive") {
+        spec.archive = cx.text(n, &join(path, "archive"), &format!("`archive` of {what}"));
+    }
+    if let Some(n) = e.get("ref") {
+        spec.reference = cx.text(n, &join(path, "ref"), &format!("`ref` of {what}"));
+    }
+    if let Some(n) = e.get("allow_setuid") {
+        spec.allow_setuid = cx.boolean(
+            n,
+            &join(path, "allow_setuid"),
+            &format!("`allow_setuid` of {what}"),
+        );
+    }
+    if let Some(n) = e.get("pull") {
+        let ppath = join(path, "pull");
+        if let Some(text) = cx.text(n, &ppath, &format!("`pull` of {what}")) {
+            spec.pull = match text.as_str() {
+                "missing" | "if-not-present" | "if_not_present" => Some(PullPolicy::Missing),
+                "always" => Some(PullPolicy::Always),
+                "never" => Some(PullPolicy::Never),
+                other => {
+                    cx.shape(
+                        &ppath,
+                        Anchor::Value,
+                        format!(
+                            "unknown pull policy `{other}` in image `{name}`; use `missing`, \
+                             `always` or `never`"
+                        ),
+                    );
+                    None
+                }
+            };
+        }
+    }
     if let Some(n) = e.get("layers") {
         let lpath = join(path, "layers");
         if let Some(items) = cx.list(n, &lpath, &format!("`layers` of {what}")) {
@@ -463,7 +508,15 @@ fn layer(cx: &mut Issues, node: &Node, path: &str, image: &str) -> LayerSpec {
 }
 
 const TOP_KEYS: [&str; 4] = ["name", "images", "pods", "services"];
-const IMAGE_KEYS: [&str; 3] = ["from", "rootfs", "layers"];
+const IMAGE_KEYS: [&str; 7] = [
+    "from",
+    "rootfs",
+    "archive",
+    "ref",
+    "pull",
+    "allow_setuid",
+    "layers",
+];
 const LAYER_KEYS: [&str; 2] = ["source", "target"];
 const DEPENDENCY_KEYS: [&str; 1] = ["condition"];
 const RESOURCE_KEYS: [&str; 3] = ["cpu", "memory", "pids"];
@@ -623,22 +676,52 @@ fn condition(
     }
 }
 
-const CONTAINER_KEYS: [&str; 6] = [
+const CONTAINER_KEYS: [&str; 8] = [
     "name",
     "image",
+    "entrypoint",
     "command",
+    "user",
     "env",
     "working_dir",
     "resources",
 ];
 
+/// A command-like value: a string (shell words) or a list of arguments.
+fn command(cx: &mut Issues, n: &Node, cpath: &str, key: &str, what: &str) -> Option<CommandSpec> {
+    match &n.kind {
+        Kind::Scalar(s) => Some(CommandSpec::Shell(s.text.clone())),
+        Kind::Seq(items) => {
+            let mut argv = Vec::new();
+            for (j, item) in items.iter().enumerate() {
+                let ipath = index(cpath, j);
+                if let Some(t) = cx.text(item, &ipath, &format!("an argument of {what}")) {
+                    argv.push(Text(t));
+                }
+            }
+            Some(CommandSpec::Argv(argv))
+        }
+        _ => {
+            cx.wrong_type(
+                n,
+                cpath,
+                &format!("`{key}` of {what}"),
+                "a list of arguments or a string",
+            );
+            None
+        }
+    }
+}
+
 fn container(cx: &mut Issues, node: &Node, path: &str, pod: &str, i: usize) -> ContainerSpec {
     let mut spec = ContainerSpec {
         name: String::new(),
         image: None,
-        command: CommandSpec::Argv(Vec::new()),
+        entrypoint: None,
+        command: None,
         env: None,
         working_dir: None,
+        user: None,
         resources: None,
     };
     // Name first, so later messages can say `pod.container`.
@@ -673,30 +756,14 @@ fn container(cx: &mut Issues, node: &Node, path: &str, pod: &str, i: usize) -> C
     if let Some(n) = e.get("image") {
         spec.image = cx.text(n, &join(path, "image"), &format!("`image` of {what}"));
     }
-    match e.get("command") {
-        Some(n) => {
-            let cpath = join(path, "command");
-            match &n.kind {
-                Kind::Scalar(s) => spec.command = CommandSpec::Shell(s.text.clone()),
-                Kind::Seq(items) => {
-                    let mut argv = Vec::new();
-                    for (j, item) in items.iter().enumerate() {
-                        let ipath = index(&cpath, j);
-                        if let Some(t) = cx.text(item, &ipath, &format!("an argument of {what}")) {
-                            argv.push(Text(t));
-                        }
-                    }
-                    spec.command = CommandSpec::Argv(argv);
-                }
-                _ => cx.wrong_type(
-                    n,
-                    &cpath,
-                    &format!("`command` of {what}"),
-                    "a list of arguments or a string",
-                ),
-            }
-        }
-        None => cx.missing(path, "command", &what),
+    if let Some(n) = e.get("entrypoint") {
+        spec.entrypoint = command(cx, n, &join(path, "entrypoint"), "entrypoint", &what);
+    }
+    if let Some(n) = e.get("command") {
+        spec.command = command(cx, n, &join(path, "command"), "command", &what);
+    }
+    if let Some(n) = e.get("user") {
+        spec.user = cx.text(n, &join(path, "user"), &format!("`user` of {what}"));
     }
     if let Some(n) = e.get("env") {
         spec.env = env(cx, n, &join(path, "env"), &what);

@@ -67,9 +67,37 @@ pub struct ImageSpec {
     /// layer instead of `from`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rootfs: Option<String>,
+    /// An image archive (relative to the manifest's directory): a `docker save` tar, an OCI
+    /// layout (directory or tar), or a root filesystem tar (optionally gzip-compressed),
+    /// imported into the store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive: Option<String>,
+    /// An image in an OCI registry (`docker.io/library/busybox:1.36`,
+    /// `localhost:5000/app@sha256:...`), pulled into the store.
+    #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    /// When to pull `ref`: `missing` (default), `always` or `never`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull: Option<PullPolicy>,
+    /// Keep the setuid/setgid bits of files in an `archive` or `ref` image's layers
+    /// (refused by default: layers are untrusted input).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_setuid: Option<bool>,
     /// Directories laid over the image root, in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub layers: Vec<LayerSpec>,
+}
+
+/// When an image from a registry is pulled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum PullPolicy {
+    /// Only when the store does not have it.
+    Missing,
+    /// At every `up` (layers already present are not downloaded again).
+    Always,
+    /// Never: the image must be in the store.
+    Never,
 }
 
 /// A layer: a directory laid over `/`, or over `target` in the long form.
@@ -163,14 +191,24 @@ pub struct ContainerSpec {
     /// Image name; default `host`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
+    /// Replaces the image's Entrypoint (and drops its Cmd), as in Compose.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entrypoint: Option<CommandSpec>,
     /// argv as a list, or a string split into shell words (quotes respected, no expansion).
-    pub command: CommandSpec,
+    /// Replaces the image's Cmd; required when the image has no Entrypoint or Cmd (`host`,
+    /// a rootfs directory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<CommandSpec>,
     /// Environment: a map, or a list of `KEY=VALUE`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub env: Option<EnvSpec>,
     /// Absolute working directory inside the container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub working_dir: Option<String>,
+    /// User to run as: `uid`, `uid:gid`, `name` or `name:group` (names from the image's
+    /// /etc/passwd and /etc/group); default the image's `User`, else root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
     /// cgroup limits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourcesSpec>,

@@ -392,10 +392,13 @@ services:
     assert_eq!(web.replicas, 1);
     assert_eq!(web.restart, Restart::Never);
     assert_eq!(web.depends_on["db"].condition, Condition::Started);
-    assert_eq!(web.containers[0].command, ["sh", "-c", "echo hi"]);
+    assert_eq!(
+        web.containers[0].command.as_deref().unwrap(),
+        ["sh", "-c", "echo hi"]
+    );
     assert_eq!(m.pods()["db"].containers[0].image, "host");
     assert_eq!(
-        m.pods()["db"].containers[0].command,
+        m.pods()["db"].containers[0].command.as_deref().unwrap(),
         ["postgres", "-p", "5432"]
     );
     let ports: Vec<_> = m.services()["web"]
@@ -418,7 +421,10 @@ fn parse_keeps_short_forms() {
     .unwrap();
     let a = &m.pods["a"];
     assert_eq!(a.depends_on, Some(DependsOnSpec::List(vec!["b".into()])));
-    assert_eq!(a.containers[0].command, CommandSpec::Shell("run it".into()));
+    assert_eq!(
+        a.containers[0].command,
+        Some(CommandSpec::Shell("run it".into()))
+    );
 }
 
 #[test]
@@ -535,12 +541,16 @@ fn missing_required_fields_are_reported() {
   --> rcompose.yaml:4:9
    |
  4 |       - image: host
-   |         ^
-
-error: missing field `command` in container `a[0]`
+   |         ^"
+    );
+    let text = err("pods:\n  a:\n    containers:\n      - name: x\n");
+    assert_eq!(
+        text,
+        "error: missing field `command` in container `a.x` (image `host` has no default command: \
+         only archive and registry images have one)
   --> rcompose.yaml:4:9
    |
- 4 |       - image: host
+ 4 |       - name: x
    |         ^"
     );
 }
@@ -691,5 +701,59 @@ fn odd_inputs_give_errors_not_panics() {
         let e = load(yaml, Path::new(ORIGIN)).unwrap_err();
         assert!(!e.problems().is_empty(), "{yaml}");
         assert!(e.render().starts_with("error: "), "{yaml}");
+    }
+}
+
+#[test]
+fn stored_images_round_trip_and_make_command_optional() {
+    let m = ok("
+images:
+  base: { archive: ./busybox.tar }
+  web: { ref: localhost:5000/shop/web:1.2, pull: always }
+  app: { from: web, layers: [ ./app.tar.gz ] }
+pods:
+  a:
+    containers:
+      - { name: plain, image: base }
+      - { name: ep, image: app, entrypoint: /bin/sh, command: [-c, 'echo hi'] }
+");
+    let yaml = m.to_yaml();
+    assert_eq!(ok(&yaml), m, "normalized YAML:\n{yaml}");
+    let json: serde_json::Value = serde_json::from_str(&m.to_json()).unwrap();
+    assert_eq!(json["images"]["web"]["ref"], "localhost:5000/shop/web:1.2");
+    assert_eq!(json["images"]["web"]["pull"], "always");
+    assert_eq!(
+        json["pods"]["a"]["containers"][1]["entrypoint"][0],
+        "/bin/sh"
+    );
+    assert!(json["pods"]["a"]["containers"][0].get("command").is_none());
+    let model: Manifest = serde_json::from_str(&m.to_json()).unwrap();
+    assert_eq!(
+        crate::manifest::validate(&model, Path::new(ORIGIN)).unwrap(),
+        m
+    );
+}
+
+#[test]
+fn stored_image_mistakes_are_reported_where_they_are() {
+    let text = err("
+images:
+  a: { from: host, archive: ./x.tar }
+  b: { archive: ./x.tar, pull: never }
+  c: { ref: 'Docker.io/Library/Busybox' }
+  d: { ref: 'busybox@sha256:../../x' }
+  e: { ref: busybox, pull: sometimes }
+pods:
+  p:
+    containers: [ { name: x, image: a, command: [true] } ]
+");
+    for expected in [
+        "image `a` sets both `from` and `archive`; choose one\n  --> rcompose.yaml:3:20",
+        "`pull` of image `b` needs a `ref` to pull\n  --> rcompose.yaml:4:26",
+        "invalid image reference `Docker.io/Library/Busybox` in image `c`: repository path components are lowercase",
+        "invalid image reference `busybox@sha256:../../x` in image `d`: a sha256 digest has 64 lowercase hex digits",
+        "unknown pull policy `sometimes` in image `e`; use `missing`, `always` or `never`\n  --> rcompose.yaml:7:28",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
     }
 }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::{Serialize, Serializer};
 
-use crate::manifest::{Bytes, Condition, MilliCpu, Restart};
+use crate::manifest::{Bytes, Condition, MilliCpu, PullPolicy, Restart};
 
 /// A manifest that passed validation.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -60,6 +60,12 @@ pub struct Image {
     /// What the image stacks on.
     #[serde(flatten)]
     pub base: ImageBase,
+    /// When to pull a `ref` image (`missing` unless set).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pull: Option<PullPolicy>,
+    /// Keep setuid/setgid bits in the layers of an `archive` or `ref` image.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub allow_setuid: bool,
     /// Directories laid over the base, bottom first.
     pub layers: Vec<Layer>,
 }
@@ -72,6 +78,11 @@ pub enum ImageBase {
     From(String),
     /// A root filesystem directory, relative to the manifest's directory (or absolute).
     Rootfs(String),
+    /// An image archive, relative to the manifest's directory (or absolute).
+    Archive(String),
+    /// A registry reference.
+    #[serde(rename = "ref")]
+    Ref(String),
 }
 
 /// A directory laid over the image at `target`.
@@ -112,13 +123,20 @@ pub struct Container {
     pub name: String,
     /// Image name (`host` or a declared image).
     pub image: String,
-    /// argv, never empty.
-    pub command: Vec<String>,
+    /// Replaces the image's Entrypoint, when set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub entrypoint: Option<Vec<String>>,
+    /// argv (replacing the image's Cmd), when set; set whenever the image has no config.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
     /// Environment.
     pub env: BTreeMap<String, String>,
     /// Absolute working directory, if set.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub working_dir: Option<String>,
+    /// User to run as, if set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
     /// Limits.
     pub resources: Resources,
 }

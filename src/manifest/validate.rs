@@ -139,27 +139,62 @@ fn images(m: &Manifest, issues: &mut Issues) -> BTreeMap<String, Image> {
                 ),
             );
         }
-        let base = match (&spec.from, &spec.rootfs) {
-            (Some(_), Some(_)) => {
+        let bases: Vec<(&str, &String)> = [
+            ("from", &spec.from),
+            ("rootfs", &spec.rootfs),
+            ("archive", &spec.archive),
+            ("ref", &spec.reference),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.as_ref().map(|v| (k, v)))
+        .collect();
+        if let [(first, _), (second, _), ..] = bases.as_slice() {
+            issues.report(
+                &join(&path, second),
+                Anchor::Key,
+                format!("image `{name}` sets both `{first}` and `{second}`; choose one"),
+            );
+        }
+        for (key, value) in &bases {
+            if *key != "from" && value.trim().is_empty() {
                 issues.report(
-                    &join(&path, "rootfs"),
-                    Anchor::Key,
-                    format!("image `{name}` sets both `from` and `rootfs`; choose one"),
+                    &join(&path, key),
+                    Anchor::Value,
+                    format!("`{key}` of image `{name}` is empty"),
                 );
-                ImageBase::From(HOST_IMAGE.into())
             }
-            (Some(from), None) => ImageBase::From(from.clone()),
-            (None, Some(rootfs)) => {
-                if rootfs.is_empty() {
-                    issues.report(
-                        &join(&path, "rootfs"),
-                        Anchor::Value,
-                        format!("`rootfs` of image `{name}` is empty"),
-                    );
-                }
-                ImageBase::Rootfs(rootfs.clone())
-            }
-            (None, None) => ImageBase::From(HOST_IMAGE.into()),
+        }
+        if let Some(reference) = &spec.reference
+            && let Err(why) = check_reference(reference)
+        {
+            issues.report(
+                &join(&path, "ref"),
+                Anchor::Value,
+                format!("invalid image reference `{reference}` in image `{name}`: {why}"),
+            );
+        }
+        if spec.allow_setuid.is_some() && spec.reference.is_none() && spec.archive.is_none() {
+            issues.report(
+                &join(&path, "allow_setuid"),
+                Anchor::Key,
+                format!(
+                    "`allow_setuid` of image `{name}` applies to `archive` and `ref` images only"
+                ),
+            );
+        }
+        if spec.pull.is_some() && spec.reference.is_none() {
+            issues.report(
+                &join(&path, "pull"),
+                Anchor::Key,
+                format!("`pull` of image `{name}` needs a `ref` to pull"),
+            );
+        }
+        let base = match bases.first() {
+            Some(("rootfs", v)) => ImageBase::Rootfs((*v).clone()),
+            Some(("archive", v)) => ImageBase::Archive((*v).clone()),
+            Some(("ref", v)) => ImageBase::Ref((*v).clone()),
+            Some((_, v)) => ImageBase::From((*v).clone()),
+            None => ImageBase::From(HOST_IMAGE.into()),
         };
         let mut layers = Vec::new();
         for (i, layer) in spec.layers.iter().enumerate() {
@@ -187,7 +222,15 @@ fn images(m: &Manifest, issues: &mut Issues) -> BTreeMap<String, Image> {
             }
             layers.push(Layer { source, target });
         }
-        out.insert(name.clone(), Image { base, layers });
+        out.insert(
+            name.clone(),
+            Image {
+                base,
+                pull: spec.pull,
+                allow_setuid: spec.allow_setuid.unwrap_or(false),
+                layers,
+            },
+        );
     }
     // `from` chains that come back to themselves.
     let mut reported = BTreeSet::new();
@@ -353,22 +396,47 @@ fn container(
             ),
         );
     }
-    let command = match &c.command {
-        CommandSpec::Argv(argv) => argv.iter().map(|t| t.0.clone()).collect(),
-        CommandSpec::Shell(text) => shell::split(text).unwrap_or_else(|why| {
-            issues.report(
-                &join(path, "command"),
-                Anchor::Value,
-                format!("cannot split the command of container `{label}` into words: {why}"),
-            );
-            vec![text.clone()]
-        }),
+    let argv = |spec: &Option<CommandSpec>, key: &str, issues: &mut Issues| {
+        let words = match spec.as_ref()? {
+            CommandSpec::Argv(argv) => argv.iter().map(|t| t.0.clone()).collect(),
+            CommandSpec::Shell(text) => shell::split(text).unwrap_or_else(|why| {
+                issues.report(
+                    &join(path, key),
+                    Anchor::Value,
+                    format!("cannot split the {key} of container `{label}` into words: {why}"),
+                );
+                vec![text.clone()]
+            }),
+        };
+        Some(words)
     };
-    if command.is_empty() {
+    let entrypoint = argv(&c.entrypoint, "entrypoint", issues);
+    let command = argv(&c.command, "command", issues);
+    if command.as_ref().is_some_and(Vec::is_empty) && entrypoint.is_none() {
         issues.report(
             &join(path, "command"),
             Anchor::Value,
             format!("the command of container `{label}` is empty"),
+        );
+    }
+    let has_config = image_has_config(m, &image);
+    let runs_something = |v: &Option<Vec<String>>| v.as_ref().is_some_and(|v| !v.is_empty());
+    let command_broken = issues.any_broken(|b| b == join(path, "command"));
+    if !has_config && c.command.is_none() && !runs_something(&entrypoint) && !command_broken {
+        // Named as in the file: `pod.name`, or `pod[i]` when the name is missing too.
+        let shown = if c.name.is_empty() {
+            path.rsplit_once(".containers")
+                .map_or(label.clone(), |(_, i)| format!("{pod}{i}"))
+        } else {
+            label.clone()
+        };
+        issues.report(
+            path,
+            Anchor::Key,
+            format!(
+                "missing field `command` in container `{shown}` (image `{image}` has no \
+                 default command: only archive and registry images have one)"
+            ),
         );
     }
     let mut env = BTreeMap::new();
@@ -439,14 +507,110 @@ fn container(
         }
         resources.pids = r.pids;
     }
+    if let Some(user) = &c.user {
+        let (u, g) = user.split_once(':').unwrap_or((user, "x"));
+        let word = |w: &str| {
+            !w.is_empty()
+                && w.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        };
+        if !word(u) || !word(g) {
+            issues.report(
+                &join(path, "user"),
+                Anchor::Value,
+                format!(
+                    "invalid user `{user}` in container `{label}`: use `uid`, `uid:gid`, `name` or `name:group`"
+                ),
+            );
+        }
+    }
     Container {
         name: c.name.clone(),
         image,
+        entrypoint,
         command,
+        user: c.user.clone(),
         env,
         working_dir: c.working_dir.clone(),
         resources,
     }
+}
+
+/// Whether the image chain of `image` ends at an image with a config (an archive or a
+/// registry image), which can supply the command.
+fn image_has_config(m: &Manifest, image: &str) -> bool {
+    let mut current = image;
+    for _ in 0..=m.images.len() {
+        let Some(spec) = m.images.get(current) else {
+            return false;
+        };
+        if spec.archive.is_some() || spec.reference.is_some() {
+            return true;
+        }
+        match &spec.from {
+            Some(next) if spec.rootfs.is_none() => current = next,
+            _ => return false,
+        }
+    }
+    false
+}
+
+/// A quick syntax check of a registry reference (the full parse happens at pull time):
+/// `[registry/]repository[:tag][@sha256:hex]`, lowercase repository, no spaces.
+fn check_reference(reference: &str) -> Result<(), String> {
+    if reference
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err("it contains spaces or control characters".into());
+    }
+    let (name, digest) = match reference.split_once('@') {
+        Some((n, d)) => (n, Some(d)),
+        None => (reference, None),
+    };
+    if let Some(d) = digest {
+        let hex = d
+            .strip_prefix("sha256:")
+            .ok_or("the digest must start with `sha256:`")?;
+        if hex.len() != 64
+            || !hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            return Err("a sha256 digest has 64 lowercase hex digits".into());
+        }
+    }
+    let slash = name.rfind('/').map_or(0, |i| i + 1);
+    let repo_end = name[slash..].rfind(':').map_or(name.len(), |i| slash + i);
+    let (repo, tag) = (&name[..repo_end], name.get(repo_end + 1..));
+    if repo.is_empty() {
+        return Err("the repository name is empty".into());
+    }
+    let path = match repo.split_once('/') {
+        Some((host, rest)) if host.contains(['.', ':']) || host == "localhost" => rest,
+        _ => repo,
+    };
+    if path.is_empty()
+        || !path.split('/').all(|c| {
+            !c.is_empty()
+                && c.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+        })
+    {
+        return Err(
+            "repository path components are lowercase letters, digits, `.`, `_` and `-`".into(),
+        );
+    }
+    if let Some(tag) = tag
+        && (tag.is_empty()
+            || tag.len() > 128
+            || !tag
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)))
+    {
+        return Err(format!("invalid tag `{tag}`"));
+    }
+    Ok(())
 }
 
 /// Reports every dependency cycle once, as its full path starting at its smallest name.

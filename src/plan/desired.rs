@@ -78,8 +78,15 @@ pub struct ContainerPlan {
     pub image: String,
     /// The root filesystem, resolved from the image chain.
     pub rootfs: RootfsPlan,
-    /// argv; never empty.
-    pub command: Vec<String>,
+    /// Replaces the image's Entrypoint; `None` once resolved (see `command`).
+    pub entrypoint: Option<Vec<String>>,
+    /// argv. For images without a config (`host`, rootfs directories) it is the final argv
+    /// (entrypoint and command joined) from the start; for stored images it replaces the
+    /// image's Cmd until [`crate::image::prepare`] resolves it into the final argv.
+    pub command: Option<Vec<String>>,
+    /// User to run as (`name`, `uid`, `uid:gid`, `name:group`), resolved inside the
+    /// container; `None` runs as root.
+    pub user: Option<String>,
     /// Environment variables set for the command.
     pub env: BTreeMap<String, String>,
     /// Working directory inside the container (absolute), if set.
@@ -101,14 +108,52 @@ pub struct RootfsPlan {
 pub enum LayerPlan {
     /// The host's root filesystem (`/`), read-only.
     Host,
-    /// A directory (absolute path, resolved against the manifest's directory), laid over the
-    /// layers below at `target` (`/` when the layer has no target).
+    /// A directory or a tarball (absolute path, resolved against the manifest's
+    /// directory), laid over the layers below at `target` (`/` when the layer has no
+    /// target). Tarballs are unpacked into the store by [`crate::image::prepare`].
     Dir {
         /// Absolute host path of the directory.
         path: PathBuf,
         /// Absolute path inside the container where the directory's contents appear.
         target: String,
     },
+    /// An image from the store (imported or pulled): the bottom of its chain. Replaced by
+    /// its unpacked layers (as `Dir`s) by [`crate::image::prepare`].
+    Stored(StoredImage),
+}
+
+/// Where a stored image comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoredImage {
+    /// An image archive.
+    Archive {
+        /// Absolute path.
+        path: PathBuf,
+        /// Keep setuid/setgid bits of its files (refused by default).
+        allow_setuid: bool,
+    },
+    /// A registry reference, and when to pull it.
+    Registry {
+        /// The reference as written.
+        reference: String,
+        /// When to pull.
+        pull: PullPolicy,
+        /// Keep setuid/setgid bits of its files (refused by default).
+        allow_setuid: bool,
+    },
+}
+
+/// When a registry image is pulled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PullPolicy {
+    /// Only when the store does not have it.
+    Missing,
+    /// Every time.
+    Always,
+    /// Never.
+    Never,
 }
 
 /// cgroup limits of one container. `None` means unlimited.

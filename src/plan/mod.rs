@@ -9,8 +9,8 @@ use std::path::{Component, Path, PathBuf};
 
 use crate::manifest::{self, ImageBase, ValidManifest};
 use crate::plan::desired::{
-    Condition, ContainerPlan, Dependency, DesiredState, LayerPlan, PodPlan, Resources,
-    RestartPolicy, RootfsPlan, ServicePlan, ServicePort,
+    Condition, ContainerPlan, Dependency, DesiredState, LayerPlan, PodPlan, PullPolicy, Resources,
+    RestartPolicy, RootfsPlan, ServicePlan, ServicePort, StoredImage,
 };
 
 /// Turns a validated manifest into what should run. `project` names the project; layer and
@@ -45,18 +45,37 @@ pub fn desired_state(m: &ValidManifest, project: &str, base_dir: &Path) -> Desir
                 containers: pod
                     .containers
                     .iter()
-                    .map(|c| ContainerPlan {
-                        name: c.name.clone(),
-                        image: c.image.clone(),
-                        rootfs: rootfs(m, &c.image, base_dir),
-                        command: c.command.clone(),
-                        env: c.env.clone(),
-                        working_dir: c.working_dir.clone(),
-                        resources: Resources {
-                            cpu_millis: c.resources.cpu.map(|q| q.0),
-                            memory_bytes: c.resources.memory.map(|q| q.0),
-                            pids: c.resources.pids,
-                        },
+                    .map(|c| {
+                        let rootfs = rootfs(m, &c.image, base_dir);
+                        let stored = matches!(rootfs.layers.first(), Some(LayerPlan::Stored(_)));
+                        // Without an image config the argv is final now: entrypoint + command.
+                        let (entrypoint, command) = if stored {
+                            (c.entrypoint.clone(), c.command.clone())
+                        } else {
+                            let argv: Vec<String> = c
+                                .entrypoint
+                                .iter()
+                                .chain(c.command.iter())
+                                .flatten()
+                                .cloned()
+                                .collect();
+                            (None, Some(argv))
+                        };
+                        ContainerPlan {
+                            name: c.name.clone(),
+                            image: c.image.clone(),
+                            rootfs,
+                            entrypoint,
+                            command,
+                            user: c.user.clone(),
+                            env: c.env.clone(),
+                            working_dir: c.working_dir.clone(),
+                            resources: Resources {
+                                cpu_millis: c.resources.cpu.map(|q| q.0),
+                                memory_bytes: c.resources.memory.map(|q| q.0),
+                                pids: c.resources.pids,
+                            },
+                        }
                     })
                     .collect(),
             };
@@ -117,6 +136,25 @@ fn rootfs(m: &ValidManifest, image: &str, base_dir: &Path) -> RootfsPlan {
                     path: resolve(base_dir, dir),
                     target: "/".into(),
                 }];
+                break;
+            }
+            ImageBase::Archive(file) => {
+                bottom = vec![LayerPlan::Stored(StoredImage::Archive {
+                    path: resolve(base_dir, file),
+                    allow_setuid: spec.allow_setuid,
+                })];
+                break;
+            }
+            ImageBase::Ref(reference) => {
+                bottom = vec![LayerPlan::Stored(StoredImage::Registry {
+                    reference: reference.clone(),
+                    pull: match spec.pull {
+                        None | Some(manifest::PullPolicy::Missing) => PullPolicy::Missing,
+                        Some(manifest::PullPolicy::Always) => PullPolicy::Always,
+                        Some(manifest::PullPolicy::Never) => PullPolicy::Never,
+                    },
+                    allow_setuid: spec.allow_setuid,
+                })];
                 break;
             }
         }
@@ -250,10 +288,13 @@ services:
         assert_eq!(api.depends_on[1].pod, "migrate");
         assert_eq!(api.depends_on[1].condition, Condition::Completed);
         let server = &api.containers[0];
-        assert_eq!(server.command, ["/bin/sh", "-c", "echo hi"]);
+        assert_eq!(
+            server.command.as_deref().unwrap(),
+            ["/bin/sh", "-c", "echo hi"]
+        );
         assert_eq!(server.env["B"], "x=y");
         let db = &d.pods["db"].containers[0];
-        assert_eq!(db.command, ["sleep", "infinity"]);
+        assert_eq!(db.command.as_deref().unwrap(), ["sleep", "infinity"]);
         assert_eq!(db.resources.cpu_millis, Some(500));
         assert_eq!(db.resources.memory_bytes, Some(128 << 20));
         assert_eq!(db.resources.pids, Some(64));

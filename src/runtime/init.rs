@@ -340,7 +340,40 @@ fn exec_command(cfg: &ContainerConfig, env: &[(String, String)]) -> String {
                 errno_text(e)
             );
         }
+        // A working directory reached through a leaked file descriptor (`/proc/self/fd/N`,
+        // runc CVE-2024-21626) would be outside the root: getcwd says `(unreachable)`.
+        match std::env::current_dir() {
+            Ok(cwd) if cwd.is_absolute() => {}
+            _ => return format!("working directory `{dir}` is outside the container root"),
+        }
     }
+    let mut env = env.to_vec();
+    if let Some(spec) = &cfg.user {
+        let user = match super::user::read_db("/etc/passwd").and_then(|passwd| {
+            let group = super::user::read_db("/etc/group")?;
+            super::user::resolve(spec, &passwd, &group)
+        }) {
+            Ok(u) => u,
+            Err(e) => return format!("cannot run as user `{spec}`: {e}"),
+        };
+        if !cfg.env.iter().any(|(k, _)| k == "HOME")
+            && let Some(home) = env.iter_mut().find(|(k, _)| k == "HOME")
+        {
+            home.1 = user.home.clone().unwrap_or_else(|| "/".into());
+        }
+        let mut groups: Vec<nix::unistd::Gid> = vec![nix::unistd::Gid::from_raw(user.gid)];
+        groups.extend(user.groups.iter().map(|g| nix::unistd::Gid::from_raw(*g)));
+        if let Err(e) = nix::unistd::setgroups(&groups) {
+            return format!("cannot set the groups of user `{spec}`: {}", errno_text(e));
+        }
+        if let Err(e) = nix::unistd::setgid(nix::unistd::Gid::from_raw(user.gid)) {
+            return format!("cannot switch to group {}: {}", user.gid, errno_text(e));
+        }
+        if let Err(e) = nix::unistd::setuid(nix::unistd::Uid::from_raw(user.uid)) {
+            return format!("cannot switch to user {}: {}", user.uid, errno_text(e));
+        }
+    }
+    let env = env.as_slice();
     let Some(program) = cfg.command.first() else {
         return "the container has no command".to_string();
     };
@@ -431,6 +464,9 @@ fn environment(cfg: &ContainerConfig) -> Vec<(String, String)> {
     env
 }
 
+/// The longest mount(2) data string: one page, with its terminating NUL.
+const MAX_MOUNT_DATA: usize = 4095;
+
 fn setup_root(cfg: &ContainerConfig) -> Result<(), Failed> {
     let err = |what: String| move |e: Errno| Failed(format!("{what}: {}", errno_text(e)));
     mount(
@@ -441,10 +477,34 @@ fn setup_root(cfg: &ContainerConfig) -> Result<(), Failed> {
         None::<&str>,
     )
     .map_err(err("failed to make mounts private".into()))?;
-    for m in overlay_mounts(&cfg.rootfs) {
+    for mut m in overlay_mounts(&cfg.rootfs) {
         let mut flags = MsFlags::empty();
         if m.read_only {
             flags |= MsFlags::MS_RDONLY;
+        }
+        // mount(2) data is one page: with many long layer paths, name the layers by
+        // descriptors instead (`/proc/self/fd/N`, 17 bytes each); they close when this
+        // process execs (O_CLOEXEC).
+        let mut held = Vec::new();
+        if m.data().len() > MAX_MOUNT_DATA {
+            for lower in &mut m.lower {
+                let fd = nix::fcntl::open(
+                    lower.as_path(),
+                    nix::fcntl::OFlag::O_PATH
+                        | nix::fcntl::OFlag::O_DIRECTORY
+                        | nix::fcntl::OFlag::O_CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(err(format!("failed to open layer `{}`", lower.display())))?;
+                *lower = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+                held.push(fd);
+            }
+            if m.data().len() > MAX_MOUNT_DATA {
+                return Err(Failed(format!(
+                    "{} layers are more than one overlay mount can stack",
+                    m.lower.len()
+                )));
+            }
         }
         mount(
             Some("overlay"),

@@ -12,6 +12,7 @@ pub mod forkserver;
 pub mod init;
 pub mod netns;
 pub mod rootfs;
+pub mod user;
 
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -43,6 +44,10 @@ pub struct ContainerConfig {
     pub env: Vec<(String, String)>,
     /// Working directory inside the container.
     pub working_dir: Option<String>,
+    /// User to run the command as (`uid[:gid]` or names from the image's /etc/passwd and
+    /// /etc/group); root when `None`.
+    #[serde(default)]
+    pub user: Option<String>,
     /// The tiny `rcompose-init` the init replaces itself with once the command runs (see
     /// `src/bin/rcompose-init.rs`); without it, the Rust init stays PID 1.
     pub init: Option<PathBuf>,

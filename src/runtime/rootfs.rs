@@ -119,6 +119,10 @@ pub enum LayerError {
         /// The layer path.
         path: PathBuf,
     },
+    /// A stored image was not resolved into its layers before the container started (a bug:
+    /// `image::prepare` runs before the supervisor).
+    #[error("image layers of `{0}` were not prepared")]
+    Unprepared(String),
     /// Copying a layer failed.
     #[error("failed to stage layer `{path}` at `{target}`")]
     Copy {
@@ -144,6 +148,9 @@ pub fn stage_layers(
     for layer in layers {
         match layer {
             LayerPlan::Host => host = true,
+            LayerPlan::Stored(image) => {
+                return Err(LayerError::Unprepared(format!("{image:?}")));
+            }
             LayerPlan::Dir { path, target } => {
                 if !path.is_dir() {
                     return Err(LayerError::Missing { path: path.clone() });

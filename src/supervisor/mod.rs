@@ -881,7 +881,8 @@ fn launch(opts: &UpOptions, slot: &Slot) -> Result<Prepared, String> {
             hostname,
             rootfs: slot.rootfs.clone(),
             netns: Some(slot.netns.clone()),
-            command: slot.plan.command.clone(),
+            command: slot.plan.command.clone().unwrap_or_default(),
+            user: slot.plan.user.clone(),
             env: slot
                 .plan
                 .env

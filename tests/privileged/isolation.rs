@@ -36,7 +36,9 @@ pods:
     replicas: 2
     containers:
       - name: app
-        command: [/bin/sh, -c, 'echo host=$(hostname) pid=$$ init=$(tr "\0" " " < /proc/1/cmdline | cut -d" " -f1) procs=$(ls /proc | grep -c "^[0-9]")']
+        # PID 1 becomes rcompose-init right after the command starts (it execs once the
+        # command runs): wait for that, up to 2 s, then report
+        command: [/bin/sh, -c, 'i=0; init() { tr "\0" " " < /proc/1/cmdline | cut -d" " -f1; }; while [ "$(init)" != rcompose-init ] && [ $i -lt 200 ]; do i=$((i+1)); sleep 0.01; done; echo host=$(hostname) pid=$$ init=$(init) procs=$(ls /proc | grep -c "^[0-9]")']
 "#,
     );
     let mut lines = lines;
