@@ -348,8 +348,12 @@ impl Progress for LayerProgress {
     fn event(&self, event: Event<'_>) {
         let Some((multi, bars)) = &self.bars else {
             match event {
-                Event::Start { diff_id, size } => {
-                    eprintln!("layer {}: unpacking {}", short(diff_id), human(size));
+                Event::Start {
+                    diff_id,
+                    size,
+                    phase,
+                } => {
+                    eprintln!("layer {}: {phase} {}", short(diff_id), human(size));
                 }
                 Event::Done { diff_id } => eprintln!("layer {}: done", short(diff_id)),
                 Event::Present { diff_id } => {
@@ -361,8 +365,7 @@ impl Progress for LayerProgress {
         };
         let Ok(mut bars) = bars.lock() else { return };
         match event {
-            Event::Start { diff_id, size } => {
-                // a layer first downloads, then unpacks: one bar after the other
+            Event::Start { diff_id, size, .. } => {
                 if let Some(old) = bars.remove(diff_id) {
                     old.finish_and_clear();
                 }

@@ -10,7 +10,7 @@ use std::path::Path;
 use super::digest::{Digest, HashingReader};
 use super::store::{BlobWriter, Ensured, LayerRecord, Store, StoreError};
 use super::unpack::{self, Limits, UnpackError};
-use super::{Event, ImageError, Progress};
+use super::{Event, ImageError, Phase, Progress};
 
 /// Opens a layer's blob for reading, from its start.
 pub type Opener = Box<dyn Fn() -> io::Result<Box<dyn Read + Send>> + Send + Sync>;
@@ -161,6 +161,7 @@ fn one(
         progress.event(Event::Start {
             diff_id,
             size: layer.size,
+            phase: Phase::Unpack,
         });
         let keep_blob = layer.keep_blob && !layer.blob.as_ref().is_some_and(|b| store.has_blob(b));
         let mut writer = if keep_blob {

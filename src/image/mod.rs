@@ -82,12 +82,14 @@ impl ImageError {
 /// Progress of layer work, for progress bars or log lines.
 #[derive(Debug, Clone, Copy)]
 pub enum Event<'a> {
-    /// A layer starts unpacking (or downloading); `size` is its blob size.
+    /// A layer starts downloading or unpacking; `size` is its blob size.
     Start {
         /// The layer.
         diff_id: &'a Digest,
         /// Blob size in bytes.
         size: u64,
+        /// What starts.
+        phase: Phase,
     },
     /// Bytes of the blob read so far.
     Advance {
@@ -106,6 +108,25 @@ pub enum Event<'a> {
         /// The layer.
         diff_id: &'a Digest,
     },
+}
+
+/// What an [`Event::Start`] starts. A pulled layer downloads and unpacks at once: its
+/// progress is the download's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Fetching the blob from a registry.
+    Download,
+    /// Unpacking a blob that is already here.
+    Unpack,
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Phase::Download => "pulling",
+            Phase::Unpack => "unpacking",
+        })
+    }
 }
 
 /// Receives [`Event`]s, from several threads.

@@ -3,17 +3,17 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Condvar, Mutex};
 
 use super::config;
 use super::digest::Digest;
-use super::layers::{LayerSource, file_opener, unpack_all};
+use super::layers::{LayerSource, Opener, file_opener, unpack_all};
 use super::prepare::PrepareOptions;
 use super::registry::{Descriptor, Reference, Registry, RegistryOptions};
 use super::store::{ImageRecord, Store};
-use super::{Event, ImageError, Progress};
+use super::{Event, ImageError, Phase, Progress};
 use crate::plan::desired::PullPolicy;
 
 /// Registries reached over plain HTTP besides localhost (comma-separated `host[:port]`).
@@ -103,8 +103,8 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 /// Pulls `reference`: resolves it to a linux/amd64 manifest, downloads the blobs the store
-/// lacks (several at once, each verified while it streams), unpacks the layers in parallel,
-/// and records the image under the reference's canonical name.
+/// lacks (several at once, each verified while it streams) and unpacks each layer while it
+/// downloads, then records the image under the reference's canonical name.
 pub fn pull(
     store: &Store,
     registry: &Registry,
@@ -132,37 +132,76 @@ pub fn pull(
             diff_ids.len()
         )));
     }
-    // Blobs to download: layers not unpacked yet whose blob the store lacks.
+    // Blobs to download: layers not unpacked yet whose blob the store lacks. Each one
+    // downloads into a temp file that its unpacker reads as it grows.
     let mut wanted: Vec<Descriptor> = Vec::new();
-    let mut blob_of: Vec<Digest> = Vec::new();
-    let mut names: BTreeMap<String, Digest> = BTreeMap::new();
+    let mut streams: BTreeMap<Digest, Arc<Growing>> = BTreeMap::new();
+    let mut sources: Vec<LayerSource> = Vec::with_capacity(layers.len());
+    let mut streamed: Vec<Digest> = Vec::new();
+    let guard = TempFiles(Mutex::new(Vec::new()));
     for (desc, diff_id) in layers.iter().zip(&diff_ids) {
         let blob: Digest = desc
             .digest()
             .to_string()
             .parse()
             .map_err(|e: super::digest::DigestError| fail(e.to_string()))?;
-        names.insert(blob.to_string(), diff_id.clone());
-        if !store.has_layer(diff_id) && !store.has_blob(&blob) && !blob_of.contains(&blob) {
+        let open = if let Some(stream) = streams.get(&blob) {
+            stream.opener()
+        } else if !store.has_layer(diff_id) && !store.has_blob(&blob) {
+            let path = store.temp_path();
+            let file =
+                File::create(&path).map_err(|e| ImageError::io("cannot create", &path, e))?;
+            guard.push(path.clone());
+            let stream = Arc::new(Growing::new(path, file, desc.size(), diff_id.clone()));
             wanted.push(desc.clone());
-        }
-        blob_of.push(blob);
-    }
-    download(store, registry, reference, &wanted, &names, progress)?;
-    let sources: Vec<LayerSource> = layers
-        .iter()
-        .zip(&diff_ids)
-        .zip(&blob_of)
-        .map(|((desc, diff_id), blob)| LayerSource {
+            streamed.push(diff_id.clone());
+            let open = stream.opener();
+            streams.insert(blob.clone(), stream);
+            open
+        } else {
+            file_opener(&store.blob_path(&blob))
+        };
+        sources.push(LayerSource {
             diff_id: diff_id.clone(),
             placed: None,
-            blob: Some(blob.clone()),
+            blob: Some(blob),
             size: desc.size(),
             keep_blob: false,
-            open: file_opener(&store.blob_path(blob)),
-        })
-        .collect();
-    let layer_records = unpack_all(store, &sources, &options.limits, options.jobs, progress)?;
+            open,
+        });
+    }
+    let unpack_progress = Streamed {
+        inner: progress,
+        streamed: &streamed,
+    };
+    let (downloaded, unpacked) = std::thread::scope(|scope| {
+        let downloader = scope.spawn(|| {
+            // However the download ends (even in a panic), no unpacker waits any longer.
+            let _end = EndAll(&streams);
+            download(registry, reference, &wanted, &streams, progress)
+        });
+        let unpacked = unpack_all(
+            store,
+            &sources,
+            &options.limits,
+            options.jobs,
+            &unpack_progress,
+        );
+        let downloaded = downloader
+            .join()
+            .unwrap_or_else(|_| Err(fail("the download thread panicked".into())));
+        (downloaded, unpacked)
+    });
+    // A failed unpack lets the downloads finish: a blob that does not match its digest, or
+    // that ended short, explains a failed unpack better than the unpacker can.
+    downloaded?;
+    let layer_records = unpacked?;
+    // Every blob downloaded completely and verified: keep it.
+    for (blob, stream) in &streams {
+        let dest = store.blob_path(blob);
+        fs::rename(&stream.path, &dest)
+            .map_err(|e| ImageError::io("cannot rename into", &dest, e))?;
+    }
     store.put_blob(
         &mut &resolved.config[..],
         Some((&config_digest, resolved.config.len() as u64)),
@@ -186,63 +225,285 @@ pub fn pull(
     Ok(store.save_image(record)?)
 }
 
-/// Downloads `descs` into `blobs/` through temp files: the registry client verifies size
-/// and digest while streaming; only then are the files renamed into place.
+/// Temp files of a pull, removed when it ends unless renamed into place before.
+struct TempFiles(Mutex<Vec<PathBuf>>);
+
+impl TempFiles {
+    fn push(&self, path: PathBuf) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).push(path);
+    }
+}
+
+impl Drop for TempFiles {
+    fn drop(&mut self) {
+        for path in self.0.get_mut().unwrap_or_else(|p| p.into_inner()).iter() {
+            // Gone already when it was renamed into blobs/.
+            let _ = fs::remove_file(path);
+        }
+    }
+}
+
+/// Ends every stream when dropped.
+struct EndAll<'a>(&'a BTreeMap<Digest, Arc<Growing>>);
+
+impl Drop for EndAll<'_> {
+    fn drop(&mut self) {
+        for stream in self.0.values() {
+            stream.end();
+        }
+    }
+}
+
+/// Passes the unpackers' events on, but for layers that stream from a download: their
+/// progress is the download's (one bar per layer), their end is the unpacker's.
+struct Streamed<'a> {
+    inner: &'a dyn Progress,
+    streamed: &'a [Digest],
+}
+
+impl Progress for Streamed<'_> {
+    fn event(&self, event: Event<'_>) {
+        match event {
+            Event::Start { diff_id, .. } | Event::Advance { diff_id, .. }
+                if self.streamed.contains(diff_id) => {}
+            _ => self.inner.event(event),
+        }
+    }
+}
+
+/// A blob downloading into a temp file while its unpacker reads the part already written.
+/// The download never waits for the unpacker; the unpacker waits for bytes, and fails when
+/// the download failed.
+struct Growing {
+    path: PathBuf,
+    size: u64,
+    diff_id: Digest,
+    /// The file, until the download starts and takes it.
+    file: Mutex<Option<File>>,
+    state: Mutex<GrowState>,
+    grew: Condvar,
+}
+
+#[derive(Default)]
+struct GrowState {
+    /// Bytes written to the file (not buffered).
+    written: u64,
+    /// The download ended short of `size`.
+    broken: bool,
+}
+
+impl Growing {
+    fn new(path: PathBuf, file: File, size: u64, diff_id: Digest) -> Growing {
+        Growing {
+            path,
+            size,
+            diff_id,
+            file: Mutex::new(Some(file)),
+            state: Mutex::new(GrowState::default()),
+            grew: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, GrowState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Ends the stream: bytes short of `size` are never coming.
+    fn end(&self) {
+        let mut state = self.lock();
+        if state.written < self.size {
+            state.broken = true;
+        }
+        drop(state);
+        self.grew.notify_all();
+    }
+
+    fn opener(self: &Arc<Self>) -> Opener {
+        let stream = Arc::clone(self);
+        Box::new(move || {
+            Ok(Box::new(GrowingReader {
+                file: File::open(&stream.path)?,
+                stream: Arc::clone(&stream),
+                pos: 0,
+            }) as Box<dyn Read + Send>)
+        })
+    }
+
+    fn writer(self: &Arc<Self>) -> io::Result<GrowingWriter> {
+        let file = self
+            .file
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .ok_or_else(|| io::Error::other("the blob is downloading already"))?;
+        Ok(GrowingWriter {
+            stream: Arc::clone(self),
+            file,
+        })
+    }
+}
+
+struct GrowingReader {
+    stream: Arc<Growing>,
+    file: File,
+    pos: u64,
+}
+
+impl Read for GrowingReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.pos >= self.stream.size || buf.is_empty() {
+            return Ok(0);
+        }
+        let written = {
+            let mut state = self.stream.lock();
+            loop {
+                if state.written > self.pos {
+                    break state.written;
+                }
+                if state.broken {
+                    return Err(io::Error::other(format!(
+                        "the download of layer {} ended after {} of {} bytes",
+                        self.stream.diff_id, state.written, self.stream.size
+                    )));
+                }
+                state = self
+                    .stream
+                    .grew
+                    .wait(state)
+                    .unwrap_or_else(|p| p.into_inner());
+            }
+        };
+        let want = usize::try_from(written - self.pos).map_or(buf.len(), |n| n.min(buf.len()));
+        let n = self.file.read(&mut buf[..want])?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+struct GrowingWriter {
+    stream: Arc<Growing>,
+    file: File,
+}
+
+impl Write for GrowingWriter {
+    /// The registry client writes through a large buffer of its own: each write is
+    /// published to the unpacker at once.
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.file.write_all(data)?;
+        self.stream.lock().written += data.len() as u64;
+        self.stream.grew.notify_all();
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for GrowingWriter {
+    fn drop(&mut self) {
+        // A download that failed ends short.
+        self.stream.end();
+    }
+}
+
+/// Downloads `descs` into their streams' temp files: the registry client verifies size and
+/// digest while streaming.
 fn download(
-    store: &Store,
     registry: &Registry,
     reference: &Reference,
     descs: &[Descriptor],
-    names: &BTreeMap<String, Digest>,
+    streams: &BTreeMap<Digest, Arc<Growing>>,
     progress: &dyn Progress,
 ) -> Result<(), ImageError> {
     if descs.is_empty() {
         return Ok(());
     }
-    let temps: Mutex<Vec<(Digest, PathBuf)>> = Mutex::new(Vec::new());
-    let label = |desc: &Descriptor| -> Digest {
-        names
-            .get(&desc.digest().to_string())
-            .cloned()
-            .unwrap_or_else(|| Digest::of(desc.digest().to_string().as_bytes()))
+    let stream_of = |desc: &Descriptor| -> io::Result<&Arc<Growing>> {
+        let blob: Digest = desc
+            .digest()
+            .to_string()
+            .parse()
+            .map_err(|e: super::digest::DigestError| io::Error::other(e.to_string()))?;
+        streams
+            .get(&blob)
+            .ok_or_else(|| io::Error::other(format!("blob {blob} was not asked for")))
     };
     let result = registry.fetch_blobs(
         reference,
         descs,
         |desc| {
-            let blob: Digest = desc
-                .digest()
-                .to_string()
-                .parse()
-                .map_err(|e: super::digest::DigestError| io::Error::other(e.to_string()))?;
-            let path = store.temp_path();
-            let file = File::create(&path)?;
-            if let Ok(mut t) = temps.lock() {
-                t.push((blob, path));
-            }
+            let stream = stream_of(desc)?;
             progress.event(Event::Start {
-                diff_id: &label(desc),
+                diff_id: &stream.diff_id,
                 size: desc.size(),
+                phase: Phase::Download,
             });
-            Ok(Box::new(io::BufWriter::with_capacity(256 * 1024, file)) as Box<dyn Write + Send>)
+            Ok(Box::new(stream.writer()?) as Box<dyn Write + Send>)
         },
         |desc, bytes| {
-            progress.event(Event::Advance {
-                diff_id: &label(desc),
-                bytes,
-            });
+            if let Ok(stream) = stream_of(desc) {
+                progress.event(Event::Advance {
+                    diff_id: &stream.diff_id,
+                    bytes,
+                });
+            }
         },
     );
-    let temps = temps.into_inner().unwrap_or_default();
-    if let Err(e) = result {
-        for (_, path) in &temps {
-            let _ = fs::remove_file(path);
-        }
-        return Err(pull_err(reference)(error_chain(&e)));
+    result.map_err(|e| pull_err(reference)(error_chain(&e)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stream(name: &str, size: u64) -> Arc<Growing> {
+        let path =
+            std::env::temp_dir().join(format!("rcompose-grow-{name}-{}", std::process::id()));
+        let file = File::create(&path).unwrap();
+        Arc::new(Growing::new(path, file, size, Digest::of(name.as_bytes())))
     }
-    for (blob, path) in temps {
-        let dest = store.blob_path(&blob);
-        fs::rename(&path, &dest).map_err(|e| ImageError::io("cannot rename into", &dest, e))?;
+
+    #[test]
+    fn the_reader_waits_for_bytes_and_stops_at_the_size() {
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let s = stream("whole", data.len() as u64);
+        let mut reader = (s.opener())().unwrap();
+        let mut writer = s.writer().unwrap();
+        assert!(s.writer().is_err(), "a second download of the same blob");
+        let read = std::thread::scope(|scope| {
+            let r = scope.spawn(move || {
+                let mut got = Vec::new();
+                reader.read_to_end(&mut got).unwrap();
+                got
+            });
+            for chunk in data.chunks(70_000) {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+                writer.write_all(chunk).unwrap();
+            }
+            // bytes past the size are never read
+            writer.write_all(b"extra").unwrap();
+            r.join().unwrap()
+        });
+        drop(writer);
+        assert_eq!(read, data);
+        fs::remove_file(&s.path).unwrap();
     }
-    Ok(())
+
+    #[test]
+    fn a_download_that_ends_short_fails_the_reader() {
+        let s = stream("short", 1000);
+        let mut reader = (s.opener())().unwrap();
+        let mut writer = s.writer().unwrap();
+        writer.write_all(&[7; 400]).unwrap();
+        drop(writer);
+        let mut got = Vec::new();
+        let err = reader.read_to_end(&mut got).unwrap_err();
+        assert_eq!(got, vec![7; 400]);
+        assert!(
+            err.to_string().ends_with("ended after 400 of 1000 bytes"),
+            "{err}"
+        );
+        fs::remove_file(&s.path).unwrap();
+    }
 }

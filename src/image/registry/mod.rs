@@ -943,7 +943,9 @@ async fn fetch_blob<W: Write>(
             got,
         });
     }
-    out.into_inner().map_err(|e| sink_error(e.into_error()))
+    let mut inner = out.into_inner().map_err(|e| sink_error(e.into_error()))?;
+    inner.flush().map_err(sink_error)?;
+    Ok(inner)
 }
 
 fn is_digest_error(e: &io::Error) -> bool {
