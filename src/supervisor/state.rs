@@ -8,6 +8,8 @@ use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
+use nix::errno::Errno;
+use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
 use serde::{Deserialize, Serialize};
 
 /// Where a project's files live.
@@ -207,10 +209,18 @@ pub enum StateError {
 }
 
 impl ProjectState {
-    /// Writes `path` atomically: a temp file in the same directory, renamed over the old one.
-    /// The rename protects readers and a crash of this process; there is no fsync, because
-    /// the state lives under /run, which does not survive a reboot anyway, and `up` writes it
-    /// on every change.
+    /// Writes `path` atomically: a temp file in the same directory, swapped with the old one
+    /// (`RENAME_EXCHANGE`), so readers see the old or the new state, never a part, and a
+    /// crash of this process leaves one of them. There is no fsync, because the state lives
+    /// under /run, which does not survive a reboot anyway, and `up` writes it on every change.
+    ///
+    /// The swap, rather than a rename over the old file, keeps the temp file (with the
+    /// previous state, overwritten by the next save; it goes with the project directory).
+    /// A rename over a file makes ext4 (`auto_da_alloc`) write the new file out at once and
+    /// frees the old file's blocks, which on a file system mounted with `discard` waits for
+    /// a synchronous discard, as the removal of the written file does at `down`: 0.1-0.2 ms
+    /// per save on this machine's /run. Swapped, the files stay in the page cache. The first
+    /// save, with no file to swap with, and file systems without the swap are a plain rename.
     pub fn save(&self, path: &Path) -> Result<(), StateError> {
         let io_err = |source| StateError::Io {
             path: path.to_owned(),
@@ -220,10 +230,23 @@ impl ProjectState {
             path: path.to_owned(),
             source,
         })?;
-        let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
-        let mut f = fs::File::create(&tmp).map_err(io_err)?;
+        let tmp = temp_path(path);
+        // Overwrite, then cut to length: truncating a file to zero (O_TRUNC) would make
+        // ext4 write it out at close (`auto_da_alloc` again).
+        let mut f = fs::File::options()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&tmp)
+            .map_err(io_err)?;
         f.write_all(&json).map_err(io_err)?;
-        fs::rename(&tmp, path).map_err(io_err)
+        f.set_len(json.len() as u64).map_err(io_err)?;
+        drop(f);
+        match renameat2(AT_FDCWD, &tmp, AT_FDCWD, path, RenameFlags::RENAME_EXCHANGE) {
+            Ok(()) => Ok(()),
+            Err(Errno::ENOENT | Errno::EINVAL) => fs::rename(&tmp, path).map_err(io_err),
+            Err(e) => Err(io_err(e.into())),
+        }
     }
 
     /// Reads a state file; `Ok(None)` when there is none.
@@ -244,6 +267,12 @@ impl ProjectState {
             }),
         }
     }
+}
+
+/// The temp file [`ProjectState::save`] writes before swapping it in (it then holds the
+/// previous state).
+fn temp_path(path: &Path) -> PathBuf {
+    path.with_extension(format!("tmp.{}", std::process::id()))
 }
 
 /// Start time of a process (clock ticks since boot), from `<proc>/<pid>/stat`.
@@ -303,12 +332,22 @@ mod tests {
         };
         let file = dir.join("state.json");
         state.save(&file).unwrap();
-        assert_eq!(ProjectState::load(&file).unwrap(), Some(state));
+        assert_eq!(ProjectState::load(&file).unwrap(), Some(state.clone()));
         assert_eq!(
             fs::read_dir(&dir).unwrap().count(),
             1,
-            "no temp file is left"
+            "the first save leaves no temp file"
         );
+        // later saves swap the new state in; the temp file keeps the previous one
+        let mut next = state.clone();
+        next.containers[0].restarts = 2;
+        next.save(&file).unwrap();
+        assert_eq!(ProjectState::load(&file).unwrap(), Some(next.clone()));
+        assert_eq!(ProjectState::load(&temp_path(&file)).unwrap(), Some(state));
+        next.containers[0].restarts = 3;
+        next.save(&file).unwrap();
+        assert_eq!(ProjectState::load(&file).unwrap(), Some(next));
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 2);
         fs::remove_dir_all(&dir).unwrap();
     }
 
