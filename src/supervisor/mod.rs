@@ -430,6 +430,10 @@ impl Supervisor {
             Outcome::StartFailed(m) => m.clone(),
         };
         self.progress.event(&Event::Stopping { reason });
+        // nothing is started from here on: the fork server exits while the teardown runs
+        if let Some(server) = &self.opts.forkserver {
+            server.close();
+        }
         self.teardown();
         if let Some(server) = &self.opts.forkserver {
             server.stop(&self.opts.proc_root);
