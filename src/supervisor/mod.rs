@@ -30,7 +30,7 @@ use nix::unistd::Pid;
 
 use self::state::{ContainerRecord, ContainerState, ProjectPaths, ProjectState};
 use crate::plan::desired::{Condition, ContainerPlan, DesiredState, PodPlan};
-use crate::runtime::cgroup::{CgroupError, Cgroups, KernelCgroup};
+use crate::runtime::cgroup::{self, CgroupError, Cgroups, KernelCgroup};
 use crate::runtime::netns::NetnsError;
 use crate::runtime::rootfs::{LayerError, RootfsSpec, dirs_to_create, stage_layers};
 use crate::runtime::{self, ContainerConfig, SpawnError};
@@ -226,6 +226,8 @@ pub struct Supervisor {
     starts: (Option<u64>, Option<u64>),
     exits: HashMap<i32, WaitStatus>,
     rx: Receiver<Msg>,
+    /// Where the cgroup controllers are mounted (read once, in [`Supervisor::new`]).
+    mounts: Vec<(String, PathBuf)>,
     _lock: teardown::ProjectLock,
 }
 
@@ -318,6 +320,7 @@ impl Supervisor {
             slots: Vec::new(),
             exits: HashMap::new(),
             rx,
+            mounts: mounts.clone(),
             paths,
             progress,
             sink,
@@ -839,13 +842,25 @@ impl Supervisor {
                 let _ = h.join();
             }
         }
-        let mounts = teardown::cgroup_mounts(&self.opts.proc_root);
         for s in &self.slots {
             if let Some(cg) = &s.cgroup {
                 let _ = cg.remove();
             }
         }
-        let _ = teardown::cleanup(&self.paths, Some(&self.state()), &mounts);
+        // Then the pod and project cgroups, which this supervisor made and knows, directly:
+        // the cleanup below would find them by walking the project's subtree in every
+        // hierarchy, reading each directory and its `cgroup.procs`. It still runs, and
+        // kills and removes whatever is left.
+        let mut parents: Vec<PathBuf> = self
+            .slots
+            .iter()
+            .filter_map(|s| Path::new(&s.record.cgroup).parent().map(Path::to_path_buf))
+            .collect();
+        parents.sort();
+        parents.dedup();
+        parents.push(PathBuf::from(self.paths.cgroup_subtree()));
+        cgroup::remove_empty(&self.mounts, &parents);
+        let _ = teardown::cleanup(&self.paths, Some(&self.state()), &self.mounts);
     }
 }
 
