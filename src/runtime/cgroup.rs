@@ -122,7 +122,8 @@ pub fn mount_points(version: CgroupVersion, mountinfo: &str) -> Vec<(String, Pat
     out
 }
 
-/// How a container's first process (the init helper, single-threaded) enters its cgroup.
+/// How a container's first process (the init helper, single-threaded) enters its cgroup,
+/// once the cgroup is made.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Join {
     /// Files the helper writes `0` into itself: v1 `tasks` files. Writing `0` moves the
@@ -154,26 +155,30 @@ pub struct KernelCgroup {
 }
 
 impl KernelCgroup {
-    /// Creates `path` (relative to each hierarchy root, e.g. `rcompose/shop/api-1/server`) and
-    /// applies `limits`.
-    pub fn create(path: &str, limits: &Resources) -> Result<Self> {
+    /// The cgroup `path` (relative to each hierarchy root, e.g. `rcompose/shop/api-1/server`):
+    /// a handle, nothing is made yet (see [`KernelCgroup::create`]).
+    #[must_use]
+    pub fn new(path: &str) -> Self {
         let version = detect_version();
         let hier: Box<dyn Hierarchy> = hierarchies::auto();
-        let cgroup = Cgroup::new_with_specified_controllers(hier, path, Some(controllers(version)))
-            .map_err(|source| CgroupError::Create {
-                path: path.to_string(),
-                source,
-            })?;
-        let me = Self {
-            cgroup,
+        Self {
+            cgroup: Cgroup::load_with_specified_controllers(hier, path, controllers(version)),
             version,
             path: path.to_string(),
-        };
-        if let Err(e) = me.apply(limits) {
-            let _ = me.remove();
+        }
+    }
+
+    /// Creates the cgroup (it may exist) and applies `limits`; on failure, removes it again.
+    pub fn create(&self, limits: &Resources) -> Result<()> {
+        self.cgroup.create().map_err(|source| CgroupError::Create {
+            path: self.path.clone(),
+            source,
+        })?;
+        if let Err(e) = self.apply(limits) {
+            let _ = self.remove();
             return Err(e);
         }
-        Ok(me)
+        Ok(())
     }
 
     fn apply(&self, limits: &Resources) -> Result<()> {

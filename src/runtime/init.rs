@@ -2,9 +2,9 @@
 //! single-threaded process (the `runc init` pattern, so no Rust code ever runs between fork
 //! and exec of the multi-threaded supervisor).
 //!
-//! Sequence: wait (for the "go" byte on fd 0) until the supervisor has moved this process into
-//! the container's cgroup and written the config -> join the pod's network namespace ->
-//! unshare mount, pid, uts and ipc namespaces -> fork. The parent reports the child's pid on
+//! Sequence: [create the pod's network namespace] -> wait (for the "go" byte on fd 0) until
+//! the supervisor has made the container's cgroup and written the config -> join the cgroup
+//! -> join the pod's network namespace -> unshare mount, pid, uts and ipc namespaces -> fork. The parent reports the child's pid on
 //! the channel and exits. The child is PID 1 of the new pid namespace: it mounts the
 //! overlay root, `/proc`, read-only `/sys`, a minimal `/dev`, tmpfs `/tmp` and `/run`, sets
 //! the hostname, pivots into the root, forks the user's command, reports it, and replaces
@@ -79,9 +79,10 @@ pub fn main_with_args(args: &[std::ffi::OsString]) -> ExitCode {
 }
 
 /// Entry point of the hidden `__init` mode:
-/// `rcompose __init CONFIG [--create-netns PATH] [TASKS_FILE...]`. The helper first moves
-/// itself into the cgroups whose v1 `tasks` files are given, then, for a pod's first
-/// container, creates the pod's network namespace (while the supervisor writes the config).
+/// `rcompose __init CONFIG [--create-netns PATH] [TASKS_FILE...]`. For a pod's first
+/// container, the helper first creates the pod's network namespace, while the supervisor
+/// makes the container's cgroup and writes the config; once told to go on, it moves itself
+/// into the cgroups whose v1 `tasks` files are given.
 pub fn main(config: &Path, create_netns: Option<&Path>, join: &[PathBuf]) -> ExitCode {
     // Descriptors the supervisor's caller left open without FD_CLOEXEC (a shell's, say) must
     // not reach the container: keep only stdin (the channel), stdout and stderr (the log).
@@ -95,17 +96,9 @@ pub fn main(config: &Path, create_netns: Option<&Path>, join: &[PathBuf]) -> Exi
         &status,
         nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
     );
-    // Join the container's cgroups first, so that everything forked from here on is
-    // accounted: `0` moves the writing thread, and this process has only one.
-    for tasks in join {
-        if let Err(e) = fs::write(tasks, "0") {
-            report_error(
-                &mut status,
-                &format!("failed to join cgroup `{}`: {e}", tasks.display()),
-            );
-            return ExitCode::from(1);
-        }
-    }
+    // The pod's network namespace belongs to the pod, not to this container (it outlives
+    // the container's restarts), so it is made before joining the container's cgroup, and
+    // at the same time as the supervisor makes that cgroup.
     if let Some(ns) = create_netns
         && let Err(e) = super::netns::enter_new(ns)
     {
@@ -115,6 +108,24 @@ pub fn main(config: &Path, create_netns: Option<&Path>, join: &[PathBuf]) -> Exi
         }
         report_error(&mut status, &text);
         return ExitCode::from(1);
+    }
+    // Wait for the supervisor: it makes the container's cgroup and writes the config
+    // meanwhile (see `super::spawn`).
+    let mut byte = [0u8; 1];
+    if !matches!(status.read(&mut byte), Ok(1)) {
+        // the supervisor gave up: leave quietly, its error is reported there
+        return ExitCode::SUCCESS;
+    }
+    // Join the container's cgroups before anything else, so that everything forked from
+    // here on is accounted: `0` moves the writing thread, and this process has only one.
+    for tasks in join {
+        if let Err(e) = fs::write(tasks, "0") {
+            report_error(
+                &mut status,
+                &format!("failed to join cgroup `{}`: {e}", tasks.display()),
+            );
+            return ExitCode::from(1);
+        }
     }
     match helper(config, create_netns.is_none(), &mut status) {
         Ok(()) => ExitCode::SUCCESS,
@@ -165,13 +176,6 @@ fn report_error(status: &mut File, msg: &str) {
 }
 
 fn helper(config: &Path, join_netns: bool, status: &mut File) -> Result<(), Failed> {
-    // Wait for the supervisor: it moves this process into the container's cgroup and writes
-    // the config meanwhile (see `super::spawn`).
-    let mut byte = [0u8; 1];
-    if !matches!(status.read(&mut byte), Ok(1)) {
-        // the supervisor gave up: leave quietly, its error is reported there
-        std::process::exit(0);
-    }
     let raw = fs::read(config).map_err(|e| ("failed to read the container config", e))?;
     let cfg: ContainerConfig =
         serde_json::from_slice(&raw).map_err(|e| ("invalid container config", e))?;

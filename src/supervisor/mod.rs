@@ -876,9 +876,7 @@ struct Prepared {
 /// on a worker thread; touches nothing shared.
 fn launch(opts: &UpOptions, slot: &Slot) -> Result<Prepared, String> {
     let io = |what: &str, p: &Path, e: io::Error| format!("{what} `{}`: {e}", p.display());
-    // a restart finds the cgroup in place; creating it again re-applies the limits
-    let cgroup =
-        KernelCgroup::create(&slot.record.cgroup, &slot.plan.resources).map_err(|e| chain(&e))?;
+    let cgroup = KernelCgroup::new(&slot.record.cgroup);
     let log_file = File::options()
         .create(true)
         .append(true)
@@ -887,10 +885,12 @@ fn launch(opts: &UpOptions, slot: &Slot) -> Result<Prepared, String> {
     let (log_read, log_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| format!("failed to create a pipe: {e}"))?;
     let config_path = slot.record.dir.join("config.json");
-    // Everything else is made while the helper starts and is moved into its cgroup (which
-    // waits for an RCU grace period on cgroup v1): the container's directories, its config,
-    // and the pod's network namespace (made by the launch of the pod's first container).
+    // Everything else is made while the helper starts (and, for the pod's first container,
+    // creates the pod's network namespace): the container's cgroup, its directories and its
+    // config. The helper joins the cgroup once it is made.
     let prepare = || -> Result<(), String> {
+        // a restart finds the cgroup in place; creating it again re-applies the limits
+        cgroup.create(&slot.plan.resources).map_err(|e| chain(&e))?;
         for dir in dirs_to_create(&slot.rootfs) {
             fs::create_dir_all(&dir).map_err(|e| io("failed to create", &dir, e))?;
         }
