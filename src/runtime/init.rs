@@ -237,6 +237,20 @@ fn container_init(cfg: &ContainerConfig, status: &mut File, set: &SigSet) -> Res
         )
         .ok()
     });
+    // the writable overlay's work directory, for the volatile marker (see below)
+    let work = overlay_mounts(&cfg.rootfs)
+        .into_iter()
+        .find(|m| !m.read_only)
+        .and_then(|m| {
+            nix::fcntl::open(
+                &m.work,
+                nix::fcntl::OFlag::O_PATH
+                    | nix::fcntl::OFlag::O_DIRECTORY
+                    | nix::fcntl::OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+            .ok()
+        });
     setup_root(cfg)?;
     sethostname(&cfg.hostname).map_err(|e| ("failed to set the hostname", e))?;
     write_etc(cfg);
@@ -279,6 +293,21 @@ fn container_init(cfg: &ContainerConfig, status: &mut File, set: &SigSet) -> Res
     // fd 0 is free: open (without O_CLOEXEC) takes it, so the init's stdin is /dev/null
     let _ = nix::fcntl::open("/dev/null", nix::fcntl::OFlag::O_RDONLY, Mode::empty())
         .map(std::os::fd::IntoRawFd::into_raw_fd);
+    // The volatile overlay's marker (`work/incompat/volatile/dirty`) only makes a mount of
+    // the same directories after a machine crash fail, and rcompose never mounts them again
+    // after a crash (`up` and `down` remove them). Removed now, while the command runs, its
+    // two directories are not left to the teardown, where each removal waits for the disk
+    // on this machine (a discard); a restart's mount removes it first anyway.
+    if let Some(work) = &work {
+        use nix::unistd::{UnlinkatFlags, unlinkat};
+        let _ = unlinkat(
+            work,
+            "work/incompat/volatile/dirty",
+            UnlinkatFlags::NoRemoveDir,
+        );
+        let _ = unlinkat(work, "work/incompat/volatile", UnlinkatFlags::RemoveDir);
+        let _ = unlinkat(work, "work/incompat", UnlinkatFlags::RemoveDir);
+    }
     if let Some(fd) = tiny_init {
         // Become the tiny init: same process (still PID 1, still the command's parent, the
         // blocked signal mask and pending signals are kept), a few pages instead of a whole
