@@ -353,7 +353,12 @@ impl Supervisor {
             for replica in 1..=pod.replicas {
                 let replica_name = format!("{}-{replica}", pod.name);
                 for c in &pod.containers {
-                    let dir = self.paths.containers().join(&replica_name).join(&c.name);
+                    // one level (`web-1.app`, as the log), not a directory per replica:
+                    // each directory costs a discard to remove on this machine's /run
+                    let dir = self
+                        .paths
+                        .containers()
+                        .join(format!("{replica_name}.{}", c.name));
                     let (host, lowers) = stage_layers(&c.rootfs.layers, &self.paths.layers())
                         .map_err(|source| SupervisorError::Layer {
                             pod: pod.name.clone(),
