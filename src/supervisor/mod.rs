@@ -305,11 +305,17 @@ impl Supervisor {
             let _ = teardown::cleanup(paths, None, &mounts);
             Err(e)
         };
-        // `layers/` is made only when a layer is staged there
-        for dir in [paths.logs(), paths.netns_dir(), paths.containers()] {
-            if let Err(source) = fs::create_dir_all(&dir) {
-                return fail(&paths, SupervisorError::Io { path: dir, source });
-            }
+        // `layers/` is made only when a layer is staged there; container directories and
+        // logs live in the project directory itself (see `ProjectPaths::container_dir`)
+        let netns_dir = paths.netns_dir();
+        if let Err(source) = fs::create_dir_all(&netns_dir) {
+            return fail(
+                &paths,
+                SupervisorError::Io {
+                    path: netns_dir,
+                    source,
+                },
+            );
         }
         let (tx, rx) = mpsc::channel();
         if let Err(e) = spawn_signal_thread(tx) {
@@ -353,12 +359,7 @@ impl Supervisor {
             for replica in 1..=pod.replicas {
                 let replica_name = format!("{}-{replica}", pod.name);
                 for c in &pod.containers {
-                    // one level (`web-1.app`, as the log), not a directory per replica:
-                    // each directory costs a discard to remove on this machine's /run
-                    let dir = self
-                        .paths
-                        .containers()
-                        .join(format!("{replica_name}.{}", c.name));
+                    let dir = self.paths.container_dir(&replica_name, &c.name);
                     let (host, lowers) = stage_layers(&c.rootfs.layers, &self.paths.layers())
                         .map_err(|source| SupervisorError::Layer {
                             pod: pod.name.clone(),
@@ -381,10 +382,7 @@ impl Supervisor {
                                 self.paths.cgroup_subtree(),
                                 c.name
                             ),
-                            log: self
-                                .paths
-                                .logs()
-                                .join(format!("{replica_name}.{}.log", c.name)),
+                            log: self.paths.log_file(&replica_name, &c.name),
                             dir: dir.clone(),
                         },
                         plan: c.clone(),

@@ -40,20 +40,24 @@ impl ProjectPaths {
     pub fn lock_file(&self) -> PathBuf {
         self.dir.join("lock")
     }
-    /// Log directory.
+    /// The log of container `container` of replica `replica` (`web-1`): `web-1.app.log`.
     #[must_use]
-    pub fn logs(&self) -> PathBuf {
-        self.dir.join("logs")
+    pub fn log_file(&self, replica: &str, container: &str) -> PathBuf {
+        self.dir.join(format!("{replica}.{container}.log"))
     }
     /// Pod network namespaces.
     #[must_use]
     pub fn netns_dir(&self) -> PathBuf {
         self.dir.join("netns")
     }
-    /// Container directories (upper, work, rootfs, config.json).
+    /// The directory of container `container` of replica `replica` (`web-1`): `web-1.app/`
+    /// (upper, work, rootfs, config.json). One level in the project directory itself, like
+    /// the logs: where /run is on a disk, every directory is one more removal at `down`, and
+    /// on this machine each waits for a discard. Names are DNS labels (no dots), so these
+    /// never collide with each other or with the project's own files.
     #[must_use]
-    pub fn containers(&self) -> PathBuf {
-        self.dir.join("containers")
+    pub fn container_dir(&self, replica: &str, container: &str) -> PathBuf {
+        self.dir.join(format!("{replica}.{container}"))
     }
     /// Staged layers.
     #[must_use]
@@ -311,8 +315,8 @@ mod tests {
             exit_code: None,
             reason: None,
             cgroup: "rcompose/p/web-2/app".into(),
-            log: "/run/rcompose/p/logs/web-2.app.log".into(),
-            dir: "/run/rcompose/p/containers/web-2/app".into(),
+            log: "/run/rcompose/p/web-2.app.log".into(),
+            dir: "/run/rcompose/p/web-2.app".into(),
         }
     }
 
