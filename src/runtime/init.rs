@@ -480,7 +480,7 @@ fn setup_root(cfg: &ContainerConfig) -> Result<(), Failed> {
             m.target.display()
         )))?;
     }
-    let root = cfg.rootfs.dir.join("rootfs");
+    let root = cfg.rootfs.dir.clone();
     let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     let fs_mount = |source: &str, target: &str, fstype: &str, flags: MsFlags, data: &str| {
         let dir = mount_point(&root, target)?;
