@@ -305,18 +305,8 @@ impl Supervisor {
             let _ = teardown::cleanup(paths, None, &mounts);
             Err(e)
         };
-        // `layers/` is made only when a layer is staged there; container directories and
-        // logs live in the project directory itself (see `ProjectPaths::container_dir`)
-        let netns_dir = paths.netns_dir();
-        if let Err(source) = fs::create_dir_all(&netns_dir) {
-            return fail(
-                &paths,
-                SupervisorError::Io {
-                    path: netns_dir,
-                    source,
-                },
-            );
-        }
+        // `layers/` is made only when a layer is staged there; containers, logs and network
+        // namespace pins live in the project directory itself (see `ProjectPaths`)
         let (tx, rx) = mpsc::channel();
         if let Err(e) = spawn_signal_thread(tx) {
             return fail(&paths, setup("starting the signal thread")(e));
@@ -389,7 +379,7 @@ impl Supervisor {
                         restart: pod.restart,
                         cgroup: None,
                         rootfs: RootfsSpec { host, lowers, dir },
-                        netns: self.paths.netns_dir().join(&replica_name),
+                        netns: self.paths.netns_pin(&replica_name),
                         due: None,
                         started_at: None,
                         logger: None,

@@ -45,16 +45,31 @@ impl ProjectPaths {
     pub fn log_file(&self, replica: &str, container: &str) -> PathBuf {
         self.dir.join(format!("{replica}.{container}.log"))
     }
-    /// Pod network namespaces.
+    /// The file pinning the network namespace of replica `replica` (`web-1`): `netns.web-1`,
+    /// in the project directory itself (no directory of its own to remove at `down`).
     #[must_use]
-    pub fn netns_dir(&self) -> PathBuf {
-        self.dir.join("netns")
+    pub fn netns_pin(&self, replica: &str) -> PathBuf {
+        self.dir.join(format!("{NETNS_PREFIX}{replica}"))
+    }
+    /// Every network namespace pin in the project directory (whatever `state.json` says).
+    #[must_use]
+    pub fn netns_pins(&self) -> Vec<PathBuf> {
+        fs::read_dir(&self.dir)
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().starts_with(NETNS_PREFIX))
+                    .map(|e| e.path())
+                    .collect()
+            })
+            .unwrap_or_default()
     }
     /// The directory of container `container` of replica `replica` (`web-1`): `web-1.app/`
-    /// (upper, work, rootfs, config.json). One level in the project directory itself, like
-    /// the logs: where /run is on a disk, every directory is one more removal at `down`, and
-    /// on this machine each waits for a discard. Names are DNS labels (no dots), so these
-    /// never collide with each other or with the project's own files.
+    /// (upper, work, config.json; the root is mounted on it). One level in the project
+    /// directory itself, like the logs and the network namespace pins: where /run is on a
+    /// disk, every directory is one more removal at `down`, and on this machine each waits
+    /// for a discard. Pod and container names are DNS labels (no dots) and replica names end
+    /// in a number, so `<pod>-<n>.<container>`, `<pod>-<n>.<container>.log` and
+    /// `netns.<pod>-<n>` never collide with each other or with the project's own files.
     #[must_use]
     pub fn container_dir(&self, replica: &str, container: &str) -> PathBuf {
         self.dir.join(format!("{replica}.{container}"))
@@ -70,6 +85,9 @@ impl ProjectPaths {
         format!("rcompose/{}", self.project)
     }
 }
+
+/// The name prefix of network namespace pins in the project directory.
+const NETNS_PREFIX: &str = "netns.";
 
 /// How a container's output is labelled (log prefixes, events): `pod-N`, or
 /// `pod-N/container` in a pod with several containers.
@@ -331,7 +349,7 @@ mod tests {
             supervisor_start: Some(5),
             forkserver: Some((2, Some(6))),
             cgroup_subtree: "rcompose/p".into(),
-            netns: vec!["/run/rcompose/p/netns/web-2".into()],
+            netns: vec!["/run/rcompose/p/netns.web-2".into()],
             containers: vec![record()],
         };
         let file = dir.join("state.json");
@@ -352,6 +370,27 @@ mod tests {
         next.save(&file).unwrap();
         assert_eq!(ProjectState::load(&file).unwrap(), Some(next));
         assert_eq!(fs::read_dir(&dir).unwrap().count(), 2);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn project_files_do_not_collide_and_pins_are_found_by_name() {
+        let dir = std::env::temp_dir().join(format!("rcompose-pins-{}", std::process::id()));
+        let paths = ProjectPaths::new(&dir, "p");
+        fs::create_dir_all(paths.container_dir("netns-1", "netns")).unwrap();
+        for f in [
+            paths.netns_pin("netns-1"),
+            paths.netns_pin("web-2"),
+            paths.log_file("netns-1", "netns"),
+            paths.state_file(),
+            paths.lock_file(),
+        ] {
+            fs::write(f, "").unwrap();
+        }
+        let mut pins = paths.netns_pins();
+        pins.sort();
+        assert_eq!(pins, [paths.netns_pin("netns-1"), paths.netns_pin("web-2")]);
+        assert_eq!(fs::read_dir(&paths.dir).unwrap().count(), 6);
         fs::remove_dir_all(&dir).unwrap();
     }
 
