@@ -124,22 +124,21 @@ fn in_use(ctx: &Context) -> BTreeSet<Digest> {
             .map(|r| r.flatten().map(|e| e.path()).collect())
             .unwrap_or_default()
     };
+    // A container's directory is `<run root>/<project>/<pod>-<n>.<container>/`.
     for project in pattern(&Context::run_root()) {
-        for replica in pattern(&project.join("containers")) {
-            for container in pattern(&replica) {
-                let Ok(bytes) = std::fs::read(container.join("config.json")) else {
-                    continue;
-                };
-                let Ok(config) = serde_json::from_slice::<ContainerConfig>(&bytes) else {
-                    continue;
-                };
-                for lower in config.rootfs.lowers {
-                    if let Ok(rest) = lower.strip_prefix(&layers)
-                        && let Some(hex) = rest.to_str()
-                        && let Ok(digest) = format!("sha256:{hex}").parse()
-                    {
-                        used.insert(digest);
-                    }
+        for container in pattern(&project) {
+            let Ok(bytes) = std::fs::read(container.join("config.json")) else {
+                continue;
+            };
+            let Ok(config) = serde_json::from_slice::<ContainerConfig>(&bytes) else {
+                continue;
+            };
+            for lower in config.rootfs.lowers {
+                if let Ok(rest) = lower.strip_prefix(&layers)
+                    && let Some(hex) = rest.to_str()
+                    && let Ok(digest) = format!("sha256:{hex}").parse()
+                {
+                    used.insert(digest);
                 }
             }
         }

@@ -122,7 +122,8 @@ pub fn mount_points(version: CgroupVersion, mountinfo: &str) -> Vec<(String, Pat
     out
 }
 
-/// How a container's first process (the init helper, single-threaded) enters its cgroup.
+/// How a container's first process (the init helper, single-threaded) enters its cgroup,
+/// once the cgroup is made.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Join {
     /// Files the helper writes `0` into itself: v1 `tasks` files. Writing `0` moves the
@@ -154,26 +155,30 @@ pub struct KernelCgroup {
 }
 
 impl KernelCgroup {
-    /// Creates `path` (relative to each hierarchy root, e.g. `rcompose/shop/api-1/server`) and
-    /// applies `limits`.
-    pub fn create(path: &str, limits: &Resources) -> Result<Self> {
+    /// The cgroup `path` (relative to each hierarchy root, e.g. `rcompose/shop/api-1/server`):
+    /// a handle, nothing is made yet (see [`KernelCgroup::create`]).
+    #[must_use]
+    pub fn new(path: &str) -> Self {
         let version = detect_version();
         let hier: Box<dyn Hierarchy> = hierarchies::auto();
-        let cgroup = Cgroup::new_with_specified_controllers(hier, path, Some(controllers(version)))
-            .map_err(|source| CgroupError::Create {
-                path: path.to_string(),
-                source,
-            })?;
-        let me = Self {
-            cgroup,
+        Self {
+            cgroup: Cgroup::load_with_specified_controllers(hier, path, controllers(version)),
             version,
             path: path.to_string(),
-        };
-        if let Err(e) = me.apply(limits) {
-            let _ = me.remove();
+        }
+    }
+
+    /// Creates the cgroup (it may exist) and applies `limits`; on failure, removes it again.
+    pub fn create(&self, limits: &Resources) -> Result<()> {
+        self.cgroup.create().map_err(|source| CgroupError::Create {
+            path: self.path.clone(),
+            source,
+        })?;
+        if let Err(e) = self.apply(limits) {
+            let _ = self.remove();
             return Err(e);
         }
-        Ok(me)
+        Ok(())
     }
 
     fn apply(&self, limits: &Resources) -> Result<()> {
@@ -318,6 +323,19 @@ pub fn destroy_subtree(mounts: &[(String, PathBuf)], subtree: &str) -> Result<us
     Ok(killed)
 }
 
+/// Removes the cgroups `relative` (paths below each hierarchy root, children before their
+/// parents) in every hierarchy, where they are empty (best effort: one rmdir each).
+pub fn remove_empty(mounts: &[(String, PathBuf)], relative: &[PathBuf]) {
+    let mut roots: Vec<&PathBuf> = mounts.iter().map(|(_, m)| m).collect();
+    roots.sort();
+    roots.dedup();
+    for root in roots {
+        for r in relative {
+            let _ = fs::remove_dir(root.join(r));
+        }
+    }
+}
+
 /// Removes `rcompose/<project>` and `rcompose` if they are empty (best effort).
 pub fn remove_empty_parents(mounts: &[(String, PathBuf)], relative: &Path) {
     for (_, mount) in mounts {
@@ -420,6 +438,33 @@ mod tests {
         assert_eq!(oom_kill_count("low 0\n"), 0);
         let v1 = "oom_kill_disable 0\nunder_oom 0\noom_kill 1\n";
         assert_eq!(oom_kill_count(v1), 1);
+    }
+
+    #[test]
+    fn remove_empty_removes_the_given_dirs_in_every_hierarchy_but_no_busy_one() {
+        let tmp = std::env::temp_dir().join(format!("rcompose-cg-empty-{}", std::process::id()));
+        let mounts = vec![
+            ("cpu".to_string(), tmp.join("cpu")),
+            ("cpuacct".to_string(), tmp.join("cpuacct")),
+            ("memory".to_string(), tmp.join("memory")),
+        ];
+        for (_, m) in &mounts {
+            fs::create_dir_all(m.join("rcompose/p/web-1")).unwrap();
+        }
+        // still in use in one hierarchy (here: a leftover child)
+        fs::create_dir_all(tmp.join("memory/rcompose/p/db-1")).unwrap();
+        remove_empty(
+            &mounts,
+            &[
+                PathBuf::from("rcompose/p/web-1"),
+                PathBuf::from("rcompose/p"),
+            ],
+        );
+        assert!(!tmp.join("cpu/rcompose/p").exists());
+        assert!(!tmp.join("cpuacct/rcompose/p").exists());
+        assert!(!tmp.join("memory/rcompose/p/web-1").exists());
+        assert!(tmp.join("memory/rcompose/p/db-1").exists());
+        fs::remove_dir_all(&tmp).unwrap();
     }
 
     #[test]

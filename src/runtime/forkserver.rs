@@ -103,12 +103,18 @@ impl ForkServer {
         Ok(pid)
     }
 
-    /// Closes the socket and waits until the server has exited (it is the caller's child,
-    /// reaped by the caller's reaper), so that nothing of a project outlives its teardown.
-    pub fn stop(&self, proc_root: &Path) {
+    /// Closes the socket: the server exits as soon as it reads EOF, and nothing can be
+    /// started through it any more.
+    pub fn close(&self) {
         if let Ok(sock) = self.sock.lock() {
             let _ = sock.shutdown(std::net::Shutdown::Both);
         }
+    }
+
+    /// Closes the socket and waits until the server has exited (it is the caller's child,
+    /// reaped by the caller's reaper), so that nothing of a project outlives its teardown.
+    pub fn stop(&self, proc_root: &Path) {
+        self.close();
         for _ in 0..10_000 {
             if super::has_exited(proc_root, self.pid.as_raw()) {
                 return;

@@ -2,9 +2,9 @@
 //! single-threaded process (the `runc init` pattern, so no Rust code ever runs between fork
 //! and exec of the multi-threaded supervisor).
 //!
-//! Sequence: wait (for the "go" byte on fd 0) until the supervisor has moved this process into
-//! the container's cgroup and written the config -> join the pod's network namespace ->
-//! unshare mount, pid, uts and ipc namespaces -> fork. The parent reports the child's pid on
+//! Sequence: [create the pod's network namespace] -> wait (for the "go" byte on fd 0) until
+//! the supervisor has made the container's cgroup and written the config -> join the cgroup
+//! -> join the pod's network namespace -> unshare mount, pid, uts and ipc namespaces -> fork. The parent reports the child's pid on
 //! the channel and exits. The child is PID 1 of the new pid namespace: it mounts the
 //! overlay root, `/proc`, read-only `/sys`, a minimal `/dev`, tmpfs `/tmp` and `/run`, sets
 //! the hostname, pivots into the root, forks the user's command, reports it, and replaces
@@ -31,7 +31,7 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, chdir, execve, fork, pipe2, pivot_root, sethostname, setsid};
 
 use super::ContainerConfig;
-use super::rootfs::overlay_mounts;
+use super::rootfs::{OverlayMount, overlay_mounts};
 
 /// The helper's channel to the supervisor: its stdin, one end of a Unix socket pair. The
 /// supervisor writes the "go" byte on it; the helper and the init write their status lines.
@@ -79,9 +79,10 @@ pub fn main_with_args(args: &[std::ffi::OsString]) -> ExitCode {
 }
 
 /// Entry point of the hidden `__init` mode:
-/// `rcompose __init CONFIG [--create-netns PATH] [TASKS_FILE...]`. The helper first moves
-/// itself into the cgroups whose v1 `tasks` files are given, then, for a pod's first
-/// container, creates the pod's network namespace (while the supervisor writes the config).
+/// `rcompose __init CONFIG [--create-netns PATH] [TASKS_FILE...]`. For a pod's first
+/// container, the helper first creates the pod's network namespace, while the supervisor
+/// makes the container's cgroup and writes the config; once told to go on, it moves itself
+/// into the cgroups whose v1 `tasks` files are given.
 pub fn main(config: &Path, create_netns: Option<&Path>, join: &[PathBuf]) -> ExitCode {
     // Descriptors the supervisor's caller left open without FD_CLOEXEC (a shell's, say) must
     // not reach the container: keep only stdin (the channel), stdout and stderr (the log).
@@ -95,17 +96,9 @@ pub fn main(config: &Path, create_netns: Option<&Path>, join: &[PathBuf]) -> Exi
         &status,
         nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
     );
-    // Join the container's cgroups first, so that everything forked from here on is
-    // accounted: `0` moves the writing thread, and this process has only one.
-    for tasks in join {
-        if let Err(e) = fs::write(tasks, "0") {
-            report_error(
-                &mut status,
-                &format!("failed to join cgroup `{}`: {e}", tasks.display()),
-            );
-            return ExitCode::from(1);
-        }
-    }
+    // The pod's network namespace belongs to the pod, not to this container (it outlives
+    // the container's restarts), so it is made before joining the container's cgroup, and
+    // at the same time as the supervisor makes that cgroup.
     if let Some(ns) = create_netns
         && let Err(e) = super::netns::enter_new(ns)
     {
@@ -115,6 +108,24 @@ pub fn main(config: &Path, create_netns: Option<&Path>, join: &[PathBuf]) -> Exi
         }
         report_error(&mut status, &text);
         return ExitCode::from(1);
+    }
+    // Wait for the supervisor: it makes the container's cgroup and writes the config
+    // meanwhile (see `super::spawn`).
+    let mut byte = [0u8; 1];
+    if !matches!(status.read(&mut byte), Ok(1)) {
+        // the supervisor gave up: leave quietly, its error is reported there
+        return ExitCode::SUCCESS;
+    }
+    // Join the container's cgroups before anything else, so that everything forked from
+    // here on is accounted: `0` moves the writing thread, and this process has only one.
+    for tasks in join {
+        if let Err(e) = fs::write(tasks, "0") {
+            report_error(
+                &mut status,
+                &format!("failed to join cgroup `{}`: {e}", tasks.display()),
+            );
+            return ExitCode::from(1);
+        }
     }
     match helper(config, create_netns.is_none(), &mut status) {
         Ok(()) => ExitCode::SUCCESS,
@@ -165,13 +176,6 @@ fn report_error(status: &mut File, msg: &str) {
 }
 
 fn helper(config: &Path, join_netns: bool, status: &mut File) -> Result<(), Failed> {
-    // Wait for the supervisor: it moves this process into the container's cgroup and writes
-    // the config meanwhile (see `super::spawn`).
-    let mut byte = [0u8; 1];
-    if !matches!(status.read(&mut byte), Ok(1)) {
-        // the supervisor gave up: leave quietly, its error is reported there
-        std::process::exit(0);
-    }
     let raw = fs::read(config).map_err(|e| ("failed to read the container config", e))?;
     let cfg: ContainerConfig =
         serde_json::from_slice(&raw).map_err(|e| ("invalid container config", e))?;
@@ -233,6 +237,20 @@ fn container_init(cfg: &ContainerConfig, status: &mut File, set: &SigSet) -> Res
         )
         .ok()
     });
+    // the writable overlay's work directory, for the volatile marker (see below)
+    let work = overlay_mounts(&cfg.rootfs)
+        .into_iter()
+        .find(|m| !m.read_only)
+        .and_then(|m| {
+            nix::fcntl::open(
+                &m.work,
+                nix::fcntl::OFlag::O_PATH
+                    | nix::fcntl::OFlag::O_DIRECTORY
+                    | nix::fcntl::OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+            .ok()
+        });
     setup_root(cfg)?;
     sethostname(&cfg.hostname).map_err(|e| ("failed to set the hostname", e))?;
     write_etc(cfg);
@@ -275,6 +293,21 @@ fn container_init(cfg: &ContainerConfig, status: &mut File, set: &SigSet) -> Res
     // fd 0 is free: open (without O_CLOEXEC) takes it, so the init's stdin is /dev/null
     let _ = nix::fcntl::open("/dev/null", nix::fcntl::OFlag::O_RDONLY, Mode::empty())
         .map(std::os::fd::IntoRawFd::into_raw_fd);
+    // The volatile overlay's marker (`work/incompat/volatile/dirty`) only makes a mount of
+    // the same directories after a machine crash fail, and rcompose never mounts them again
+    // after a crash (`up` and `down` remove them). Removed now, while the command runs, its
+    // two directories are not left to the teardown, where each removal waits for the disk
+    // on this machine (a discard); a restart's mount removes it first anyway.
+    if let Some(work) = &work {
+        use nix::unistd::{UnlinkatFlags, unlinkat};
+        let _ = unlinkat(
+            work,
+            "work/incompat/volatile/dirty",
+            UnlinkatFlags::NoRemoveDir,
+        );
+        let _ = unlinkat(work, "work/incompat/volatile", UnlinkatFlags::RemoveDir);
+        let _ = unlinkat(work, "work/incompat", UnlinkatFlags::RemoveDir);
+    }
     if let Some(fd) = tiny_init {
         // Become the tiny init: same process (still PID 1, still the command's parent, the
         // blocked signal mask and pending signals are kept), a few pages instead of a whole
@@ -478,15 +511,11 @@ fn setup_root(cfg: &ContainerConfig) -> Result<(), Failed> {
     )
     .map_err(err("failed to make mounts private".into()))?;
     for mut m in overlay_mounts(&cfg.rootfs) {
-        let mut flags = MsFlags::empty();
-        if m.read_only {
-            flags |= MsFlags::MS_RDONLY;
-        }
         // mount(2) data is one page: with many long layer paths, name the layers by
         // descriptors instead (`/proc/self/fd/N`, 17 bytes each); they close when this
         // process execs (O_CLOEXEC).
         let mut held = Vec::new();
-        if m.data().len() > MAX_MOUNT_DATA {
+        if m.data().len() + VOLATILE.len() > MAX_MOUNT_DATA {
             for lower in &mut m.lower {
                 let fd = nix::fcntl::open(
                     lower.as_path(),
@@ -499,26 +528,19 @@ fn setup_root(cfg: &ContainerConfig) -> Result<(), Failed> {
                 *lower = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
                 held.push(fd);
             }
-            if m.data().len() > MAX_MOUNT_DATA {
+            if m.data().len() + VOLATILE.len() > MAX_MOUNT_DATA {
                 return Err(Failed(format!(
                     "{} layers are more than one overlay mount can stack",
                     m.lower.len()
                 )));
             }
         }
-        mount(
-            Some("overlay"),
-            &m.target,
-            Some("overlay"),
-            flags,
-            Some(m.data().as_str()),
-        )
-        .map_err(err(format!(
+        mount_overlay(&m).map_err(err(format!(
             "failed to mount the overlay root at `{}`",
             m.target.display()
         )))?;
     }
-    let root = cfg.rootfs.dir.join("rootfs");
+    let root = cfg.rootfs.dir.clone();
     let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     let fs_mount = |source: &str, target: &str, fstype: &str, flags: MsFlags, data: &str| {
         let dir = mount_point(&root, target)?;
@@ -598,6 +620,54 @@ fn setup_root(cfg: &ContainerConfig) -> Result<(), Failed> {
     umount2(".", MntFlags::MNT_DETACH).map_err(err("failed to detach the old root".into()))?;
     chdir("/").map_err(err("chdir /".into()))?;
     Ok(())
+}
+
+/// Mounts one overlay of the container root. A writable one is mounted `volatile` (Linux
+/// 5.10): overlayfs then never syncs its upper file system, whereas without the option the
+/// last unmount, when the container's mount namespace goes away at its exit, runs
+/// `sync_filesystem` on the file system holding `upper/` (the host's, under `/run/rcompose`):
+/// it writes back every dirty page of that whole file system and flushes the disk, which
+/// made each container exit wait for unrelated writers on the host (0.5 to 1 ms on a quiet
+/// machine here, tens to hundreds of milliseconds during a build). What volatile gives up is
+/// durability of the upper layer across a machine crash, which rcompose never offers: a
+/// project's directories never outlive `down`, and `up` after a crash removes them first.
+/// Kernels without the option (EINVAL) get a plain mount.
+/// The option that makes a writable overlay volatile, as appended to its mount data.
+const VOLATILE: &str = ",volatile";
+
+fn mount_overlay(m: &OverlayMount) -> Result<(), Errno> {
+    let flags = if m.read_only {
+        MsFlags::MS_RDONLY
+    } else {
+        MsFlags::empty()
+    };
+    let data = m.data();
+    if !m.read_only {
+        // A volatile mount leaves `work/incompat/volatile/` in its work directory, and
+        // overlayfs refuses to mount that work directory again until it is removed, which
+        // is safe when the machine has not crashed since (Documentation/filesystems/
+        // overlayfs.rst, "Volatile mount"). A restart of the container mounts the same
+        // directories again, from the same supervisor: remove the marker first.
+        let _ = fs::remove_dir_all(m.work.join("work/incompat"));
+        let volatile = format!("{data}{VOLATILE}");
+        match mount(
+            Some("overlay"),
+            &m.target,
+            Some("overlay"),
+            flags,
+            Some(volatile.as_str()),
+        ) {
+            Err(Errno::EINVAL) => {}
+            result => return result,
+        }
+    }
+    mount(
+        Some("overlay"),
+        &m.target,
+        Some("overlay"),
+        flags,
+        Some(data.as_str()),
+    )
 }
 
 /// The directory at `rel` below `root`, created if missing. A symlink there is refused, so a

@@ -101,13 +101,13 @@ pub struct Started {
 /// helper exits at once and the container's init is re-parented to the caller, which reaps
 /// it.
 ///
-/// The helper enters its cgroup as `join` says: by itself as it starts (v1), or moved by this
-/// function, on a thread, while it starts (v2, where a move waits for an RCU grace period).
-/// With `create_netns`, the helper also creates the pod's network namespace and pins it
-/// there (the pod's first container). Meanwhile `prepare` runs: work such as writing
-/// `config` overlaps with both. The helper reads `config` and goes on only once both succeeded (one
-/// "go" byte on its stdin, a socket pair); otherwise it exits without doing anything and
-/// the error is returned.
+/// Meanwhile `prepare` runs: it makes the container's cgroup and writes `config`. With
+/// `create_netns`, the helper creates the pod's network namespace and pins it there (the
+/// pod's first container) at the same time. The helper goes on only once `prepare`
+/// succeeded (one "go" byte on its stdin, a socket pair); otherwise it exits without doing
+/// anything and the error is returned. Then it enters its cgroup as `join` says: by itself
+/// (v1, before the "go" byte it is told its `tasks` files), or moved by this function
+/// before the "go" byte (v2, where a move waits for an RCU grace period).
 pub fn spawn(
     exe: &Path,
     config: &Path,
@@ -167,19 +167,12 @@ pub fn spawn(
             pid
         }
     };
-    let prepared = std::thread::scope(|scope| {
-        let attach = scope.spawn(|| {
-            for procs in &join.by_pid {
-                std::fs::write(procs, &pid)
-                    .map_err(|e| format!("failed to join cgroup `{}`: {e}", procs.display()))?;
-            }
-            Ok::<(), String>(())
-        });
-        let prepared = prepare();
-        let attached = attach
-            .join()
-            .unwrap_or_else(|_| Err("the cgroup thread panicked".into()));
-        prepared.and(attached)
+    let prepared = prepare().and_then(|()| {
+        for procs in &join.by_pid {
+            std::fs::write(procs, &pid)
+                .map_err(|e| format!("failed to join cgroup `{}`: {e}", procs.display()))?;
+        }
+        Ok(())
     });
     let mut channel = File::from(ours);
     if prepared.is_ok() {

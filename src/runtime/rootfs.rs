@@ -17,8 +17,9 @@ pub struct RootfsSpec {
     pub host: bool,
     /// Directory layers, bottom first (not including the host root).
     pub lowers: Vec<PathBuf>,
-    /// The container's own directory: `upper/`, `work/` and `rootfs/` (and `base*` when the
-    /// host root is stacked under other layers) live there.
+    /// The container's own directory: `upper/` and `work/` (and `base*` when the host root
+    /// is stacked under other layers) live there, and the root is mounted on it (in the
+    /// container's mount namespace only).
     pub dir: PathBuf,
 }
 
@@ -75,7 +76,10 @@ pub fn dirs_to_create(spec: &RootfsSpec) -> Vec<PathBuf> {
     dirs
 }
 
-/// The overlay mounts that build the root at `<dir>/rootfs`, in mount order.
+/// The overlay mounts that build the root at `<dir>` itself, in mount order. Mounted over
+/// the directory holding its own `upper/` and `work/` (overlayfs resolves them first), the
+/// root needs no directory of its own: one directory less to remove at `down`, where on this
+/// machine's /run each removal waits for a discard.
 ///
 /// overlayfs refuses lower layers that are ancestors of one another (`ELOOP`, "overlapping
 /// lowerdir path"), and `/` is an ancestor of every directory on the root file system. So when
@@ -101,7 +105,7 @@ pub fn overlay_mounts(spec: &RootfsSpec) -> Vec<OverlayMount> {
         }
     }
     mounts.push(OverlayMount {
-        target: d.join("rootfs"),
+        target: d.clone(),
         lower: top,
         upper: d.join("upper"),
         work: d.join("work"),

@@ -30,7 +30,7 @@ use nix::unistd::Pid;
 
 use self::state::{ContainerRecord, ContainerState, ProjectPaths, ProjectState};
 use crate::plan::desired::{Condition, ContainerPlan, DesiredState, PodPlan};
-use crate::runtime::cgroup::{CgroupError, Cgroups, KernelCgroup};
+use crate::runtime::cgroup::{self, CgroupError, Cgroups, KernelCgroup};
 use crate::runtime::netns::NetnsError;
 use crate::runtime::rootfs::{LayerError, RootfsSpec, dirs_to_create, stage_layers};
 use crate::runtime::{self, ContainerConfig, SpawnError};
@@ -226,6 +226,8 @@ pub struct Supervisor {
     starts: (Option<u64>, Option<u64>),
     exits: HashMap<i32, WaitStatus>,
     rx: Receiver<Msg>,
+    /// Where the cgroup controllers are mounted (read once, in [`Supervisor::new`]).
+    mounts: Vec<(String, PathBuf)>,
     _lock: teardown::ProjectLock,
 }
 
@@ -303,12 +305,8 @@ impl Supervisor {
             let _ = teardown::cleanup(paths, None, &mounts);
             Err(e)
         };
-        // `layers/` is made only when a layer is staged there
-        for dir in [paths.logs(), paths.netns_dir(), paths.containers()] {
-            if let Err(source) = fs::create_dir_all(&dir) {
-                return fail(&paths, SupervisorError::Io { path: dir, source });
-            }
-        }
+        // `layers/` is made only when a layer is staged there; containers, logs and network
+        // namespace pins live in the project directory itself (see `ProjectPaths`)
         let (tx, rx) = mpsc::channel();
         if let Err(e) = spawn_signal_thread(tx) {
             return fail(&paths, setup("starting the signal thread")(e));
@@ -318,6 +316,7 @@ impl Supervisor {
             slots: Vec::new(),
             exits: HashMap::new(),
             rx,
+            mounts: mounts.clone(),
             paths,
             progress,
             sink,
@@ -350,7 +349,7 @@ impl Supervisor {
             for replica in 1..=pod.replicas {
                 let replica_name = format!("{}-{replica}", pod.name);
                 for c in &pod.containers {
-                    let dir = self.paths.containers().join(&replica_name).join(&c.name);
+                    let dir = self.paths.container_dir(&replica_name, &c.name);
                     let (host, lowers) = stage_layers(&c.rootfs.layers, &self.paths.layers())
                         .map_err(|source| SupervisorError::Layer {
                             pod: pod.name.clone(),
@@ -373,17 +372,14 @@ impl Supervisor {
                                 self.paths.cgroup_subtree(),
                                 c.name
                             ),
-                            log: self
-                                .paths
-                                .logs()
-                                .join(format!("{replica_name}.{}.log", c.name)),
+                            log: self.paths.log_file(&replica_name, &c.name),
                             dir: dir.clone(),
                         },
                         plan: c.clone(),
                         restart: pod.restart,
                         cgroup: None,
                         rootfs: RootfsSpec { host, lowers, dir },
-                        netns: self.paths.netns_dir().join(&replica_name),
+                        netns: self.paths.netns_pin(&replica_name),
                         due: None,
                         started_at: None,
                         logger: None,
@@ -430,6 +426,10 @@ impl Supervisor {
             Outcome::StartFailed(m) => m.clone(),
         };
         self.progress.event(&Event::Stopping { reason });
+        // nothing is started from here on: the fork server exits while the teardown runs
+        if let Some(server) = &self.opts.forkserver {
+            server.close();
+        }
         self.teardown();
         if let Some(server) = &self.opts.forkserver {
             server.stop(&self.opts.proc_root);
@@ -620,26 +620,19 @@ impl Supervisor {
         let prepared: Vec<Vec<(usize, Result<Prepared, String>)>> = {
             let slots = &self.slots;
             let opts = &self.opts;
-            thread::scope(|scope| {
-                let handles: Vec<_> = groups
-                    .iter()
-                    .map(|group| {
-                        scope.spawn(move || {
-                            let mut out = Vec::new();
-                            for &i in group {
-                                let r = launch(opts, &slots[i]);
-                                let failed = r.is_err();
-                                out.push((i, r));
-                                if failed {
-                                    break;
-                                }
-                            }
-                            out
-                        })
-                    })
-                    .collect();
-                handles.into_iter().filter_map(|h| h.join().ok()).collect()
-            })
+            if let [group] = groups.as_slice() {
+                // one replica: on this thread, which would only wait for another one (starting
+                // a thread, on the other CPU of this VM, cost 0.1-0.25 ms here)
+                vec![launch_group(opts, slots, group)]
+            } else {
+                thread::scope(|scope| {
+                    let handles: Vec<_> = groups
+                        .iter()
+                        .map(|group| scope.spawn(move || launch_group(opts, slots, group)))
+                        .collect();
+                    handles.into_iter().filter_map(|h| h.join().ok()).collect()
+                })
+            }
         };
         let mut failure = None;
         for (i, result) in prepared.into_iter().flatten() {
@@ -835,13 +828,25 @@ impl Supervisor {
                 let _ = h.join();
             }
         }
-        let mounts = teardown::cgroup_mounts(&self.opts.proc_root);
         for s in &self.slots {
             if let Some(cg) = &s.cgroup {
                 let _ = cg.remove();
             }
         }
-        let _ = teardown::cleanup(&self.paths, Some(&self.state()), &mounts);
+        // Then the pod and project cgroups, which this supervisor made and knows, directly:
+        // the cleanup below would find them by walking the project's subtree in every
+        // hierarchy, reading each directory and its `cgroup.procs`. It still runs, and
+        // kills and removes whatever is left.
+        let mut parents: Vec<PathBuf> = self
+            .slots
+            .iter()
+            .filter_map(|s| Path::new(&s.record.cgroup).parent().map(Path::to_path_buf))
+            .collect();
+        parents.sort();
+        parents.dedup();
+        parents.push(PathBuf::from(self.paths.cgroup_subtree()));
+        cgroup::remove_empty(&self.mounts, &parents);
+        let _ = teardown::cleanup(&self.paths, Some(&self.state()), &self.mounts);
     }
 }
 
@@ -853,13 +858,29 @@ struct Prepared {
     log_file: File,
 }
 
+/// Launches the containers `group` (of one replica) in order, up to the first failure.
+fn launch_group(
+    opts: &UpOptions,
+    slots: &[Slot],
+    group: &[usize],
+) -> Vec<(usize, Result<Prepared, String>)> {
+    let mut out = Vec::new();
+    for &i in group {
+        let r = launch(opts, &slots[i]);
+        let failed = r.is_err();
+        out.push((i, r));
+        if failed {
+            break;
+        }
+    }
+    out
+}
+
 /// Creates the container's directories, cgroup, config and log pipe, and starts it. Runs
-/// on a worker thread; touches nothing shared.
+/// on a worker thread (one per replica, when several start); touches nothing shared.
 fn launch(opts: &UpOptions, slot: &Slot) -> Result<Prepared, String> {
     let io = |what: &str, p: &Path, e: io::Error| format!("{what} `{}`: {e}", p.display());
-    // a restart finds the cgroup in place; creating it again re-applies the limits
-    let cgroup =
-        KernelCgroup::create(&slot.record.cgroup, &slot.plan.resources).map_err(|e| chain(&e))?;
+    let cgroup = KernelCgroup::new(&slot.record.cgroup);
     let log_file = File::options()
         .create(true)
         .append(true)
@@ -868,10 +889,12 @@ fn launch(opts: &UpOptions, slot: &Slot) -> Result<Prepared, String> {
     let (log_read, log_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| format!("failed to create a pipe: {e}"))?;
     let config_path = slot.record.dir.join("config.json");
-    // Everything else is made while the helper starts and is moved into its cgroup (which
-    // waits for an RCU grace period on cgroup v1): the container's directories, its config,
-    // and the pod's network namespace (made by the launch of the pod's first container).
+    // Everything else is made while the helper starts (and, for the pod's first container,
+    // creates the pod's network namespace): the container's cgroup, its directories and its
+    // config. The helper joins the cgroup once it is made.
     let prepare = || -> Result<(), String> {
+        // a restart finds the cgroup in place; creating it again re-applies the limits
+        cgroup.create(&slot.plan.resources).map_err(|e| chain(&e))?;
         for dir in dirs_to_create(&slot.rootfs) {
             fs::create_dir_all(&dir).map_err(|e| io("failed to create", &dir, e))?;
         }

@@ -8,6 +8,8 @@ use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
+use nix::errno::Errno;
+use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
 use serde::{Deserialize, Serialize};
 
 /// Where a project's files live.
@@ -38,20 +40,39 @@ impl ProjectPaths {
     pub fn lock_file(&self) -> PathBuf {
         self.dir.join("lock")
     }
-    /// Log directory.
+    /// The log of container `container` of replica `replica` (`web-1`): `web-1.app.log`.
     #[must_use]
-    pub fn logs(&self) -> PathBuf {
-        self.dir.join("logs")
+    pub fn log_file(&self, replica: &str, container: &str) -> PathBuf {
+        self.dir.join(format!("{replica}.{container}.log"))
     }
-    /// Pod network namespaces.
+    /// The file pinning the network namespace of replica `replica` (`web-1`): `netns.web-1`,
+    /// in the project directory itself (no directory of its own to remove at `down`).
     #[must_use]
-    pub fn netns_dir(&self) -> PathBuf {
-        self.dir.join("netns")
+    pub fn netns_pin(&self, replica: &str) -> PathBuf {
+        self.dir.join(format!("{NETNS_PREFIX}{replica}"))
     }
-    /// Container directories (upper, work, rootfs, config.json).
+    /// Every network namespace pin in the project directory (whatever `state.json` says).
     #[must_use]
-    pub fn containers(&self) -> PathBuf {
-        self.dir.join("containers")
+    pub fn netns_pins(&self) -> Vec<PathBuf> {
+        fs::read_dir(&self.dir)
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().starts_with(NETNS_PREFIX))
+                    .map(|e| e.path())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+    /// The directory of container `container` of replica `replica` (`web-1`): `web-1.app/`
+    /// (upper, work, config.json; the root is mounted on it). One level in the project
+    /// directory itself, like the logs and the network namespace pins: where /run is on a
+    /// disk, every directory is one more removal at `down`, and on this machine each waits
+    /// for a discard. Pod and container names are DNS labels (no dots) and replica names end
+    /// in a number, so `<pod>-<n>.<container>`, `<pod>-<n>.<container>.log` and
+    /// `netns.<pod>-<n>` never collide with each other or with the project's own files.
+    #[must_use]
+    pub fn container_dir(&self, replica: &str, container: &str) -> PathBuf {
+        self.dir.join(format!("{replica}.{container}"))
     }
     /// Staged layers.
     #[must_use]
@@ -64,6 +85,9 @@ impl ProjectPaths {
         format!("rcompose/{}", self.project)
     }
 }
+
+/// The name prefix of network namespace pins in the project directory.
+const NETNS_PREFIX: &str = "netns.";
 
 /// How a container's output is labelled (log prefixes, events): `pod-N`, or
 /// `pod-N/container` in a pod with several containers.
@@ -207,10 +231,18 @@ pub enum StateError {
 }
 
 impl ProjectState {
-    /// Writes `path` atomically: a temp file in the same directory, renamed over the old one.
-    /// The rename protects readers and a crash of this process; there is no fsync, because
-    /// the state lives under /run, which does not survive a reboot anyway, and `up` writes it
-    /// on every change.
+    /// Writes `path` atomically: a temp file in the same directory, swapped with the old one
+    /// (`RENAME_EXCHANGE`), so readers see the old or the new state, never a part, and a
+    /// crash of this process leaves one of them. There is no fsync, because the state lives
+    /// under /run, which does not survive a reboot anyway, and `up` writes it on every change.
+    ///
+    /// The swap, rather than a rename over the old file, keeps the temp file (with the
+    /// previous state, overwritten by the next save; it goes with the project directory).
+    /// A rename over a file makes ext4 (`auto_da_alloc`) write the new file out at once and
+    /// frees the old file's blocks, which on a file system mounted with `discard` waits for
+    /// a synchronous discard, as the removal of the written file does at `down`: 0.1-0.2 ms
+    /// per save on this machine's /run. Swapped, the files stay in the page cache. The first
+    /// save, with no file to swap with, and file systems without the swap are a plain rename.
     pub fn save(&self, path: &Path) -> Result<(), StateError> {
         let io_err = |source| StateError::Io {
             path: path.to_owned(),
@@ -220,10 +252,23 @@ impl ProjectState {
             path: path.to_owned(),
             source,
         })?;
-        let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
-        let mut f = fs::File::create(&tmp).map_err(io_err)?;
+        let tmp = temp_path(path);
+        // Overwrite, then cut to length: truncating a file to zero (O_TRUNC) would make
+        // ext4 write it out at close (`auto_da_alloc` again).
+        let mut f = fs::File::options()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&tmp)
+            .map_err(io_err)?;
         f.write_all(&json).map_err(io_err)?;
-        fs::rename(&tmp, path).map_err(io_err)
+        f.set_len(json.len() as u64).map_err(io_err)?;
+        drop(f);
+        match renameat2(AT_FDCWD, &tmp, AT_FDCWD, path, RenameFlags::RENAME_EXCHANGE) {
+            Ok(()) => Ok(()),
+            Err(Errno::ENOENT | Errno::EINVAL) => fs::rename(&tmp, path).map_err(io_err),
+            Err(e) => Err(io_err(e.into())),
+        }
     }
 
     /// Reads a state file; `Ok(None)` when there is none.
@@ -244,6 +289,12 @@ impl ProjectState {
             }),
         }
     }
+}
+
+/// The temp file [`ProjectState::save`] writes before swapping it in (it then holds the
+/// previous state).
+fn temp_path(path: &Path) -> PathBuf {
+    path.with_extension(format!("tmp.{}", std::process::id()))
 }
 
 /// Start time of a process (clock ticks since boot), from `<proc>/<pid>/stat`.
@@ -282,8 +333,8 @@ mod tests {
             exit_code: None,
             reason: None,
             cgroup: "rcompose/p/web-2/app".into(),
-            log: "/run/rcompose/p/logs/web-2.app.log".into(),
-            dir: "/run/rcompose/p/containers/web-2/app".into(),
+            log: "/run/rcompose/p/web-2.app.log".into(),
+            dir: "/run/rcompose/p/web-2.app".into(),
         }
     }
 
@@ -298,17 +349,48 @@ mod tests {
             supervisor_start: Some(5),
             forkserver: Some((2, Some(6))),
             cgroup_subtree: "rcompose/p".into(),
-            netns: vec!["/run/rcompose/p/netns/web-2".into()],
+            netns: vec!["/run/rcompose/p/netns.web-2".into()],
             containers: vec![record()],
         };
         let file = dir.join("state.json");
         state.save(&file).unwrap();
-        assert_eq!(ProjectState::load(&file).unwrap(), Some(state));
+        assert_eq!(ProjectState::load(&file).unwrap(), Some(state.clone()));
         assert_eq!(
             fs::read_dir(&dir).unwrap().count(),
             1,
-            "no temp file is left"
+            "the first save leaves no temp file"
         );
+        // later saves swap the new state in; the temp file keeps the previous one
+        let mut next = state.clone();
+        next.containers[0].restarts = 2;
+        next.save(&file).unwrap();
+        assert_eq!(ProjectState::load(&file).unwrap(), Some(next.clone()));
+        assert_eq!(ProjectState::load(&temp_path(&file)).unwrap(), Some(state));
+        next.containers[0].restarts = 3;
+        next.save(&file).unwrap();
+        assert_eq!(ProjectState::load(&file).unwrap(), Some(next));
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 2);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn project_files_do_not_collide_and_pins_are_found_by_name() {
+        let dir = std::env::temp_dir().join(format!("rcompose-pins-{}", std::process::id()));
+        let paths = ProjectPaths::new(&dir, "p");
+        fs::create_dir_all(paths.container_dir("netns-1", "netns")).unwrap();
+        for f in [
+            paths.netns_pin("netns-1"),
+            paths.netns_pin("web-2"),
+            paths.log_file("netns-1", "netns"),
+            paths.state_file(),
+            paths.lock_file(),
+        ] {
+            fs::write(f, "").unwrap();
+        }
+        let mut pins = paths.netns_pins();
+        pins.sort();
+        assert_eq!(pins, [paths.netns_pin("netns-1"), paths.netns_pin("web-2")]);
+        assert_eq!(fs::read_dir(&paths.dir).unwrap().count(), 6);
         fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -198,9 +198,7 @@ pub fn cleanup(
         .map_err(|source| SupervisorError::Cgroup { source })?;
     cgroup::remove_empty_parents(mounts, Path::new(&subtree));
     let mut namespaces: Vec<PathBuf> = state.map(|s| s.netns.clone()).unwrap_or_default();
-    if let Ok(entries) = fs::read_dir(paths.netns_dir()) {
-        namespaces.extend(entries.flatten().map(|e| e.path()));
-    }
+    namespaces.extend(paths.netns_pins());
     for ns in namespaces {
         netns::remove(&ns).map_err(|source| SupervisorError::Netns { source })?;
     }

@@ -376,7 +376,7 @@ pods:
         .unwrap();
     let pid = nix::unistd::Pid::from_raw(child.id().cast_signed());
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !fs::read_to_string(format!("/run/rcompose/{p}/logs/s-1.c.log"))
+    while !fs::read_to_string(format!("/run/rcompose/{p}/s-1.c.log"))
         .unwrap_or_default()
         .contains("ready")
     {

@@ -152,6 +152,36 @@ pods:
 }
 
 #[test]
+fn restarted_container_keeps_what_it_wrote() {
+    // the writable layer outlives a restart (the restart mounts the same, volatile, overlay
+    // upper and work directories again)
+    require(&[Need::Root]);
+    let dir = TempDir::new("lc-keep");
+    let p = project("lc-keep");
+    dir.write(
+        "rcompose.yaml",
+        r"
+pods:
+  job:
+    restart: on-failure
+    containers:
+      - name: c
+        command: [/bin/sh, -c, 'if [ -f /marker ]; then echo again; exit 0; fi; touch /marker; echo first; exit 1']
+",
+    );
+    let _guard = Cleanup(p.clone());
+    let out = rcompose(dir.path(), &["-p", &p, "up"]);
+    assert_code(&out, 0);
+    assert_eq!(
+        stdout(&out),
+        "job-1 | first\njob-1 | again\n",
+        "{}",
+        stderr(&out)
+    );
+    assert_no_trace(&p);
+}
+
+#[test]
 fn detached_stack_lists_in_ps_and_logs_then_downs_fast() {
     require(&[Need::Root]);
     let dir = TempDir::new("lc-detached");
