@@ -373,7 +373,8 @@ impl Read for GrowingReader {
                     .unwrap_or_else(|p| p.into_inner());
             }
         };
-        let want = usize::try_from(written - self.pos).map_or(buf.len(), |n| n.min(buf.len()));
+        let available = written.min(self.stream.size) - self.pos;
+        let want = usize::try_from(available).map_or(buf.len(), |n| n.min(buf.len()));
         let n = self.file.read(&mut buf[..want])?;
         self.pos += n as u64;
         Ok(n)
@@ -486,7 +487,24 @@ mod tests {
             r.join().unwrap()
         });
         drop(writer);
-        assert_eq!(read, data);
+        assert!(
+            read == data,
+            "read {} bytes, not the {} written",
+            read.len(),
+            data.len()
+        );
+        fs::remove_file(&s.path).unwrap();
+    }
+
+    #[test]
+    fn bytes_past_the_size_are_never_read() {
+        let s = stream("past", 100);
+        let mut writer = s.writer().unwrap();
+        writer.write_all(&[1; 105]).unwrap();
+        let mut got = Vec::new();
+        (s.opener())().unwrap().read_to_end(&mut got).unwrap();
+        assert_eq!(got, vec![1; 100]);
+        drop(writer);
         fs::remove_file(&s.path).unwrap();
     }
 
