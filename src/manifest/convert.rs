@@ -676,7 +676,7 @@ fn condition(
     }
 }
 
-const CONTAINER_KEYS: [&str; 8] = [
+const CONTAINER_KEYS: [&str; 11] = [
     "name",
     "image",
     "entrypoint",
@@ -685,6 +685,9 @@ const CONTAINER_KEYS: [&str; 8] = [
     "env",
     "working_dir",
     "resources",
+    "privileged",
+    "cap_add",
+    "cap_drop",
 ];
 
 /// A command-like value: a string (shell words) or a list of arguments.
@@ -723,6 +726,9 @@ fn container(cx: &mut Issues, node: &Node, path: &str, pod: &str, i: usize) -> C
         working_dir: None,
         user: None,
         resources: None,
+        privileged: None,
+        cap_add: None,
+        cap_drop: None,
     };
     // Name first, so later messages can say `pod.container`.
     let label = match &node.kind {
@@ -777,6 +783,32 @@ fn container(cx: &mut Issues, node: &Node, path: &str, pod: &str, i: usize) -> C
     }
     if let Some(n) = e.get("resources") {
         spec.resources = Some(resources(cx, n, &join(path, "resources"), &what));
+    }
+    if let Some(n) = e.get("privileged") {
+        spec.privileged = cx.boolean(
+            n,
+            &join(path, "privileged"),
+            &format!("`privileged` of {what}"),
+        );
+    }
+    for (key, slot) in [
+        ("cap_add", &mut spec.cap_add),
+        ("cap_drop", &mut spec.cap_drop),
+    ] {
+        if let Some(n) = e.get(key) {
+            let kpath = join(path, key);
+            let kwhat = format!("`{key}` of {what}");
+            if let Some(items) = cx.list(n, &kpath, &kwhat) {
+                let mut names = Vec::new();
+                for (j, item) in items.iter().enumerate() {
+                    let iwhat = format!("a capability in {kwhat}");
+                    if let Some(t) = cx.text(item, &index(&kpath, j), &iwhat) {
+                        names.push(t);
+                    }
+                }
+                *slot = Some(names);
+            }
+        }
     }
     spec
 }

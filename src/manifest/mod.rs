@@ -6,6 +6,7 @@
 //! also validates it into a [`ValidManifest`] (short forms expanded, defaults filled, every
 //! reference checked), reporting all problems of the file in one [`ManifestError`].
 
+pub mod caps;
 mod convert;
 mod error;
 mod node;
@@ -26,7 +27,8 @@ use serde::{Deserialize, Serialize, Serializer};
 pub use self::error::{ManifestError, Problem, SourceLocation};
 pub use self::quantity::{Bytes, MilliCpu};
 pub use self::valid::{
-    Container, Dependency, Image, ImageBase, Layer, Pod, Port, Resources, Service, ValidManifest,
+    Container, Dependency, Image, ImageBase, Layer, Pod, Port, Resources, Security, Service,
+    ValidManifest,
 };
 
 /// The name of the builtin image: the host's root filesystem, read-only.
@@ -212,6 +214,17 @@ pub struct ContainerSpec {
     /// cgroup limits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourcesSpec>,
+    /// Every capability, no seccomp filter, no masked /proc paths, as Docker's
+    /// `--privileged` (devices stay the minimal set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub privileged: Option<bool>,
+    /// Capabilities added to Docker's default set (`NET_ADMIN`, `CAP_NET_ADMIN`, `ALL`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cap_add: Option<Vec<String>>,
+    /// Capabilities removed from Docker's default set (`ALL` removes every one; `cap_add`
+    /// then adds back).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cap_drop: Option<Vec<String>>,
 }
 
 /// A command: argv list or a shell-words string.

@@ -139,6 +139,49 @@ pub struct Container {
     pub user: Option<String>,
     /// Limits.
     pub resources: Resources,
+    /// Capabilities and confinement, written back as `privileged`, `cap_add` and `cap_drop`
+    /// (the differences from Docker's default set).
+    #[serde(flatten)]
+    pub security: Security,
+}
+
+/// What a container may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Security {
+    /// `privileged: true`: every capability, no seccomp filter, no masked /proc paths.
+    pub privileged: bool,
+    /// The capability set, bit n for capability number n (see [`super::caps`]).
+    pub capabilities: u64,
+}
+
+impl Default for Security {
+    fn default() -> Self {
+        Security {
+            privileged: false,
+            capabilities: super::caps::DEFAULT,
+        }
+    }
+}
+
+impl Serialize for Security {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use super::caps::{DEFAULT, names};
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(None)?;
+        if self.privileged {
+            map.serialize_entry("privileged", &true)?;
+        } else {
+            let added = names(self.capabilities & !DEFAULT);
+            let dropped = names(DEFAULT & !self.capabilities);
+            if !added.is_empty() {
+                map.serialize_entry("cap_add", &added)?;
+            }
+            if !dropped.is_empty() {
+                map.serialize_entry("cap_drop", &dropped)?;
+            }
+        }
+        map.end()
+    }
 }
 
 /// Parsed limits; `None` means unlimited.

@@ -3,9 +3,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::manifest::caps::{self, Cap};
 use crate::manifest::convert::{Anchor, Issues, index, join, suggest};
 use crate::manifest::valid::{
-    Container, Dependency, Image, ImageBase, Layer, Pod, Port, Resources, Service, ValidManifest,
+    Container, Dependency, Image, ImageBase, Layer, Pod, Port, Resources, Security, Service,
+    ValidManifest,
 };
 use crate::manifest::{
     Bytes, CommandSpec, Condition, ContainerSpec, DependsOnSpec, EnvSpec, HOST_IMAGE, LayerSpec,
@@ -524,6 +526,7 @@ fn container(
             );
         }
     }
+    let security = security(c, &label, path, issues);
     Container {
         name: c.name.clone(),
         image,
@@ -533,6 +536,43 @@ fn container(
         env,
         working_dir: c.working_dir.clone(),
         resources,
+        security,
+    }
+}
+
+/// The capability set of a container from `privileged`, `cap_add` and `cap_drop`; every
+/// unknown name is reported (with the closest known one).
+fn security(c: &ContainerSpec, label: &str, path: &str, issues: &mut Issues) -> Security {
+    let mut parse = |key: &str, names: &Option<Vec<String>>| -> Vec<Cap> {
+        let mut caps = Vec::new();
+        for (j, name) in names.iter().flatten().enumerate() {
+            match Cap::parse(name) {
+                Ok(cap) => caps.push(cap),
+                Err(close) => issues.report(
+                    &index(&join(path, key), j),
+                    Anchor::Value,
+                    format!(
+                        "unknown capability `{name}` in `{key}` of container `{label}`{}",
+                        close.map_or_else(
+                            || " (see capabilities(7); names may omit `CAP_`)".to_owned(),
+                            |s| format!("; did you mean `{s}`?")
+                        )
+                    ),
+                ),
+            }
+        }
+        caps
+    };
+    let add = parse("cap_add", &c.cap_add);
+    let drop = parse("cap_drop", &c.cap_drop);
+    let privileged = c.privileged.unwrap_or(false);
+    Security {
+        privileged,
+        capabilities: if privileged {
+            caps::ALL
+        } else {
+            caps::effective(&add, &drop)
+        },
     }
 }
 

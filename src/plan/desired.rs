@@ -93,6 +93,10 @@ pub struct ContainerPlan {
     pub working_dir: Option<String>,
     /// cgroup limits.
     pub resources: Resources,
+    /// `privileged: true`: every capability, no seccomp filter, no masked /proc paths.
+    pub privileged: bool,
+    /// The capability set, bit n for capability number n.
+    pub capabilities: u64,
 }
 
 /// The layers of a container's root filesystem, bottom first.

@@ -75,6 +75,8 @@ pub fn desired_state(m: &ValidManifest, project: &str, base_dir: &Path) -> Desir
                                 memory_bytes: c.resources.memory.map(|q| q.0),
                                 pids: c.resources.pids,
                             },
+                            privileged: c.security.privileged,
+                            capabilities: c.security.capabilities,
                         }
                     })
                     .collect(),

@@ -30,8 +30,8 @@ use nix::sys::stat::{Mode, SFlag, makedev, mknod};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, chdir, execve, fork, pipe2, pivot_root, sethostname, setsid};
 
-use super::ContainerConfig;
 use super::rootfs::{OverlayMount, overlay_mounts};
+use super::{ContainerConfig, security};
 
 /// The helper's channel to the supervisor: its stdin, one end of a Unix socket pair. The
 /// supervisor writes the "go" byte on it; the helper and the init write their status lines.
@@ -255,12 +255,18 @@ fn container_init(cfg: &ContainerConfig, status: &mut File, set: &SigSet) -> Res
     sethostname(&cfg.hostname).map_err(|e| ("failed to set the hostname", e))?;
     write_etc(cfg);
     let env = environment(cfg);
+    // built here, installed by the command's process just before it execs
+    let filters = if cfg.privileged {
+        Vec::new()
+    } else {
+        security::filters(cfg.capabilities).map_err(Failed)?
+    };
     let (r, w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| ("pipe", e))?;
     // SAFETY: still single-threaded (see `helper`).
     let child = match unsafe { fork() }.map_err(|e| ("fork", e))? {
         ForkResult::Child => {
             drop(r);
-            let err = exec_command(cfg, &env);
+            let err = exec_command(cfg, &env, &filters);
             let mut w = File::from(w);
             let _ = w.write_all(err.as_bytes());
             // SAFETY: _exit is async-signal-safe and ends this child at once.
@@ -346,7 +352,11 @@ fn reap_loop(child: nix::unistd::Pid, set: &SigSet) -> ! {
 
 /// Runs in the command's process: resets the signal mask, starts a session, enters the
 /// working directory and execs. Returns the error message when exec fails.
-fn exec_command(cfg: &ContainerConfig, env: &[(String, String)]) -> String {
+fn exec_command(
+    cfg: &ContainerConfig,
+    env: &[(String, String)],
+    filters: &[seccompiler::BpfProgram],
+) -> String {
     let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
     reset_signal_dispositions();
     // the caller's umask is not the container's business: start from Docker's 022
@@ -381,6 +391,12 @@ fn exec_command(cfg: &ContainerConfig, env: &[(String, String)]) -> String {
         }
     }
     let mut env = env.to_vec();
+    // while this process still has CAP_SETPCAP (see `security` for the order)
+    if !cfg.privileged
+        && let Err(e) = security::limit_bounding_set(cfg.capabilities)
+    {
+        return e;
+    }
     if let Some(spec) = &cfg.user {
         let user = match super::user::read_db("/etc/passwd").and_then(|passwd| {
             let group = super::user::read_db("/etc/group")?;
@@ -410,6 +426,12 @@ fn exec_command(cfg: &ContainerConfig, env: &[(String, String)]) -> String {
     let Some(program) = cfg.command.first() else {
         return "the container has no command".to_string();
     };
+    if !cfg.privileged
+        && let Err(e) =
+            security::set_capabilities(cfg.capabilities).and_then(|()| security::apply(filters))
+    {
+        return e;
+    }
     let path = env
         .iter()
         .find(|(k, _)| k == "PATH")
@@ -619,8 +641,14 @@ fn setup_root(cfg: &ContainerConfig) -> Result<(), Failed> {
     pivot_root(".", ".").map_err(err("pivot_root failed".into()))?;
     umount2(".", MntFlags::MNT_DETACH).map_err(err("failed to detach the old root".into()))?;
     chdir("/").map_err(err("chdir /".into()))?;
+    if !cfg.privileged {
+        security::mask_paths().map_err(Failed)?;
+    }
     Ok(())
 }
+
+/// The option that makes a writable overlay volatile, as appended to its mount data.
+const VOLATILE: &str = ",volatile";
 
 /// Mounts one overlay of the container root. A writable one is mounted `volatile` (Linux
 /// 5.10): overlayfs then never syncs its upper file system, whereas without the option the
@@ -632,9 +660,6 @@ fn setup_root(cfg: &ContainerConfig) -> Result<(), Failed> {
 /// durability of the upper layer across a machine crash, which rcompose never offers: a
 /// project's directories never outlive `down`, and `up` after a crash removes them first.
 /// Kernels without the option (EINVAL) get a plain mount.
-/// The option that makes a writable overlay volatile, as appended to its mount data.
-const VOLATILE: &str = ",volatile";
-
 fn mount_overlay(m: &OverlayMount) -> Result<(), Errno> {
     let flags = if m.read_only {
         MsFlags::MS_RDONLY

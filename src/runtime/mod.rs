@@ -12,6 +12,7 @@ pub mod forkserver;
 pub mod init;
 pub mod netns;
 pub mod rootfs;
+pub mod security;
 pub mod user;
 
 use std::fs::File;
@@ -51,6 +52,12 @@ pub struct ContainerConfig {
     /// The tiny `rcompose-init` the init replaces itself with once the command runs (see
     /// `src/bin/rcompose-init.rs`); without it, the Rust init stays PID 1.
     pub init: Option<PathBuf>,
+    /// No confinement: every capability, no seccomp filter, no masked /proc paths.
+    #[serde(default)]
+    pub privileged: bool,
+    /// The command's capability set (bounding, permitted and effective for root; bounding
+    /// only for other users), bit n for capability number n.
+    pub capabilities: u64,
 }
 
 /// The `rcompose-init` binary installed next to `exe`, if there is one.

@@ -914,6 +914,8 @@ fn launch(opts: &UpOptions, slot: &Slot) -> Result<Prepared, String> {
                 .collect(),
             working_dir: slot.plan.working_dir.clone(),
             init: runtime::tiny_init_next_to(&opts.exe),
+            privileged: slot.plan.privileged,
+            capabilities: slot.plan.capabilities,
         };
         let json = serde_json::to_vec(&config).map_err(|e| e.to_string())?;
         fs::write(&config_path, json).map_err(|e| io("failed to write", &config_path, e))?;
