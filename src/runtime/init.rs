@@ -182,22 +182,30 @@ fn helper(config: &Path, join_netns: bool, status: &mut File) -> Result<(), Fail
     // Leave the supervisor's session: a Ctrl-C on its terminal must not reach containers,
     // which are stopped in reverse dependency order by the supervisor instead.
     let _ = setsid();
-    if let Some(ns) = cfg.netns.as_ref().filter(|_| join_netns) {
-        let f = File::open(ns).map_err(|e| {
-            (
-                format!("failed to open network namespace `{}`", ns.display()),
-                e,
-            )
-        })?;
-        setns(&f, CloneFlags::CLONE_NEWNET).map_err(|e| ("failed to join the pod network", e))?;
+    // The pod's network, IPC and UTS namespaces: made by the pod's first container (see
+    // `main`), joined by the others and by restarts. Mount and pid namespaces are the
+    // container's own.
+    let mut own = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWPID;
+    match &cfg.netns {
+        Some(net) if join_netns => {
+            for (pin, flag, kind) in super::netns::PodPins::of(net).namespaces() {
+                let f = File::open(pin).map_err(|e| {
+                    (
+                        format!(
+                            "failed to open the pod's {kind} namespace `{}`",
+                            pin.display()
+                        ),
+                        e,
+                    )
+                })?;
+                setns(&f, flag)
+                    .map_err(|e| (format!("failed to join the pod's {kind} namespace"), e))?;
+            }
+        }
+        Some(_) => {}
+        None => own |= CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC,
     }
-    unshare(
-        CloneFlags::CLONE_NEWNS
-            | CloneFlags::CLONE_NEWPID
-            | CloneFlags::CLONE_NEWUTS
-            | CloneFlags::CLONE_NEWIPC,
-    )
-    .map_err(|e| ("failed to create namespaces", e))?;
+    unshare(own).map_err(|e| ("failed to create namespaces", e))?;
     // Block the forwarded signals before the fork so none is lost before the init waits.
     let mut set = SigSet::empty();
     set.add(Signal::SIGCHLD);
@@ -611,7 +619,25 @@ fn setup_root(cfg: &ContainerConfig) -> Result<(), Failed> {
         MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
         "newinstance,ptmxmode=0666,mode=0620",
     )?;
-    fs_mount("shm", "dev/shm", "tmpfs", nosuid, "mode=1777,size=65536k")?;
+    match &cfg.netns {
+        // the pod's /dev/shm, shared by its containers like its IPC namespace
+        Some(net) => {
+            let shm = super::netns::PodPins::of(net).shm;
+            let dir = mount_point(&root, "dev/shm")?;
+            mount(
+                Some(&shm),
+                &dir,
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .map_err(err(format!(
+                "failed to mount the pod's /dev/shm `{}`",
+                shm.display()
+            )))?;
+        }
+        None => fs_mount("shm", "dev/shm", "tmpfs", nosuid, "mode=1777,size=65536k")?,
+    }
     for (link, to) in [
         ("ptmx", "pts/ptmx"),
         ("fd", "/proc/self/fd"),

@@ -51,13 +51,20 @@ impl ProjectPaths {
     pub fn netns_pin(&self, replica: &str) -> PathBuf {
         self.dir.join(format!("{NETNS_PREFIX}{replica}"))
     }
-    /// Every network namespace pin in the project directory (whatever `state.json` says).
+    /// Every network namespace pin in the project directory (whatever `state.json` says);
+    /// not the pins next to them (`netns.web-1.ipc`, `.uts`, `.shm`: replica names have no
+    /// dot), which go with their network namespace's.
     #[must_use]
     pub fn netns_pins(&self) -> Vec<PathBuf> {
         fs::read_dir(&self.dir)
             .map(|d| {
                 d.flatten()
-                    .filter(|e| e.file_name().to_string_lossy().starts_with(NETNS_PREFIX))
+                    .filter(|e| {
+                        e.file_name()
+                            .to_string_lossy()
+                            .strip_prefix(NETNS_PREFIX)
+                            .is_some_and(|replica| !replica.contains('.'))
+                    })
                     .map(|e| e.path())
                     .collect()
             })
@@ -381,6 +388,8 @@ mod tests {
         for f in [
             paths.netns_pin("netns-1"),
             paths.netns_pin("web-2"),
+            paths.dir.join("netns.web-2.ipc"),
+            paths.dir.join("netns.web-2.uts"),
             paths.log_file("netns-1", "netns"),
             paths.state_file(),
             paths.lock_file(),
@@ -390,7 +399,7 @@ mod tests {
         let mut pins = paths.netns_pins();
         pins.sort();
         assert_eq!(pins, [paths.netns_pin("netns-1"), paths.netns_pin("web-2")]);
-        assert_eq!(fs::read_dir(&paths.dir).unwrap().count(), 6);
+        assert_eq!(fs::read_dir(&paths.dir).unwrap().count(), 8);
         fs::remove_dir_all(&dir).unwrap();
     }
 

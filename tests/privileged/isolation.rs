@@ -507,6 +507,98 @@ pods:
     assert_no_trace(&p);
 }
 
+/// A pod is one logical host: its containers share the IPC namespace (SysV shared memory),
+/// `/dev/shm` (POSIX shared memory) and the UTS namespace, while each keeps its own mount
+/// and pid namespaces; another pod sees none of it.
+#[test]
+fn containers_of_a_pod_share_ipc_uts_and_shm_but_not_mounts_or_pids() {
+    require(&[Need::Root, Need::Tool("python3")]);
+    let dir = TempDir::new("iso-ipc");
+    let p = project("iso-ipc");
+    dir.write(
+        "probe.py",
+        r#"
+import ctypes, os, sys, time
+libc = ctypes.CDLL(None, use_errno=True)
+KEY = ctypes.c_int(0x52430001)
+role = sys.argv[1]
+def wait_for(path):
+    for _ in range(500):
+        if os.path.exists(path):
+            return True
+        time.sleep(0.01)
+    return False
+def shm(flags, size):
+    r = libc.shmget(KEY, ctypes.c_size_t(size), ctypes.c_int(flags))
+    return (r, 0) if r >= 0 else (r, ctypes.get_errno())
+ns = " ".join(f"{k}={os.readlink('/proc/self/ns/' + k)}" for k in ("ipc", "uts", "mnt", "pid"))
+print(f"{role} {ns}", flush=True)
+if role == "one":
+    seg, err = shm(0o1666, 4096)  # IPC_CREAT | 0666
+    print(f"one created={err}", flush=True)
+    open("/tmp/private", "w").write("x")
+    open("/dev/shm/ready", "w").write("x")
+    print(f"one done={wait_for('/dev/shm/done')}", flush=True)
+    libc.shmctl(seg, 0, None)  # IPC_RMID
+elif role == "two":
+    print(f"two ready={wait_for('/dev/shm/ready')}", flush=True)
+    print(f"two sysv={shm(0, 0)[1]} private={os.path.exists('/tmp/private')}", flush=True)
+    open("/dev/shm/done", "w").write("x")
+else:
+    wait_for("/nonexistent")  # give pod a time to make its segment
+    print(f"other sysv={shm(0, 0)[1]} shm={sorted(os.listdir('/dev/shm'))}", flush=True)
+"#,
+    );
+    let (lines, err) = run_one(
+        &dir,
+        &p,
+        r"
+images:
+  probe:
+    from: host
+    layers: [{ source: ./, target: /probe }]
+pods:
+  a:
+    containers:
+      - { name: one, image: probe, command: [/usr/bin/python3, /probe/probe.py, one] }
+      - { name: two, image: probe, command: [/usr/bin/python3, /probe/probe.py, two] }
+  b:
+    containers:
+      - { name: other, image: probe, command: [/usr/bin/python3, /probe/probe.py, other] }
+",
+    );
+    let field = |role: &str, key: &str| -> String {
+        lines
+            .iter()
+            .filter(|l| l.starts_with(&format!("{role} ")))
+            .flat_map(|l| l.split(' '))
+            .find_map(|f| f.strip_prefix(&format!("{key}=")))
+            .unwrap_or_else(|| panic!("no {key} of {role} in {lines:?}\n{err}"))
+            .to_owned()
+    };
+    assert_eq!(field("one", "created"), "0");
+    assert_eq!(field("two", "ready"), "True", "/dev/shm is shared");
+    assert_eq!(field("two", "sysv"), "0", "SysV IPC is shared");
+    assert_eq!(
+        field("two", "private"),
+        "False",
+        "/tmp is the container's own"
+    );
+    assert_eq!(field("one", "done"), "True");
+    assert_eq!(field("one", "ipc"), field("two", "ipc"));
+    assert_eq!(field("one", "uts"), field("two", "uts"));
+    assert_ne!(field("one", "mnt"), field("two", "mnt"));
+    assert_ne!(field("one", "pid"), field("two", "pid"));
+    // ENOENT: the other pod has its own IPC namespace and its own, empty /dev/shm
+    assert_eq!(field("other", "sysv"), "2");
+    assert_eq!(field("other", "shm"), "[]");
+    assert_ne!(field("other", "ipc"), field("one", "ipc"));
+    assert_ne!(field("other", "uts"), field("one", "uts"));
+    let host_ipc = fs::read_link("/proc/self/ns/ipc").unwrap();
+    assert_ne!(field("one", "ipc"), host_ipc.display().to_string());
+    assert_no_trace(&p);
+}
+
 #[test]
 fn missing_working_dir_is_created_and_long_output_lines_are_split() {
     require(&[Need::Root]);
