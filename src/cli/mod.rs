@@ -74,6 +74,9 @@ enum Command {
             default_value_t = 10
         )]
         timeout: u64,
+        /// Also remove the project's named volumes
+        #[arg(short = 'v', long = "volumes")]
+        volumes: bool,
     },
     /// List the project's containers
     Ps {
@@ -201,7 +204,7 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
             timeout,
         } => up::detached(&ctx, timeout),
         Command::Supervise { timeout } => up::supervise(&ctx, Duration::from_secs(timeout)),
-        Command::Down { timeout } => down(&ctx, Duration::from_secs(timeout)),
+        Command::Down { timeout, volumes } => down(&ctx, Duration::from_secs(timeout), volumes),
         Command::Ps { format } => ps(&ctx, format),
         Command::Logs { follow, pods } => logs(&ctx, follow, &pods),
         Command::Config { format, quiet } => {
@@ -286,7 +289,19 @@ impl Context {
             path: path.clone(),
             source,
         })?;
-        Ok((manifest::load(&source, &path)?, path))
+        // bind mount sources are relative to the manifest's directory
+        let base = path
+            .parent()
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+        let exists = |source: &str| {
+            let p = Path::new(source);
+            if p.is_absolute() {
+                p.exists()
+            } else {
+                base.join(p).exists()
+            }
+        };
+        Ok((manifest::load_checked(&source, &path, &exists)?, path))
     }
 
     fn desired(&self) -> Result<DesiredState, Error> {
@@ -356,13 +371,33 @@ fn project_from_dir(dir: &Path) -> Result<String, Error> {
         .and_then(|n| checked_project(&n))
 }
 
-fn down(ctx: &Context, grace: Duration) -> Result<ExitCode, Error> {
+fn down(ctx: &Context, grace: Duration, volumes: bool) -> Result<ExitCode, Error> {
     let project = ctx.project()?;
     let report = teardown::down(&Context::run_root(), Path::new("/proc"), &project, grace)?;
     if report.found {
         eprintln!("removed project {project}");
     } else {
         eprintln!("project {project}: nothing to remove");
+    }
+    if volumes {
+        // every named volume of the project, declared in this manifest or not (`-p` alone
+        // has none to read)
+        let dir = up::volumes_dir(ctx, &project);
+        match fs::remove_dir_all(&dir) {
+            Ok(()) => eprintln!("removed the volumes of project {project}"),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(Error::Io {
+                    what: format!(
+                        "remove the volumes of project {project} (`{}`)",
+                        dir.display()
+                    ),
+                    source,
+                });
+            }
+        }
+        // the parent goes when it was the last project with volumes
+        let _ = fs::remove_dir(ctx.store.join("volumes"));
     }
     Ok(ExitCode::SUCCESS)
 }

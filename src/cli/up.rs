@@ -14,7 +14,7 @@ use super::image::LayerProgress;
 use super::output::{self, CliProgress, LinePrinter};
 use crate::error::Error;
 use crate::image::prepare::{PrepareOptions, prepare};
-use crate::plan::desired::DesiredState;
+use crate::plan::desired::{DesiredState, MountSource};
 use crate::runtime;
 use crate::runtime::forkserver::ForkServer;
 use crate::supervisor::state::display_name;
@@ -91,6 +91,7 @@ fn start_forkserver() -> Option<Arc<ForkServer>> {
 /// Resolves stored images and tarball layers into layer directories (see
 /// [`crate::image::prepare`]); `offline` never contacts a registry.
 fn prepare_images(ctx: &Context, desired: &mut DesiredState, offline: bool) -> Result<(), Error> {
+    prepare_volumes(ctx, desired)?;
     let options = PrepareOptions {
         offline,
         ..PrepareOptions::default()
@@ -102,6 +103,35 @@ fn prepare_images(ctx: &Context, desired: &mut DesiredState, offline: bool) -> R
         let result = prepare(desired, &ctx.store, &options, &progress);
         progress.finish();
         result?;
+    }
+    Ok(())
+}
+
+/// The directory of a project's named volumes: `<data dir>/volumes/<project>` (the data dir
+/// is the store's root); each volume is a directory in it.
+pub(super) fn volumes_dir(ctx: &Context, project: &str) -> PathBuf {
+    ctx.store.join("volumes").join(project)
+}
+
+/// Makes the project's named volumes (kept across `down`, removed by `down -v`) and points
+/// the mounts that use them at their directories.
+fn prepare_volumes(ctx: &Context, desired: &mut DesiredState) -> Result<(), Error> {
+    for name in &desired.volumes {
+        let dir = volumes_dir(ctx, &desired.project).join(name);
+        std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
+            what: format!("create volume `{name}` at `{}`", dir.display()),
+            source,
+        })?;
+    }
+    let project = desired.project.clone();
+    for pod in desired.pods.values_mut() {
+        for c in &mut pod.containers {
+            for m in &mut c.mounts {
+                if let MountSource::Volume(name) = &m.source {
+                    m.source = MountSource::Host(volumes_dir(ctx, &project).join(name));
+                }
+            }
+        }
     }
     Ok(())
 }

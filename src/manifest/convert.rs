@@ -8,9 +8,10 @@ use std::path::Path;
 use crate::manifest::error::{ManifestError, Problem, SourceLocation};
 use crate::manifest::node::{self, Key, Kind, Loc, Node, ScalarType};
 use crate::manifest::{
-    CommandSpec, Condition, ContainerSpec, DependencySpec, DependsOnSpec, EnvSpec, ImageSpec,
-    LayerMount, LayerSpec, Manifest, PodSpec, PortMapping, PortSpec, PullPolicy, Quantity,
-    ResourcesSpec, Restart, ServiceSpec, Text,
+    CommandSpec, Condition, ContainerSpec, DependencySpec, DependsOnSpec, EmptyDirSpec, EnvSpec,
+    ImageSpec, LayerMount, LayerSpec, LongMountSpec, Manifest, MountSpec, MountType, PodSpec,
+    PodVolumeSpec, PortMapping, PortSpec, PullPolicy, Quantity, ResourcesSpec, Restart,
+    ServiceSpec, Text, TmpfsSpec, VolumeSpec,
 };
 
 /// Which part of a `key: value` entry a problem points at.
@@ -223,6 +224,28 @@ impl Issues {
         }
     }
 
+    /// A mapping that takes no keys yet (`data:` or `data: {}`); every key is reported.
+    fn no_options(&mut self, node: &Node, path: &str, what: &str) -> bool {
+        match &node.kind {
+            Kind::Null => true,
+            Kind::Map(entries) => {
+                for (key, _) in entries {
+                    self.list.push(Issue {
+                        path: join(path, &key.name),
+                        anchor: Anchor::Key,
+                        message: format!("{what} takes no options yet: remove `{}`", key.name),
+                        shape: true,
+                    });
+                }
+                entries.is_empty()
+            }
+            _ => {
+                self.wrong_type(node, path, what, "an empty mapping");
+                false
+            }
+        }
+    }
+
     fn list<'n>(&mut self, node: &'n Node, path: &str, what: &str) -> Option<&'n [Node]> {
         match &node.kind {
             Kind::Seq(items) => Some(items),
@@ -398,6 +421,16 @@ pub(crate) fn convert(source: &str, cx: &mut Issues) -> Option<Manifest> {
                 .insert(key.name.clone(), pod(cx, node, &path, &key.name));
         }
     }
+    if let Some(volumes) = entries.get("volumes")
+        && let Some(list) = cx.map(volumes, "volumes", "`volumes`", &[], "")
+    {
+        for (key, node) in list.0 {
+            let path = join("volumes", &key.name);
+            let what = format!("volume `{}`", key.name);
+            let spec = cx.no_options(node, &path, &what).then_some(VolumeSpec {});
+            m.volumes.insert(key.name.clone(), spec);
+        }
+    }
     if let Some(services) = entries.get("services")
         && let Some(list) = cx.map(services, "services", "`services`", &[], "")
     {
@@ -507,7 +540,7 @@ fn layer(cx: &mut Issues, node: &Node, path: &str, image: &str) -> LayerSpec {
     }
 }
 
-const TOP_KEYS: [&str; 4] = ["name", "images", "pods", "services"];
+const TOP_KEYS: [&str; 5] = ["name", "images", "pods", "services", "volumes"];
 const IMAGE_KEYS: [&str; 7] = [
     "from",
     "rootfs",
@@ -522,7 +555,17 @@ const DEPENDENCY_KEYS: [&str; 1] = ["condition"];
 const RESOURCE_KEYS: [&str; 3] = ["cpu", "memory", "pids"];
 const SERVICE_KEYS: [&str; 2] = ["selector", "ports"];
 const PORT_KEYS: [&str; 3] = ["port", "target", "publish"];
-const POD_KEYS: [&str; 5] = ["replicas", "labels", "depends_on", "restart", "containers"];
+const POD_KEYS: [&str; 6] = [
+    "replicas",
+    "labels",
+    "depends_on",
+    "restart",
+    "volumes",
+    "containers",
+];
+const POD_VOLUME_KEYS: [&str; 1] = ["empty_dir"];
+const MOUNT_KEYS: [&str; 5] = ["type", "source", "target", "read_only", "tmpfs"];
+const TMPFS_KEYS: [&str; 1] = ["size"];
 
 fn pod(cx: &mut Issues, node: &Node, path: &str, name: &str) -> PodSpec {
     let mut spec = PodSpec::default();
@@ -549,6 +592,39 @@ fn pod(cx: &mut Issues, node: &Node, path: &str, name: &str) -> PodSpec {
         let rpath = join(path, "restart");
         if let Some(text) = cx.text(n, &rpath, &format!("`restart` of {what}")) {
             spec.restart = restart(cx, &text, &rpath, name);
+        }
+    }
+    if let Some(n) = e.get("volumes") {
+        let vpath = join(path, "volumes");
+        if let Some(list) = cx.map(n, &vpath, &format!("`volumes` of {what}"), &[], "") {
+            for (key, node) in list.0 {
+                let kpath = join(&vpath, &key.name);
+                let kwhat = format!("volume `{}` of {what}", key.name);
+                let Some(v) = cx.map(
+                    node,
+                    &kpath,
+                    &kwhat,
+                    &POD_VOLUME_KEYS,
+                    &format!("in {kwhat}"),
+                ) else {
+                    continue;
+                };
+                match v.get("empty_dir") {
+                    Some(d) => {
+                        let dpath = join(&kpath, "empty_dir");
+                        let dwhat = format!("`empty_dir` of {kwhat}");
+                        if cx.no_options(d, &dpath, &dwhat) {
+                            spec.volumes.insert(
+                                key.name.clone(),
+                                PodVolumeSpec {
+                                    empty_dir: EmptyDirSpec {},
+                                },
+                            );
+                        }
+                    }
+                    None => cx.missing(&kpath, "empty_dir", &kwhat),
+                }
+            }
         }
     }
     match e.get("containers") {
@@ -676,7 +752,7 @@ fn condition(
     }
 }
 
-const CONTAINER_KEYS: [&str; 11] = [
+const CONTAINER_KEYS: [&str; 12] = [
     "name",
     "image",
     "entrypoint",
@@ -688,6 +764,7 @@ const CONTAINER_KEYS: [&str; 11] = [
     "privileged",
     "cap_add",
     "cap_drop",
+    "volumes",
 ];
 
 /// A command-like value: a string (shell words) or a list of arguments.
@@ -729,6 +806,7 @@ fn container(cx: &mut Issues, node: &Node, path: &str, pod: &str, i: usize) -> C
         privileged: None,
         cap_add: None,
         cap_drop: None,
+        volumes: None,
     };
     // Name first, so later messages can say `pod.container`.
     let label = match &node.kind {
@@ -791,6 +869,18 @@ fn container(cx: &mut Issues, node: &Node, path: &str, pod: &str, i: usize) -> C
             &format!("`privileged` of {what}"),
         );
     }
+    if let Some(n) = e.get("volumes") {
+        let vpath = join(path, "volumes");
+        if let Some(items) = cx.list(n, &vpath, &format!("`volumes` of {what}")) {
+            let mut mounts = Vec::new();
+            for (j, item) in items.iter().enumerate() {
+                if let Some(m) = mount(cx, item, &index(&vpath, j), &what) {
+                    mounts.push(m);
+                }
+            }
+            spec.volumes = Some(mounts);
+        }
+    }
     for (key, slot) in [
         ("cap_add", &mut spec.cap_add),
         ("cap_drop", &mut spec.cap_drop),
@@ -811,6 +901,88 @@ fn container(cx: &mut Issues, node: &Node, path: &str, pod: &str, i: usize) -> C
         }
     }
     spec
+}
+
+/// One entry of a container's `volumes`: the short string or the long map.
+fn mount(cx: &mut Issues, node: &Node, path: &str, what: &str) -> Option<MountSpec> {
+    let mwhat = format!("a mount of {what}");
+    if let Kind::Scalar(s) = &node.kind {
+        return Some(MountSpec::Short(s.text.clone()));
+    }
+    let e = cx.map(node, path, &mwhat, &MOUNT_KEYS, &format!("in {mwhat}"))?;
+    let kind = match e.get("type") {
+        Some(n) => {
+            let tpath = join(path, "type");
+            let text = cx.text(n, &tpath, &format!("`type` of {mwhat}"))?;
+            let kinds = ["bind", "volume", "tmpfs", "empty_dir"];
+            match text.as_str() {
+                "bind" => MountType::Bind,
+                "volume" => MountType::Volume,
+                "tmpfs" => MountType::Tmpfs,
+                "empty_dir" => MountType::EmptyDir,
+                other => {
+                    let hint = suggest(other, &kinds)
+                        .map(|k| format!("; did you mean `{k}`?"))
+                        .unwrap_or_default();
+                    cx.shape(
+                        &tpath,
+                        Anchor::Value,
+                        format!(
+                            "invalid mount type `{other}` in {what}: expected `bind`, `volume`, `tmpfs` or `empty_dir`{hint}"
+                        ),
+                    );
+                    return None;
+                }
+            }
+        }
+        None => {
+            cx.missing(path, "type", &mwhat);
+            return None;
+        }
+    };
+    let target = match e.get("target") {
+        Some(n) => cx.text(n, &join(path, "target"), &format!("`target` of {mwhat}"))?,
+        None => {
+            cx.missing(path, "target", &mwhat);
+            return None;
+        }
+    };
+    let source = match e.get("source") {
+        Some(n) => Some(cx.text(n, &join(path, "source"), &format!("`source` of {mwhat}"))?),
+        None => None,
+    };
+    let read_only = match e.get("read_only") {
+        Some(n) => Some(cx.boolean(
+            n,
+            &join(path, "read_only"),
+            &format!("`read_only` of {mwhat}"),
+        )?),
+        None => None,
+    };
+    let tmpfs = match e.get("tmpfs") {
+        Some(n) => {
+            let tpath = join(path, "tmpfs");
+            let twhat = format!("`tmpfs` of {mwhat}");
+            let t = cx.map(n, &tpath, &twhat, &TMPFS_KEYS, &format!("in {twhat}"))?;
+            let size = match t.get("size") {
+                Some(n) => Some(Quantity(cx.text(
+                    n,
+                    &join(&tpath, "size"),
+                    &format!("`size` of {twhat}"),
+                )?)),
+                None => None,
+            };
+            Some(TmpfsSpec { size })
+        }
+        None => None,
+    };
+    Some(MountSpec::Long(LongMountSpec {
+        kind,
+        source,
+        target,
+        read_only,
+        tmpfs,
+    }))
 }
 
 fn env(cx: &mut Issues, node: &Node, path: &str, what: &str) -> Option<EnvSpec> {
@@ -984,8 +1156,8 @@ mod tests {
     use std::collections::BTreeSet;
 
     use crate::manifest::convert::{
-        CONTAINER_KEYS, DEPENDENCY_KEYS, IMAGE_KEYS, LAYER_KEYS, POD_KEYS, PORT_KEYS,
-        RESOURCE_KEYS, SERVICE_KEYS, TOP_KEYS, suggest,
+        CONTAINER_KEYS, DEPENDENCY_KEYS, IMAGE_KEYS, LAYER_KEYS, MOUNT_KEYS, POD_KEYS,
+        POD_VOLUME_KEYS, PORT_KEYS, RESOURCE_KEYS, SERVICE_KEYS, TMPFS_KEYS, TOP_KEYS, suggest,
     };
     use crate::manifest::schema_json;
 
@@ -1013,6 +1185,9 @@ mod tests {
             ("ResourcesSpec", &RESOURCE_KEYS[..]),
             ("ServiceSpec", &SERVICE_KEYS[..]),
             ("PortMapping", &PORT_KEYS[..]),
+            ("PodVolumeSpec", &POD_VOLUME_KEYS[..]),
+            ("LongMountSpec", &MOUNT_KEYS[..]),
+            ("TmpfsSpec", &TMPFS_KEYS[..]),
         ] {
             assert_eq!(keys(&schema["$defs"][def]), set(list), "{def}");
         }
@@ -1023,6 +1198,6 @@ mod tests {
         assert_eq!(suggest("replcas", &POD_KEYS), Some("replicas"));
         assert_eq!(suggest("dependson", &POD_KEYS), Some("depends_on"));
         assert_eq!(suggest("environment", &CONTAINER_KEYS), Some("env"));
-        assert_eq!(suggest("volumes", &POD_KEYS), None);
+        assert_eq!(suggest("networks", &POD_KEYS), None);
     }
 }

@@ -27,8 +27,8 @@ use serde::{Deserialize, Serialize, Serializer};
 pub use self::error::{ManifestError, Problem, SourceLocation};
 pub use self::quantity::{Bytes, MilliCpu};
 pub use self::valid::{
-    Container, Dependency, Image, ImageBase, Layer, Pod, Port, Resources, Security, Service,
-    ValidManifest,
+    Container, Dependency, Image, ImageBase, Layer, Mount, MountKind, Pod, Port, Resources,
+    Security, Service, ValidManifest,
 };
 
 /// The name of the builtin image: the host's root filesystem, read-only.
@@ -55,6 +55,10 @@ pub struct Manifest {
     /// Services by name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub services: BTreeMap<String, ServiceSpec>,
+    /// Named volumes (`data:` or `data: {}`): directories under the data dir that outlive
+    /// `down` (removed by `down -v`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub volumes: BTreeMap<String, Option<VolumeSpec>>,
 }
 
 /// An image: a base (another image, or a rootfs directory) plus layers laid over it.
@@ -139,8 +143,85 @@ pub struct PodSpec {
     /// Restart policy; default `never`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restart: Option<Restart>,
+    /// Volumes of the pod, mounted by name into its containers: `{ shared: { empty_dir: {} } }`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub volumes: BTreeMap<String, PodVolumeSpec>,
     /// The containers, at least one.
     pub containers: Vec<ContainerSpec>,
+}
+
+/// A named volume; it takes no options yet.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeSpec {}
+
+/// A pod volume.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PodVolumeSpec {
+    /// An empty directory made when a replica starts, shared by the replica's containers
+    /// that mount it, removed with the replica (Kubernetes' `emptyDir`).
+    pub empty_dir: EmptyDirSpec,
+}
+
+/// `empty_dir` options: none yet.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EmptyDirSpec {}
+
+/// A container mount: `SOURCE:TARGET[:ro|:rw]` (a source starting with `.`, `/` or `~` is a
+/// host path, else a pod volume or a named volume), or the long form.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum MountSpec {
+    /// `./src:/app`, `data:/var/lib/db`, `./conf:/etc/app:ro`.
+    Short(String),
+    /// `{ type, source, target, read_only, tmpfs }`.
+    Long(LongMountSpec),
+}
+
+/// The long form of a mount.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LongMountSpec {
+    /// What is mounted.
+    #[serde(rename = "type")]
+    pub kind: MountType,
+    /// Host path (`bind`, relative to the manifest), volume name (`volume`, `empty_dir`);
+    /// none for `tmpfs`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// Absolute path in the container.
+    pub target: String,
+    /// Mount read-only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_only: Option<bool>,
+    /// `tmpfs` options.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tmpfs: Option<TmpfsSpec>,
+}
+
+/// Mount types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MountType {
+    /// A host file or directory.
+    Bind,
+    /// A named volume (top-level `volumes`).
+    Volume,
+    /// A fresh tmpfs, private to the container.
+    Tmpfs,
+    /// A pod volume (`pods.<name>.volumes`).
+    EmptyDir,
+}
+
+/// `tmpfs` options.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TmpfsSpec {
+    /// Size limit: `64Mi`, `1G` or bytes; default half of the RAM (the kernel's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<Quantity>,
 }
 
 /// `depends_on`: a list of pod names, or a map of pod names to conditions.
@@ -225,6 +306,9 @@ pub struct ContainerSpec {
     /// then adds back).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cap_drop: Option<Vec<String>>,
+    /// Mounts: host paths, named volumes, pod volumes, tmpfs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volumes: Option<Vec<MountSpec>>,
 }
 
 /// A command: argv list or a shell-words string.
@@ -399,11 +483,26 @@ pub fn parse(source: &str, origin: &Path) -> Result<Manifest, ManifestError> {
 /// Every syntax, shape and semantic problem of the file (unknown references, cycles, bad
 /// quantities, ...), in source order, each with its line and column.
 pub fn load(source: &str, origin: &Path) -> Result<ValidManifest, ManifestError> {
+    load_checked(source, origin, &|_| true)
+}
+
+/// [`load`], also asking `exists` whether each bind mount's source (as written: relative to
+/// the manifest's directory, or absolute) exists, so a missing one is reported with its
+/// location like every other problem. The caller does the I/O; this module does none.
+///
+/// # Errors
+///
+/// Every problem of the file, in one [`ManifestError`].
+pub fn load_checked(
+    source: &str,
+    origin: &Path,
+    exists: &dyn Fn(&str) -> bool,
+) -> Result<ValidManifest, ManifestError> {
     let mut issues = convert::Issues::default();
     let Some(manifest) = convert::convert(source, &mut issues) else {
         return Err(issues.into_error(source, origin));
     };
-    let valid = validate::validate(&manifest, &mut issues);
+    let valid = validate::validate(&manifest, &mut issues, exists);
     if issues.is_empty() {
         Ok(valid)
     } else {
@@ -418,7 +517,7 @@ pub fn load(source: &str, origin: &Path) -> Result<ValidManifest, ManifestError>
 /// Every semantic problem, without source locations.
 pub fn validate(manifest: &Manifest, origin: &Path) -> Result<ValidManifest, ManifestError> {
     let mut issues = convert::Issues::default();
-    let valid = validate::validate(manifest, &mut issues);
+    let valid = validate::validate(manifest, &mut issues, &|_| true);
     if issues.is_empty() {
         Ok(valid)
     } else {

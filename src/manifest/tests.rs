@@ -3,8 +3,8 @@
 use std::path::Path;
 
 use crate::manifest::{
-    CommandSpec, Condition, DependsOnSpec, ImageBase, Layer, Manifest, Restart, ValidManifest,
-    load, parse, schema_json,
+    Bytes, CommandSpec, Condition, DependsOnSpec, ImageBase, Layer, Manifest, MountKind, Restart,
+    ValidManifest, load, parse, schema_json,
 };
 
 const ORIGIN: &str = "rcompose.yaml";
@@ -46,12 +46,12 @@ fn rejects_unknown_key_with_suggestion() {
 #[test]
 fn unknown_key_without_close_match_lists_expected_keys() {
     assert_error(
-        "volumes: {}\npods: {}\n",
-        "error: unknown field `volumes` at the top level; expected one of `name`, `images`, `pods`, `services`
+        "networks: {}\npods: {}\n",
+        "error: unknown field `networks` at the top level; expected one of `name`, `images`, `pods`, `services`, `volumes`
   --> rcompose.yaml:1:1
    |
- 1 | volumes: {}
-   | ^^^^^^^",
+ 1 | networks: {}
+   | ^^^^^^^^",
     );
 }
 
@@ -753,6 +753,88 @@ pods:
         "invalid image reference `Docker.io/Library/Busybox` in image `c`: repository path components are lowercase",
         "invalid image reference `busybox@sha256:../../x` in image `d`: a sha256 digest has 64 lowercase hex digits",
         "unknown pull policy `sometimes` in image `e`; use `missing`, `always` or `never`\n  --> rcompose.yaml:7:28",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
+}
+
+#[test]
+fn volumes_expand_to_the_long_form_and_round_trip() {
+    let m = ok("
+volumes:
+  data:
+pods:
+  web:
+    volumes: { shared: { empty_dir: {} } }
+    containers:
+      - name: app
+        command: x
+        volumes:
+          - ./src:/app
+          - ./conf:/etc/app:ro
+          - data:/var/lib/db
+          - shared:/shared
+          - { type: tmpfs, target: /cache, tmpfs: { size: 64Mi } }
+          - { type: bind, source: /etc/hostname, target: /etc/h, read_only: true }
+");
+    let c = &m.pods()["web"].containers[0];
+    let kinds: Vec<(&MountKind, &str, bool)> = c
+        .mounts
+        .iter()
+        .map(|m| (&m.kind, m.target.as_str(), m.read_only))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            (&MountKind::Bind("./src".into()), "/app", false),
+            (&MountKind::Bind("./conf".into()), "/etc/app", true),
+            (&MountKind::Volume("data".into()), "/var/lib/db", false),
+            (&MountKind::EmptyDir("shared".into()), "/shared", false),
+            (&MountKind::Tmpfs(Some(Bytes(64 << 20))), "/cache", false),
+            (&MountKind::Bind("/etc/hostname".into()), "/etc/h", true),
+        ]
+    );
+    let yaml = m.to_yaml();
+    assert_eq!(ok(&yaml), m, "normalized YAML:\n{yaml}");
+    assert!(yaml.contains("type: empty_dir"), "{yaml}");
+}
+
+#[test]
+fn bad_volumes_are_reported_with_their_places() {
+    let missing = |s: &str| s != "./gone";
+    let yaml = "
+volumes:
+  data: { driver: local }
+pods:
+  web:
+    containers:
+      - name: app
+        command: x
+        volumes:
+          - ./gone:/a
+          - dta:/b
+          - ./x:relative
+          - ./x:/c:rx
+          - /just-a-path
+          - { type: tmpfs, source: x, target: /d }
+          - { type: bind, target: /e }
+          - { type: volumee, source: data, target: /f }
+          - ./x:/c
+";
+    let text = match crate::manifest::load_checked(yaml, Path::new(ORIGIN), &missing) {
+        Ok(m) => panic!("expected errors, got {m:?}"),
+        Err(e) => e.render(),
+    };
+    for expected in [
+        "volume `data` takes no options yet: remove `driver`\n  --> rcompose.yaml:3:11",
+        "mount source `./gone` of container `web.app` does not exist\n   --> rcompose.yaml:10:13",
+        "container `web.app` mounts volume `dta`, which is declared neither in `volumes` nor in the pod's `volumes`; did you mean `data`?",
+        "mount target `relative` of container `web.app` must be an absolute path",
+        "invalid mount mode `rx` in `./x:/c:rx` of container `web.app`: expected `ro` or `rw`",
+        "invalid mount `/just-a-path` in container `web.app`: write `SOURCE:TARGET`",
+        "a `tmpfs` mount of container `web.app` takes no `source`",
+        "a mount of container `web.app` needs a `source` (only `tmpfs` has none)",
+        "invalid mount type `volumee` in container `web.app`: expected `bind`, `volume`, `tmpfs` or `empty_dir`; did you mean `volume`?",
     ] {
         assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
     }

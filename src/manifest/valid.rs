@@ -2,7 +2,7 @@
 //! checked. Only [`crate::manifest::load`] / [`crate::manifest::validate`] build one.
 //! Serializes back to a manifest that [`crate::manifest::load`] accepts unchanged.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Serialize, Serializer};
 
@@ -16,6 +16,27 @@ pub struct ValidManifest {
     pub(crate) images: BTreeMap<String, Image>,
     pub(crate) pods: BTreeMap<String, Pod>,
     pub(crate) services: BTreeMap<String, Service>,
+    /// Named volumes.
+    #[serde(
+        skip_serializing_if = "BTreeSet::is_empty",
+        serialize_with = "empty_maps"
+    )]
+    pub(crate) volumes: BTreeSet<String>,
+}
+
+/// Names as a map of empty mappings (`data: {}`).
+fn empty_maps<S: Serializer>(names: &BTreeSet<String>, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_map(names.iter().map(|n| (n, BTreeMap::<String, ()>::new())))
+}
+
+/// Pod volume names as `name: { empty_dir: {} }`.
+fn empty_dirs<S: Serializer>(names: &BTreeSet<String>, s: S) -> Result<S::Ok, S::Error> {
+    let empty = BTreeMap::<String, ()>::new();
+    s.collect_map(
+        names
+            .iter()
+            .map(|n| (n, BTreeMap::from([("empty_dir", empty.clone())]))),
+    )
 }
 
 impl ValidManifest {
@@ -32,6 +53,11 @@ impl ValidManifest {
     /// Pods by name.
     pub fn pods(&self) -> &BTreeMap<String, Pod> {
         &self.pods
+    }
+
+    /// Named volumes.
+    pub fn volumes(&self) -> &BTreeSet<String> {
+        &self.volumes
     }
 
     /// Services by name.
@@ -105,6 +131,12 @@ pub struct Pod {
     pub depends_on: BTreeMap<String, Dependency>,
     /// Restart policy.
     pub restart: Restart,
+    /// `empty_dir` volumes of each replica.
+    #[serde(
+        skip_serializing_if = "BTreeSet::is_empty",
+        serialize_with = "empty_dirs"
+    )]
+    pub volumes: BTreeSet<String>,
     /// Containers, in manifest order (at least one).
     pub containers: Vec<Container>,
 }
@@ -143,6 +175,58 @@ pub struct Container {
     /// (the differences from Docker's default set).
     #[serde(flatten)]
     pub security: Security,
+    /// Mounts, in manifest order (written back in the long form).
+    #[serde(rename = "volumes", skip_serializing_if = "Vec::is_empty")]
+    pub mounts: Vec<Mount>,
+}
+
+/// A container mount.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mount {
+    /// What is mounted.
+    pub kind: MountKind,
+    /// Absolute path in the container.
+    pub target: String,
+    /// Read-only.
+    pub read_only: bool,
+}
+
+/// What a [`Mount`] mounts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MountKind {
+    /// A host path as written (relative to the manifest's directory, or absolute).
+    Bind(String),
+    /// A named volume.
+    Volume(String),
+    /// A pod volume.
+    EmptyDir(String),
+    /// A private tmpfs with a size limit in bytes, if any.
+    Tmpfs(Option<Bytes>),
+}
+
+impl Serialize for Mount {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(None)?;
+        let (kind, source) = match &self.kind {
+            MountKind::Bind(p) => ("bind", Some(p)),
+            MountKind::Volume(n) => ("volume", Some(n)),
+            MountKind::EmptyDir(n) => ("empty_dir", Some(n)),
+            MountKind::Tmpfs(_) => ("tmpfs", None),
+        };
+        map.serialize_entry("type", kind)?;
+        if let Some(source) = source {
+            map.serialize_entry("source", source)?;
+        }
+        map.serialize_entry("target", &self.target)?;
+        if self.read_only {
+            map.serialize_entry("read_only", &true)?;
+        }
+        if let MountKind::Tmpfs(Some(size)) = &self.kind {
+            map.serialize_entry("tmpfs", &BTreeMap::from([("size", size.to_string())]))?;
+        }
+        map.end()
+    }
 }
 
 /// What a container may do.

@@ -6,12 +6,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::manifest::caps::{self, Cap};
 use crate::manifest::convert::{Anchor, Issues, index, join, suggest};
 use crate::manifest::valid::{
-    Container, Dependency, Image, ImageBase, Layer, Pod, Port, Resources, Security, Service,
-    ValidManifest,
+    Container, Dependency, Image, ImageBase, Layer, Mount, MountKind, Pod, Port, Resources,
+    Security, Service, ValidManifest,
 };
 use crate::manifest::{
     Bytes, CommandSpec, Condition, ContainerSpec, DependsOnSpec, EnvSpec, HOST_IMAGE, LayerSpec,
-    Manifest, MilliCpu, PodSpec, PortSpec, Restart, ServiceSpec, shell,
+    Manifest, MilliCpu, MountSpec, MountType, PodSpec, PortSpec, Restart, ServiceSpec, shell,
 };
 
 /// Longest pod name: the hostname `<pod>-<replica>` must stay well under 64 characters.
@@ -84,7 +84,11 @@ fn did_you_mean<'a>(word: &str, names: impl Iterator<Item = &'a String>) -> Stri
 
 /// Validates `m`, reporting problems into `issues`; the result is meaningful only when no
 /// problem was reported.
-pub(crate) fn validate(m: &Manifest, issues: &mut Issues) -> ValidManifest {
+pub(crate) fn validate(
+    m: &Manifest,
+    issues: &mut Issues,
+    exists: &dyn Fn(&str) -> bool,
+) -> ValidManifest {
     if let Some(name) = &m.name
         && !project_name(name)
     {
@@ -98,15 +102,25 @@ pub(crate) fn validate(m: &Manifest, issues: &mut Issues) -> ValidManifest {
     let pods = m
         .pods
         .iter()
-        .map(|(name, spec)| (name.clone(), pod(m, name, spec, issues)))
+        .map(|(name, spec)| (name.clone(), pod(m, name, spec, issues, exists)))
         .collect::<BTreeMap<_, _>>();
     pod_graph(&pods, issues);
     let services = services(m, &pods, issues);
+    for name in m.volumes.keys() {
+        if let Err(why) = dns_label(name, MAX_NAME) {
+            issues.report(
+                &join("volumes", name),
+                Anchor::Key,
+                format!("invalid volume name `{name}`: {why}"),
+            );
+        }
+    }
     ValidManifest {
         name: m.name.clone(),
         images,
         pods,
         services,
+        volumes: m.volumes.keys().cloned().collect(),
     }
 }
 
@@ -268,7 +282,13 @@ fn images(m: &Manifest, issues: &mut Issues) -> BTreeMap<String, Image> {
     out
 }
 
-fn pod(m: &Manifest, name: &str, spec: &PodSpec, issues: &mut Issues) -> Pod {
+fn pod(
+    m: &Manifest,
+    name: &str,
+    spec: &PodSpec,
+    issues: &mut Issues,
+    exists: &dyn Fn(&str) -> bool,
+) -> Pod {
     let path = join("pods", name);
     if let Err(why) = dns_label(name, MAX_POD_NAME) {
         let why = if why.starts_with("it is longer") {
@@ -360,24 +380,35 @@ fn pod(m: &Manifest, name: &str, spec: &PodSpec, issues: &mut Issues) -> Pod {
                     format!("duplicate container name `{}` in pod `{name}`", c.name),
                 );
             }
-            container(m, name, c, &path, issues)
+            container(m, (name, spec), c, &path, issues, exists)
         })
         .collect();
+    for vname in spec.volumes.keys() {
+        if let Err(why) = dns_label(vname, MAX_NAME) {
+            issues.report(
+                &join(&join(&path, "volumes"), vname),
+                Anchor::Key,
+                format!("invalid volume name `{vname}` in pod `{name}`: {why}"),
+            );
+        }
+    }
     Pod {
         replicas: spec.replicas.unwrap_or(1),
         labels: spec.labels.clone(),
         depends_on,
         restart: spec.restart.unwrap_or(Restart::Never),
+        volumes: spec.volumes.keys().cloned().collect(),
         containers,
     }
 }
 
 fn container(
     m: &Manifest,
-    pod: &str,
+    (pod, pod_spec): (&str, &PodSpec),
     c: &ContainerSpec,
     path: &str,
     issues: &mut Issues,
+    exists: &dyn Fn(&str) -> bool,
 ) -> Container {
     let label = format!("{pod}.{}", c.name);
     if let Err(why) = dns_label(&c.name, MAX_NAME) {
@@ -527,6 +558,7 @@ fn container(
         }
     }
     let security = security(c, &label, path, issues);
+    let mounts = mounts(m, pod_spec, c, &label, path, issues, exists);
     Container {
         name: c.name.clone(),
         image,
@@ -537,7 +569,142 @@ fn container(
         working_dir: c.working_dir.clone(),
         resources,
         security,
+        mounts,
     }
+}
+
+/// The container's mounts from its `volumes`: short forms expanded, sources checked (bind
+/// sources through `exists`), targets absolute and unique.
+fn mounts(
+    m: &Manifest,
+    pod: &PodSpec,
+    c: &ContainerSpec,
+    label: &str,
+    path: &str,
+    issues: &mut Issues,
+    exists: &dyn Fn(&str) -> bool,
+) -> Vec<Mount> {
+    let mut out: Vec<Mount> = Vec::new();
+    let vpath = join(path, "volumes");
+    for (j, spec) in c.volumes.iter().flatten().enumerate() {
+        let ipath = index(&vpath, j);
+        let mut report = |message: String| issues.report(&ipath, Anchor::Value, message);
+        let (kind, target, read_only) = match spec {
+            MountSpec::Short(text) => {
+                let parts: Vec<&str> = text.split(':').collect();
+                let (source, target, mode) = match parts.as_slice() {
+                    [s, t] => (*s, *t, None),
+                    [s, t, mode] => (*s, *t, Some(*mode)),
+                    _ => {
+                        report(format!(
+                            "invalid mount `{text}` in container `{label}`: write `SOURCE:TARGET` or `SOURCE:TARGET:ro` (anonymous volumes are not supported: name one under `volumes`)"
+                        ));
+                        continue;
+                    }
+                };
+                let read_only = match mode {
+                    None | Some("rw") => false,
+                    Some("ro") => true,
+                    Some(other) => {
+                        report(format!(
+                            "invalid mount mode `{other}` in `{text}` of container `{label}`: expected `ro` or `rw`"
+                        ));
+                        continue;
+                    }
+                };
+                let kind = if source.starts_with(['.', '/', '~']) {
+                    MountKind::Bind(source.to_owned())
+                } else if pod.volumes.contains_key(source) {
+                    MountKind::EmptyDir(source.to_owned())
+                } else {
+                    MountKind::Volume(source.to_owned())
+                };
+                (kind, target.to_owned(), read_only)
+            }
+            MountSpec::Long(l) => {
+                let source = l.source.clone();
+                let kind = match (l.kind, source) {
+                    (MountType::Tmpfs, None) => {
+                        let size = l.tmpfs.as_ref().and_then(|t| t.size.as_ref());
+                        match size.map(|q| Bytes::parse(&q.0)).transpose() {
+                            Ok(size) => MountKind::Tmpfs(size),
+                            Err(why) => {
+                                report(why);
+                                continue;
+                            }
+                        }
+                    }
+                    (MountType::Tmpfs, Some(_)) => {
+                        report(format!(
+                            "a `tmpfs` mount of container `{label}` takes no `source`"
+                        ));
+                        continue;
+                    }
+                    (_, None) => {
+                        report(format!(
+                            "a mount of container `{label}` needs a `source` (only `tmpfs` has none)"
+                        ));
+                        continue;
+                    }
+                    (MountType::Bind, Some(s)) => MountKind::Bind(s),
+                    (MountType::Volume, Some(s)) => MountKind::Volume(s),
+                    (MountType::EmptyDir, Some(s)) => MountKind::EmptyDir(s),
+                };
+                if l.tmpfs.is_some() && !matches!(kind, MountKind::Tmpfs(_)) {
+                    report(format!(
+                        "`tmpfs` options on a mount of container `{label}` that is not a tmpfs"
+                    ));
+                }
+                (kind, l.target.clone(), l.read_only.unwrap_or(false))
+            }
+        };
+        match &kind {
+            MountKind::Bind(source) => {
+                if source.starts_with('~') {
+                    report(format!(
+                        "mount source `{source}` of container `{label}`: `~` is not expanded; write the path"
+                    ));
+                } else if !exists(source) {
+                    report(format!(
+                        "mount source `{source}` of container `{label}` does not exist"
+                    ));
+                }
+            }
+            MountKind::Volume(name) if !m.volumes.contains_key(name) => {
+                let mut known: Vec<&String> = m.volumes.keys().collect();
+                known.extend(pod.volumes.keys());
+                report(format!(
+                    "container `{label}` mounts volume `{name}`, which is declared neither in `volumes` nor in the pod's `volumes`{}",
+                    did_you_mean(name, known.into_iter())
+                ));
+            }
+            MountKind::EmptyDir(name) if !pod.volumes.contains_key(name) => {
+                report(format!(
+                    "container `{label}` mounts `empty_dir` `{name}`, which its pod does not declare in `volumes`{}",
+                    did_you_mean(name, pod.volumes.keys())
+                ));
+            }
+            _ => {}
+        }
+        let clean = target.starts_with('/')
+            && target != "/"
+            && !target.split('/').any(|part| part == ".." || part == ".");
+        if !clean {
+            report(format!(
+                "mount target `{target}` of container `{label}` must be an absolute path other than `/`, without `.` or `..`"
+            ));
+        } else if out.iter().any(|o| o.target == target) {
+            report(format!(
+                "two mounts of container `{label}` have the target `{target}`"
+            ));
+        }
+        out.push(Mount {
+            kind,
+            target,
+            read_only,
+        });
+    }
+    out
 }
 
 /// The capability set of a container from `privileged`, `cap_add` and `cap_drop`; every

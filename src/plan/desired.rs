@@ -19,6 +19,8 @@ pub struct DesiredState {
     pub services: BTreeMap<String, ServicePlan>,
     /// Start waves: pods in one wave depend only on pods of earlier waves; names sorted.
     pub waves: Vec<Vec<String>>,
+    /// Named volumes of the project (directories under the data dir, kept across `down`).
+    pub volumes: Vec<String>,
 }
 
 /// One pod: a group of containers sharing a network namespace, replicated `replicas` times.
@@ -34,6 +36,8 @@ pub struct PodPlan {
     pub depends_on: Vec<Dependency>,
     /// What to do when a container exits.
     pub restart: RestartPolicy,
+    /// `empty_dir` volumes, one set per replica.
+    pub empty_dirs: Vec<String>,
     /// The pod's containers, in manifest order.
     pub containers: Vec<ContainerPlan>,
 }
@@ -97,6 +101,33 @@ pub struct ContainerPlan {
     pub privileged: bool,
     /// The capability set, bit n for capability number n.
     pub capabilities: u64,
+    /// Mounts over the root file system, in order.
+    pub mounts: Vec<MountPlan>,
+}
+
+/// A mount in a container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MountPlan {
+    /// What is mounted.
+    pub source: MountSource,
+    /// Absolute path in the container.
+    pub target: String,
+    /// Read-only.
+    pub read_only: bool,
+}
+
+/// What a [`MountPlan`] mounts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MountSource {
+    /// A host path (absolute): bind sources, and named volumes once resolved to their
+    /// directory under the data dir.
+    Host(PathBuf),
+    /// A named volume, before it is resolved (the CLI knows the data dir).
+    Volume(String),
+    /// The replica's `empty_dir` of this name.
+    EmptyDir(String),
+    /// A private tmpfs with this size limit in bytes, if any.
+    Tmpfs(Option<u64>),
 }
 
 /// The layers of a container's root filesystem, bottom first.

@@ -9,8 +9,8 @@ use std::path::{Component, Path, PathBuf};
 
 use crate::manifest::{self, ImageBase, ValidManifest};
 use crate::plan::desired::{
-    Condition, ContainerPlan, Dependency, DesiredState, LayerPlan, PodPlan, PullPolicy, Resources,
-    RestartPolicy, RootfsPlan, ServicePlan, ServicePort, StoredImage,
+    Condition, ContainerPlan, Dependency, DesiredState, LayerPlan, MountPlan, MountSource, PodPlan,
+    PullPolicy, Resources, RestartPolicy, RootfsPlan, ServicePlan, ServicePort, StoredImage,
 };
 
 /// Turns a validated manifest into what should run. `project` names the project; layer and
@@ -42,6 +42,7 @@ pub fn desired_state(m: &ValidManifest, project: &str, base_dir: &Path) -> Desir
                     manifest::Restart::OnFailure => RestartPolicy::OnFailure,
                     manifest::Restart::Never => RestartPolicy::Never,
                 },
+                empty_dirs: pod.volumes.iter().cloned().collect(),
                 containers: pod
                     .containers
                     .iter()
@@ -77,6 +78,28 @@ pub fn desired_state(m: &ValidManifest, project: &str, base_dir: &Path) -> Desir
                             },
                             privileged: c.security.privileged,
                             capabilities: c.security.capabilities,
+                            mounts: c
+                                .mounts
+                                .iter()
+                                .map(|mount| MountPlan {
+                                    source: match &mount.kind {
+                                        manifest::MountKind::Bind(p) => {
+                                            MountSource::Host(resolve(base_dir, p))
+                                        }
+                                        manifest::MountKind::Volume(n) => {
+                                            MountSource::Volume(n.clone())
+                                        }
+                                        manifest::MountKind::EmptyDir(n) => {
+                                            MountSource::EmptyDir(n.clone())
+                                        }
+                                        manifest::MountKind::Tmpfs(size) => {
+                                            MountSource::Tmpfs(size.map(|b| b.0))
+                                        }
+                                    },
+                                    target: mount.target.clone(),
+                                    read_only: mount.read_only,
+                                })
+                                .collect(),
                         }
                     })
                     .collect(),
@@ -116,6 +139,7 @@ pub fn desired_state(m: &ValidManifest, project: &str, base_dir: &Path) -> Desir
         pods,
         services,
         waves,
+        volumes: m.volumes().iter().cloned().collect(),
     }
 }
 

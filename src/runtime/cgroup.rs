@@ -170,10 +170,23 @@ impl KernelCgroup {
 
     /// Creates the cgroup (it may exist) and applies `limits`; on failure, removes it again.
     pub fn create(&self, limits: &Resources) -> Result<()> {
-        self.cgroup.create().map_err(|source| CgroupError::Create {
-            path: self.path.clone(),
-            source,
-        })?;
+        // Another project's teardown removes the shared `rcompose` parent when it is empty
+        // (`remove_empty_parents`): when that rmdir lands between this mkdir of the parent
+        // and the mkdir of the child, the child's fails with ENOENT. Making the path again
+        // wins the race; a failure for another reason fails the same way three times.
+        let mut attempt = 0;
+        loop {
+            match self.cgroup.create() {
+                Ok(()) => break,
+                Err(_) if attempt < 2 => attempt += 1,
+                Err(source) => {
+                    return Err(CgroupError::Create {
+                        path: self.path.clone(),
+                        source,
+                    });
+                }
+            }
+        }
         if let Err(e) = self.apply(limits) {
             let _ = self.remove();
             return Err(e);

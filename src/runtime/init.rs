@@ -661,6 +661,9 @@ fn setup_root(cfg: &ContainerConfig) -> Result<(), Failed> {
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
         "mode=755",
     )?;
+    for m in &cfg.mounts {
+        mount_volume(&root, m)?;
+    }
     // pivot_root(".", "."): the old root ends up stacked on the new one and is detached at
     // once (the runc way; no directory for the old root is needed).
     chdir(&root).map_err(err("failed to enter the root".into()))?;
@@ -669,6 +672,95 @@ fn setup_root(cfg: &ContainerConfig) -> Result<(), Failed> {
     chdir("/").map_err(err("chdir /".into()))?;
     if !cfg.privileged {
         security::mask_paths().map_err(Failed)?;
+    }
+    Ok(())
+}
+
+/// Mounts one of the container's volumes below `root` (before the pivot, so host paths
+/// still resolve). The target is made (directories, or an empty file for a file source)
+/// without following a symlink anywhere on the way, so an image cannot redirect a mount
+/// outside its root.
+fn mount_volume(root: &Path, m: &super::Mount) -> Result<(), Failed> {
+    let err = |what: String| move |e: Errno| Failed(format!("{what}: {}", errno_text(e)));
+    let rel = m.target.trim_start_matches('/');
+    let source_is_file = m.source.as_ref().is_some_and(|s| !s.is_dir());
+    let target = if source_is_file {
+        let (parent, name) = rel.rsplit_once('/').unwrap_or(("", rel));
+        let dir = if parent.is_empty() {
+            root.to_path_buf()
+        } else {
+            mount_point(root, parent)?
+        };
+        let file = dir.join(name);
+        match fs::symlink_metadata(&file) {
+            Ok(meta) if meta.file_type().is_symlink() || meta.is_dir() => {
+                return Err(Failed(format!(
+                    "cannot mount the file `{}` on `{}`: it is a {} in the image",
+                    m.source
+                        .as_ref()
+                        .map_or_else(String::new, |s| s.display().to_string()),
+                    m.target,
+                    if meta.is_dir() {
+                        "directory"
+                    } else {
+                        "symbolic link"
+                    }
+                )));
+            }
+            Ok(_) => {}
+            Err(_) => {
+                File::create(&file).map_err(|e| (format!("failed to create `{}`", m.target), e))?;
+            }
+        }
+        file
+    } else {
+        mount_point(root, rel)?
+    };
+    let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    let ro = if m.read_only {
+        MsFlags::MS_RDONLY
+    } else {
+        MsFlags::empty()
+    };
+    match &m.source {
+        Some(source) => {
+            mount(
+                Some(source),
+                &target,
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None::<&str>,
+            )
+            .map_err(err(format!(
+                "failed to bind `{}` on `{}`",
+                source.display(),
+                m.target
+            )))?;
+            if m.read_only {
+                mount(
+                    None::<&str>,
+                    &target,
+                    None::<&str>,
+                    MsFlags::MS_BIND | MsFlags::MS_REMOUNT | ro | nosuid,
+                    None::<&str>,
+                )
+                .map_err(err(format!("failed to make `{}` read-only", m.target)))?;
+            }
+        }
+        None => {
+            let data = match m.size {
+                Some(size) => format!("mode=1777,size={size}"),
+                None => "mode=1777".to_owned(),
+            };
+            mount(
+                Some("tmpfs"),
+                &target,
+                Some("tmpfs"),
+                nosuid | ro,
+                Some(data.as_str()),
+            )
+            .map_err(err(format!("failed to mount a tmpfs on `{}`", m.target)))?;
+        }
     }
     Ok(())
 }

@@ -58,6 +58,22 @@ pub struct ContainerConfig {
     /// The command's capability set (bounding, permitted and effective for root; bounding
     /// only for other users), bit n for capability number n.
     pub capabilities: u64,
+    /// Mounts over the root, in order, after /proc, /sys, /dev, /tmp and /run.
+    #[serde(default)]
+    pub mounts: Vec<Mount>,
+}
+
+/// A bind mount of a host path, or a fresh tmpfs, in a container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mount {
+    /// The host file or directory; `None` for a tmpfs.
+    pub source: Option<PathBuf>,
+    /// Absolute path in the container.
+    pub target: String,
+    /// Read-only.
+    pub read_only: bool,
+    /// tmpfs size limit in bytes.
+    pub size: Option<u64>,
 }
 
 /// The `rcompose-init` binary installed next to `exe`, if there is one.

@@ -29,7 +29,7 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
 use self::state::{ContainerRecord, ContainerState, ProjectPaths, ProjectState};
-use crate::plan::desired::{Condition, ContainerPlan, DesiredState, PodPlan};
+use crate::plan::desired::{Condition, ContainerPlan, DesiredState, MountSource, PodPlan};
 use crate::runtime::cgroup::{self, CgroupError, Cgroups, KernelCgroup};
 use crate::runtime::netns::NetnsError;
 use crate::runtime::rootfs::{LayerError, RootfsSpec, dirs_to_create, stage_layers};
@@ -899,6 +899,38 @@ fn launch(opts: &UpOptions, slot: &Slot) -> Result<Prepared, String> {
             fs::create_dir_all(&dir).map_err(|e| io("failed to create", &dir, e))?;
         }
         let hostname = slot.record.replica_name();
+        let mut mounts = Vec::with_capacity(slot.plan.mounts.len());
+        for m in &slot.plan.mounts {
+            let (source, size) = match &m.source {
+                MountSource::Host(path) => (Some(path.clone()), None),
+                MountSource::EmptyDir(name) => {
+                    // one per replica, in the project directory (removed with it), writable
+                    // by any user of the pod's containers, as Kubernetes' emptyDir
+                    let dir = slot
+                        .netns
+                        .with_file_name(format!("emptydir.{hostname}.{name}"));
+                    if !dir.exists() {
+                        fs::create_dir_all(&dir).map_err(|e| io("failed to create", &dir, e))?;
+                        fs::set_permissions(
+                            &dir,
+                            std::os::unix::fs::PermissionsExt::from_mode(0o777),
+                        )
+                        .map_err(|e| io("failed to set the mode of", &dir, e))?;
+                    }
+                    (Some(dir), None)
+                }
+                MountSource::Tmpfs(size) => (None, *size),
+                MountSource::Volume(name) => {
+                    return Err(format!("volume `{name}` was not resolved to a directory"));
+                }
+            };
+            mounts.push(runtime::Mount {
+                source,
+                target: m.target.clone(),
+                read_only: m.read_only,
+                size,
+            });
+        }
         let config = ContainerConfig {
             name: format!("{hostname}/{}", slot.record.container),
             hostname,
@@ -916,6 +948,7 @@ fn launch(opts: &UpOptions, slot: &Slot) -> Result<Prepared, String> {
             init: runtime::tiny_init_next_to(&opts.exe),
             privileged: slot.plan.privileged,
             capabilities: slot.plan.capabilities,
+            mounts,
         };
         let json = serde_json::to_vec(&config).map_err(|e| e.to_string())?;
         fs::write(&config_path, json).map_err(|e| io("failed to write", &config_path, e))?;

@@ -9,3 +9,4 @@ mod registry_token;
 mod security;
 mod teardown;
 mod unpack;
+mod volumes;
