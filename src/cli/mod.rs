@@ -301,7 +301,11 @@ impl Context {
                 base.join(p).exists()
             }
         };
-        Ok((manifest::load_checked(&source, &path, &exists)?, path))
+        let facts = manifest::Facts {
+            path_exists: &exists,
+            env_set: &|name| std::env::var_os(name).is_some(),
+        };
+        Ok((manifest::load_checked(&source, &path, &facts)?, path))
     }
 
     fn desired(&self) -> Result<DesiredState, Error> {

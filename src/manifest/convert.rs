@@ -9,9 +9,9 @@ use crate::manifest::error::{ManifestError, Problem, SourceLocation};
 use crate::manifest::node::{self, Key, Kind, Loc, Node, ScalarType};
 use crate::manifest::{
     CommandSpec, Condition, ContainerSpec, DependencySpec, DependsOnSpec, EmptyDirSpec, EnvSpec,
-    ImageSpec, LayerMount, LayerSpec, LongMountSpec, Manifest, MountSpec, MountType, PodSpec,
-    PodVolumeSpec, PortMapping, PortSpec, PullPolicy, Quantity, ResourcesSpec, Restart,
-    ServiceSpec, Text, TmpfsSpec, VolumeSpec,
+    FileSourceSpec, FileUseSpec, ImageSpec, LayerMount, LayerSpec, LongFileUseSpec, LongMountSpec,
+    Manifest, MountSpec, MountType, PodSpec, PodVolumeSpec, PortMapping, PortSpec, PullPolicy,
+    Quantity, ResourcesSpec, Restart, ServiceSpec, Text, TmpfsSpec, VolumeSpec,
 };
 
 /// Which part of a `key: value` entry a problem points at.
@@ -431,6 +431,19 @@ pub(crate) fn convert(source: &str, cx: &mut Issues) -> Option<Manifest> {
             m.volumes.insert(key.name.clone(), spec);
         }
     }
+    for (key, map) in [("configs", &mut m.configs), ("secrets", &mut m.secrets)] {
+        if let Some(node) = entries.get(key)
+            && let Some(list) = cx.map(node, key, &format!("`{key}`"), &[], "")
+        {
+            for (name, node) in list.0 {
+                let path = join(key, &name.name);
+                let what = format!("{} `{}`", &key[..key.len() - 1], name.name);
+                if let Some(spec) = file_source(cx, node, &path, &what) {
+                    map.insert(name.name.clone(), spec);
+                }
+            }
+        }
+    }
     if let Some(services) = entries.get("services")
         && let Some(list) = cx.map(services, "services", "`services`", &[], "")
     {
@@ -540,7 +553,11 @@ fn layer(cx: &mut Issues, node: &Node, path: &str, image: &str) -> LayerSpec {
     }
 }
 
-const TOP_KEYS: [&str; 5] = ["name", "images", "pods", "services", "volumes"];
+const TOP_KEYS: [&str; 7] = [
+    "name", "images", "pods", "services", "volumes", "configs", "secrets",
+];
+const FILE_SOURCE_KEYS: [&str; 3] = ["file", "environment", "content"];
+const FILE_USE_KEYS: [&str; 5] = ["source", "target", "uid", "gid", "mode"];
 const IMAGE_KEYS: [&str; 7] = [
     "from",
     "rootfs",
@@ -752,7 +769,7 @@ fn condition(
     }
 }
 
-const CONTAINER_KEYS: [&str; 12] = [
+const CONTAINER_KEYS: [&str; 14] = [
     "name",
     "image",
     "entrypoint",
@@ -765,6 +782,8 @@ const CONTAINER_KEYS: [&str; 12] = [
     "cap_add",
     "cap_drop",
     "volumes",
+    "configs",
+    "secrets",
 ];
 
 /// A command-like value: a string (shell words) or a list of arguments.
@@ -807,6 +826,8 @@ fn container(cx: &mut Issues, node: &Node, path: &str, pod: &str, i: usize) -> C
         cap_add: None,
         cap_drop: None,
         volumes: None,
+        configs: None,
+        secrets: None,
     };
     // Name first, so later messages can say `pod.container`.
     let label = match &node.kind {
@@ -882,6 +903,25 @@ fn container(cx: &mut Issues, node: &Node, path: &str, pod: &str, i: usize) -> C
         }
     }
     for (key, slot) in [
+        ("configs", &mut spec.configs),
+        ("secrets", &mut spec.secrets),
+    ] {
+        if let Some(n) = e.get(key) {
+            let kpath = join(path, key);
+            if let Some(items) = cx.list(n, &kpath, &format!("`{key}` of {what}")) {
+                let mut uses = Vec::new();
+                for (j, item) in items.iter().enumerate() {
+                    if let Some(u) =
+                        file_use(cx, item, &index(&kpath, j), &format!("`{key}` of {what}"))
+                    {
+                        uses.push(u);
+                    }
+                }
+                *slot = Some(uses);
+            }
+        }
+    }
+    for (key, slot) in [
         ("cap_add", &mut spec.cap_add),
         ("cap_drop", &mut spec.cap_drop),
     ] {
@@ -901,6 +941,78 @@ fn container(cx: &mut Issues, node: &Node, path: &str, pod: &str, i: usize) -> C
         }
     }
     spec
+}
+
+/// A config or secret: `{ file | environment | content }`.
+fn file_source(cx: &mut Issues, node: &Node, path: &str, what: &str) -> Option<FileSourceSpec> {
+    let e = cx.map(node, path, what, &FILE_SOURCE_KEYS, &format!("in {what}"))?;
+    let mut spec = FileSourceSpec::default();
+    for (key, slot) in [
+        ("file", &mut spec.file),
+        ("environment", &mut spec.environment),
+        ("content", &mut spec.content),
+    ] {
+        if let Some(n) = e.get(key) {
+            *slot = cx.text(n, &join(path, key), &format!("`{key}` of {what}"));
+        }
+    }
+    Some(spec)
+}
+
+/// A config or secret in a container: its name, or `{ source, target, uid, gid, mode }`.
+fn file_use(cx: &mut Issues, node: &Node, path: &str, what: &str) -> Option<FileUseSpec> {
+    if let Kind::Scalar(s) = &node.kind {
+        return Some(FileUseSpec::Short(s.text.clone()));
+    }
+    let iwhat = format!("an entry of {what}");
+    let e = cx.map(node, path, &iwhat, &FILE_USE_KEYS, &format!("in {iwhat}"))?;
+    let mut spec = LongFileUseSpec::default();
+    match e.get("source") {
+        Some(n) => {
+            spec.source = cx.text(n, &join(path, "source"), &format!("`source` of {iwhat}"))?
+        }
+        None => {
+            cx.missing(path, "source", &iwhat);
+            return None;
+        }
+    }
+    if let Some(n) = e.get("target") {
+        spec.target = cx.text(n, &join(path, "target"), &format!("`target` of {iwhat}"));
+    }
+    for (key, slot) in [("uid", &mut spec.uid), ("gid", &mut spec.gid)] {
+        if let Some(n) = e.get(key) {
+            *slot = cx.integer(
+                n,
+                &join(path, key),
+                &format!("`{key}` of {iwhat}"),
+                "0 or more",
+            );
+        }
+    }
+    if let Some(n) = e.get("mode") {
+        let mpath = join(path, "mode");
+        if let Some(text) = cx.text(n, &mpath, &format!("`mode` of {iwhat}")) {
+            // `0440` is octal, as Compose files (YAML 1.1) mean it; so is `0o440`
+            let octal = text
+                .strip_prefix("0o")
+                .or_else(|| text.strip_prefix('0').filter(|r| !r.is_empty()));
+            let parsed = match octal {
+                Some(digits) => u32::from_str_radix(digits, 8).ok(),
+                None => text.parse::<u32>().ok(),
+            };
+            match parsed.filter(|m| *m <= 0o7777) {
+                Some(m) => spec.mode = Some(m),
+                None => cx.shape(
+                    &mpath,
+                    Anchor::Value,
+                    format!(
+                        "`mode` of {iwhat} must be permission bits like `0440`, found `{text}`"
+                    ),
+                ),
+            }
+        }
+    }
+    Some(FileUseSpec::Long(spec))
 }
 
 /// One entry of a container's `volumes`: the short string or the long map.
@@ -1156,8 +1268,9 @@ mod tests {
     use std::collections::BTreeSet;
 
     use crate::manifest::convert::{
-        CONTAINER_KEYS, DEPENDENCY_KEYS, IMAGE_KEYS, LAYER_KEYS, MOUNT_KEYS, POD_KEYS,
-        POD_VOLUME_KEYS, PORT_KEYS, RESOURCE_KEYS, SERVICE_KEYS, TMPFS_KEYS, TOP_KEYS, suggest,
+        CONTAINER_KEYS, DEPENDENCY_KEYS, FILE_SOURCE_KEYS, FILE_USE_KEYS, IMAGE_KEYS, LAYER_KEYS,
+        MOUNT_KEYS, POD_KEYS, POD_VOLUME_KEYS, PORT_KEYS, RESOURCE_KEYS, SERVICE_KEYS, TMPFS_KEYS,
+        TOP_KEYS, suggest,
     };
     use crate::manifest::schema_json;
 
@@ -1188,6 +1301,8 @@ mod tests {
             ("PodVolumeSpec", &POD_VOLUME_KEYS[..]),
             ("LongMountSpec", &MOUNT_KEYS[..]),
             ("TmpfsSpec", &TMPFS_KEYS[..]),
+            ("FileSourceSpec", &FILE_SOURCE_KEYS[..]),
+            ("LongFileUseSpec", &FILE_USE_KEYS[..]),
         ] {
             assert_eq!(keys(&schema["$defs"][def]), set(list), "{def}");
         }

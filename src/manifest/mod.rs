@@ -27,8 +27,8 @@ use serde::{Deserialize, Serialize, Serializer};
 pub use self::error::{ManifestError, Problem, SourceLocation};
 pub use self::quantity::{Bytes, MilliCpu};
 pub use self::valid::{
-    Container, Dependency, Image, ImageBase, Layer, Mount, MountKind, Pod, Port, Resources,
-    Security, Service, ValidManifest,
+    Container, Dependency, FileSource, FileUse, Image, ImageBase, Layer, Mount, MountKind, Pod,
+    Port, Resources, Security, Service, ValidManifest,
 };
 
 /// The name of the builtin image: the host's root filesystem, read-only.
@@ -59,6 +59,12 @@ pub struct Manifest {
     /// `down` (removed by `down -v`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub volumes: BTreeMap<String, Option<VolumeSpec>>,
+    /// Configuration files mounted into containers that list them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub configs: BTreeMap<String, FileSourceSpec>,
+    /// Secrets: like configs, mounted on a tmpfs (never on disk), mode 0400 by default.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, FileSourceSpec>,
 }
 
 /// An image: a base (another image, or a rootfs directory) plus layers laid over it.
@@ -148,6 +154,51 @@ pub struct PodSpec {
     pub volumes: BTreeMap<String, PodVolumeSpec>,
     /// The containers, at least one.
     pub containers: Vec<ContainerSpec>,
+}
+
+/// Where a config's or secret's content comes from: exactly one of the three.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileSourceSpec {
+    /// A host file, relative to the manifest's directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// An environment variable of the `rcompose up` process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
+    /// The content itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+}
+
+/// A config or secret a container mounts: its name, or the long form.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum FileUseSpec {
+    /// The name: configs at `/<name>`, secrets at `/run/secrets/<name>`.
+    Short(String),
+    /// `{ source, target, uid, gid, mode }`.
+    Long(LongFileUseSpec),
+}
+
+/// The long form of a config or secret in a container.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LongFileUseSpec {
+    /// The config's or secret's name.
+    pub source: String,
+    /// Where: absolute, or (secrets) relative to /run/secrets; default as the short form.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// Owner uid; default 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
+    /// Owner gid; default 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gid: Option<u32>,
+    /// Permission bits (`0440` in YAML is octal): default 0444 for configs, 0400 for secrets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<u32>,
 }
 
 /// A named volume; it takes no options yet.
@@ -309,6 +360,12 @@ pub struct ContainerSpec {
     /// Mounts: host paths, named volumes, pod volumes, tmpfs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub volumes: Option<Vec<MountSpec>>,
+    /// Configs to mount (names or long forms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub configs: Option<Vec<FileUseSpec>>,
+    /// Secrets to mount (names or long forms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secrets: Option<Vec<FileUseSpec>>,
 }
 
 /// A command: argv list or a shell-words string.
@@ -483,12 +540,34 @@ pub fn parse(source: &str, origin: &Path) -> Result<Manifest, ManifestError> {
 /// Every syntax, shape and semantic problem of the file (unknown references, cycles, bad
 /// quantities, ...), in source order, each with its line and column.
 pub fn load(source: &str, origin: &Path) -> Result<ValidManifest, ManifestError> {
-    load_checked(source, origin, &|_| true)
+    load_checked(
+        source,
+        origin,
+        &Facts {
+            path_exists: &|_| true,
+            env_set: &|_| true,
+        },
+    )
 }
 
-/// [`load`], also asking `exists` whether each bind mount's source (as written: relative to
-/// the manifest's directory, or absolute) exists, so a missing one is reported with its
-/// location like every other problem. The caller does the I/O; this module does none.
+/// What [`load_checked`] asks the caller about the world: this module does no I/O.
+pub struct Facts<'a> {
+    /// Whether a path as written in the manifest (relative to its directory, or absolute)
+    /// exists: bind mount sources, config and secret files.
+    pub path_exists: &'a dyn Fn(&str) -> bool,
+    /// Whether an environment variable is set (configs and secrets from `environment`).
+    pub env_set: &'a dyn Fn(&str) -> bool,
+}
+
+impl std::fmt::Debug for Facts<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Facts").finish_non_exhaustive()
+    }
+}
+
+/// [`load`], also asking `facts` whether what the manifest points at outside itself exists
+/// (bind mount sources, config and secret files and variables), so a missing one is
+/// reported with its location like every other problem.
 ///
 /// # Errors
 ///
@@ -496,13 +575,13 @@ pub fn load(source: &str, origin: &Path) -> Result<ValidManifest, ManifestError>
 pub fn load_checked(
     source: &str,
     origin: &Path,
-    exists: &dyn Fn(&str) -> bool,
+    facts: &Facts<'_>,
 ) -> Result<ValidManifest, ManifestError> {
     let mut issues = convert::Issues::default();
     let Some(manifest) = convert::convert(source, &mut issues) else {
         return Err(issues.into_error(source, origin));
     };
-    let valid = validate::validate(&manifest, &mut issues, exists);
+    let valid = validate::validate(&manifest, &mut issues, facts);
     if issues.is_empty() {
         Ok(valid)
     } else {
@@ -517,7 +596,11 @@ pub fn load_checked(
 /// Every semantic problem, without source locations.
 pub fn validate(manifest: &Manifest, origin: &Path) -> Result<ValidManifest, ManifestError> {
     let mut issues = convert::Issues::default();
-    let valid = validate::validate(manifest, &mut issues, &|_| true);
+    let facts = Facts {
+        path_exists: &|_| true,
+        env_set: &|_| true,
+    };
+    let valid = validate::validate(manifest, &mut issues, &facts);
     if issues.is_empty() {
         Ok(valid)
     } else {

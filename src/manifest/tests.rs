@@ -47,7 +47,7 @@ fn rejects_unknown_key_with_suggestion() {
 fn unknown_key_without_close_match_lists_expected_keys() {
     assert_error(
         "networks: {}\npods: {}\n",
-        "error: unknown field `networks` at the top level; expected one of `name`, `images`, `pods`, `services`, `volumes`
+        "error: unknown field `networks` at the top level; expected one of `name`, `images`, `pods`, `services`, `volumes`, `configs`, `secrets`
   --> rcompose.yaml:1:1
    |
  1 | networks: {}
@@ -821,7 +821,11 @@ pods:
           - { type: volumee, source: data, target: /f }
           - ./x:/c
 ";
-    let text = match crate::manifest::load_checked(yaml, Path::new(ORIGIN), &missing) {
+    let facts = crate::manifest::Facts {
+        path_exists: &missing,
+        env_set: &|_| true,
+    };
+    let text = match crate::manifest::load_checked(yaml, Path::new(ORIGIN), &facts) {
         Ok(m) => panic!("expected errors, got {m:?}"),
         Err(e) => e.render(),
     };

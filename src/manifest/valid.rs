@@ -22,6 +22,52 @@ pub struct ValidManifest {
         serialize_with = "empty_maps"
     )]
     pub(crate) volumes: BTreeSet<String>,
+    /// Configs by name.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) configs: BTreeMap<String, FileSource>,
+    /// Secrets by name.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) secrets: BTreeMap<String, FileSource>,
+}
+
+/// Where a config's or secret's content comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileSource {
+    /// A host file as written (relative to the manifest's directory, or absolute).
+    File(String),
+    /// An environment variable of `rcompose up`.
+    Environment(String),
+    /// Inline content.
+    Content(String),
+}
+
+/// A config or secret mounted in a container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileUse {
+    /// The config's or secret's name.
+    pub source: String,
+    /// Absolute path in the container.
+    pub target: String,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Permission bits.
+    pub mode: u32,
+}
+
+impl Serialize for FileUse {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(5))?;
+        map.serialize_entry("source", &self.source)?;
+        map.serialize_entry("target", &self.target)?;
+        map.serialize_entry("uid", &self.uid)?;
+        map.serialize_entry("gid", &self.gid)?;
+        map.serialize_entry("mode", &format!("0{:o}", self.mode))?;
+        map.end()
+    }
 }
 
 /// Names as a map of empty mappings (`data: {}`).
@@ -58,6 +104,16 @@ impl ValidManifest {
     /// Named volumes.
     pub fn volumes(&self) -> &BTreeSet<String> {
         &self.volumes
+    }
+
+    /// Configs by name.
+    pub fn configs(&self) -> &BTreeMap<String, FileSource> {
+        &self.configs
+    }
+
+    /// Secrets by name.
+    pub fn secrets(&self) -> &BTreeMap<String, FileSource> {
+        &self.secrets
     }
 
     /// Services by name.
@@ -178,6 +234,12 @@ pub struct Container {
     /// Mounts, in manifest order (written back in the long form).
     #[serde(rename = "volumes", skip_serializing_if = "Vec::is_empty")]
     pub mounts: Vec<Mount>,
+    /// Configs mounted, in manifest order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub configs: Vec<FileUse>,
+    /// Secrets mounted, in manifest order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<FileUse>,
 }
 
 /// A container mount.

@@ -3,15 +3,17 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::manifest::Facts;
 use crate::manifest::caps::{self, Cap};
 use crate::manifest::convert::{Anchor, Issues, index, join, suggest};
 use crate::manifest::valid::{
-    Container, Dependency, Image, ImageBase, Layer, Mount, MountKind, Pod, Port, Resources,
-    Security, Service, ValidManifest,
+    Container, Dependency, FileSource, FileUse, Image, ImageBase, Layer, Mount, MountKind, Pod,
+    Port, Resources, Security, Service, ValidManifest,
 };
 use crate::manifest::{
-    Bytes, CommandSpec, Condition, ContainerSpec, DependsOnSpec, EnvSpec, HOST_IMAGE, LayerSpec,
-    Manifest, MilliCpu, MountSpec, MountType, PodSpec, PortSpec, Restart, ServiceSpec, shell,
+    Bytes, CommandSpec, Condition, ContainerSpec, DependsOnSpec, EnvSpec, FileSourceSpec,
+    FileUseSpec, HOST_IMAGE, LayerSpec, LongFileUseSpec, Manifest, MilliCpu, MountSpec, MountType,
+    PodSpec, PortSpec, Restart, ServiceSpec, shell,
 };
 
 /// Longest pod name: the hostname `<pod>-<replica>` must stay well under 64 characters.
@@ -84,11 +86,7 @@ fn did_you_mean<'a>(word: &str, names: impl Iterator<Item = &'a String>) -> Stri
 
 /// Validates `m`, reporting problems into `issues`; the result is meaningful only when no
 /// problem was reported.
-pub(crate) fn validate(
-    m: &Manifest,
-    issues: &mut Issues,
-    exists: &dyn Fn(&str) -> bool,
-) -> ValidManifest {
+pub(crate) fn validate(m: &Manifest, issues: &mut Issues, facts: &Facts<'_>) -> ValidManifest {
     if let Some(name) = &m.name
         && !project_name(name)
     {
@@ -102,7 +100,7 @@ pub(crate) fn validate(
     let pods = m
         .pods
         .iter()
-        .map(|(name, spec)| (name.clone(), pod(m, name, spec, issues, exists)))
+        .map(|(name, spec)| (name.clone(), pod(m, name, spec, issues, facts)))
         .collect::<BTreeMap<_, _>>();
     pod_graph(&pods, issues);
     let services = services(m, &pods, issues);
@@ -121,6 +119,8 @@ pub(crate) fn validate(
         pods,
         services,
         volumes: m.volumes.keys().cloned().collect(),
+        configs: file_sources(&m.configs, "configs", issues, facts),
+        secrets: file_sources(&m.secrets, "secrets", issues, facts),
     }
 }
 
@@ -282,13 +282,7 @@ fn images(m: &Manifest, issues: &mut Issues) -> BTreeMap<String, Image> {
     out
 }
 
-fn pod(
-    m: &Manifest,
-    name: &str,
-    spec: &PodSpec,
-    issues: &mut Issues,
-    exists: &dyn Fn(&str) -> bool,
-) -> Pod {
+fn pod(m: &Manifest, name: &str, spec: &PodSpec, issues: &mut Issues, facts: &Facts<'_>) -> Pod {
     let path = join("pods", name);
     if let Err(why) = dns_label(name, MAX_POD_NAME) {
         let why = if why.starts_with("it is longer") {
@@ -380,7 +374,7 @@ fn pod(
                     format!("duplicate container name `{}` in pod `{name}`", c.name),
                 );
             }
-            container(m, (name, spec), c, &path, issues, exists)
+            container(m, (name, spec), c, &path, issues, facts)
         })
         .collect();
     for vname in spec.volumes.keys() {
@@ -408,7 +402,7 @@ fn container(
     c: &ContainerSpec,
     path: &str,
     issues: &mut Issues,
-    exists: &dyn Fn(&str) -> bool,
+    facts: &Facts<'_>,
 ) -> Container {
     let label = format!("{pod}.{}", c.name);
     if let Err(why) = dns_label(&c.name, MAX_NAME) {
@@ -558,7 +552,8 @@ fn container(
         }
     }
     let security = security(c, &label, path, issues);
-    let mounts = mounts(m, pod_spec, c, &label, path, issues, exists);
+    let mounts = mounts(m, pod_spec, c, &label, path, issues, facts);
+    let (configs, secrets) = files(m, c, &label, path, issues);
     Container {
         name: c.name.clone(),
         image,
@@ -570,11 +565,147 @@ fn container(
         resources,
         security,
         mounts,
+        configs,
+        secrets,
     }
 }
 
+/// The configs and secrets a container mounts: names checked against the top-level
+/// declarations, targets made absolute (configs at `/<name>`, secrets under /run/secrets),
+/// modes defaulted (0444, 0400).
+fn files(
+    m: &Manifest,
+    c: &ContainerSpec,
+    label: &str,
+    path: &str,
+    issues: &mut Issues,
+) -> (Vec<FileUse>, Vec<FileUse>) {
+    let mut out = (Vec::new(), Vec::new());
+    for (key, uses, declared, slot) in [
+        ("configs", &c.configs, &m.configs, &mut out.0),
+        ("secrets", &c.secrets, &m.secrets, &mut out.1),
+    ] {
+        let secret = key == "secrets";
+        let kind = &key[..key.len() - 1];
+        for (j, spec) in uses.iter().flatten().enumerate() {
+            let ipath = index(&join(path, key), j);
+            let long = match spec {
+                FileUseSpec::Short(name) => LongFileUseSpec {
+                    source: name.clone(),
+                    ..LongFileUseSpec::default()
+                },
+                FileUseSpec::Long(l) => l.clone(),
+            };
+            let name = &long.source;
+            if !declared.contains_key(name) {
+                issues.report(
+                    &ipath,
+                    Anchor::Value,
+                    format!(
+                        "container `{label}` uses {kind} `{name}`, which is not declared in `{key}`{}",
+                        did_you_mean(name, declared.keys())
+                    ),
+                );
+                continue;
+            }
+            let target = match (&long.target, secret) {
+                (Some(t), _) if t.starts_with('/') => t.clone(),
+                (Some(t), true) => format!("/run/secrets/{t}"),
+                (Some(t), false) => {
+                    issues.report(
+                        &ipath,
+                        Anchor::Value,
+                        format!(
+                            "target `{t}` of config `{name}` in container `{label}` must be an absolute path"
+                        ),
+                    );
+                    continue;
+                }
+                (None, true) => format!("/run/secrets/{name}"),
+                (None, false) => format!("/{name}"),
+            };
+            if target.split('/').any(|p| p == ".." || p == ".") || target.ends_with('/') {
+                issues.report(
+                    &ipath,
+                    Anchor::Value,
+                    format!(
+                        "target `{target}` of {kind} `{name}` in container `{label}` must name a file, without `.` or `..`"
+                    ),
+                );
+                continue;
+            }
+            slot.push(FileUse {
+                source: name.clone(),
+                target,
+                uid: long.uid.unwrap_or(0),
+                gid: long.gid.unwrap_or(0),
+                mode: long.mode.unwrap_or(if secret { 0o400 } else { 0o444 }),
+            });
+        }
+    }
+    out
+}
+
+/// Top-level configs or secrets: exactly one source each, files and variables present.
+fn file_sources(
+    specs: &BTreeMap<String, FileSourceSpec>,
+    key: &str,
+    issues: &mut Issues,
+    facts: &Facts<'_>,
+) -> BTreeMap<String, FileSource> {
+    let kind = &key[..key.len() - 1];
+    let mut out = BTreeMap::new();
+    for (name, spec) in specs {
+        let path = join(key, name);
+        if let Err(why) = dns_label(name, MAX_NAME) {
+            issues.report(
+                &path,
+                Anchor::Key,
+                format!("invalid {kind} name `{name}`: {why}"),
+            );
+        }
+        let source = match (&spec.file, &spec.environment, &spec.content) {
+            (Some(f), None, None) => {
+                if !(facts.path_exists)(f) {
+                    issues.report(
+                        &join(&path, "file"),
+                        Anchor::Value,
+                        format!("file `{f}` of {kind} `{name}` does not exist"),
+                    );
+                }
+                FileSource::File(f.clone())
+            }
+            (None, Some(v), None) => {
+                if !(facts.env_set)(v) {
+                    issues.report(
+                        &join(&path, "environment"),
+                        Anchor::Value,
+                        format!(
+                            "{kind} `{name}` comes from environment variable `{v}`, which is not set"
+                        ),
+                    );
+                }
+                FileSource::Environment(v.clone())
+            }
+            (None, None, Some(text)) => FileSource::Content(text.clone()),
+            _ => {
+                issues.report(
+                    &path,
+                    Anchor::Key,
+                    format!(
+                        "{kind} `{name}` needs exactly one of `file`, `environment` and `content`"
+                    ),
+                );
+                continue;
+            }
+        };
+        out.insert(name.clone(), source);
+    }
+    out
+}
+
 /// The container's mounts from its `volumes`: short forms expanded, sources checked (bind
-/// sources through `exists`), targets absolute and unique.
+/// sources through `facts`), targets absolute and unique.
 fn mounts(
     m: &Manifest,
     pod: &PodSpec,
@@ -582,7 +713,7 @@ fn mounts(
     label: &str,
     path: &str,
     issues: &mut Issues,
-    exists: &dyn Fn(&str) -> bool,
+    facts: &Facts<'_>,
 ) -> Vec<Mount> {
     let mut out: Vec<Mount> = Vec::new();
     let vpath = join(path, "volumes");
@@ -664,7 +795,7 @@ fn mounts(
                     report(format!(
                         "mount source `{source}` of container `{label}`: `~` is not expanded; write the path"
                     ));
-                } else if !exists(source) {
+                } else if !(facts.path_exists)(source) {
                     report(format!(
                         "mount source `{source}` of container `{label}` does not exist"
                     ));

@@ -103,6 +103,37 @@ pub struct ContainerPlan {
     pub capabilities: u64,
     /// Mounts over the root file system, in order.
     pub mounts: Vec<MountPlan>,
+    /// Configs and secrets to mount as files, in order (configs first).
+    pub files: Vec<FilePlan>,
+}
+
+/// A config or secret file in a container: written once per `up` to a tmpfs, owned and
+/// moded as asked, and bind-mounted read-only at `target`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FilePlan {
+    /// `config` or `secret`, and its name (for messages).
+    pub what: String,
+    /// Where the content comes from.
+    pub content: FileContent,
+    /// Absolute path in the container.
+    pub target: String,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Permission bits.
+    pub mode: u32,
+}
+
+/// The content of a config or secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FileContent {
+    /// A host file (absolute).
+    Host(PathBuf),
+    /// An environment variable of the supervisor (inherited from `rcompose up`).
+    Environment(String),
+    /// Inline.
+    Inline(String),
 }
 
 /// A mount in a container.

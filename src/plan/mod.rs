@@ -9,8 +9,9 @@ use std::path::{Component, Path, PathBuf};
 
 use crate::manifest::{self, ImageBase, ValidManifest};
 use crate::plan::desired::{
-    Condition, ContainerPlan, Dependency, DesiredState, LayerPlan, MountPlan, MountSource, PodPlan,
-    PullPolicy, Resources, RestartPolicy, RootfsPlan, ServicePlan, ServicePort, StoredImage,
+    Condition, ContainerPlan, Dependency, DesiredState, FileContent, FilePlan, LayerPlan,
+    MountPlan, MountSource, PodPlan, PullPolicy, Resources, RestartPolicy, RootfsPlan, ServicePlan,
+    ServicePort, StoredImage,
 };
 
 /// Turns a validated manifest into what should run. `project` names the project; layer and
@@ -100,6 +101,7 @@ pub fn desired_state(m: &ValidManifest, project: &str, base_dir: &Path) -> Desir
                                     read_only: mount.read_only,
                                 })
                                 .collect(),
+                            files: files(m, c, base_dir),
                         }
                     })
                     .collect(),
@@ -141,6 +143,35 @@ pub fn desired_state(m: &ValidManifest, project: &str, base_dir: &Path) -> Desir
         waves,
         volumes: m.volumes().iter().cloned().collect(),
     }
+}
+
+/// The configs, then the secrets, a container mounts.
+fn files(m: &ValidManifest, c: &manifest::Container, base_dir: &Path) -> Vec<FilePlan> {
+    let mut out = Vec::new();
+    for (kind, uses, sources) in [
+        ("config", &c.configs, m.configs()),
+        ("secret", &c.secrets, m.secrets()),
+    ] {
+        for u in uses {
+            // validation checked that every used name is declared
+            let Some(source) = sources.get(&u.source) else {
+                continue;
+            };
+            out.push(FilePlan {
+                what: format!("{kind} `{}`", u.source),
+                content: match source {
+                    manifest::FileSource::File(p) => FileContent::Host(resolve(base_dir, p)),
+                    manifest::FileSource::Environment(v) => FileContent::Environment(v.clone()),
+                    manifest::FileSource::Content(t) => FileContent::Inline(t.clone()),
+                },
+                target: u.target.clone(),
+                uid: u.uid,
+                gid: u.gid,
+                mode: u.mode,
+            });
+        }
+    }
+    out
 }
 
 /// The layers of `image`, bottom first.

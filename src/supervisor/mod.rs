@@ -29,7 +29,9 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
 use self::state::{ContainerRecord, ContainerState, ProjectPaths, ProjectState};
-use crate::plan::desired::{Condition, ContainerPlan, DesiredState, MountSource, PodPlan};
+use crate::plan::desired::{
+    Condition, ContainerPlan, DesiredState, FileContent, MountSource, PodPlan,
+};
 use crate::runtime::cgroup::{self, CgroupError, Cgroups, KernelCgroup};
 use crate::runtime::netns::NetnsError;
 use crate::runtime::rootfs::{LayerError, RootfsSpec, dirs_to_create, stage_layers};
@@ -87,6 +89,16 @@ pub enum SupervisorError {
     /// Writing state failed.
     #[error(transparent)]
     State(#[from] state::StateError),
+    /// A config or secret could not be written for a container.
+    #[error("cannot provide {what} to container `{container}`: {reason}")]
+    File {
+        /// `config `name`` or `secret `name``.
+        what: String,
+        /// The container (`pod-N/container`).
+        container: String,
+        /// Why.
+        reason: String,
+    },
     /// Setting up the process (signals, subreaper) failed.
     #[error("failed to set up the supervisor: {what}")]
     Setup {
@@ -210,6 +222,8 @@ struct Slot {
     cgroup: Option<KernelCgroup>,
     rootfs: RootfsSpec,
     netns: PathBuf,
+    /// Where its configs and secrets are written (see `write_files`), one per `plan.files`.
+    files: Vec<PathBuf>,
     due: Option<Instant>,
     started_at: Option<Instant>,
     logger: Option<JoinHandle<()>>,
@@ -331,7 +345,11 @@ impl Supervisor {
                 .as_ref()
                 .and_then(|f| state::process_start(proc_root, f.pid())),
         );
-        if let Err(e) = sup.build_slots().and_then(|()| sup.save()) {
+        if let Err(e) = sup
+            .build_slots()
+            .and_then(|()| sup.save())
+            .and_then(|()| sup.write_files())
+        {
             return fail(&sup.paths, e);
         }
         Ok(sup)
@@ -380,11 +398,68 @@ impl Supervisor {
                         cgroup: None,
                         rootfs: RootfsSpec { host, lowers, dir },
                         netns: self.paths.netns_pin(&replica_name),
+                        files: (0..c.files.len())
+                            .map(|i| self.paths.file_copy(&replica_name, &c.name, i))
+                            .collect(),
                         due: None,
                         started_at: None,
                         logger: None,
                     });
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes every container's configs and secrets, once per `up`, into a tmpfs in the
+    /// project directory (never on disk; unmounted with the rest at `down`): one file per
+    /// use, owned and moded as the manifest asks, bind-mounted read-only by `launch`.
+    fn write_files(&self) -> Result<(), SupervisorError> {
+        use std::os::unix::fs::PermissionsExt;
+        if self.slots.iter().all(|s| s.plan.files.is_empty()) {
+            return Ok(());
+        }
+        let dir = self.paths.files_dir();
+        let io = |source| SupervisorError::Io {
+            path: dir.clone(),
+            source,
+        };
+        fs::create_dir_all(&dir).map_err(io)?;
+        nix::mount::mount(
+            Some("tmpfs"),
+            &dir,
+            Some("tmpfs"),
+            nix::mount::MsFlags::MS_NOSUID
+                | nix::mount::MsFlags::MS_NODEV
+                | nix::mount::MsFlags::MS_NOEXEC,
+            Some("mode=0700,size=16m"),
+        )
+        .map_err(|e| io(e.into()))?;
+        for s in &self.slots {
+            let container = format!("{}/{}", s.record.replica_name(), s.record.container);
+            for (i, f) in s.plan.files.iter().enumerate() {
+                let fail = |reason: String| SupervisorError::File {
+                    what: f.what.clone(),
+                    container: container.clone(),
+                    reason,
+                };
+                let bytes = match &f.content {
+                    FileContent::Host(p) => fs::read(p)
+                        .map_err(|e| fail(format!("cannot read `{}`: {e}", p.display())))?,
+                    FileContent::Environment(v) => std::env::var_os(v)
+                        .ok_or_else(|| fail(format!("environment variable `{v}` is not set")))?
+                        .into_encoded_bytes(),
+                    FileContent::Inline(text) => text.clone().into_bytes(),
+                };
+                let Some(path) = s.files.get(i) else {
+                    continue;
+                };
+                let write = || -> io::Result<()> {
+                    fs::write(path, &bytes)?;
+                    std::os::unix::fs::chown(path, Some(f.uid), Some(f.gid))?;
+                    fs::set_permissions(path, fs::Permissions::from_mode(f.mode))
+                };
+                write().map_err(|e| fail(format!("cannot write `{}`: {e}", path.display())))?;
             }
         }
         Ok(())
@@ -929,6 +1004,14 @@ fn launch(opts: &UpOptions, slot: &Slot) -> Result<Prepared, String> {
                 target: m.target.clone(),
                 read_only: m.read_only,
                 size,
+            });
+        }
+        for (f, copy) in slot.plan.files.iter().zip(&slot.files) {
+            mounts.push(runtime::Mount {
+                source: Some(copy.clone()),
+                target: f.target.clone(),
+                read_only: true,
+                size: None,
             });
         }
         let config = ContainerConfig {

@@ -81,6 +81,16 @@ impl ProjectPaths {
     pub fn container_dir(&self, replica: &str, container: &str) -> PathBuf {
         self.dir.join(format!("{replica}.{container}"))
     }
+    /// The tmpfs holding the containers' configs and secrets.
+    #[must_use]
+    pub fn files_dir(&self) -> PathBuf {
+        self.dir.join("files")
+    }
+    /// The copy of config or secret number `i` of container `container` of `replica`.
+    #[must_use]
+    pub fn file_copy(&self, replica: &str, container: &str, i: usize) -> PathBuf {
+        self.files_dir().join(format!("{replica}.{container}.{i}"))
+    }
     /// Staged layers.
     #[must_use]
     pub fn layers(&self) -> PathBuf {
