@@ -12,6 +12,7 @@ pub mod forkserver;
 pub mod init;
 pub mod netns;
 pub mod rootfs;
+pub mod stats;
 pub mod user;
 
 use std::fs::File;

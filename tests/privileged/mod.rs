@@ -6,5 +6,6 @@ mod isolation;
 mod lifecycle;
 mod registry;
 mod registry_token;
+mod stats;
 mod teardown;
 mod unpack;
