@@ -11,7 +11,9 @@
 #     RSS and PSS of each container's conmon (podman keeps no other process per container
 #     here: no pod, no network helper).
 #   The per-container cost is the slope (total at N_LARGE - total at N_SMALL) / (N_LARGE -
-#   N_SMALL), per round; the report gives medians and min-max over the rounds.
+#   N_SMALL), per round, judged by the larger of RSS and PSS against 0.5 MB; the average at
+#   N_LARGE (total / N_LARGE, the supervisor and fork server shared out) is judged too. The
+#   report gives medians and min-max over the rounds.
 #
 # Appends its section to docs/benchmarks.md (bench/run.sh rewrites the file first); a
 # section from an earlier run of this script is replaced, everything else is kept. Run as
@@ -407,6 +409,14 @@ for n in "$N_SMALL" "$N_LARGE"; do
     col "$WORK/data/pm-$n.txt" 3 "$WORK/data/pm-$n-procs"
 done
 
+# the average at N_LARGE: everything (fixed part included) divided by the containers
+for k in rc-$N_LARGE-rss rc-$N_LARGE-pss pm-$N_LARGE-rss pm-$N_LARGE-pss; do
+    awk -v n="$N_LARGE" '{printf "%.1f\n", $1 / n}' "$WORK/data/$k" >"$WORK/data/$k-avg"
+done
+RC_AVG_RSS=$(med "$WORK/data/rc-$N_LARGE-rss-avg")
+RC_AVG_PSS=$(med "$WORK/data/rc-$N_LARGE-pss-avg")
+PM_AVG_RSS=$(med "$WORK/data/pm-$N_LARGE-rss-avg")
+PM_AVG_PSS=$(med "$WORK/data/pm-$N_LARGE-pss-avg")
 RC_SLOPE_RSS=$(med "$WORK/data/rc-slope-rss")
 RC_SLOPE_PSS=$(med "$WORK/data/rc-slope-pss")
 PM_SLOPE_RSS=$(med "$WORK/data/pm-slope-rss")
@@ -424,6 +434,15 @@ elif [ "$RC_ROUNDS_OK" != "$ROUNDS" ]; then
     VERDICT="**MISSED** (only $RC_ROUNDS_OK of $ROUNDS rounds measured)"
 else
     VERDICT="**MISSED**"
+fi
+RC_AVG=$(awk -v a="$RC_AVG_RSS" -v b="$RC_AVG_PSS" 'BEGIN{if(a==""||b==""){print ""}else{print (a+0>b+0)?a:b}}')
+RC_AVG_BY=$(awk -v a="$RC_AVG_RSS" -v b="$RC_AVG_PSS" 'BEGIN{print (a+0>b+0)?"RSS":"PSS"}')
+if [ "$RC_STATUS" = ok ] && [ "$(count "$WORK/data/rc-$N_LARGE-rss-avg")" = "$ROUNDS" ] && lt "$RC_AVG" "$TARGET_KIB"; then
+    AVG_VERDICT="**MET**"
+elif [ "$RC_STATUS" != ok ]; then
+    AVG_VERDICT="**MISSED** (rcompose not measured)"
+else
+    AVG_VERDICT="**MISSED**"
 fi
 # the highest per-round slopes, to show how robust the verdict is
 RC_SLOPE_RSS_MAX=$(sort -g "$WORK/data/rc-slope-rss" | tail -1)
@@ -484,7 +503,8 @@ row() { # label file -> "| label | runs | median | min-max |"
     echo
     echo "| target | rcompose | podman (conmon) | ratio | verdict |"
     echo "|---|---|---|---|---|"
-    echo "| e. memory rcompose keeps per running container < 0.5 MB (500,000 bytes = $TARGET_KIB KiB): the larger of the median per-container slopes of summed RSS and PSS | ${RC_SLOPE:-n/a} KiB ($(mb "$RC_SLOPE"), by $RC_SLOPE_BY); RSS ${RC_SLOPE_RSS:-n/a}, PSS ${RC_SLOPE_PSS:-n/a} KiB | RSS ${PM_SLOPE_RSS:-n/a} KiB ($(mb "$PM_SLOPE_RSS")), PSS ${PM_SLOPE_PSS:-n/a} KiB | RSS $(ratio "$RC_SLOPE_RSS" "$PM_SLOPE_RSS"), PSS $(ratio "$RC_SLOPE_PSS" "$PM_SLOPE_PSS") | $VERDICT |"
+    echo "| e. memory rcompose keeps per running container < 0.5 MB (500,000 bytes = $TARGET_KIB KiB), per container added: the larger of the median per-container slopes of summed RSS and PSS | ${RC_SLOPE:-n/a} KiB ($(mb "$RC_SLOPE"), by $RC_SLOPE_BY); RSS ${RC_SLOPE_RSS:-n/a}, PSS ${RC_SLOPE_PSS:-n/a} KiB | RSS ${PM_SLOPE_RSS:-n/a} KiB ($(mb "$PM_SLOPE_RSS")), PSS ${PM_SLOPE_PSS:-n/a} KiB | RSS $(ratio "$RC_SLOPE_RSS" "$PM_SLOPE_RSS"), PSS $(ratio "$RC_SLOPE_PSS" "$PM_SLOPE_PSS") | $VERDICT |"
+    echo "| e. (fixed part shared out) everything rcompose keeps for $N_LARGE containers, divided by $N_LARGE (the supervisor and fork server shared out) < 0.5 MB, by the larger of RSS and PSS | ${RC_AVG:-n/a} KiB ($(mb "$RC_AVG"), by $RC_AVG_BY); RSS ${RC_AVG_RSS:-n/a}, PSS ${RC_AVG_PSS:-n/a} KiB | RSS ${PM_AVG_RSS:-n/a} KiB, PSS ${PM_AVG_PSS:-n/a} KiB | RSS $(ratio "$RC_AVG_RSS" "$PM_AVG_RSS"), PSS $(ratio "$RC_AVG_PSS" "$PM_AVG_PSS") | $AVG_VERDICT |"
     echo
     echo "The highest rcompose slope of any round: RSS ${RC_SLOPE_RSS_MAX:-n/a} KiB, PSS ${RC_SLOPE_PSS_MAX:-n/a} KiB."
     echo
@@ -502,7 +522,9 @@ row() { # label file -> "| label | runs | median | min-max |"
     echo "  per-container process; the runtime exits once the container runs)."
     echo "- The per-container cost is the slope (total at N=$N_LARGE - total at N=$N_SMALL) / $DN, computed per"
     echo "  round: what one more container adds, the fixed part (supervisor and fork server) counted once"
-    echo "  whatever N."
+    echo "  whatever N. The second row shares that fixed part out instead: the total at N=$N_LARGE"
+    echo "  divided by $N_LARGE (medians of the rounds), which falls as N grows; both readings of \"per"
+    echo "  container\" are judged, and the first is the slope the target was stated for."
     echo "- The verdict takes the larger of the median RSS and PSS slopes, so it holds under both"
     echo "  readings; neither bounds the other for a difference. RSS charges a page to every process"
     echo "  that maps it: conmon's ~2 MB are mostly libc and glib pages every conmon shares, so its RSS"
@@ -534,7 +556,7 @@ row() { # label file -> "| label | runs | median | min-max |"
         row "podman N=$n: conmon PSS" "$WORK/data/pm-$n-pss"
     done
     echo
-    echo "### Per-container slopes (KiB per container, over the rounds)"
+    echo "### Per container (KiB per container, over the rounds)"
     echo
     echo "| | runs | median | min-max |"
     echo "|---|---|---|---|"
@@ -542,6 +564,10 @@ row() { # label file -> "| label | runs | median | min-max |"
     row "rcompose, PSS" "$WORK/data/rc-slope-pss"
     row "podman conmon, RSS" "$WORK/data/pm-slope-rss"
     row "podman conmon, PSS" "$WORK/data/pm-slope-pss"
+    row "rcompose at N=$N_LARGE, RSS / $N_LARGE" "$WORK/data/rc-$N_LARGE-rss-avg"
+    row "rcompose at N=$N_LARGE, PSS / $N_LARGE" "$WORK/data/rc-$N_LARGE-pss-avg"
+    row "podman conmon at N=$N_LARGE, RSS / $N_LARGE" "$WORK/data/pm-$N_LARGE-rss-avg"
+    row "podman conmon at N=$N_LARGE, PSS / $N_LARGE" "$WORK/data/pm-$N_LARGE-pss-avg"
     echo
     echo "| ratio rcompose / conmon (medians) | |"
     echo "|---|---|"
