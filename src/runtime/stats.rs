@@ -69,7 +69,7 @@ pub struct Usage {
     pub cpu_ns: u64,
     /// Memory.
     pub memory: Memory,
-    /// Processes (tasks on v1: threads count) in the cgroup.
+    /// Tasks (processes and their threads) in the cgroup: `pids.current`.
     pub pids: u64,
     /// `pids.max`, `None` when unlimited.
     pub pids_limit: Option<u64>,
