@@ -284,7 +284,7 @@ pub(super) fn stats(
     };
     // A project that is not up is an empty list, as for `ps`.
     let Some(mut before) = sample(&project, &reader)? else {
-        print(&render(&[], format, !no_stream), false);
+        let _ = print(&render(&[], format, !no_stream), false);
         return Ok(ExitCode::SUCCESS);
     };
     let mut shown = false;
@@ -304,7 +304,10 @@ pub(super) fn stats(
             // plain repeated tables, one blank line apart
             text.insert(0, '\n');
         }
-        print(&text, tty && !no_stream && format == Format::Table);
+        if print(&text, tty && !no_stream && format == Format::Table).is_err() {
+            // nobody reads any more (a closed pipe): stop, as `docker stats | head` does
+            return Ok(ExitCode::SUCCESS);
+        }
         shown = true;
         match after {
             Some(after) if !no_stream => before = after,
@@ -320,17 +323,18 @@ fn render(rows: &[StatsRow], format: Format, streaming: bool) -> String {
     }
 }
 
-/// Writes `text` to stdout; `redraw` first clears the terminal and homes the cursor.
-fn print(text: &str, redraw: bool) {
+/// Writes `text` to stdout; `redraw` first clears the terminal and homes the cursor. An
+/// error means stdout is gone (a closed pipe: `rcompose stats | head`).
+fn print(text: &str, redraw: bool) -> io::Result<()> {
     let mut out = io::stdout().lock();
     if redraw {
-        let _ = out.write_all(b"\x1b[H\x1b[2J");
+        out.write_all(b"\x1b[H\x1b[2J")?;
     }
-    let _ = out.write_all(text.as_bytes());
+    out.write_all(text.as_bytes())?;
     if !text.ends_with('\n') {
-        let _ = out.write_all(b"\n");
+        out.write_all(b"\n")?;
     }
-    let _ = out.flush();
+    out.flush()
 }
 
 /// One process of `top`. The JSON field names are part of the interface (docs/cli.md).
@@ -416,7 +420,7 @@ pub(super) fn top(ctx: &Context, format: Format) -> Result<ExitCode, Error> {
         Format::Table => top_table(&rows),
         Format::Json => serde_json::to_string_pretty(&rows).unwrap_or_else(|_| "[]".into()),
     };
-    print(&text, false);
+    let _ = print(&text, false);
     Ok(ExitCode::SUCCESS)
 }
 

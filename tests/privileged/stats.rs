@@ -226,6 +226,25 @@ fn stats_and_top_report_what_running_containers_use() {
         assert_eq!(rows.as_array().unwrap().len(), 2, "{s}");
     }
 
+    // streaming ends when nobody reads any more (`rcompose stats | head -1`)
+    let mut child = Command::new(bin())
+        .args(["-p", &p, "stats", "--format", "json", "--interval", "0.2"])
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 1];
+    child
+        .stdout
+        .as_mut()
+        .unwrap()
+        .read_exact(&mut first)
+        .unwrap();
+    drop(child.stdout.take());
+    let status = wait_timeout(&mut child, Duration::from_secs(5));
+    assert_eq!(status.code(), Some(0));
+
     // streaming ends by itself when the project goes down
     let mut child = Command::new(bin())
         .args(["-p", &p, "stats", "--interval", "0.2"])
