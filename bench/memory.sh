@@ -122,7 +122,17 @@ RC_COMMIT=$(git -C "$REPO" describe --always --dirty 2>/dev/null || echo unknown
 # work dir, cleanup
 if [ -e "$WORK" ]; then
     [ -f "$WORK/.rcbench-memory" ] || die "$WORK exists and was not made by bench/memory.sh; set RCBENCH_DIR"
-    log "removing the leftover $WORK of an earlier run"
+    old=$(cat "$WORK/.rcbench-memory")
+    [[ "$old" =~ ^[0-9]+$ ]] || die "$WORK/.rcbench-memory does not hold a pid; remove $WORK by hand"
+    if tr '\0' ' ' <"/proc/$old/cmdline" 2>/dev/null | grep -q 'bench/memory.sh'; then
+        die "another bench/memory.sh (pid $old) is running with the work dir $WORK"
+    fi
+    # an earlier run that could not clean up (killed): its projects and containers, then its files
+    log "removing the leftovers of an earlier run (pid $old): $WORK, projects bm$old-*, containers rcbm$old-*"
+    for d in /run/rcompose/bm"$old"-*; do
+        [ -e "$d" ] && [ -x "$RC" ] && { timeout 60 "$RC" -p "$(basename "$d")" down -t 1 >/dev/null 2>&1 || true; }
+    done
+    podman ps -aq --filter "name=^rcbm$old-" 2>/dev/null | xargs -r podman rm -f -t 0 >/dev/null 2>&1 || true
     rm -rf "$WORK"
 fi
 mkdir -p "$WORK"/{data,log}
