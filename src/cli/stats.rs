@@ -305,7 +305,7 @@ pub(super) fn stats(
             text.insert(0, '\n');
         }
         if print(&text, tty && !no_stream && format == Format::Table).is_err() {
-            // nobody reads any more (a closed pipe): stop, as `docker stats | head` does
+            // nobody reads any more (a closed pipe): stop
             return Ok(ExitCode::SUCCESS);
         }
         shown = true;
