@@ -68,6 +68,9 @@ pub enum Error {
     /// The image store, an import or a pull failed.
     #[error(transparent)]
     Image(#[from] ImageError),
+    /// Reading a container's cgroup for `stats` or `top` failed.
+    #[error(transparent)]
+    Stats(#[from] crate::runtime::stats::StatsError),
     /// A pod failed to start, or the detached supervisor failed.
     #[error("{0}")]
     Up(String),

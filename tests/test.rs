@@ -156,7 +156,7 @@ pub fn busybox_rootfs(dir: &Path) {
     fs::copy(&bb, dir.join("bin/busybox")).unwrap();
     for applet in [
         "sh", "echo", "cat", "ls", "hostname", "sleep", "true", "id", "touch", "grep", "wc", "ps",
-        "test",
+        "dd", "test",
     ] {
         std::os::unix::fs::symlink("busybox", dir.join("bin").join(applet)).unwrap();
     }

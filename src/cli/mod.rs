@@ -3,6 +3,7 @@
 
 mod image;
 mod output;
+mod stats;
 mod up;
 
 use std::ffi::OsString;
@@ -80,6 +81,29 @@ enum Command {
     },
     /// List the project's containers
     Ps {
+        /// Output format
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Show what each container uses: CPU %, memory, pids
+    Stats {
+        /// Output format
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+        /// Print one sample and exit, instead of refreshing until Ctrl-C
+        #[arg(long)]
+        no_stream: bool,
+        /// Seconds between samples (CPU % is measured over this interval)
+        #[arg(
+            long,
+            value_name = "SECONDS",
+            default_value = "1",
+            value_parser = stats::parse_interval
+        )]
+        interval: Duration,
+    },
+    /// List the processes of each container
+    Top {
         /// Output format
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
@@ -206,6 +230,12 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Supervise { timeout } => up::supervise(&ctx, Duration::from_secs(timeout)),
         Command::Down { timeout, volumes } => down(&ctx, Duration::from_secs(timeout), volumes),
         Command::Ps { format } => ps(&ctx, format),
+        Command::Stats {
+            format,
+            no_stream,
+            interval,
+        } => stats::stats(&ctx, format, no_stream, interval),
+        Command::Top { format } => stats::top(&ctx, format),
         Command::Logs { follow, pods } => logs(&ctx, follow, &pods),
         Command::Config { format, quiet } => {
             let (m, _) = ctx.manifest()?;

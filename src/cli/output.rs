@@ -99,8 +99,22 @@ pub(super) fn ps_table(records: &[ContainerRecord]) -> String {
             r.reason.unwrap_or("").to_string(),
         ]);
     }
-    let widths: Vec<usize> = (0..header.len())
-        .map(|i| table.iter().map(|row| row[i].len()).max().unwrap_or(0))
+    align(&table)
+}
+
+/// Rows of cells as columns two spaces apart, each as wide as its widest cell (in
+/// characters), without trailing blanks.
+pub(super) fn align(table: &[Vec<String>]) -> String {
+    let columns = table.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..columns)
+        .map(|i| {
+            table
+                .iter()
+                .filter_map(|row| row.get(i))
+                .map(|c| c.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
     let mut out = String::new();
     for row in table {

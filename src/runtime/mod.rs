@@ -13,6 +13,7 @@ pub mod init;
 pub mod netns;
 pub mod rootfs;
 pub mod security;
+pub mod stats;
 pub mod user;
 
 use std::fs::File;

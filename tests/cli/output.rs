@@ -125,3 +125,44 @@ fn ps_of_a_project_that_is_not_up_is_an_empty_list() {
         "POD  REPLICA  CONTAINER  STATE  PID  RESTARTS  EXIT  REASON\n"
     );
 }
+
+#[test]
+fn stats_and_top_of_a_project_that_is_not_up_are_empty_lists_like_ps() {
+    let dir = TempDir::new("cli-stats");
+    let p = project("cli-stats");
+    for args in [
+        vec!["-p", &p, "stats", "--no-stream", "--format", "json"],
+        vec!["-p", &p, "stats", "--format", "json"],
+        vec!["-p", &p, "top", "--format", "json"],
+    ] {
+        let out = rcompose(dir.path(), &args);
+        assert_code(&out, 0);
+        assert_eq!(stdout(&out), "[]\n", "{args:?}");
+    }
+    let out = rcompose(dir.path(), &["-p", &p, "stats", "--no-stream"]);
+    assert_code(&out, 0);
+    assert_eq!(
+        stdout(&out),
+        "POD  REPLICA  CONTAINER  STATE  CPU %  MEM USAGE / LIMIT  MEM %  PIDS\n"
+    );
+    let out = rcompose(dir.path(), &["-p", &p, "top"]);
+    assert_code(&out, 0);
+    assert_eq!(
+        stdout(&out),
+        "POD  REPLICA  CONTAINER  PID  PPID  USER  COMMAND\n"
+    );
+}
+
+#[test]
+fn stats_interval_out_of_range_is_a_usage_error() {
+    let dir = TempDir::new("cli-stats-interval");
+    for bad in ["0", "-1", "x", "5000"] {
+        let arg = format!("--interval={bad}");
+        let out = rcompose(dir.path(), &["-p", "x", "stats", &arg]);
+        assert_code(&out, 2);
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("--interval <SECONDS>"),
+            "{bad}"
+        );
+    }
+}

@@ -8,6 +8,7 @@ mod lifecycle;
 mod registry;
 mod registry_token;
 mod security;
+mod stats;
 mod teardown;
 mod unpack;
 mod volumes;
