@@ -769,7 +769,7 @@ fn condition(
     }
 }
 
-const CONTAINER_KEYS: [&str; 14] = [
+const CONTAINER_KEYS: [&str; 17] = [
     "name",
     "image",
     "entrypoint",
@@ -779,6 +779,9 @@ const CONTAINER_KEYS: [&str; 14] = [
     "working_dir",
     "resources",
     "privileged",
+    "read_only",
+    "stop_signal",
+    "stop_grace_period",
     "cap_add",
     "cap_drop",
     "volumes",
@@ -823,6 +826,9 @@ fn container(cx: &mut Issues, node: &Node, path: &str, pod: &str, i: usize) -> C
         user: None,
         resources: None,
         privileged: None,
+        read_only: None,
+        stop_signal: None,
+        stop_grace_period: None,
         cap_add: None,
         cap_drop: None,
         volumes: None,
@@ -882,6 +888,27 @@ fn container(cx: &mut Issues, node: &Node, path: &str, pod: &str, i: usize) -> C
     }
     if let Some(n) = e.get("resources") {
         spec.resources = Some(resources(cx, n, &join(path, "resources"), &what));
+    }
+    if let Some(n) = e.get("read_only") {
+        spec.read_only = cx.boolean(
+            n,
+            &join(path, "read_only"),
+            &format!("`read_only` of {what}"),
+        );
+    }
+    if let Some(n) = e.get("stop_signal") {
+        spec.stop_signal = cx.text(
+            n,
+            &join(path, "stop_signal"),
+            &format!("`stop_signal` of {what}"),
+        );
+    }
+    if let Some(n) = e.get("stop_grace_period") {
+        spec.stop_grace_period = cx.text(
+            n,
+            &join(path, "stop_grace_period"),
+            &format!("`stop_grace_period` of {what}"),
+        );
     }
     if let Some(n) = e.get("privileged") {
         spec.privileged = cx.boolean(

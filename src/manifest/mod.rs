@@ -350,6 +350,17 @@ pub struct ContainerSpec {
     /// `--privileged` (devices stay the minimal set).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub privileged: Option<bool>,
+    /// Mount the root file system read-only (tmpfs /tmp, /run and volumes stay writable).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_only: Option<bool>,
+    /// The signal that asks the command to stop: `SIGINT`, `INT` or a number; default
+    /// `SIGTERM`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_signal: Option<String>,
+    /// How long the command gets after the stop signal before SIGKILL: `10s`, `1m30s`,
+    /// `500ms`; default `up -t` (10 s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_grace_period: Option<String>,
     /// Capabilities added to Docker's default set (`NET_ADMIN`, `CAP_NET_ADMIN`, `ALL`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cap_add: Option<Vec<String>>,

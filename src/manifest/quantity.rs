@@ -245,3 +245,114 @@ mod tests {
         assert!(Bytes::parse("99999999999Ti").is_err());
     }
 }
+
+/// A Compose duration: numbers with units `h`, `m`, `s`, `ms`, `us` (`1m30s`, `500ms`, `10s`).
+///
+/// # Errors
+///
+/// A message naming the text and the syntax.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let bad = || {
+        format!(
+            "invalid duration `{text}`: write a number with a unit, like `10s`, `1m30s` or `500ms`"
+        )
+    };
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    let mut total = std::time::Duration::ZERO;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(rest.len());
+        let (number, tail) = rest.split_at(digits);
+        let value: f64 = number.parse().map_err(|_| bad())?;
+        let unit_len = tail
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(tail.len());
+        let (unit, next) = tail.split_at(unit_len);
+        let seconds = match unit {
+            "h" => 3600.0,
+            "m" => 60.0,
+            "s" => 1.0,
+            "ms" => 0.001,
+            "us" | "µs" => 0.000_001,
+            _ => return Err(bad()),
+        };
+        total += std::time::Duration::try_from_secs_f64(value * seconds).map_err(|_| bad())?;
+        rest = next;
+    }
+    Ok(total)
+}
+
+/// The signal number of a name (`SIGINT`, `INT`, case-insensitive) or number (`2`).
+///
+/// # Errors
+///
+/// A message naming the text.
+pub fn parse_signal(text: &str) -> Result<(String, i32), String> {
+    const SIGNALS: [(&str, i32); 22] = [
+        ("HUP", 1),
+        ("INT", 2),
+        ("QUIT", 3),
+        ("ILL", 4),
+        ("TRAP", 5),
+        ("ABRT", 6),
+        ("BUS", 7),
+        ("FPE", 8),
+        ("KILL", 9),
+        ("USR1", 10),
+        ("SEGV", 11),
+        ("USR2", 12),
+        ("PIPE", 13),
+        ("ALRM", 14),
+        ("TERM", 15),
+        ("CHLD", 17),
+        ("CONT", 18),
+        ("STOP", 19),
+        ("TSTP", 20),
+        ("TTIN", 21),
+        ("TTOU", 22),
+        ("WINCH", 28),
+    ];
+    let upper = text.trim().to_ascii_uppercase();
+    let bare = upper.strip_prefix("SIG").unwrap_or(&upper);
+    let found = match bare.parse::<i32>() {
+        Ok(n) => SIGNALS.iter().find(|(_, v)| *v == n),
+        Err(_) => SIGNALS.iter().find(|(name, _)| *name == bare),
+    };
+    match found {
+        Some((name, n)) => Ok((format!("SIG{name}"), *n)),
+        None => Err(format!(
+            "unknown signal `{text}`: use a name like `SIGINT` or `SIGQUIT`"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod stop_tests {
+    use super::{parse_duration, parse_signal};
+    use std::time::Duration;
+
+    #[test]
+    fn durations_as_compose_writes_them() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        for bad in ["", "10", "s", "10x", "-1s", "1m30"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn signals_by_name_or_number() {
+        assert_eq!(parse_signal("SIGINT"), Ok(("SIGINT".into(), 2)));
+        assert_eq!(parse_signal("quit"), Ok(("SIGQUIT".into(), 3)));
+        assert_eq!(parse_signal("15"), Ok(("SIGTERM".into(), 15)));
+        assert!(parse_signal("SIGFOO").is_err());
+        assert!(parse_signal("99").is_err());
+    }
+}

@@ -843,3 +843,35 @@ pods:
         assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
     }
 }
+
+#[test]
+fn stop_settings_are_checked() {
+    let text = err(
+        "pods:\n  a:\n    containers:\n      - name: c\n        command: x\n        stop_signal: SIGFOO\n        stop_grace_period: 10\n        read_only: maybe\n",
+    );
+    for expected in [
+        "unknown signal `SIGFOO`: use a name like `SIGINT` or `SIGQUIT` (container `a.c`)",
+        "wrong type for `read_only` of container `a.c`",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
+    let text = err(
+        "pods:\n  a:\n    containers:\n      - name: c\n        command: x\n        stop_grace_period: 10\n",
+    );
+    assert!(
+        text.contains("invalid duration `10`: write a number with a unit, like `10s`")
+            && text.contains("rcompose.yaml:6:28"),
+        "{text}"
+    );
+    let m = ok(
+        "pods:\n  a:\n    containers:\n      - name: c\n        command: x\n        stop_signal: int\n        stop_grace_period: 1m30s\n        read_only: true\n",
+    );
+    let c = &m.pods()["a"].containers[0];
+    assert_eq!(c.stop_signal, "SIGINT");
+    assert_eq!(
+        c.stop_grace_period,
+        Some(std::time::Duration::from_secs(90))
+    );
+    assert!(c.read_only);
+    assert_eq!(ok(&m.to_yaml()), m);
+}

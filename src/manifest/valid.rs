@@ -70,6 +70,14 @@ impl Serialize for FileUse {
     }
 }
 
+#[allow(clippy::ref_option)] // serde's signature
+fn grace_text<S: Serializer>(d: &Option<std::time::Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_str(&format!("{}ms", d.as_millis())),
+        None => s.serialize_none(),
+    }
+}
+
 /// Names as a map of empty mappings (`data: {}`).
 fn empty_maps<S: Serializer>(names: &BTreeSet<String>, s: S) -> Result<S::Ok, S::Error> {
     s.collect_map(names.iter().map(|n| (n, BTreeMap::<String, ()>::new())))
@@ -227,6 +235,14 @@ pub struct Container {
     pub user: Option<String>,
     /// Limits.
     pub resources: Resources,
+    /// Root file system mounted read-only.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub read_only: bool,
+    /// The stop signal's name (`SIGTERM` unless set).
+    pub stop_signal: String,
+    /// Grace period after the stop signal, when set (else the command line's).
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "grace_text")]
+    pub stop_grace_period: Option<std::time::Duration>,
     /// Capabilities and confinement, written back as `privileged`, `cap_add` and `cap_drop`
     /// (the differences from Docker's default set).
     #[serde(flatten)]

@@ -552,6 +552,38 @@ fn container(
         }
     }
     let security = security(c, &label, path, issues);
+    let stop_signal = match c
+        .stop_signal
+        .as_deref()
+        .map(crate::manifest::quantity::parse_signal)
+    {
+        None => "SIGTERM".to_owned(),
+        Some(Ok((name, _))) => name,
+        Some(Err(why)) => {
+            issues.report(
+                &join(path, "stop_signal"),
+                Anchor::Value,
+                format!("{why} (container `{label}`)"),
+            );
+            "SIGTERM".to_owned()
+        }
+    };
+    let stop_grace_period = match c
+        .stop_grace_period
+        .as_deref()
+        .map(crate::manifest::quantity::parse_duration)
+    {
+        None => None,
+        Some(Ok(d)) => Some(d),
+        Some(Err(why)) => {
+            issues.report(
+                &join(path, "stop_grace_period"),
+                Anchor::Value,
+                format!("{why} (container `{label}`)"),
+            );
+            None
+        }
+    };
     let mounts = mounts(m, pod_spec, c, &label, path, issues, facts);
     let (configs, secrets) = files(m, c, &label, path, issues);
     Container {
@@ -563,6 +595,9 @@ fn container(
         env,
         working_dir: c.working_dir.clone(),
         resources,
+        read_only: c.read_only.unwrap_or(false),
+        stop_signal,
+        stop_grace_period,
         security,
         mounts,
         configs,

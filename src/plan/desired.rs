@@ -105,6 +105,12 @@ pub struct ContainerPlan {
     pub mounts: Vec<MountPlan>,
     /// Configs and secrets to mount as files, in order (configs first).
     pub files: Vec<FilePlan>,
+    /// Root file system read-only.
+    pub read_only: bool,
+    /// The signal number that asks the command to stop.
+    pub stop_signal: i32,
+    /// Time between the stop signal and SIGKILL, when the manifest sets it.
+    pub stop_grace_period: Option<std::time::Duration>,
 }
 
 /// A config or secret file in a container: written once per `up` to a tmpfs, owned and

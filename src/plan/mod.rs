@@ -102,6 +102,10 @@ pub fn desired_state(m: &ValidManifest, project: &str, base_dir: &Path) -> Desir
                                 })
                                 .collect(),
                             files: files(m, c, base_dir),
+                            read_only: c.read_only,
+                            stop_signal: manifest::quantity::parse_signal(&c.stop_signal)
+                                .map_or(15, |(_, n)| n),
+                            stop_grace_period: c.stop_grace_period,
                         }
                     })
                     .collect(),

@@ -262,6 +262,17 @@ fn container_init(cfg: &ContainerConfig, status: &mut File, set: &SigSet) -> Res
     setup_root(cfg)?;
     sethostname(&cfg.hostname).map_err(|e| ("failed to set the hostname", e))?;
     write_etc(cfg);
+    if cfg.read_only {
+        // the root mount only: /dev, /proc, tmpfs /tmp and /run and volumes keep their flags
+        mount(
+            None::<&str>,
+            "/",
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+            None::<&str>,
+        )
+        .map_err(|e| ("failed to make the root read-only", e))?;
+    }
     let env = environment(cfg);
     // built here, installed by the command's process just before it execs
     let filters = if cfg.privileged {

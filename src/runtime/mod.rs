@@ -62,6 +62,9 @@ pub struct ContainerConfig {
     /// Mounts over the root, in order, after /proc, /sys, /dev, /tmp and /run.
     #[serde(default)]
     pub mounts: Vec<Mount>,
+    /// Remount the root read-only once /etc/hostname and /etc/hosts are written.
+    #[serde(default)]
+    pub read_only: bool,
 }
 
 /// A bind mount of a host path, or a fresh tmpfs, in a container.

@@ -860,29 +860,53 @@ impl Supervisor {
             for &i in &members {
                 self.slots[i].record.state = ContainerState::Stopping;
                 if let Some(pid) = self.slots[i].record.pid {
-                    let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+                    let signal =
+                        Signal::try_from(self.slots[i].plan.stop_signal).unwrap_or(Signal::SIGTERM);
+                    let _ = kill(Pid::from_raw(pid), signal);
                 }
             }
             let _ = self.save();
-            let mut deadline = Instant::now() + self.opts.grace;
-            let mut killed = false;
-            while members
+            // each container's own grace period (`stop_grace_period`), else the command's
+            let start = Instant::now();
+            let mut deadlines: Vec<(usize, Instant)> = members
                 .iter()
-                .any(|&i| self.slots[i].record.state.is_live())
-            {
+                .map(|&i| {
+                    let grace = self.slots[i]
+                        .plan
+                        .stop_grace_period
+                        .unwrap_or(self.opts.grace);
+                    (i, start + grace)
+                })
+                .collect();
+            let mut killed: Vec<usize> = Vec::new();
+            loop {
+                let live: Vec<usize> = members
+                    .iter()
+                    .copied()
+                    .filter(|&i| self.slots[i].record.state.is_live())
+                    .collect();
+                if live.is_empty() {
+                    break;
+                }
                 let now = Instant::now();
-                if now >= deadline && !killed {
-                    killed = true;
-                    for &i in &members {
+                for &(i, deadline) in &deadlines {
+                    if now >= deadline && live.contains(&i) && !killed.contains(&i) {
+                        killed.push(i);
                         if let Some(pid) = self.slots[i].record.pid {
                             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
                         }
                     }
                 }
-                let wait = if killed {
+                let all_killed = live.iter().all(|i| killed.contains(i));
+                let wait = if all_killed {
                     Duration::from_secs(5)
                 } else {
-                    deadline.saturating_duration_since(now)
+                    deadlines
+                        .iter()
+                        .filter(|(i, _)| live.contains(i) && !killed.contains(i))
+                        .map(|(_, d)| d.saturating_duration_since(now))
+                        .min()
+                        .unwrap_or(Duration::ZERO)
                 };
                 match self.rx.recv_timeout(wait) {
                     Ok(Msg::Exit(pid, status)) => {
@@ -890,9 +914,12 @@ impl Supervisor {
                         self.collect_exits();
                     }
                     // a second Ctrl-C: no more grace
-                    Ok(Msg::Signal(_)) if !killed => deadline = Instant::now(),
-                    Ok(Msg::Signal(_)) => {}
-                    Err(RecvTimeoutError::Timeout) if killed => break,
+                    Ok(Msg::Signal(_)) => {
+                        for (_, d) in &mut deadlines {
+                            *d = Instant::now();
+                        }
+                    }
+                    Err(RecvTimeoutError::Timeout) if all_killed => break,
                     Err(RecvTimeoutError::Timeout) => {}
                     Err(RecvTimeoutError::Disconnected) => break,
                 }
@@ -1032,6 +1059,7 @@ fn launch(opts: &UpOptions, slot: &Slot) -> Result<Prepared, String> {
             privileged: slot.plan.privileged,
             capabilities: slot.plan.capabilities,
             mounts,
+            read_only: slot.plan.read_only,
         };
         let json = serde_json::to_vec(&config).map_err(|e| e.to_string())?;
         fs::write(&config_path, json).map_err(|e| io("failed to write", &config_path, e))?;

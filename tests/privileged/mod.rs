@@ -9,6 +9,7 @@ mod registry;
 mod registry_token;
 mod security;
 mod stats;
+mod stopping;
 mod teardown;
 mod unpack;
 mod volumes;
