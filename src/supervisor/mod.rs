@@ -89,6 +89,16 @@ pub enum SupervisorError {
     /// Writing state failed.
     #[error(transparent)]
     State(#[from] state::StateError),
+    /// A container's user is not in its image.
+    #[error("container `{container}` cannot run as `{user}`: {reason}")]
+    User {
+        /// The container (`pod-N/container`).
+        container: String,
+        /// The user as the manifest or image says it.
+        user: String,
+        /// Why.
+        reason: String,
+    },
     /// A config or secret could not be written for a container.
     #[error("cannot provide {what} to container `{container}`: {reason}")]
     File {
@@ -347,6 +357,7 @@ impl Supervisor {
         );
         if let Err(e) = sup
             .build_slots()
+            .and_then(|()| sup.check_users())
             .and_then(|()| sup.save())
             .and_then(|()| sup.write_files())
         {
@@ -406,6 +417,38 @@ impl Supervisor {
                         logger: None,
                     });
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// Resolves every container's `user` against its image's /etc/passwd and /etc/group
+    /// before anything starts, so a user the image lacks fails `up` at once instead of
+    /// after other pods started. The files are looked up in the layers top-down (a whiteout
+    /// or an opaque /etc hides the ones below); one that is a symlink is left to the
+    /// container (it resolves inside the container's root only), which checks again.
+    fn check_users(&self) -> Result<(), SupervisorError> {
+        for s in &self.slots {
+            let Some(user) = &s.plan.user else {
+                continue;
+            };
+            let mut dbs = Vec::new();
+            for name in ["passwd", "group"] {
+                match image_file(&s.rootfs, name) {
+                    ImageFile::Text(text) => dbs.push(text),
+                    ImageFile::Absent => dbs.push(String::new()),
+                    ImageFile::Unknown => break,
+                }
+            }
+            let [passwd, group] = dbs.as_slice() else {
+                continue;
+            };
+            if let Err(reason) = runtime::user::resolve(user, passwd, group) {
+                return Err(SupervisorError::User {
+                    container: format!("{}/{}", s.record.replica_name(), s.record.container),
+                    user: user.clone(),
+                    reason,
+                });
             }
         }
         Ok(())
@@ -950,6 +993,60 @@ impl Supervisor {
         cgroup::remove_empty(&self.mounts, &parents);
         let _ = teardown::cleanup(&self.paths, Some(&self.state()), &self.mounts);
     }
+}
+
+/// An `/etc` file of an image, as the stacked layers show it.
+enum ImageFile {
+    Text(String),
+    Absent,
+    /// A symlink, unreadable or too big: only the container can tell.
+    Unknown,
+}
+
+/// `/etc/<name>` of the image `rootfs` stacks: the top-most layer that has it (or hides it
+/// with a whiteout or an opaque /etc) wins; the host's root is the bottom layer.
+fn image_file(rootfs: &RootfsSpec, name: &str) -> ImageFile {
+    use std::os::unix::fs::FileTypeExt;
+    let mut layers: Vec<PathBuf> = rootfs.lowers.iter().rev().cloned().collect();
+    if rootfs.host {
+        layers.push(PathBuf::from("/"));
+    }
+    for layer in layers {
+        let path = layer.join("etc").join(name);
+        match fs::symlink_metadata(&path) {
+            Ok(m) if m.file_type().is_char_device() => return ImageFile::Absent,
+            Ok(m) if m.is_file() && m.len() <= 4 << 20 => {
+                return fs::read_to_string(&path).map_or(ImageFile::Unknown, ImageFile::Text);
+            }
+            Ok(_) => return ImageFile::Unknown,
+            Err(_) => {}
+        }
+        // an opaque /etc hides the layers below
+        if is_opaque(&layer.join("etc")) {
+            return ImageFile::Absent;
+        }
+    }
+    ImageFile::Absent
+}
+
+/// Whether `dir` carries overlayfs' opaque mark (`trusted.overlay.opaque=y`).
+fn is_opaque(dir: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return false;
+    };
+    let mut value = [0u8; 2];
+    // SAFETY: both strings are NUL-terminated and live across the call; `value` is a
+    // writable buffer of the length given.
+    let n = unsafe {
+        libc::lgetxattr(
+            path.as_ptr(),
+            c"trusted.overlay.opaque".as_ptr(),
+            value.as_mut_ptr().cast(),
+            value.len(),
+        )
+    };
+    n == 1 && value[0] == b'y'
 }
 
 /// A started container, before the supervisor adopts it.

@@ -218,3 +218,26 @@ fn a_misspelled_capability_is_refused_before_anything_starts() {
     );
     assert_no_trace(&p);
 }
+
+#[test]
+fn a_user_the_image_lacks_fails_up_before_anything_starts() {
+    require(&[Need::Root]);
+    let dir = TempDir::new("sec-nouser");
+    let p = project("sec-nouser");
+    dir.write(
+        "rcompose.yaml",
+        "pods:\n  a:\n    containers:\n      - name: c\n        command: [echo, a-started]\n  b:\n    containers:\n      - name: c\n        user: rcompose-no-such-user\n        command: [echo, b-started]\n",
+    );
+    let _guard = Cleanup(p.clone());
+    let out = rcompose(dir.path(), &["-p", &p, "up"]);
+    assert_code(&out, 1);
+    let err = stderr(&out);
+    assert!(
+        err.contains(
+            "container `b-1/c` cannot run as `rcompose-no-such-user`: user `rcompose-no-such-user` is not in the image's /etc/passwd"
+        ),
+        "{err}"
+    );
+    assert!(!stdout(&out).contains("started"), "{}", stdout(&out));
+    assert_no_trace(&p);
+}
