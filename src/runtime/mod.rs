@@ -8,6 +8,7 @@
 //! single-threaded process may fork and set up namespaces (the `runc init` pattern).
 
 pub mod cgroup;
+pub mod exec;
 pub mod forkserver;
 pub mod init;
 pub mod netns;
