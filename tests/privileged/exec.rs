@@ -4,7 +4,7 @@
 //! `-i`, a terminal with `-t`, and the signals sent to `rcompose exec`.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -334,12 +334,28 @@ fn drain(master: &std::os::fd::OwnedFd) -> String {
     String::from_utf8_lossy(&out).replace('\r', "")
 }
 
+/// Reads from `master` until `out` (with `\r` removed) contains `want`, at most 20 s.
+fn read_until(master: &std::os::fd::OwnedFd, out: &mut String, want: &str) {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !out.contains(want) {
+        assert!(Instant::now() < deadline, "no {want:?} in {out:?}");
+        let mut fds = [PollFd::new(master.as_fd(), PollFlags::POLLIN)];
+        if poll(&mut fds, PollTimeout::from(100u16)).unwrap() == 0 {
+            continue;
+        }
+        let mut buf = [0u8; 4096];
+        let n = nix::unistd::read(master, &mut buf).unwrap();
+        out.push_str(&String::from_utf8_lossy(&buf[..n]).replace('\r', ""));
+    }
+}
+
 #[test]
 fn exec_with_t_gets_a_terminal_of_the_callers_size_and_restores_the_callers() {
     use nix::sys::termios::tcgetattr;
     let s = Stack::up("exec-tty");
     // the caller's terminal: a pty of this test, 33 x 77
-    let size = nix::pty::Winsize {
+    let mut size = nix::pty::Winsize {
         ws_row: 33,
         ws_col: 77,
         ws_xpixel: 0,
@@ -358,24 +374,51 @@ fn exec_with_t_gets_a_terminal_of_the_callers_size_and_restores_the_callers() {
             "--",
             "sh",
             "-c",
-            "tty; stty size; test -t 0 && test -t 1 && echo on-a-tty; exit 3",
+            "tty; stty size; test -t 0 && test -t 1 && echo on-a-tty; read line; echo \"got $line\"; stty size; exit 3",
         ])
         .stdin(slave())
         .stdout(slave())
         .stderr(slave())
         .spawn()
         .unwrap();
+    let mut out = String::new();
+    read_until(&pty.master, &mut out, "on-a-tty\n");
+    // raw while it runs: no echo, no line editing on the caller's side
+    let during = tcgetattr(&pty.slave).unwrap();
+    assert!(
+        !during
+            .local_flags
+            .contains(nix::sys::termios::LocalFlags::ECHO)
+    );
+    assert!(
+        !during
+            .local_flags
+            .contains(nix::sys::termios::LocalFlags::ICANON)
+    );
+    // the caller's window grows (SIGWINCH, as a terminal sends it), then a line of input
+    size.ws_row = 40;
+    size.ws_col = 100;
+    // SAFETY: TIOCSWINSZ reads one `struct winsize` from a live local.
+    let rc = unsafe { libc::ioctl(pty.master.as_raw_fd(), libc::TIOCSWINSZ, &raw const size) };
+    assert_eq!(rc, 0);
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGWINCH).unwrap();
+    nix::unistd::write(&pty.master, b"hello\n").unwrap();
     let status = wait(&mut child);
-    let out = drain(&pty.master);
+    out.push_str(&drain(&pty.master));
     assert_eq!(status.code(), Some(3), "{out}");
     let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines.len(), 3, "{out:?}");
     let n = lines[0]
         .strip_prefix("/dev/pts/")
         .unwrap_or_else(|| panic!("{out:?}"));
     assert!(n.parse::<u32>().is_ok(), "{out:?}");
-    assert_eq!(lines[1..], ["33 77", "on-a-tty"]);
-    // raw while it ran, restored after
+    // the container's terminal echoes the input line
+    assert_eq!(
+        lines[1..],
+        ["33 77", "on-a-tty", "hello", "got hello", "40 100"],
+        "{out:?}"
+    );
+    // restored after
     let after = tcgetattr(&pty.slave).unwrap();
     assert_eq!(after.local_flags, before.local_flags);
     assert_eq!(after.input_flags, before.input_flags);
@@ -385,6 +428,25 @@ fn exec_with_t_gets_a_terminal_of_the_callers_size_and_restores_the_callers() {
     let o = s.exec(&["-t", "-c", "app", "web", "sh", "-c", "tty"]);
     assert_code(&o, 0);
     assert!(stdout(&o).starts_with("/dev/pts/"), "{}", stdout(&o));
+    // -i -t with piped input: the end of the input ends the terminal's input too
+    let mut child = s
+        .command(&["-i", "-t", "-c", "app", "web", "cat"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"piped\n").unwrap();
+    let status = wait(&mut child);
+    let mut piped = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut piped)
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "{piped}");
+    assert_eq!(piped.replace('\r', ""), "piped\npiped\n", "echo, then cat");
     s.down();
 }
 
