@@ -566,6 +566,10 @@ mod tests {
         assert!(!a.interactive && !a.tty && a.container.is_none());
         assert_eq!(a.target, "web");
         assert_eq!(a.command, ["ls", "-l", "-c", "x"]);
+        // options between the pod and the command are rcompose's
+        let a = parse(&["web", "-c", "app", "ls"]).unwrap();
+        assert_eq!(a.container.as_deref(), Some("app"));
+        assert_eq!(a.command, ["ls"]);
     }
 
     #[test]

@@ -507,6 +507,28 @@ fn command_process(
     }
     let tty = slave.is_some();
     if let Some(slave) = slave {
+        // The terminal belongs to the command's user, as under runc: programs reopen it by
+        // its path. (An unknown user is reported by `exec_command` below.)
+        if let Some(spec_user) = &spec.config.user
+            && let Ok(user) = super::user::read_db("/etc/passwd").and_then(|passwd| {
+                let group = super::user::read_db("/etc/group")?;
+                super::user::resolve(spec_user, &passwd, &group)
+            })
+        {
+            let owner = (
+                Some(nix::unistd::Uid::from_raw(user.uid)),
+                Some(nix::unistd::Gid::from_raw(user.gid)),
+            );
+            if let Err(e) = nix::unistd::fchown(&slave, owner.0, owner.1) {
+                return (
+                    format!(
+                        "failed to give the terminal to user `{spec_user}`: {}",
+                        e.desc()
+                    ),
+                    126,
+                );
+            }
+        }
         let dup = nix::unistd::dup2_stdin(&slave)
             .and_then(|()| nix::unistd::dup2_stdout(&slave))
             .and_then(|()| nix::unistd::dup2_stderr(&slave));

@@ -236,6 +236,11 @@ fn exec_runs_as_the_containers_user_unless_told_otherwise() {
     assert!(status.contains("CapEff:\t0000000000000000\n"), "{status}");
     assert!(status.contains("Seccomp:\t2\n"), "{status}");
     assert_eq!(s.out(&["-c", "side", "-u", "0", "web", "id", "-u"]), "0\n");
+    // a terminal belongs to the command's user
+    assert_eq!(
+        s.out(&["-t", "-c", "side", "web", "sh", "-c", "stat -c %u $(tty)"]),
+        "1000\r\n"
+    );
     assert_eq!(
         s.out(&[
             "-c",
