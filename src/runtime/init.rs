@@ -488,7 +488,7 @@ pub(super) fn exec_command(
     }
 }
 
-pub(super) fn errno_text(e: Errno) -> String {
+fn errno_text(e: Errno) -> String {
     e.desc().to_lowercase()
 }
 
