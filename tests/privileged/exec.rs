@@ -14,8 +14,9 @@ use crate::test::{
     stdout,
 };
 
-/// `web` has two containers: `app` (root, with env and a working directory; its command
-/// records its namespaces, confinement and cgroups in its /tmp) and `side` (user 1000).
+/// `web` has three containers: `app` (root, with env and a working directory; its command
+/// records its namespaces, confinement and cgroups in its /tmp), `side` (user 1000) and
+/// `priv` (privileged).
 const STACK: &str = r#"
 pods:
   web:
@@ -27,6 +28,9 @@ pods:
       - name: side
         user: "1000:1000"
         command: [/bin/sh, -c, 'grep -E "^(Cap|NoNewPrivs|Seccomp)" /proc/self/status > /tmp/status; touch /tmp/ready; exec sleep 1000']
+      - name: priv
+        privileged: true
+        command: [sleep, '1000']
 "#;
 
 /// A detached project of [`STACK`], taken down by [`Stack::down`] (or by its guard when a
@@ -200,6 +204,17 @@ fn exec_enters_the_containers_namespaces_cgroup_and_confinement() {
     assert!(status.contains("Seccomp:\t2\n"), "{status}");
     assert!(status.contains("CapEff:\t00000000a80425fb\n"), "{status}");
     assert!(status.contains("NoNewPrivs:\t1\n"), "{status}");
+    // a privileged container's exec is not confined either
+    let status = s.out(&[
+        "-c",
+        "priv",
+        "web",
+        "grep",
+        "-E",
+        "^(NoNewPrivs|Seccomp):",
+        "/proc/self/status",
+    ]);
+    assert_eq!(status, "NoNewPrivs:\t0\nSeccomp:\t0\n");
     // cgroup: every cgroup of rcompose's the command is in, and the container's own
     let cgroups = run(&["cat", "/proc/self/cgroup"]);
     let own = format!(":/rcompose/{}/web-1/app", s.p);
@@ -502,11 +517,11 @@ fn exec_names_what_is_missing() {
     );
     fails(
         &["web", "true"],
-        "pod `web` has several containers; name one with `-c`: `app`, `side`",
+        "pod `web` has several containers; name one with `-c`: `app`, `side`, `priv`",
     );
     fails(
         &["-c", "nope", "web", "true"],
-        "pod `web` has no container `nope` (its containers: `app`, `side`)",
+        "pod `web` has no container `nope` (its containers: `app`, `side`, `priv`)",
     );
     fails(
         &["-c", "app", "web-2", "true"],
