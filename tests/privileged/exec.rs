@@ -553,3 +553,28 @@ fn exec_names_what_is_missing() {
     assert_eq!(stderr(&o), format!("error: project `{p}` is not up\n"));
     assert_no_trace(&p);
 }
+
+#[test]
+fn exec_without_root_is_one_clear_sentence_and_exit_code_4() {
+    require(&[Need::Root, Need::Tool("setpriv")]);
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            bin(),
+            "-p",
+            "rct-exec-noroot",
+            "exec",
+            "web",
+            "true",
+        ])
+        .current_dir("/")
+        .output()
+        .unwrap();
+    assert_code(&out, 4);
+    assert_eq!(
+        stderr(&out),
+        "error: rcompose exec must run as root to enter a container's namespaces\n"
+    );
+}
