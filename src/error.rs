@@ -5,7 +5,9 @@ use std::process::ExitCode;
 
 use crate::image::ImageError;
 use crate::manifest::ManifestError;
+use crate::runtime::exec::ExecError;
 use crate::supervisor::SupervisorError;
+use crate::supervisor::exec::TargetError;
 
 /// Documented exit codes of the `rcompose` binary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,6 +22,10 @@ pub enum ExitStatus {
     InvalidManifest = 3,
     /// Not root, or the kernel lacks a feature rcompose needs.
     MissingPrerequisite = 4,
+    /// `exec`: the command could not be run (as Docker and shells).
+    CannotRun = 126,
+    /// `exec`: the command was not found (as Docker and shells).
+    NotFound = 127,
 }
 
 impl From<ExitStatus> for ExitCode {
@@ -71,6 +77,12 @@ pub enum Error {
     /// Reading a container's cgroup for `stats` or `top` failed.
     #[error(transparent)]
     Stats(#[from] crate::runtime::stats::StatsError),
+    /// `exec` found no running container to enter.
+    #[error(transparent)]
+    ExecTarget(#[from] TargetError),
+    /// `exec` could not run its command in the container.
+    #[error(transparent)]
+    Exec(#[from] ExecError),
     /// A pod failed to start, or the detached supervisor failed.
     #[error("{0}")]
     Up(String),
@@ -101,6 +113,8 @@ impl Error {
             }
             Self::Prerequisite(_) => ExitStatus::MissingPrerequisite,
             Self::ProjectName { .. } => ExitStatus::Usage,
+            Self::Exec(ExecError::Failed { code: 126, .. }) => ExitStatus::CannotRun,
+            Self::Exec(ExecError::Failed { code: 127, .. }) => ExitStatus::NotFound,
             _ => ExitStatus::Failure,
         }
     }

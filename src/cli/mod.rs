@@ -1,6 +1,7 @@
 //! L4: the command line: clap arguments turned into options, dispatch, output (tables,
 //! JSON, progress) and error rendering. The only home of clap and indicatif.
 
+mod exec;
 mod image;
 mod output;
 mod stats;
@@ -116,6 +117,8 @@ enum Command {
         /// Only these pods (or `pod-N` replicas)
         pods: Vec<String>,
     },
+    /// Run a command in a running container
+    Exec(exec::ExecArgs),
     /// Print the validated, normalized manifest
     Config {
         /// Output format
@@ -192,6 +195,11 @@ pub fn main() -> ExitCode {
     if args.get(1).is_some_and(|a| a == "__init") {
         return crate::runtime::init::main_with_args(&args[2..]);
     }
+    // So does the `exec` helper: it enters a container's namespaces, which only a
+    // single-threaded process may do.
+    if args.get(1).is_some_and(|a| a == "__exec") {
+        return crate::runtime::exec::main_with_args(&args[2..]);
+    }
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => {
@@ -237,6 +245,7 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
         } => stats::stats(&ctx, format, no_stream, interval),
         Command::Top { format } => stats::top(&ctx, format),
         Command::Logs { follow, pods } => logs(&ctx, follow, &pods),
+        Command::Exec(args) => exec::run(&ctx, args),
         Command::Config { format, quiet } => {
             let (m, _) = ctx.manifest()?;
             if !quiet {

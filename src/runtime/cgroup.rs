@@ -136,6 +136,31 @@ pub struct Join {
     pub by_pid: Vec<PathBuf>,
 }
 
+/// The files a process writes `0` into to move itself into the cgroup `relative` (below each
+/// hierarchy root) of every hierarchy in `mounts` (see [`mount_points`]), one per hierarchy:
+/// v1 `tasks`, which moves the writing thread only (the whole process when it has one
+/// thread) without the global lock a `cgroup.procs` write takes (see [`Join::by_itself`]);
+/// v2 `cgroup.procs`, where `0` also means the writer. `rcompose exec` joins a running
+/// container's cgroup this way.
+#[must_use]
+pub fn self_join_files(
+    version: CgroupVersion,
+    mounts: &[(String, PathBuf)],
+    relative: &str,
+) -> Vec<PathBuf> {
+    let file = match version {
+        CgroupVersion::V1 => "tasks",
+        CgroupVersion::V2 => "cgroup.procs",
+    };
+    let mut files: Vec<PathBuf> = mounts
+        .iter()
+        .map(|(_, m)| m.join(relative).join(file))
+        .collect();
+    files.sort();
+    files.dedup();
+    files
+}
+
 /// One container's cgroup, as the supervisor and the init helper need it.
 pub trait Cgroups: std::fmt::Debug + Send {
     /// How the container's first process joins.
@@ -439,6 +464,30 @@ mod tests {
         assert!(
             got.iter()
                 .all(|(_, p)| p == Path::new("/sys/fs/cgroup/cpu,cpuacct"))
+        );
+    }
+
+    #[test]
+    fn self_join_files_name_each_hierarchy_once() {
+        let combined = "29 26 0:26 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n\
+                        38 25 0:33 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n";
+        let v1 = mount_points(CgroupVersion::V1, combined);
+        assert_eq!(
+            self_join_files(CgroupVersion::V1, &v1, "rcompose/p/web-1/app"),
+            [
+                PathBuf::from("/sys/fs/cgroup/cpu,cpuacct/rcompose/p/web-1/app/tasks"),
+                PathBuf::from("/sys/fs/cgroup/memory/rcompose/p/web-1/app/tasks"),
+            ]
+        );
+        let v2 = mount_points(
+            CgroupVersion::V2,
+            "30 1 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw,nsdelegate\n",
+        );
+        assert_eq!(
+            self_join_files(CgroupVersion::V2, &v2, "rcompose/p/web-1/app"),
+            [PathBuf::from(
+                "/sys/fs/cgroup/rcompose/p/web-1/app/cgroup.procs"
+            )]
         );
     }
 

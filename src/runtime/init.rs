@@ -40,8 +40,8 @@ pub const CHANNEL_FD: i32 = 0;
 /// PATH used when the container's environment has none.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// Signals the init forwards to the command.
-const FORWARDED: [Signal; 9] = [
+/// Signals the init forwards to the command (and the `rcompose exec` helper to its command).
+pub(super) const FORWARDED: [Signal; 9] = [
     Signal::SIGTERM,
     Signal::SIGINT,
     Signal::SIGHUP,
@@ -285,7 +285,7 @@ fn container_init(cfg: &ContainerConfig, status: &mut File, set: &SigSet) -> Res
     let child = match unsafe { fork() }.map_err(|e| ("fork", e))? {
         ForkResult::Child => {
             drop(r);
-            let err = exec_command(cfg, &env, &filters);
+            let err = exec_command(cfg, &env, &filters, Launch::Container);
             let mut w = File::from(w);
             let _ = w.write_all(err.as_bytes());
             // SAFETY: _exit is async-signal-safe and ends this child at once.
@@ -369,31 +369,62 @@ fn reap_loop(child: nix::unistd::Pid, set: &SigSet) -> ! {
     }
 }
 
+/// Which command [`exec_command`] starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Launch {
+    /// The container's own: stdin is /dev/null, a missing working directory is created (as
+    /// Docker's `run`).
+    Container,
+    /// One of `rcompose exec` (see `super::exec`): the stdio it was given, with `tty` the
+    /// terminal on them as its controlling terminal; a missing working directory is an
+    /// error (as Docker's `exec`).
+    Exec {
+        /// Whether stdin is a terminal to make the controlling one.
+        tty: bool,
+    },
+}
+
 /// Runs in the command's process: resets the signal mask, starts a session, enters the
 /// working directory and execs. Returns the error message when exec fails.
-fn exec_command(
+pub(super) fn exec_command(
     cfg: &ContainerConfig,
     env: &[(String, String)],
     filters: &[seccompiler::BpfProgram],
+    launch: Launch,
 ) -> String {
     let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
     reset_signal_dispositions();
     // the caller's umask is not the container's business: start from Docker's 022
     nix::sys::stat::umask(Mode::from_bits_truncate(0o022));
     let _ = setsid();
-    // stdin is the supervisor channel until here: the command reads /dev/null
-    match fs::File::open("/dev/null") {
-        Ok(null) => {
-            if let Err(e) = nix::unistd::dup2_stdin(&null) {
-                return format!("failed to set up stdin: {}", errno_text(e));
+    match launch {
+        // stdin is the supervisor channel until here: the command reads /dev/null
+        Launch::Container => match fs::File::open("/dev/null") {
+            Ok(null) => {
+                if let Err(e) = nix::unistd::dup2_stdin(&null) {
+                    return format!("failed to set up stdin: {}", errno_text(e));
+                }
+            }
+            Err(e) => return format!("failed to open /dev/null: {e}"),
+        },
+        Launch::Exec { tty: true } => {
+            // SAFETY: TIOCSCTTY takes an integer (0: do not steal the terminal from another
+            // session); fd 0 is the terminal's slave, and this process leads a new session.
+            if unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } != 0 {
+                return format!(
+                    "failed to make the terminal the controlling one: {}",
+                    std::io::Error::last_os_error()
+                );
             }
         }
-        Err(e) => return format!("failed to open /dev/null: {e}"),
+        Launch::Exec { tty: false } => {}
     }
     if let Some(dir) = &cfg.working_dir {
         // as Docker does, a working directory the image lacks is created (in the container's
         // own upper layer: this runs after pivot_root)
-        if let Err(e) = fs::create_dir_all(dir) {
+        if launch == Launch::Container
+            && let Err(e) = fs::create_dir_all(dir)
+        {
             return format!("failed to create working directory `{dir}`: {e}");
         }
         if let Err(e) = chdir(dir.as_str()) {
@@ -520,7 +551,7 @@ fn resolve(program: &str, path: &str) -> Option<PathBuf> {
 }
 
 /// The command's environment: defaults first, then the container's own variables.
-fn environment(cfg: &ContainerConfig) -> Vec<(String, String)> {
+pub(super) fn environment(cfg: &ContainerConfig) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = Vec::new();
     let mut set = |k: &str, v: &str| {
         if let Some(e) = env.iter_mut().find(|(ek, _)| ek == k) {

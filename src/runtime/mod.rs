@@ -6,8 +6,11 @@
 //! A container is started by re-executing the rcompose binary in the hidden `__init` mode
 //! ([`spawn`] -> [`init::main`]): the supervisor is multi-threaded, and only a fresh
 //! single-threaded process may fork and set up namespaces (the `runc init` pattern).
+//! `rcompose exec` enters a running container the same way, through a re-executed `__exec`
+//! helper ([`exec`]).
 
 pub mod cgroup;
+pub mod exec;
 pub mod forkserver;
 pub mod init;
 pub mod netns;

@@ -10,6 +10,7 @@
 //! container copies its output to its log file and the [`LogSink`]. Containers are started
 //! by re-executing rcompose (see [`crate::runtime::spawn`]), never by forking this process.
 
+pub mod exec;
 pub mod restart;
 pub mod state;
 pub mod teardown;

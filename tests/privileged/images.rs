@@ -493,7 +493,8 @@ fn the_command_runs_as_the_containers_user() {
     let out = rcompose(dir.path(), &["-p", &p, "up"]);
     assert_code(&out, 1);
     assert!(
-        stderr(&out).contains("cannot run as user `no-such-user`: user `no-such-user` is not in the image's /etc/passwd"),
+        // checked against the image before anything starts
+        stderr(&out).contains("container `a-1/missing` cannot run as `no-such-user`: user `no-such-user` is not in the image's /etc/passwd"),
         "{}",
         stderr(&out)
     );

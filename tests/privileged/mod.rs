@@ -1,6 +1,7 @@
 //! Tests that start real containers: namespaces, overlayfs, cgroups. Root only.
 
 mod examples;
+mod exec;
 mod files;
 mod images;
 mod isolation;
