@@ -458,17 +458,31 @@ fn download(
 mod tests {
     use super::*;
 
-    fn stream(name: &str, size: u64) -> Arc<Growing> {
+    /// A stream on a temp file that is removed when the test ends, failed or not.
+    struct Temp(Arc<Growing>);
+
+    impl Drop for Temp {
+        fn drop(&mut self) {
+            let _ = fs::remove_file(&self.0.path);
+        }
+    }
+
+    fn stream(name: &str, size: u64) -> Temp {
         let path =
             std::env::temp_dir().join(format!("rcompose-grow-{name}-{}", std::process::id()));
         let file = File::create(&path).unwrap();
-        Arc::new(Growing::new(path, file, size, Digest::of(name.as_bytes())))
+        Temp(Arc::new(Growing::new(
+            path,
+            file,
+            size,
+            Digest::of(name.as_bytes()),
+        )))
     }
-
     #[test]
     fn the_reader_waits_for_bytes_and_stops_at_the_size() {
         let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
-        let s = stream("whole", data.len() as u64);
+        let temp = stream("whole", data.len() as u64);
+        let s = &temp.0;
         let mut reader = (s.opener())().unwrap();
         let mut writer = s.writer().unwrap();
         assert!(s.writer().is_err(), "a second download of the same blob");
@@ -493,24 +507,24 @@ mod tests {
             read.len(),
             data.len()
         );
-        fs::remove_file(&s.path).unwrap();
     }
 
     #[test]
     fn bytes_past_the_size_are_never_read() {
-        let s = stream("past", 100);
+        let temp = stream("past", 100);
+        let s = &temp.0;
         let mut writer = s.writer().unwrap();
         writer.write_all(&[1; 105]).unwrap();
         let mut got = Vec::new();
         (s.opener())().unwrap().read_to_end(&mut got).unwrap();
         assert_eq!(got, vec![1; 100]);
         drop(writer);
-        fs::remove_file(&s.path).unwrap();
     }
 
     #[test]
     fn a_download_that_ends_short_fails_the_reader() {
-        let s = stream("short", 1000);
+        let temp = stream("short", 1000);
+        let s = &temp.0;
         let mut reader = (s.opener())().unwrap();
         let mut writer = s.writer().unwrap();
         writer.write_all(&[7; 400]).unwrap();
@@ -522,6 +536,5 @@ mod tests {
             err.to_string().ends_with("ended after 400 of 1000 bytes"),
             "{err}"
         );
-        fs::remove_file(&s.path).unwrap();
     }
 }
