@@ -3,6 +3,8 @@
 //! masked and read-only /proc paths; `cap_add`, `cap_drop`, `user` and `privileged`.
 
 use std::collections::BTreeMap;
+use std::fs;
+use std::path::Path;
 
 use crate::test::{
     Cleanup, Need, TempDir, assert_code, assert_no_trace, project, rcompose, require, stderr,
@@ -239,5 +241,42 @@ fn a_user_the_image_lacks_fails_up_before_anything_starts() {
         "{err}"
     );
     assert!(!stdout(&out).contains("started"), "{}", stdout(&out));
+    assert_no_trace(&p);
+}
+
+/// The root cannot be left through `..`, `/proc/self/root`, `/proc/1/root` or a host path:
+/// a busybox image sees its own tree only, never the host's (which has this marker).
+#[test]
+fn the_root_cannot_be_escaped_through_dotdot_or_proc_root() {
+    require(&[Need::Root, Need::Busybox]);
+    let dir = TempDir::new("sec-escape");
+    let p = project("sec-escape");
+    let marker = format!("rcompose-escape-marker-{}", std::process::id());
+    fs::write(Path::new("/").join(&marker), "host").unwrap();
+    struct Remove(std::path::PathBuf);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = fs::remove_file(&self.0);
+        }
+    }
+    let _marker = Remove(Path::new("/").join(&marker));
+    crate::test::busybox_rootfs(&dir.path().join("rootfs"));
+    dir.write(
+        "rcompose.yaml",
+        &format!(
+            "images:\n  bb: {{ rootfs: ./rootfs }}\npods:\n  c:\n    containers:\n      - name: c\n        image: bb\n        command: [/bin/sh, -c, 'for p in /{marker} /../../{marker} /proc/self/root/{marker} /proc/1/root/{marker} /proc/self/root/../../{marker} /proc/1/cwd/../{marker}; do cat $p 2>/dev/null && echo \"escaped via $p\"; done; cd /../../..; echo \"pwd=$(pwd) root=$(readlink /proc/self/root)\"']\n"
+        ),
+    );
+    let _guard = Cleanup(p.clone());
+    let out = rcompose(dir.path(), &["-p", &p, "up"]);
+    assert_code(&out, 0);
+    let text = stdout(&out);
+    assert!(!text.contains("escaped"), "{text}");
+    assert!(!text.contains("host"), "{text}");
+    assert!(
+        text.contains("c-1 | pwd=/ root=/"),
+        "{text}\n{}",
+        stderr(&out)
+    );
     assert_no_trace(&p);
 }
