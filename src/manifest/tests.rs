@@ -875,3 +875,19 @@ fn stop_settings_are_checked() {
     assert!(c.read_only);
     assert_eq!(ok(&m.to_yaml()), m);
 }
+
+#[test]
+fn resource_names_are_compose_names_and_never_paths() {
+    ok(
+        "volumes:\n  my_data.v1:\nsecrets:\n  db_password: { content: x }\npods:\n  a:\n    containers: [ { name: c, command: x, secrets: [db_password], volumes: [ \"my_data.v1:/d\" ] } ]\n",
+    );
+    let text = err(
+        "volumes:\n  ../up: {}\n  -x: {}\nconfigs:\n  a/b: { content: x }\npods:\n  a:\n    containers: [ { name: c, command: x } ]\n",
+    );
+    for name in ["../up", "-x", "a/b"] {
+        assert!(
+            text.contains(&format!("name `{name}`: use letters, digits, `_`, `.` and `-`, starting with a letter or digit")),
+            "{name}: {text}"
+        );
+    }
+}

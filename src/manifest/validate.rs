@@ -21,6 +21,24 @@ pub(crate) const MAX_POD_NAME: usize = 40;
 /// Longest name of anything else (a DNS label).
 pub(crate) const MAX_NAME: usize = 63;
 
+/// Checks a Compose resource name (volumes, configs, secrets, pod volumes), which becomes a
+/// file name: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`, at most `max` characters.
+fn resource_name(name: &str, max: usize) -> Result<(), String> {
+    let ok = name
+        .bytes()
+        .enumerate()
+        .all(|(i, b)| b.is_ascii_alphanumeric() || (i > 0 && matches!(b, b'_' | b'.' | b'-')));
+    if name.is_empty() {
+        Err("it is empty".into())
+    } else if !ok {
+        Err("use letters, digits, `_`, `.` and `-`, starting with a letter or digit".into())
+    } else if name.len() > max {
+        Err(format!("it is longer than {max} characters"))
+    } else {
+        Ok(())
+    }
+}
+
 /// Checks a DNS-label name: `[a-z0-9]([-a-z0-9]*[a-z0-9])?`, at most `max` characters.
 pub(crate) fn dns_label(name: &str, max: usize) -> Result<(), String> {
     let ok_chars = name
@@ -105,7 +123,7 @@ pub(crate) fn validate(m: &Manifest, issues: &mut Issues, facts: &Facts<'_>) -> 
     pod_graph(&pods, issues);
     let services = services(m, &pods, issues);
     for name in m.volumes.keys() {
-        if let Err(why) = dns_label(name, MAX_NAME) {
+        if let Err(why) = resource_name(name, MAX_NAME) {
             issues.report(
                 &join("volumes", name),
                 Anchor::Key,
@@ -378,7 +396,7 @@ fn pod(m: &Manifest, name: &str, spec: &PodSpec, issues: &mut Issues, facts: &Fa
         })
         .collect();
     for vname in spec.volumes.keys() {
-        if let Err(why) = dns_label(vname, MAX_NAME) {
+        if let Err(why) = resource_name(vname, MAX_NAME) {
             issues.report(
                 &join(&join(&path, "volumes"), vname),
                 Anchor::Key,
@@ -692,7 +710,7 @@ fn file_sources(
     let mut out = BTreeMap::new();
     for (name, spec) in specs {
         let path = join(key, name);
-        if let Err(why) = dns_label(name, MAX_NAME) {
+        if let Err(why) = resource_name(name, MAX_NAME) {
             issues.report(
                 &path,
                 Anchor::Key,
