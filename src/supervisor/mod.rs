@@ -405,7 +405,7 @@ impl Supervisor {
                             log: self.paths.log_file(&replica_name, &c.name),
                             dir: dir.clone(),
                         },
-                        plan: c.clone(),
+                        plan: self.with_empty_dirs(c, &replica_name)?,
                         restart: pod.restart,
                         cgroup: None,
                         rootfs: RootfsSpec { host, lowers, dir },
@@ -453,6 +453,33 @@ impl Supervisor {
             }
         }
         Ok(())
+    }
+
+    /// `c` with its `empty_dir` mounts pointing at the replica's directories, made here,
+    /// once per `up` and before anything starts (they outlive restarts; they go with the
+    /// project directory): writable by any user of the pod, as Kubernetes' emptyDir.
+    fn with_empty_dirs(
+        &self,
+        c: &ContainerPlan,
+        replica: &str,
+    ) -> Result<ContainerPlan, SupervisorError> {
+        use std::os::unix::fs::PermissionsExt;
+        let mut c = c.clone();
+        for m in &mut c.mounts {
+            if let MountSource::EmptyDir(name) = &m.source {
+                let dir = self.paths.empty_dir(replica, name);
+                let io = |source| SupervisorError::Io {
+                    path: dir.clone(),
+                    source,
+                };
+                if !dir.exists() {
+                    fs::create_dir_all(&dir).map_err(io)?;
+                    fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).map_err(io)?;
+                }
+                m.source = MountSource::Host(dir);
+            }
+        }
+        Ok(c)
     }
 
     /// Writes every container's configs and secrets, once per `up`, into a tmpfs in the
@@ -1103,24 +1130,9 @@ fn launch(opts: &UpOptions, slot: &Slot) -> Result<Prepared, String> {
         for m in &slot.plan.mounts {
             let (source, size) = match &m.source {
                 MountSource::Host(path) => (Some(path.clone()), None),
-                MountSource::EmptyDir(name) => {
-                    // one per replica, in the project directory (removed with it), writable
-                    // by any user of the pod's containers, as Kubernetes' emptyDir
-                    let dir = slot
-                        .netns
-                        .with_file_name(format!("emptydir.{hostname}.{name}"));
-                    if !dir.exists() {
-                        fs::create_dir_all(&dir).map_err(|e| io("failed to create", &dir, e))?;
-                        fs::set_permissions(
-                            &dir,
-                            std::os::unix::fs::PermissionsExt::from_mode(0o777),
-                        )
-                        .map_err(|e| io("failed to set the mode of", &dir, e))?;
-                    }
-                    (Some(dir), None)
-                }
                 MountSource::Tmpfs(size) => (None, *size),
-                MountSource::Volume(name) => {
+                // named volumes are resolved by `up`, empty dirs by `build_slots`
+                MountSource::Volume(name) | MountSource::EmptyDir(name) => {
                     return Err(format!("volume `{name}` was not resolved to a directory"));
                 }
             };

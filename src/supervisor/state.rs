@@ -91,6 +91,11 @@ impl ProjectPaths {
     pub fn file_copy(&self, replica: &str, container: &str, i: usize) -> PathBuf {
         self.files_dir().join(format!("{replica}.{container}.{i}"))
     }
+    /// The `empty_dir` volume `name` of replica `replica`: `emptydir.web-1.cache`.
+    #[must_use]
+    pub fn empty_dir(&self, replica: &str, name: &str) -> PathBuf {
+        self.dir.join(format!("emptydir.{replica}.{name}"))
+    }
     /// Staged layers.
     #[must_use]
     pub fn layers(&self) -> PathBuf {
