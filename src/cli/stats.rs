@@ -444,6 +444,7 @@ mod tests {
             cgroup: format!("rcompose/p/{pod}-1/c"),
             log: "/dev/null".into(),
             dir: "/dev/null".into(),
+            init: false,
         }
     }
 

@@ -572,12 +572,13 @@ const DEPENDENCY_KEYS: [&str; 1] = ["condition"];
 const RESOURCE_KEYS: [&str; 3] = ["cpu", "memory", "pids"];
 const SERVICE_KEYS: [&str; 2] = ["selector", "ports"];
 const PORT_KEYS: [&str; 3] = ["port", "target", "publish"];
-const POD_KEYS: [&str; 6] = [
+const POD_KEYS: [&str; 7] = [
     "replicas",
     "labels",
     "depends_on",
     "restart",
     "volumes",
+    "init_containers",
     "containers",
 ];
 const POD_VOLUME_KEYS: [&str; 1] = ["empty_dir"];
@@ -641,6 +642,15 @@ fn pod(cx: &mut Issues, node: &Node, path: &str, name: &str) -> PodSpec {
                     }
                     None => cx.missing(&kpath, "empty_dir", &kwhat),
                 }
+            }
+        }
+    }
+    if let Some(n) = e.get("init_containers") {
+        let cpath = join(path, "init_containers");
+        if let Some(items) = cx.list(n, &cpath, &format!("`init_containers` of {what}")) {
+            for (i, item) in items.iter().enumerate() {
+                spec.init_containers
+                    .push(container(cx, item, &index(&cpath, i), name, i));
             }
         }
     }

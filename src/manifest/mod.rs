@@ -152,6 +152,10 @@ pub struct PodSpec {
     /// Volumes of the pod, mounted by name into its containers: `{ shared: { empty_dir: {} } }`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub volumes: BTreeMap<String, PodVolumeSpec>,
+    /// Containers run to completion, one after the other, before `containers` start (as
+    /// Kubernetes' initContainers); each must exit 0.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub init_containers: Vec<ContainerSpec>,
     /// The containers, at least one.
     pub containers: Vec<ContainerSpec>,
 }

@@ -891,3 +891,36 @@ fn resource_names_are_compose_names_and_never_paths() {
         );
     }
 }
+
+#[test]
+fn init_containers_share_the_pod_s_container_names() {
+    assert_error(
+        "pods:
+  web:
+    init_containers: [ { name: app, command: migrate } ]
+    containers: [ { name: app, command: serve } ]
+",
+        "error: duplicate container name `app` in pod `web`
+  --> rcompose.yaml:4:27
+   |
+ 4 |     containers: [ { name: app, command: serve } ]
+   |                           ^^^",
+    );
+    let text = err("pods:\n  web:\n    init_containers: [ { name: m } ]\n    containers: [ { name: app, command: serve } ]\n");
+    assert!(
+        text.starts_with("error: missing field `command` in container `web.m`"),
+        "{text}"
+    );
+}
+
+#[test]
+fn init_containers_come_first_in_the_plan() {
+    let m = ok("pods:
+  web:
+    init_containers: [ { name: migrate, command: migrate }, { name: seed, command: seed } ]
+    containers: [ { name: app, command: serve } ]
+");
+    let pod = &m.pods["web"];
+    let names: Vec<&str> = pod.init_containers.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["migrate", "seed"]);
+}

@@ -201,6 +201,9 @@ pub struct Pod {
         serialize_with = "empty_dirs"
     )]
     pub volumes: BTreeSet<String>,
+    /// Containers run to completion, in order, before `containers` start.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub init_containers: Vec<Container>,
     /// Containers, in manifest order (at least one).
     pub containers: Vec<Container>,
 }

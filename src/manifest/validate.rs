@@ -378,23 +378,28 @@ fn pod(m: &Manifest, name: &str, spec: &PodSpec, issues: &mut Issues, facts: &Fa
             format!("pod `{name}` has no containers"),
         );
     }
+    // init containers and containers share one name space (their cgroups, logs and
+    // `exec -c` name them alike)
     let mut seen = BTreeSet::new();
-    let containers = spec
-        .containers
-        .iter()
-        .enumerate()
-        .map(|(i, c)| {
-            let path = index(&cpath, i);
-            if !c.name.is_empty() && !seen.insert(c.name.clone()) {
-                issues.report(
-                    &join(&path, "name"),
-                    Anchor::Value,
-                    format!("duplicate container name `{}` in pod `{name}`", c.name),
-                );
-            }
-            container(m, (name, spec), c, &path, issues, facts)
-        })
-        .collect();
+    let mut check = |list: &[ContainerSpec], key: &str, issues: &mut Issues| -> Vec<Container> {
+        let lpath = join(&path, key);
+        list.iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let path = index(&lpath, i);
+                if !c.name.is_empty() && !seen.insert(c.name.clone()) {
+                    issues.report(
+                        &join(&path, "name"),
+                        Anchor::Value,
+                        format!("duplicate container name `{}` in pod `{name}`", c.name),
+                    );
+                }
+                container(m, (name, spec), c, &path, issues, facts)
+            })
+            .collect()
+    };
+    let init_containers = check(&spec.init_containers, "init_containers", issues);
+    let containers = check(&spec.containers, "containers", issues);
     for vname in spec.volumes.keys() {
         if let Err(why) = resource_name(vname, MAX_NAME) {
             issues.report(
@@ -410,6 +415,7 @@ fn pod(m: &Manifest, name: &str, spec: &PodSpec, issues: &mut Issues, facts: &Fa
         depends_on,
         restart: spec.restart.unwrap_or(Restart::Never),
         volumes: spec.volumes.keys().cloned().collect(),
+        init_containers,
         containers,
     }
 }
@@ -470,8 +476,13 @@ fn container(
     if !has_config && c.command.is_none() && !runs_something(&entrypoint) && !command_broken {
         // Named as in the file: `pod.name`, or `pod[i]` when the name is missing too.
         let shown = if c.name.is_empty() {
-            path.rsplit_once(".containers")
-                .map_or(label.clone(), |(_, i)| format!("{pod}{i}"))
+            match path.rsplit_once('.') {
+                Some((_, tail)) => match tail.strip_prefix("containers") {
+                    Some(i) => format!("{pod}{i}"),
+                    None => format!("{pod}.{tail}"),
+                },
+                None => label.clone(),
+            }
         } else {
             label.clone()
         };

@@ -38,7 +38,8 @@ pub struct PodPlan {
     pub restart: RestartPolicy,
     /// `empty_dir` volumes, one set per replica.
     pub empty_dirs: Vec<String>,
-    /// The pod's containers, in manifest order.
+    /// The pod's containers: its init containers (`init`) first, then the others, each in
+    /// manifest order.
     pub containers: Vec<ContainerPlan>,
 }
 
@@ -111,6 +112,9 @@ pub struct ContainerPlan {
     pub stop_signal: i32,
     /// Time between the stop signal and SIGKILL, when the manifest sets it.
     pub stop_grace_period: Option<std::time::Duration>,
+    /// One of the pod's init containers: run to completion, in order, before the others.
+    #[serde(default)]
+    pub init: bool,
 }
 
 /// A config or secret file in a container: written once per `up` to a tmpfs, owned and

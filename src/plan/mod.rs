@@ -44,70 +44,16 @@ pub fn desired_state(m: &ValidManifest, project: &str, base_dir: &Path) -> Desir
                     manifest::Restart::Never => RestartPolicy::Never,
                 },
                 empty_dirs: pod.volumes.iter().cloned().collect(),
+                // init containers first: the supervisor runs them, in order, before the rest
                 containers: pod
-                    .containers
+                    .init_containers
                     .iter()
-                    .map(|c| {
-                        let rootfs = rootfs(m, &c.image, base_dir);
-                        let stored = matches!(rootfs.layers.first(), Some(LayerPlan::Stored(_)));
-                        // Without an image config the argv is final now: entrypoint + command.
-                        let (entrypoint, command) = if stored {
-                            (c.entrypoint.clone(), c.command.clone())
-                        } else {
-                            let argv: Vec<String> = c
-                                .entrypoint
-                                .iter()
-                                .chain(c.command.iter())
-                                .flatten()
-                                .cloned()
-                                .collect();
-                            (None, Some(argv))
-                        };
-                        ContainerPlan {
-                            name: c.name.clone(),
-                            image: c.image.clone(),
-                            rootfs,
-                            entrypoint,
-                            command,
-                            user: c.user.clone(),
-                            env: c.env.clone(),
-                            working_dir: c.working_dir.clone(),
-                            resources: Resources {
-                                cpu_millis: c.resources.cpu.map(|q| q.0),
-                                memory_bytes: c.resources.memory.map(|q| q.0),
-                                pids: c.resources.pids,
-                            },
-                            privileged: c.security.privileged,
-                            capabilities: c.security.capabilities,
-                            mounts: c
-                                .mounts
-                                .iter()
-                                .map(|mount| MountPlan {
-                                    source: match &mount.kind {
-                                        manifest::MountKind::Bind(p) => {
-                                            MountSource::Host(resolve(base_dir, p))
-                                        }
-                                        manifest::MountKind::Volume(n) => {
-                                            MountSource::Volume(n.clone())
-                                        }
-                                        manifest::MountKind::EmptyDir(n) => {
-                                            MountSource::EmptyDir(n.clone())
-                                        }
-                                        manifest::MountKind::Tmpfs(size) => {
-                                            MountSource::Tmpfs(size.map(|b| b.0))
-                                        }
-                                    },
-                                    target: mount.target.clone(),
-                                    read_only: mount.read_only,
-                                })
-                                .collect(),
-                            files: files(m, c, base_dir),
-                            read_only: c.read_only,
-                            stop_signal: manifest::quantity::parse_signal(&c.stop_signal)
-                                .map_or(15, |(_, n)| n),
-                            stop_grace_period: c.stop_grace_period,
-                        }
-                    })
+                    .map(|c| container_plan(m, c, base_dir, true))
+                    .chain(
+                        pod.containers
+                            .iter()
+                            .map(|c| container_plan(m, c, base_dir, false)),
+                    )
                     .collect(),
             };
             (name.clone(), plan)
@@ -148,6 +94,76 @@ pub fn desired_state(m: &ValidManifest, project: &str, base_dir: &Path) -> Desir
         volumes: m.volumes().iter().cloned().collect(),
     }
 }
+
+/// The plan of container `c`; `init` for one of the pod's `init_containers`.
+fn container_plan(
+    m: &ValidManifest,
+    c: &manifest::Container,
+    base_dir: &Path,
+    init: bool,
+) -> ContainerPlan {
+    let rootfs = rootfs(m, &c.image, base_dir);
+    let stored = matches!(rootfs.layers.first(), Some(LayerPlan::Stored(_)));
+    // Without an image config the argv is final now: entrypoint + command.
+    let (entrypoint, command) = if stored {
+        (c.entrypoint.clone(), c.command.clone())
+    } else {
+        let argv: Vec<String> = c
+            .entrypoint
+            .iter()
+            .chain(c.command.iter())
+            .flatten()
+            .cloned()
+            .collect();
+        (None, Some(argv))
+    };
+    ContainerPlan {
+        name: c.name.clone(),
+        image: c.image.clone(),
+        rootfs,
+        entrypoint,
+        command,
+        user: c.user.clone(),
+        env: c.env.clone(),
+        working_dir: c.working_dir.clone(),
+        resources: Resources {
+            cpu_millis: c.resources.cpu.map(|q| q.0),
+            memory_bytes: c.resources.memory.map(|q| q.0),
+            pids: c.resources.pids,
+        },
+        privileged: c.security.privileged,
+        capabilities: c.security.capabilities,
+        mounts: c
+            .mounts
+            .iter()
+            .map(|mount| MountPlan {
+                source: match &mount.kind {
+                    manifest::MountKind::Bind(p) => {
+                        MountSource::Host(resolve(base_dir, p))
+                    }
+                    manifest::MountKind::Volume(n) => {
+                        MountSource::Volume(n.clone())
+                    }
+                    manifest::MountKind::EmptyDir(n) => {
+                        MountSource::EmptyDir(n.clone())
+                    }
+                    manifest::MountKind::Tmpfs(size) => {
+                        MountSource::Tmpfs(size.map(|b| b.0))
+                    }
+                },
+                target: mount.target.clone(),
+                read_only: mount.read_only,
+            })
+            .collect(),
+        files: files(m, c, base_dir),
+        read_only: c.read_only,
+        stop_signal: manifest::quantity::parse_signal(&c.stop_signal)
+            .map_or(15, |(_, n)| n),
+        stop_grace_period: c.stop_grace_period,
+        init,
+    }
+}
+
 
 /// The configs, then the secrets, a container mounts.
 fn files(m: &ValidManifest, c: &manifest::Container, base_dir: &Path) -> Vec<FilePlan> {
@@ -298,6 +314,26 @@ services:
     selector: { app: api }
     ports: [ 80, '8080:81', { port: 90, target: 9090, publish: 9000 } ]
 ";
+
+    #[test]
+    fn init_containers_come_first_marked_init() {
+        let m = load(
+            "pods:
+  web:
+    init_containers: [ { name: migrate, command: migrate }, { name: seed, command: seed } ]
+    containers: [ { name: app, command: serve } ]
+",
+            Path::new("x/rcompose.yaml"),
+        )
+        .unwrap();
+        let d = desired_state(&m, "p", Path::new("/x"));
+        let plan: Vec<(&str, bool)> = d.pods["web"]
+            .containers
+            .iter()
+            .map(|c| (c.name.as_str(), c.init))
+            .collect();
+        assert_eq!(plan, [("migrate", true), ("seed", true), ("app", false)]);
+    }
 
     #[test]
     fn desired_state_resolves_image_chains_bottom_first() {

@@ -164,7 +164,10 @@ pub fn find<'a>(
         .filter(|c| c.pod == pod && c.replica == replica)
         .collect();
     let names = || list(members.iter().map(|c| c.container.as_str()));
-    match (container, members.as_slice()) {
+    // without `-c`, the pod's only container; its init containers do not count (they have
+    // exited by the time the others run)
+    let main: Vec<&ContainerRecord> = members.iter().copied().filter(|c| !c.init).collect();
+    match (container, main.as_slice()) {
         (None, [only]) => Ok(only),
         (None, _) => Err(TargetError::ContainerRequired {
             pod: pod.to_string(),
@@ -259,6 +262,7 @@ mod tests {
             cgroup: format!("rcompose/p/{pod}-{replica}/{container}"),
             log: format!("/run/rcompose/p/{pod}-{replica}.{container}.log").into(),
             dir: format!("/run/rcompose/p/{pod}-{replica}.{container}").into(),
+            init: false,
         }
     }
 
@@ -303,6 +307,17 @@ mod tests {
     fn a_pod_named_like_a_replica_is_found_by_its_name() {
         assert_eq!(found("web-9", None), ("web-9".into(), 1, "c".into()));
         assert_eq!(found("web-9-1", None), ("web-9".into(), 1, "c".into()));
+    }
+
+    #[test]
+    fn init_containers_are_not_the_default() {
+        let mut s = state();
+        let mut init = record("api", 1, "migrate");
+        init.init = true;
+        init.state = ContainerState::Exited;
+        s.containers = vec![init, record("api", 1, "server")];
+        assert_eq!(find(&s, "api", None).unwrap().container, "server");
+        assert_eq!(find(&s, "api", Some("migrate")).unwrap().container, "migrate");
     }
 
     #[test]

@@ -247,6 +247,9 @@ pub struct Supervisor {
     progress: Arc<dyn Progress>,
     sink: Option<Arc<dyn LogSink>>,
     slots: Vec<Slot>,
+    /// The replicas (by network namespace pin) whose start has begun: [`Supervisor::advance`]
+    /// moves them from one init container to the next, then to their containers.
+    started: Vec<PathBuf>,
     /// Start times of this process and of its fork server (for the state file).
     starts: (Option<u64>, Option<u64>),
     exits: HashMap<i32, WaitStatus>,
@@ -339,6 +342,7 @@ impl Supervisor {
         let mut sup = Self {
             starts: (None, None),
             slots: Vec::new(),
+            started: Vec::new(),
             exits: HashMap::new(),
             rx,
             mounts: mounts.clone(),
@@ -404,6 +408,7 @@ impl Supervisor {
                             ),
                             log: self.paths.log_file(&replica_name, &c.name),
                             dir: dir.clone(),
+                            init: c.init,
                         },
                         plan: self.with_empty_dirs(c, &replica_name)?,
                         restart: pod.restart,
@@ -604,6 +609,18 @@ impl Supervisor {
                 }
                 Ok(_) => {}
             }
+            // replicas whose init container finished go on to the next step
+            match self.advance() {
+                Err(message) => {
+                    on_ready(Err(message.clone()));
+                    return Outcome::StartFailed(message);
+                }
+                Ok(true) => {
+                    let _ = self.save();
+                    continue;
+                }
+                Ok(false) => {}
+            }
             if !ready_sent
                 && !self
                     .slots
@@ -665,16 +682,18 @@ impl Supervisor {
         state::display_name(&r.pod, r.replica, &r.container, single)
     }
 
-    /// Pods (all slots `Waiting`) whose dependencies are met; `Err` when a dependency can
-    /// never be met.
+    /// Pods not started yet (every slot `Waiting`) whose dependencies are met; `Err` when a
+    /// dependency can never be met.
     fn startable_pods(&self, shown: &mut Vec<(String, String)>) -> Result<Vec<String>, String> {
         let mut out = Vec::new();
         for pod in self.opts.desired.pods.values() {
-            let waiting = self
-                .slots
-                .iter()
-                .any(|s| s.record.pod == pod.name && s.record.state == ContainerState::Waiting);
-            if !waiting {
+            let mut slots = self.slots.iter().filter(|s| s.record.pod == pod.name);
+            let mut any = false;
+            let untouched = slots.all(|s| {
+                any = true;
+                s.record.state == ContainerState::Waiting && !self.started.contains(&s.netns)
+            });
+            if !any || !untouched {
                 continue;
             }
             let mut met = true;
@@ -736,33 +755,98 @@ impl Supervisor {
         Ok(out)
     }
 
-    /// Starts every replica of `pods` in parallel (containers of one replica in order).
+    /// Starts every replica of `pods`, in parallel: each with its first init container, or
+    /// its containers when it has none (see [`Supervisor::advance`]).
     fn start_pods(&mut self, pods: &[String]) -> Result<(), String> {
-        // the replicas to start, by their network namespace (one per replica)
-        let mut replicas: Vec<&Path> = Vec::new();
         for s in &self.slots {
-            if pods.contains(&s.record.pod) && !replicas.contains(&s.netns.as_path()) {
-                replicas.push(&s.netns);
+            if pods.contains(&s.record.pod) && !self.started.contains(&s.netns) {
+                self.started.push(s.netns.clone());
             }
         }
-        let replicas: Vec<PathBuf> = replicas.into_iter().map(Path::to_path_buf).collect();
-        for s in self
-            .slots
-            .iter_mut()
-            .filter(|s| pods.contains(&s.record.pod))
-        {
-            s.record.state = ContainerState::Starting;
+        self.advance().map(|_| ())
+    }
+
+    /// What replica `group` (its slots, init containers first) runs next.
+    fn next_step(&self, group: &[usize]) -> Step {
+        for &i in group.iter().filter(|&&i| self.slots[i].plan.init) {
+            let r = &self.slots[i].record;
+            match r.state {
+                ContainerState::Exited if r.exit_code == Some(0) => {}
+                ContainerState::Exited | ContainerState::Failed => {
+                    let why = match (r.exit_code, &r.reason) {
+                        (_, Some(reason)) if r.state == ContainerState::Failed => reason.clone(),
+                        (Some(code), Some(reason)) => format!("exited with code {code} ({reason})"),
+                        (Some(code), None) => format!("exited with code {code}"),
+                        (None, _) => "did not run".to_string(),
+                    };
+                    return Step::Failed(
+                        i,
+                        format!(
+                            "init container `{}` of `{}` failed: {why}",
+                            r.container,
+                            r.replica_name()
+                        ),
+                    );
+                }
+                ContainerState::Waiting => return Step::Launch(vec![i]),
+                // running, restarting after a failure, or being stopped
+                _ => return Step::Idle,
+            }
         }
-        let _ = self.save();
-        // one thread per replica; the slots of a replica are contiguous
-        let groups: Vec<Vec<usize>> = replicas
+        let rest: Vec<usize> = group
             .iter()
-            .map(|ns| {
-                (0..self.slots.len())
-                    .filter(|&i| self.slots[i].netns == *ns)
-                    .collect()
+            .copied()
+            .filter(|&i| {
+                !self.slots[i].plan.init && self.slots[i].record.state == ContainerState::Waiting
             })
             .collect();
+        if rest.is_empty() {
+            Step::Idle
+        } else {
+            Step::Launch(rest)
+        }
+    }
+
+    /// Takes every started replica one step on: launches its next init container once the
+    /// one before exited 0, then its containers, replicas in parallel (containers of one
+    /// replica in order). Returns whether it launched anything; `Err` when a replica's
+    /// init container failed for good or a container could not start. A replica whose init
+    /// container failed never starts its containers: they are marked failed with the reason.
+    fn advance(&mut self) -> Result<bool, String> {
+        // one group per started replica; the slots of a replica are contiguous
+        let mut groups: Vec<Vec<usize>> = Vec::new();
+        let mut failed_init = None;
+        for ns in &self.started {
+            let group: Vec<usize> = (0..self.slots.len())
+                .filter(|&i| self.slots[i].netns == *ns)
+                .collect();
+            match self.next_step(&group) {
+                Step::Idle => {}
+                Step::Launch(slots) => groups.push(slots),
+                Step::Failed(init, message) => {
+                    failed_init.get_or_insert((group, init, message));
+                }
+            }
+        }
+        if let Some((group, init, message)) = failed_init {
+            for i in group {
+                let s = &mut self.slots[i];
+                if s.record.state == ContainerState::Waiting {
+                    s.record.state = ContainerState::Failed;
+                    s.record.reason = Some("init container failed".to_string());
+                }
+            }
+            // its exit was shown; the message ends `up`
+            let _ = init;
+            return Err(message);
+        }
+        if groups.is_empty() {
+            return Ok(false);
+        }
+        for &i in groups.iter().flatten() {
+            self.slots[i].record.state = ContainerState::Starting;
+        }
+        let _ = self.save();
         let prepared: Vec<Vec<(usize, Result<Prepared, String>)>> = {
             let slots = &self.slots;
             let opts = &self.opts;
@@ -810,7 +894,7 @@ impl Supervisor {
             s.record.state = ContainerState::Failed;
         }
         self.collect_exits();
-        failure.map_or(Ok(()), Err)
+        failure.map_or(Ok(true), Err)
     }
 
     fn start_slot(&mut self, i: usize) -> Result<(), String> {
@@ -888,7 +972,9 @@ impl Supervisor {
                 code,
                 reason: s.record.reason.clone(),
             });
-            if !stopping && restart::should_restart(s.restart, code) {
+            // an init container that exited 0 is done, whatever the policy
+            let again = restart::should_restart(s.restart, code) && !(s.plan.init && code == 0);
+            if !stopping && again {
                 if s.started_at
                     .is_some_and(|t| t.elapsed() >= restart::HEALTHY_RUN)
                 {
@@ -1075,6 +1161,16 @@ fn is_opaque(dir: &Path) -> bool {
         )
     };
     n == 1 && value[0] == b'y'
+}
+
+/// What a started replica does next (see [`Supervisor::next_step`]).
+enum Step {
+    /// Nothing now: an init container runs, or everything is launched.
+    Idle,
+    /// Launch these slots, in order.
+    Launch(Vec<usize>),
+    /// An init container (this slot) failed for good: the replica's containers never start.
+    Failed(usize, String),
 }
 
 /// A started container, before the supervisor adopts it.

@@ -150,6 +150,9 @@ pub struct ContainerRecord {
     pub log: PathBuf,
     /// The container's directory.
     pub dir: PathBuf,
+    /// One of the pod's init containers (run to completion before the others).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub init: bool,
 }
 
 impl ContainerRecord {
@@ -357,6 +360,7 @@ mod tests {
             cgroup: "rcompose/p/web-2/app".into(),
             log: "/run/rcompose/p/web-2.app.log".into(),
             dir: "/run/rcompose/p/web-2.app".into(),
+            init: false,
         }
     }
 

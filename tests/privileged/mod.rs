@@ -4,6 +4,7 @@ mod examples;
 mod exec;
 mod files;
 mod images;
+mod init;
 mod isolation;
 mod lifecycle;
 mod registry;
