@@ -906,7 +906,9 @@ fn init_containers_share_the_pod_s_container_names() {
  4 |     containers: [ { name: app, command: serve } ]
    |                           ^^^",
     );
-    let text = err("pods:\n  web:\n    init_containers: [ { name: m } ]\n    containers: [ { name: app, command: serve } ]\n");
+    let text = err(
+        "pods:\n  web:\n    init_containers: [ { name: m } ]\n    containers: [ { name: app, command: serve } ]\n",
+    );
     assert!(
         text.starts_with("error: missing field `command` in container `web.m`"),
         "{text}"
@@ -921,6 +923,10 @@ fn init_containers_come_first_in_the_plan() {
     containers: [ { name: app, command: serve } ]
 ");
     let pod = &m.pods["web"];
-    let names: Vec<&str> = pod.init_containers.iter().map(|c| c.name.as_str()).collect();
+    let names: Vec<&str> = pod
+        .init_containers
+        .iter()
+        .map(|c| c.name.as_str())
+        .collect();
     assert_eq!(names, ["migrate", "seed"]);
 }

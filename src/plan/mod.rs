@@ -138,18 +138,10 @@ fn container_plan(
             .iter()
             .map(|mount| MountPlan {
                 source: match &mount.kind {
-                    manifest::MountKind::Bind(p) => {
-                        MountSource::Host(resolve(base_dir, p))
-                    }
-                    manifest::MountKind::Volume(n) => {
-                        MountSource::Volume(n.clone())
-                    }
-                    manifest::MountKind::EmptyDir(n) => {
-                        MountSource::EmptyDir(n.clone())
-                    }
-                    manifest::MountKind::Tmpfs(size) => {
-                        MountSource::Tmpfs(size.map(|b| b.0))
-                    }
+                    manifest::MountKind::Bind(p) => MountSource::Host(resolve(base_dir, p)),
+                    manifest::MountKind::Volume(n) => MountSource::Volume(n.clone()),
+                    manifest::MountKind::EmptyDir(n) => MountSource::EmptyDir(n.clone()),
+                    manifest::MountKind::Tmpfs(size) => MountSource::Tmpfs(size.map(|b| b.0)),
                 },
                 target: mount.target.clone(),
                 read_only: mount.read_only,
@@ -157,13 +149,11 @@ fn container_plan(
             .collect(),
         files: files(m, c, base_dir),
         read_only: c.read_only,
-        stop_signal: manifest::quantity::parse_signal(&c.stop_signal)
-            .map_or(15, |(_, n)| n),
+        stop_signal: manifest::quantity::parse_signal(&c.stop_signal).map_or(15, |(_, n)| n),
         stop_grace_period: c.stop_grace_period,
         init,
     }
 }
-
 
 /// The configs, then the secrets, a container mounts.
 fn files(m: &ValidManifest, c: &manifest::Container, base_dir: &Path) -> Vec<FilePlan> {

@@ -317,7 +317,10 @@ mod tests {
         init.state = ContainerState::Exited;
         s.containers = vec![init, record("api", 1, "server")];
         assert_eq!(find(&s, "api", None).unwrap().container, "server");
-        assert_eq!(find(&s, "api", Some("migrate")).unwrap().container, "migrate");
+        assert_eq!(
+            find(&s, "api", Some("migrate")).unwrap().container,
+            "migrate"
+        );
     }
 
     #[test]

@@ -54,8 +54,14 @@ fn init_containers_run_in_order_before_the_pod_and_its_dependents() {
             .unwrap_or_else(|| panic!("`{line}` missing from the trace:\n{trace}"))
     };
     for r in ["api-1", "api-2"] {
-        assert!(at(&format!("{r}/migrate")) < at(&format!("{r}/seed")), "{trace}");
-        assert!(at(&format!("{r}/seed")) < at(&format!("{r}/server")), "{trace}");
+        assert!(
+            at(&format!("{r}/migrate")) < at(&format!("{r}/seed")),
+            "{trace}"
+        );
+        assert!(
+            at(&format!("{r}/seed")) < at(&format!("{r}/server")),
+            "{trace}"
+        );
         // `client` depends on `api` (started): on its containers, not its init containers
         assert!(at(&format!("{r}/server")) < at("client"), "{trace}");
     }
