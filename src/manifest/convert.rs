@@ -779,7 +779,7 @@ fn condition(
     }
 }
 
-const CONTAINER_KEYS: [&str; 17] = [
+const CONTAINER_KEYS: [&str; 18] = [
     "name",
     "image",
     "entrypoint",
@@ -790,6 +790,7 @@ const CONTAINER_KEYS: [&str; 17] = [
     "resources",
     "privileged",
     "read_only",
+    "tty",
     "stop_signal",
     "stop_grace_period",
     "cap_add",
@@ -837,6 +838,7 @@ fn container(cx: &mut Issues, node: &Node, path: &str, pod: &str, i: usize) -> C
         resources: None,
         privileged: None,
         read_only: None,
+        tty: None,
         stop_signal: None,
         stop_grace_period: None,
         cap_add: None,
@@ -905,6 +907,9 @@ fn container(cx: &mut Issues, node: &Node, path: &str, pod: &str, i: usize) -> C
             &join(path, "read_only"),
             &format!("`read_only` of {what}"),
         );
+    }
+    if let Some(n) = e.get("tty") {
+        spec.tty = cx.boolean(n, &join(path, "tty"), &format!("`tty` of {what}"));
     }
     if let Some(n) = e.get("stop_signal") {
         spec.stop_signal = cx.text(

@@ -357,6 +357,10 @@ pub struct ContainerSpec {
     /// Mount the root file system read-only (tmpfs /tmp, /run and volumes stay writable).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub read_only: Option<bool>,
+    /// Give the command a pseudo-terminal as stdin, stdout and stderr (Compose's `tty`);
+    /// its output goes to the log as usual.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tty: Option<bool>,
     /// The signal that asks the command to stop: `SIGINT`, `INT` or a number; default
     /// `SIGTERM`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -241,6 +241,9 @@ pub struct Container {
     /// Root file system mounted read-only.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub read_only: bool,
+    /// A pseudo-terminal for the command.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub tty: bool,
     /// The stop signal's name (`SIGTERM` unless set).
     pub stop_signal: String,
     /// Grace period after the stop signal, when set (else the command line's).

@@ -625,6 +625,7 @@ fn container(
         working_dir: c.working_dir.clone(),
         resources,
         read_only: c.read_only.unwrap_or(false),
+        tty: c.tty.unwrap_or(false),
         stop_signal,
         stop_grace_period,
         security,

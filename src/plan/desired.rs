@@ -108,6 +108,9 @@ pub struct ContainerPlan {
     pub files: Vec<FilePlan>,
     /// Root file system read-only.
     pub read_only: bool,
+    /// A pseudo-terminal for the command (its output still goes to the log).
+    #[serde(default)]
+    pub tty: bool,
     /// The signal number that asks the command to stop.
     pub stop_signal: i32,
     /// Time between the stop signal and SIGKILL, when the manifest sets it.

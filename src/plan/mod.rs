@@ -149,6 +149,7 @@ fn container_plan(
             .collect(),
         files: files(m, c, base_dir),
         read_only: c.read_only,
+        tty: c.tty,
         stop_signal: manifest::quantity::parse_signal(&c.stop_signal).map_or(15, |(_, n)| n),
         stop_grace_period: c.stop_grace_period,
         init,

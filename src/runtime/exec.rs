@@ -428,7 +428,7 @@ fn helper(channel: &mut UnixStream) -> Result<u8, Failure> {
     };
     let env = spec.environment();
     target.enter()?;
-    let pty = spec.tty.map(open_pty).transpose()?;
+    let pty = spec.tty.map(open_pty).transpose().map_err(Failure::setup)?;
     let (r, w) = pipe2(OFlag::O_CLOEXEC)
         .map_err(|e| Failure::setup(format!("failed to create a pipe: {}", e.desc())))?;
     // SAFETY: this process is single-threaded (a fresh exec of rcompose that started no
@@ -655,8 +655,9 @@ fn start_time(stat: &str) -> Option<u64> {
 /// for the caller, the slave for the command. The container's root may have replaced
 /// `/dev/pts/ptmx`: it must be a devpts `ptmx` device, opened without following a link;
 /// the slave is opened from the master (TIOCGPTPEER), not by a path in the container.
-fn open_pty(size: WindowSize) -> Result<(OwnedFd, OwnedFd), Failure> {
-    let fail = |what: &str, e: Errno| Failure::setup(format!("{what}: {}", e.desc()));
+/// Both are close-on-exec. Also used for containers with `tty: true` (see `super::init`).
+pub(super) fn open_pty(size: WindowSize) -> Result<(OwnedFd, OwnedFd), String> {
+    let fail = |what: &str, e: Errno| format!("{what}: {}", e.desc());
     let master = open(
         "/dev/pts/ptmx",
         OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
@@ -670,9 +671,7 @@ fn open_pty(size: WindowSize) -> Result<(OwnedFd, OwnedFd), Failure> {
             && st.st_rdev == makedev(5, 2)
     });
     if !is_devpts || !is_ptmx {
-        return Err(Failure::setup(
-            "the container's /dev/pts/ptmx is not a devpts terminal multiplexer",
-        ));
+        return Err("the container's /dev/pts/ptmx is not a devpts terminal multiplexer".into());
     }
     let unlock: libc::c_int = 0;
     // SAFETY: TIOCSPTLCK reads one int from the pointer, which points to a live local.
@@ -732,6 +731,7 @@ mod tests {
             capabilities: 0xa804_25fb,
             mounts: Vec::new(),
             read_only: false,
+            tty: false,
         }
     }
 

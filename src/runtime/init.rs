@@ -170,6 +170,37 @@ fn send(status: &mut File, line: &str) {
     let _ = status.write_all(buf.as_bytes());
 }
 
+/// Opens the container's terminal (in its devpts, 80x24 as Docker's), makes its slave this
+/// process's stdout and stderr (the command inherits them; the log pipe is closed here) and
+/// sends its master to the supervisor with a `tty` line, which reads the log from it.
+fn give_terminal(status: &mut File) -> Result<(), Failed> {
+    use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+    let (master, slave) =
+        super::exec::open_pty(super::exec::WindowSize { rows: 24, cols: 80 }).map_err(Failed)?;
+    for fd in [1, 2] {
+        // SAFETY: dup2 of a descriptor this process owns onto a standard one.
+        if unsafe { libc::dup2(slave.as_raw_fd(), fd) } < 0 {
+            return Err(Failed(format!(
+                "failed to set up the terminal: {}",
+                std::io::Error::last_os_error()
+            )));
+        }
+    }
+    drop(slave);
+    let fds = [master.as_raw_fd()];
+    let line = b"tty\n";
+    let iov = [std::io::IoSlice::new(line)];
+    sendmsg::<()>(
+        status.as_raw_fd(),
+        &iov,
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::empty(),
+        None,
+    )
+    .map_err(|e| ("failed to send the terminal to the supervisor", e))?;
+    Ok(())
+}
+
 fn report_error(status: &mut File, msg: &str) {
     send(status, &format!("error {msg}"));
     eprintln!("rcompose: {msg}");
@@ -273,6 +304,9 @@ fn container_init(cfg: &ContainerConfig, status: &mut File, set: &SigSet) -> Res
         )
         .map_err(|e| ("failed to make the root read-only", e))?;
     }
+    if cfg.tty {
+        give_terminal(status)?;
+    }
     let env = environment(cfg);
     // built here, installed by the command's process just before it execs
     let filters = if cfg.privileged {
@@ -285,7 +319,7 @@ fn container_init(cfg: &ContainerConfig, status: &mut File, set: &SigSet) -> Res
     let child = match unsafe { fork() }.map_err(|e| ("fork", e))? {
         ForkResult::Child => {
             drop(r);
-            let err = exec_command(cfg, &env, &filters, Launch::Container);
+            let err = exec_command(cfg, &env, &filters, Launch::Container { tty: cfg.tty });
             let mut w = File::from(w);
             let _ = w.write_all(err.as_bytes());
             // SAFETY: _exit is async-signal-safe and ends this child at once.
@@ -373,8 +407,12 @@ fn reap_loop(child: nix::unistd::Pid, set: &SigSet) -> ! {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Launch {
     /// The container's own: stdin is /dev/null, a missing working directory is created (as
-    /// Docker's `run`).
-    Container,
+    /// Docker's `run`); with `tty`, stdout (the terminal's slave) is also stdin and the
+    /// controlling terminal.
+    Container {
+        /// Whether stdout is the container's terminal.
+        tty: bool,
+    },
     /// One of `rcompose exec` (see `super::exec`): the stdio it was given, with `tty` the
     /// terminal on them as its controlling terminal; a missing working directory is an
     /// error (as Docker's `exec`).
@@ -399,7 +437,7 @@ pub(super) fn exec_command(
     let _ = setsid();
     match launch {
         // stdin is the supervisor channel until here: the command reads /dev/null
-        Launch::Container => match fs::File::open("/dev/null") {
+        Launch::Container { tty: false } => match fs::File::open("/dev/null") {
             Ok(null) => {
                 if let Err(e) = nix::unistd::dup2_stdin(&null) {
                     return format!("failed to set up stdin: {}", errno_text(e));
@@ -407,6 +445,23 @@ pub(super) fn exec_command(
             }
             Err(e) => return format!("failed to open /dev/null: {e}"),
         },
+        Launch::Container { tty: true } => {
+            // SAFETY: fd 1 is the terminal's slave (see `container_init`), open for the life
+            // of this process; dup2 onto fd 0 replaces the supervisor channel.
+            if unsafe { libc::dup2(1, 0) } < 0 {
+                return format!(
+                    "failed to set up stdin: {}",
+                    std::io::Error::last_os_error()
+                );
+            }
+            // SAFETY: as for `exec` below: fd 0 is the slave, this process leads a session.
+            if unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } != 0 {
+                return format!(
+                    "failed to make the terminal the controlling one: {}",
+                    std::io::Error::last_os_error()
+                );
+            }
+        }
         Launch::Exec { tty: true } => {
             // SAFETY: TIOCSCTTY takes an integer (0: do not steal the terminal from another
             // session); fd 0 is the terminal's slave, and this process leads a new session.
@@ -422,7 +477,7 @@ pub(super) fn exec_command(
     if let Some(dir) = &cfg.working_dir {
         // as Docker does, a working directory the image lacks is created (in the container's
         // own upper layer: this runs after pivot_root)
-        if launch == Launch::Container
+        if matches!(launch, Launch::Container { .. })
             && let Err(e) = fs::create_dir_all(dir)
         {
             return format!("failed to create working directory `{dir}`: {e}");

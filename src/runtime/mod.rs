@@ -20,7 +20,7 @@ pub mod stats;
 pub mod user;
 
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -68,6 +68,11 @@ pub struct ContainerConfig {
     /// Remount the root read-only once /etc/hostname and /etc/hosts are written.
     #[serde(default)]
     pub read_only: bool,
+    /// Give the command a pseudo-terminal (of the container's devpts) as stdin, stdout and
+    /// stderr and controlling terminal; its master comes back from [`spawn`] in
+    /// [`Started::tty`], for the log.
+    #[serde(default)]
+    pub tty: bool,
 }
 
 /// A bind mount of a host path, or a fresh tmpfs, in a container.
@@ -119,10 +124,13 @@ pub enum SpawnError {
 pub const START_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// A running container: the host pid of its init (PID 1 inside).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Started {
     /// Host pid of the container's init.
     pub pid: i32,
+    /// With `tty`, the master of the command's terminal: its output (the log) is read
+    /// there, not from the log pipe.
+    pub tty: Option<OwnedFd>,
 }
 
 /// Starts the container described by the JSON file `config` by re-executing `exe` in init
@@ -219,7 +227,8 @@ pub fn spawn(
         &TimeVal::new(START_TIMEOUT.as_secs().cast_signed(), 0),
     );
     let mut text = String::new();
-    if let Err(e) = channel.read_to_string(&mut text)
+    let mut fds = Vec::new();
+    if let Err(e) = read_status(&channel, &mut text, &mut fds)
         && matches!(
             e.kind(),
             io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
@@ -240,7 +249,54 @@ pub fn spawn(
     if let Err(message) = prepared {
         return Err(SpawnError::Failed { pid: None, message });
     }
-    parse_status(&text)
+    let mut started = parse_status(&text)?;
+    // the terminal's master, sent with the `tty` line (see `init::send_terminal`)
+    if text.lines().any(|l| l == "tty") {
+        started.tty = fds.pop();
+        if started.tty.is_none() {
+            return Err(SpawnError::Failed {
+                pid: Some(started.pid),
+                message: "the container's terminal did not arrive".to_string(),
+            });
+        }
+    }
+    Ok(started)
+}
+
+/// Reads the helper's status lines until EOF, and the descriptors sent with them.
+fn read_status(channel: &File, text: &mut String, fds: &mut Vec<OwnedFd>) -> io::Result<()> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    use std::os::fd::FromRawFd;
+    let mut buf = [0u8; 1024];
+    loop {
+        let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+        let mut iov = [io::IoSliceMut::new(&mut buf)];
+        let msg = match recvmsg::<()>(
+            channel.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        ) {
+            Ok(msg) => msg,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        let n = msg.bytes;
+        for c in msg.cmsgs().into_iter().flatten() {
+            if let ControlMessageOwned::ScmRights(received) = c {
+                // SAFETY: SCM_RIGHTS installed these descriptors in this process for us.
+                fds.extend(
+                    received
+                        .into_iter()
+                        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+                );
+            }
+        }
+        if n == 0 {
+            return Ok(());
+        }
+        text.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
 }
 
 /// Interprets the init helper's status lines.
@@ -258,7 +314,7 @@ fn parse_status(text: &str) -> Result<Started, SpawnError> {
         }
     }
     match (pid, started, error) {
-        (Some(pid), true, None) => Ok(Started { pid }),
+        (Some(pid), true, None) => Ok(Started { pid, tty: None }),
         (pid, _, Some(message)) => Err(SpawnError::Failed { pid, message }),
         (pid, _, None) => Err(SpawnError::Failed {
             pid,
@@ -343,14 +399,8 @@ mod tests {
 
     #[test]
     fn status_with_pid_and_started_is_a_start() {
-        assert_eq!(
-            parse_status("pid 42\nstarted\n").unwrap(),
-            Started { pid: 42 }
-        );
-        assert_eq!(
-            parse_status("started\npid 42\n").unwrap(),
-            Started { pid: 42 }
-        );
+        assert_eq!(parse_status("pid 42\nstarted\n").unwrap().pid, 42);
+        assert_eq!(parse_status("started\npid 42\n").unwrap().pid, 42);
     }
 
     #[test]

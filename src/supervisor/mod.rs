@@ -1266,6 +1266,7 @@ fn launch(opts: &UpOptions, slot: &Slot) -> Result<Prepared, String> {
             capabilities: slot.plan.capabilities,
             mounts,
             read_only: slot.plan.read_only,
+            tty: slot.plan.tty,
         };
         let json = serde_json::to_vec(&config).map_err(|e| e.to_string())?;
         fs::write(&config_path, json).map_err(|e| io("failed to write", &config_path, e))?;
@@ -1286,7 +1287,8 @@ fn launch(opts: &UpOptions, slot: &Slot) -> Result<Prepared, String> {
         Ok(started) => Ok(Prepared {
             pid: started.pid,
             cgroup,
-            log_read,
+            // with a terminal the command writes there; the pipe only had the helper
+            log_read: started.tty.unwrap_or(log_read),
             log_file,
         }),
         Err(e) => {

@@ -13,5 +13,6 @@ mod security;
 mod stats;
 mod stopping;
 mod teardown;
+mod tty;
 mod unpack;
 mod volumes;
