@@ -144,10 +144,69 @@ fn stop_unused(server: Option<&Arc<ForkServer>>) {
     }
 }
 
+/// `up` on a project whose supervisor runs: sends it the new desired state (see
+/// [`crate::supervisor::control`]), which recreates only the pods that changed, and reports
+/// what it did. `None` when no supervisor of the project runs (a new one is started then).
+fn apply_to_running(ctx: &Context, desired: &mut DesiredState) -> Result<Option<ExitCode>, Error> {
+    use crate::supervisor::control::{self, Change, ControlError, Request};
+    use crate::supervisor::state::{ProjectPaths, ProjectState, is_same_process};
+    let paths = ProjectPaths::new(&Context::run_root(), &desired.project);
+    let socket = paths.control_socket();
+    let running = socket.exists()
+        && ProjectState::load(&paths.state_file())
+            .ok()
+            .flatten()
+            .is_some_and(|s| {
+                is_same_process(Path::new("/proc"), s.supervisor_pid, s.supervisor_start)
+            });
+    if !running {
+        return Ok(None);
+    }
+    prepare_images(ctx, desired, false)?;
+    // configs and secrets from environment variables take this process's values
+    let mut env = std::collections::BTreeMap::new();
+    for pod in desired.pods.values() {
+        for f in pod.containers.iter().flat_map(|c| &c.files) {
+            if let crate::plan::desired::FileContent::Environment(v) = &f.content
+                && let Ok(value) = std::env::var(v)
+            {
+                env.insert(v.clone(), value);
+            }
+        }
+    }
+    let request = Request::Apply {
+        desired: desired.clone(),
+        env,
+    };
+    let response = match control::send(&socket, &desired.project, &request) {
+        Ok(r) => r,
+        // it exited meanwhile: start afresh
+        Err(ControlError::NotListening { .. }) => return Ok(None),
+        Err(e) => return Err(Error::Up(crate::supervisor::chain(&e))),
+    };
+    let progress = CliProgress::new(&desired.project);
+    for (pod, change) in &response.pods {
+        if *change != Change::Unchanged {
+            progress.println(&format!("pod `{pod}`: {}", change.as_str()));
+        }
+    }
+    if response.pods.values().all(|c| *c == Change::Unchanged) && response.error.is_none() {
+        progress.println("up to date");
+    }
+    progress.finish();
+    match response.error {
+        Some(e) => Err(Error::Up(e)),
+        None => Ok(Some(ExitCode::SUCCESS)),
+    }
+}
+
 /// `up` in the foreground.
 pub(super) fn foreground(ctx: &Context, grace: Duration) -> Result<ExitCode, Error> {
     let (mut desired, manifest) = ctx.desired_with_path()?;
     prerequisites()?;
+    if let Some(code) = apply_to_running(ctx, &mut desired)? {
+        return Ok(code);
+    }
     // first, while this process has a single thread (the progress bar starts one)
     let server = start_forkserver();
     if let Err(e) = prepare_images(ctx, &mut desired, false) {
@@ -189,6 +248,9 @@ pub(super) fn foreground(ctx: &Context, grace: Duration) -> Result<ExitCode, Err
 pub(super) fn detached(ctx: &Context, timeout: u64) -> Result<ExitCode, Error> {
     let (mut desired, manifest) = ctx.desired_with_path()?;
     prerequisites()?;
+    if let Some(code) = apply_to_running(ctx, &mut desired)? {
+        return Ok(code);
+    }
     // imports and pulls happen here, with progress on this terminal; the supervisor finds
     // everything in the store
     prepare_images(ctx, &mut desired, false)?;

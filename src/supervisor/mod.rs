@@ -10,12 +10,14 @@
 //! container copies its output to its log file and the [`LogSink`]. Containers are started
 //! by re-executing rcompose (see [`crate::runtime::spawn`]), never by forking this process.
 
+pub mod control;
 pub mod exec;
+mod reconcile;
 pub mod restart;
 pub mod state;
 pub mod teardown;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::fd::OwnedFd;
@@ -30,9 +32,7 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
 use self::state::{ContainerRecord, ContainerState, ProjectPaths, ProjectState};
-use crate::plan::desired::{
-    Condition, ContainerPlan, DesiredState, FileContent, MountSource, PodPlan,
-};
+use crate::plan::desired::{Condition, ContainerPlan, DesiredState, MountSource, PodPlan};
 use crate::runtime::cgroup::{self, CgroupError, Cgroups, KernelCgroup};
 use crate::runtime::netns::NetnsError;
 use crate::runtime::rootfs::{LayerError, RootfsSpec, dirs_to_create, stage_layers};
@@ -223,6 +223,8 @@ pub enum Outcome {
 enum Msg {
     Exit(i32, WaitStatus),
     Signal(Signal),
+    /// A request on the control socket, and where its answer goes.
+    Control(control::Request, Sender<control::Response>),
 }
 
 /// One container instance the supervisor owns.
@@ -256,6 +258,15 @@ pub struct Supervisor {
     rx: Receiver<Msg>,
     /// Where the cgroup controllers are mounted (read once, in [`Supervisor::new`]).
     mounts: Vec<(String, PathBuf)>,
+    /// Each pod's fingerprint (plan and config/secret content; see `reconcile`).
+    fingerprints: HashMap<String, [u8; 32]>,
+    /// The environment configs and secrets are read from, once an `up` applied one (see
+    /// `reconcile`); this process's own until then.
+    file_env: Option<BTreeMap<String, String>>,
+    /// The client of an apply, answered once the pods it changed have started.
+    pending: Option<(Sender<control::Response>, BTreeMap<String, control::Change>)>,
+    /// Whether the configs and secrets tmpfs is mounted.
+    files_mounted: bool,
     _lock: teardown::ProjectLock,
 }
 
@@ -336,6 +347,7 @@ impl Supervisor {
         // `layers/` is made only when a layer is staged there; containers, logs and network
         // namespace pins live in the project directory itself (see `ProjectPaths`)
         let (tx, rx) = mpsc::channel();
+        let control_tx = tx.clone();
         if let Err(e) = spawn_signal_thread(tx) {
             return fail(&paths, setup("starting the signal thread")(e));
         }
@@ -346,6 +358,10 @@ impl Supervisor {
             exits: HashMap::new(),
             rx,
             mounts: mounts.clone(),
+            fingerprints: HashMap::new(),
+            file_env: None,
+            pending: None,
+            files_mounted: false,
             paths,
             progress,
             sink,
@@ -362,70 +378,89 @@ impl Supervisor {
         );
         if let Err(e) = sup
             .build_slots()
-            .and_then(|()| sup.check_users())
+            .and_then(|()| sup.check_users_from(0))
             .and_then(|()| sup.save())
-            .and_then(|()| sup.write_files())
+            .and_then(|()| sup.write_files_from(0))
         {
             return fail(&sup.paths, e);
+        }
+        // the files were just read, so this cannot fail but for a race: then no pod matches
+        // and a later `up` recreates them all
+        sup.fingerprints = sup.fingerprints().unwrap_or_default();
+        let socket = sup.paths.control_socket();
+        if let Err(e) = control::listen(&socket, move |request, reply| {
+            control_tx.send(Msg::Control(request, reply)).is_ok()
+        }) {
+            return fail(&sup.paths, setup("listening on the control socket")(e));
         }
         Ok(sup)
     }
 
     fn build_slots(&mut self) -> Result<(), SupervisorError> {
         let desired = self.opts.desired.clone();
-        let order: Vec<&PodPlan> = desired
+        for pod in desired
             .waves
             .iter()
             .flatten()
             .filter_map(|p| desired.pods.get(p))
-            .collect();
-        for pod in order {
-            for replica in 1..=pod.replicas {
-                let replica_name = format!("{}-{replica}", pod.name);
-                for c in &pod.containers {
-                    let dir = self.paths.container_dir(&replica_name, &c.name);
-                    let (host, lowers) = stage_layers(&c.rootfs.layers, &self.paths.layers())
-                        .map_err(|source| SupervisorError::Layer {
+        {
+            let slots = self.slots_of(pod)?;
+            self.slots.extend(slots);
+        }
+        Ok(())
+    }
+
+    /// The slots of every replica of `pod`, init containers first, `Waiting`: staged layers
+    /// and `empty_dir` directories are made here.
+    fn slots_of(&self, pod: &PodPlan) -> Result<Vec<Slot>, SupervisorError> {
+        let mut out = Vec::new();
+        for replica in 1..=pod.replicas {
+            let replica_name = format!("{}-{replica}", pod.name);
+            for c in &pod.containers {
+                let dir = self.paths.container_dir(&replica_name, &c.name);
+                let (host, lowers) =
+                    stage_layers(&c.rootfs.layers, &self.paths.layers()).map_err(|source| {
+                        SupervisorError::Layer {
                             pod: pod.name.clone(),
                             image: c.image.clone(),
                             source,
-                        })?;
-                    self.slots.push(Slot {
-                        record: ContainerRecord {
-                            pod: pod.name.clone(),
-                            replica,
-                            container: c.name.clone(),
-                            state: ContainerState::Waiting,
-                            pid: None,
-                            pid_start: None,
-                            restarts: 0,
-                            exit_code: None,
-                            reason: None,
-                            cgroup: format!(
-                                "{}/{replica_name}/{}",
-                                self.paths.cgroup_subtree(),
-                                c.name
-                            ),
-                            log: self.paths.log_file(&replica_name, &c.name),
-                            dir: dir.clone(),
-                            init: c.init,
-                        },
-                        plan: self.with_empty_dirs(c, &replica_name)?,
-                        restart: pod.restart,
-                        cgroup: None,
-                        rootfs: RootfsSpec { host, lowers, dir },
-                        netns: self.paths.netns_pin(&replica_name),
-                        files: (0..c.files.len())
-                            .map(|i| self.paths.file_copy(&replica_name, &c.name, i))
-                            .collect(),
-                        due: None,
-                        started_at: None,
-                        logger: None,
-                    });
-                }
+                        }
+                    })?;
+                out.push(Slot {
+                    record: ContainerRecord {
+                        pod: pod.name.clone(),
+                        replica,
+                        container: c.name.clone(),
+                        state: ContainerState::Waiting,
+                        pid: None,
+                        pid_start: None,
+                        restarts: 0,
+                        exit_code: None,
+                        reason: None,
+                        cgroup: format!(
+                            "{}/{replica_name}/{}",
+                            self.paths.cgroup_subtree(),
+                            c.name
+                        ),
+                        log: self.paths.log_file(&replica_name, &c.name),
+                        dir: dir.clone(),
+                        init: c.init,
+                    },
+                    plan: self.with_empty_dirs(c, &replica_name)?,
+                    restart: pod.restart,
+                    cgroup: None,
+                    rootfs: RootfsSpec { host, lowers, dir },
+                    netns: self.paths.netns_pin(&replica_name),
+                    files: (0..c.files.len())
+                        .map(|i| self.paths.file_copy(&replica_name, &c.name, i))
+                        .collect(),
+                    due: None,
+                    started_at: None,
+                    logger: None,
+                });
             }
         }
-        Ok(())
+        Ok(out)
     }
 
     /// Resolves every container's `user` against its image's /etc/passwd and /etc/group
@@ -433,8 +468,8 @@ impl Supervisor {
     /// after other pods started. The files are looked up in the layers top-down (a whiteout
     /// or an opaque /etc hides the ones below); one that is a symlink is left to the
     /// container (it resolves inside the container's root only), which checks again.
-    fn check_users(&self) -> Result<(), SupervisorError> {
-        for s in &self.slots {
+    fn check_users_from(&self, first: usize) -> Result<(), SupervisorError> {
+        for s in self.slots.iter().skip(first) {
             let Some(user) = &s.plan.user else {
                 continue;
             };
@@ -487,12 +522,18 @@ impl Supervisor {
         Ok(c)
     }
 
-    /// Writes every container's configs and secrets, once per `up`, into a tmpfs in the
-    /// project directory (never on disk; unmounted with the rest at `down`): one file per
-    /// use, owned and moded as the manifest asks, bind-mounted read-only by `launch`.
-    fn write_files(&self) -> Result<(), SupervisorError> {
+    /// Writes the configs and secrets of the slots from `first` on, once per slot, into a
+    /// tmpfs in the project directory (never on disk; unmounted with the rest at `down`):
+    /// one file per use, owned and moded as the manifest asks, bind-mounted read-only by
+    /// `launch`.
+    fn write_files_from(&mut self, first: usize) -> Result<(), SupervisorError> {
         use std::os::unix::fs::PermissionsExt;
-        if self.slots.iter().all(|s| s.plan.files.is_empty()) {
+        if self
+            .slots
+            .iter()
+            .skip(first)
+            .all(|s| s.plan.files.is_empty())
+        {
             return Ok(());
         }
         let dir = self.paths.files_dir();
@@ -500,18 +541,21 @@ impl Supervisor {
             path: dir.clone(),
             source,
         };
-        fs::create_dir_all(&dir).map_err(io)?;
-        nix::mount::mount(
-            Some("tmpfs"),
-            &dir,
-            Some("tmpfs"),
-            nix::mount::MsFlags::MS_NOSUID
-                | nix::mount::MsFlags::MS_NODEV
-                | nix::mount::MsFlags::MS_NOEXEC,
-            Some("mode=0700,size=16m"),
-        )
-        .map_err(|e| io(e.into()))?;
-        for s in &self.slots {
+        if !self.files_mounted {
+            fs::create_dir_all(&dir).map_err(io)?;
+            nix::mount::mount(
+                Some("tmpfs"),
+                &dir,
+                Some("tmpfs"),
+                nix::mount::MsFlags::MS_NOSUID
+                    | nix::mount::MsFlags::MS_NODEV
+                    | nix::mount::MsFlags::MS_NOEXEC,
+                Some("mode=0700,size=16m"),
+            )
+            .map_err(|e| io(e.into()))?;
+            self.files_mounted = true;
+        }
+        for s in self.slots.iter().skip(first) {
             let container = format!("{}/{}", s.record.replica_name(), s.record.container);
             for (i, f) in s.plan.files.iter().enumerate() {
                 let fail = |reason: String| SupervisorError::File {
@@ -519,14 +563,7 @@ impl Supervisor {
                     container: container.clone(),
                     reason,
                 };
-                let bytes = match &f.content {
-                    FileContent::Host(p) => fs::read(p)
-                        .map_err(|e| fail(format!("cannot read `{}`: {e}", p.display())))?,
-                    FileContent::Environment(v) => std::env::var_os(v)
-                        .ok_or_else(|| fail(format!("environment variable `{v}` is not set")))?
-                        .into_encoded_bytes(),
-                    FileContent::Inline(text) => text.clone().into_bytes(),
-                };
+                let bytes = self.file_bytes(&f.content).map_err(fail)?;
                 let Some(path) = s.files.get(i) else {
                     continue;
                 };
@@ -593,16 +630,36 @@ impl Supervisor {
         let mut ready_sent = false;
         let mut waiting_shown: Vec<(String, String)> = Vec::new();
         loop {
+            // A start that fails before the stack is up ends `up`; once it is up, only an
+            // apply starts pods (see `reconcile`): its client is told, the rest runs on.
+            let mut failed = |sup: &mut Self, message: String| {
+                if !ready_sent {
+                    on_ready(Err(message.clone()));
+                    return Some(Outcome::StartFailed(message));
+                }
+                for s in &mut sup.slots {
+                    if s.record.state == ContainerState::Waiting {
+                        s.record.state = ContainerState::Failed;
+                        s.record.reason = Some(message.clone());
+                    }
+                }
+                sup.answer_pending(Some(message));
+                let _ = sup.save();
+                None
+            };
             // start every waiting pod whose dependencies are met
             match self.startable_pods(&mut waiting_shown) {
                 Err(message) => {
-                    on_ready(Err(message.clone()));
-                    return Outcome::StartFailed(message);
+                    if let Some(outcome) = failed(self, message) {
+                        return outcome;
+                    }
+                    continue;
                 }
                 Ok(pods) if !pods.is_empty() => {
-                    if let Err(message) = self.start_pods(&pods) {
-                        on_ready(Err(message.clone()));
-                        return Outcome::StartFailed(message);
+                    if let Err(message) = self.start_pods(&pods)
+                        && let Some(outcome) = failed(self, message)
+                    {
+                        return outcome;
                     }
                     let _ = self.save();
                     continue;
@@ -612,8 +669,10 @@ impl Supervisor {
             // replicas whose init container finished go on to the next step
             match self.advance() {
                 Err(message) => {
-                    on_ready(Err(message.clone()));
-                    return Outcome::StartFailed(message);
+                    if let Some(outcome) = failed(self, message) {
+                        return outcome;
+                    }
+                    continue;
                 }
                 Ok(true) => {
                     let _ = self.save();
@@ -621,6 +680,7 @@ impl Supervisor {
                 }
                 Ok(false) => {}
             }
+            self.answer_pending(None);
             if !ready_sent
                 && !self
                     .slots
@@ -664,6 +724,29 @@ impl Supervisor {
                     self.exits.insert(pid, status);
                     self.collect_exits();
                     let _ = self.save();
+                }
+                Ok(Msg::Control(control::Request::Apply { desired, env }, reply)) => {
+                    if !ready_sent || self.pending.is_some() {
+                        let _ = reply.send(control::Response {
+                            pods: BTreeMap::new(),
+                            error: Some("the project is still starting; try again".into()),
+                        });
+                        continue;
+                    }
+                    match self.apply(desired, env) {
+                        Ok((pods, signal)) => {
+                            self.pending = Some((reply, pods));
+                            if let Some(sig) = signal {
+                                return Outcome::Signalled(sig);
+                            }
+                        }
+                        Err(message) => {
+                            let _ = reply.send(control::Response {
+                                pods: BTreeMap::new(),
+                                error: Some(message),
+                            });
+                        }
+                    }
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return Outcome::Signalled(0),
@@ -995,6 +1078,92 @@ impl Supervisor {
         self.exits.clear();
     }
 
+    /// Stops the containers `members`: their stop signal, then SIGKILL after each one's
+    /// grace period (a termination signal meanwhile ends the grace at once). Returns that
+    /// signal, if one came.
+    fn stop(&mut self, members: &[usize]) -> Option<i32> {
+        if members.is_empty() {
+            return None;
+        }
+        for &i in members {
+            self.slots[i].record.state = ContainerState::Stopping;
+            if let Some(pid) = self.slots[i].record.pid {
+                let signal =
+                    Signal::try_from(self.slots[i].plan.stop_signal).unwrap_or(Signal::SIGTERM);
+                let _ = kill(Pid::from_raw(pid), signal);
+            }
+        }
+        let _ = self.save();
+        // each container's own grace period (`stop_grace_period`), else the command's
+        let start = Instant::now();
+        let mut deadlines: Vec<(usize, Instant)> = members
+            .iter()
+            .map(|&i| {
+                let grace = self.slots[i]
+                    .plan
+                    .stop_grace_period
+                    .unwrap_or(self.opts.grace);
+                (i, start + grace)
+            })
+            .collect();
+        let mut killed: Vec<usize> = Vec::new();
+        let mut signal = None;
+        loop {
+            let live: Vec<usize> = members
+                .iter()
+                .copied()
+                .filter(|&i| self.slots[i].record.state.is_live())
+                .collect();
+            if live.is_empty() {
+                break;
+            }
+            let now = Instant::now();
+            for &(i, deadline) in &deadlines {
+                if now >= deadline && live.contains(&i) && !killed.contains(&i) {
+                    killed.push(i);
+                    if let Some(pid) = self.slots[i].record.pid {
+                        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                    }
+                }
+            }
+            let all_killed = live.iter().all(|i| killed.contains(i));
+            let wait = if all_killed {
+                Duration::from_secs(5)
+            } else {
+                deadlines
+                    .iter()
+                    .filter(|(i, _)| live.contains(i) && !killed.contains(i))
+                    .map(|(_, d)| d.saturating_duration_since(now))
+                    .min()
+                    .unwrap_or(Duration::ZERO)
+            };
+            match self.rx.recv_timeout(wait) {
+                Ok(Msg::Exit(pid, status)) => {
+                    self.exits.insert(pid, status);
+                    self.collect_exits();
+                }
+                // a second Ctrl-C: no more grace
+                Ok(Msg::Signal(sig)) => {
+                    signal.get_or_insert(sig as i32);
+                    for (_, d) in &mut deadlines {
+                        *d = Instant::now();
+                    }
+                }
+                // nothing is applied while containers stop
+                Ok(Msg::Control(_, reply)) => {
+                    let _ = reply.send(control::Response {
+                        pods: BTreeMap::new(),
+                        error: Some("the project is stopping containers; try again".into()),
+                    });
+                }
+                Err(RecvTimeoutError::Timeout) if all_killed => break,
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        signal
+    }
+
     /// Stops every container in reverse start order, wave by wave, then removes cgroups,
     /// namespaces and the state directory.
     fn teardown(&mut self) {
@@ -1011,76 +1180,7 @@ impl Supervisor {
                     wave.contains(&self.slots[i].record.pod) && self.slots[i].record.state.is_live()
                 })
                 .collect();
-            if members.is_empty() {
-                continue;
-            }
-            for &i in &members {
-                self.slots[i].record.state = ContainerState::Stopping;
-                if let Some(pid) = self.slots[i].record.pid {
-                    let signal =
-                        Signal::try_from(self.slots[i].plan.stop_signal).unwrap_or(Signal::SIGTERM);
-                    let _ = kill(Pid::from_raw(pid), signal);
-                }
-            }
-            let _ = self.save();
-            // each container's own grace period (`stop_grace_period`), else the command's
-            let start = Instant::now();
-            let mut deadlines: Vec<(usize, Instant)> = members
-                .iter()
-                .map(|&i| {
-                    let grace = self.slots[i]
-                        .plan
-                        .stop_grace_period
-                        .unwrap_or(self.opts.grace);
-                    (i, start + grace)
-                })
-                .collect();
-            let mut killed: Vec<usize> = Vec::new();
-            loop {
-                let live: Vec<usize> = members
-                    .iter()
-                    .copied()
-                    .filter(|&i| self.slots[i].record.state.is_live())
-                    .collect();
-                if live.is_empty() {
-                    break;
-                }
-                let now = Instant::now();
-                for &(i, deadline) in &deadlines {
-                    if now >= deadline && live.contains(&i) && !killed.contains(&i) {
-                        killed.push(i);
-                        if let Some(pid) = self.slots[i].record.pid {
-                            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-                        }
-                    }
-                }
-                let all_killed = live.iter().all(|i| killed.contains(i));
-                let wait = if all_killed {
-                    Duration::from_secs(5)
-                } else {
-                    deadlines
-                        .iter()
-                        .filter(|(i, _)| live.contains(i) && !killed.contains(i))
-                        .map(|(_, d)| d.saturating_duration_since(now))
-                        .min()
-                        .unwrap_or(Duration::ZERO)
-                };
-                match self.rx.recv_timeout(wait) {
-                    Ok(Msg::Exit(pid, status)) => {
-                        self.exits.insert(pid, status);
-                        self.collect_exits();
-                    }
-                    // a second Ctrl-C: no more grace
-                    Ok(Msg::Signal(_)) => {
-                        for (_, d) in &mut deadlines {
-                            *d = Instant::now();
-                        }
-                    }
-                    Err(RecvTimeoutError::Timeout) if all_killed => break,
-                    Err(RecvTimeoutError::Timeout) => {}
-                    Err(RecvTimeoutError::Disconnected) => break,
-                }
-            }
+            self.stop(&members);
         }
         for s in &mut self.slots {
             if let Some(h) = s.logger.take() {
@@ -1401,7 +1501,8 @@ pub fn signal_name(n: i32) -> String {
 }
 
 /// An error and its sources on one line.
-fn chain(e: &dyn std::error::Error) -> String {
+#[must_use]
+pub fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {

@@ -35,6 +35,11 @@ impl ProjectPaths {
     pub fn state_file(&self) -> PathBuf {
         self.dir.join("state.json")
     }
+    /// The running supervisor's control socket (see `super::control`).
+    #[must_use]
+    pub fn control_socket(&self) -> PathBuf {
+        self.dir.join("control.sock")
+    }
     /// The lock the running supervisor holds.
     #[must_use]
     pub fn lock_file(&self) -> PathBuf {

@@ -253,7 +253,7 @@ pods:
 }
 
 #[test]
-fn second_up_of_a_running_project_is_refused() {
+fn second_up_of_a_running_project_applies_instead_of_starting_another() {
     require(&[Need::Root]);
     let dir = TempDir::new("lc-busy");
     let p = project("lc-busy");
@@ -263,12 +263,12 @@ fn second_up_of_a_running_project_is_refused() {
     );
     let _guard = Cleanup(p.clone());
     assert_code(&rcompose(dir.path(), &["-p", &p, "up", "-d"]), 0);
+    let before = stdout(&rcompose(dir.path(), &["-p", &p, "ps"]));
+    // in the foreground too: the running supervisor answers, and this `up` returns
     let out = rcompose(dir.path(), &["-p", &p, "up"]);
-    assert_code(&out, 1);
-    assert_eq!(
-        stderr(&out),
-        format!("error: project `{p}` is already up; run `rcompose -p {p} down` first\n")
-    );
+    assert_code(&out, 0);
+    assert_eq!(stderr(&out), format!("[{p}] up to date\n"));
+    assert_eq!(stdout(&rcompose(dir.path(), &["-p", &p, "ps"])), before);
     assert_code(&rcompose(dir.path(), &["-p", &p, "down"]), 0);
     assert_no_trace(&p);
 }

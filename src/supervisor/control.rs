@@ -1,0 +1,183 @@
+//! The running supervisor's control socket: `up` on a project that is already up sends the
+//! new desired state there instead of starting a second supervisor (which the project lock
+//! would refuse), and the supervisor reconciles (see `super::reconcile`).
+//!
+//! One request per connection: a JSON line from the client, a JSON line back once the
+//! supervisor is done. The socket is in the project directory (root only, mode 0600) and
+//! goes with it at teardown.
+
+use std::collections::BTreeMap;
+use std::io::{self, BufRead, BufReader, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::sync::mpsc::{self, Sender};
+use std::thread;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::plan::desired::DesiredState;
+
+/// Longest request accepted (a desired state of a few thousand pods).
+const MAX_REQUEST: u64 = 64 << 20;
+
+/// What a client asks of the running supervisor.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Request {
+    /// Make the project look like `desired`: pods whose plan (or config and secret
+    /// content) changed are recreated, new ones started, removed ones stopped; the others
+    /// are left alone.
+    Apply {
+        /// The new desired state (images already prepared by the client).
+        desired: DesiredState,
+        /// Values of the environment variables that configs and secrets of `desired` come
+        /// from, as the client's environment has them (absent: unset).
+        env: BTreeMap<String, String>,
+    },
+}
+
+/// What happened to a pod in an [`Request::Apply`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Change {
+    /// Left alone: nothing it uses changed.
+    Unchanged,
+    /// New: created and started.
+    Created,
+    /// Stopped and started again with its new plan or content.
+    Recreated,
+    /// No longer in the manifest: stopped and removed.
+    Removed,
+}
+
+impl Change {
+    /// How `up` shows it.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Change::Unchanged => "unchanged",
+            Change::Created => "created",
+            Change::Recreated => "recreated",
+            Change::Removed => "removed",
+        }
+    }
+}
+
+/// The supervisor's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Response {
+    /// Every pod of the old and new states, by name, with what was done to it.
+    pub pods: BTreeMap<String, Change>,
+    /// Why the apply failed or a changed pod did not start, if so.
+    pub error: Option<String>,
+}
+
+/// Errors of talking to a supervisor.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// No supervisor listens (it exited, or predates the control socket).
+    #[error("no supervisor listens on `{path}`")]
+    NotListening {
+        /// The socket.
+        path: String,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The exchange failed.
+    #[error("failed to talk to the supervisor of project `{project}`")]
+    Io {
+        /// The project.
+        project: String,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Sends `request` to the supervisor listening on `socket` and waits for its answer.
+pub fn send(socket: &Path, project: &str, request: &Request) -> Result<Response, ControlError> {
+    let mut stream = UnixStream::connect(socket).map_err(|source| ControlError::NotListening {
+        path: socket.display().to_string(),
+        source,
+    })?;
+    let io = |source| ControlError::Io {
+        project: project.to_string(),
+        source,
+    };
+    let mut line = serde_json::to_vec(request).map_err(|e| io(io::Error::other(e)))?;
+    line.push(b'\n');
+    stream.write_all(&line).map_err(io)?;
+    let mut answer = String::new();
+    BufReader::new(stream).read_line(&mut answer).map_err(io)?;
+    if answer.is_empty() {
+        return Err(io(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the supervisor closed the connection without an answer (it is stopping)",
+        )));
+    }
+    serde_json::from_str(&answer).map_err(|e| io(io::Error::other(e)))
+}
+
+/// Listens on `socket` (made here, mode 0600) on a thread of its own and hands each request
+/// to `deliver` with a channel for the answer, which is written back to the client.
+pub fn listen(
+    socket: &Path,
+    deliver: impl Fn(Request, Sender<Response>) -> bool + Send + 'static,
+) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::remove_file(socket);
+    let listener = UnixListener::bind(socket)?;
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))?;
+    thread::Builder::new()
+        .name("control".into())
+        .stack_size(128 * 1024)
+        .spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                if !serve(stream, &deliver) {
+                    return;
+                }
+            }
+        })?;
+    Ok(())
+}
+
+/// Serves one connection; false once the supervisor no longer takes requests.
+fn serve(stream: UnixStream, deliver: &impl Fn(Request, Sender<Response>) -> bool) -> bool {
+    // a client that connects and sends nothing must not block the next one for ever
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+    let Ok(write) = stream.try_clone() else {
+        return true;
+    };
+    let mut line = String::new();
+    if io::Read::take(BufReader::new(stream), MAX_REQUEST)
+        .read_line(&mut line)
+        .is_err()
+    {
+        return true;
+    }
+    let answer = match serde_json::from_str::<Request>(&line) {
+        Ok(request) => {
+            let (tx, rx) = mpsc::channel();
+            if !deliver(request, tx) {
+                return false;
+            }
+            // the supervisor answers once the changed pods run (or failed to)
+            match rx.recv() {
+                Ok(a) => a,
+                Err(_) => return false,
+            }
+        }
+        Err(e) => Response {
+            pods: BTreeMap::new(),
+            error: Some(format!("invalid request: {e}")),
+        },
+    };
+    let mut out = write;
+    if let Ok(mut text) = serde_json::to_vec(&answer) {
+        text.push(b'\n');
+        let _ = out.write_all(&text);
+    }
+    true
+}

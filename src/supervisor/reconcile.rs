@@ -1,0 +1,251 @@
+//! `up` on a project that is already up: the running supervisor takes the new desired
+//! state (through its control socket, see [`super::control`]) and changes only what
+//! changed. A pod is recreated when its plan differs (image layers, command, env, mounts,
+//! limits, replicas, ...) or when the content of one of its configs or secrets differs
+//! (a file edited, an environment variable set to another value); pods that are new are
+//! started and pods no longer in the manifest are stopped and removed. The others keep
+//! running, untouched, as Compose's `up` and Kubernetes' `apply` do.
+//!
+//! Contents are compared by their SHA-256, kept in this process's memory only: never in the
+//! state file, so a secret's digest is not left on disk.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::path::PathBuf;
+
+use sha2::{Digest, Sha256};
+
+use super::control::{Change, Response};
+use super::{Supervisor, SupervisorError};
+use crate::plan::desired::{DesiredState, FileContent, PodPlan};
+use crate::runtime::cgroup::{self, Cgroups};
+use crate::runtime::netns;
+
+impl Supervisor {
+    /// The bytes of a config or secret: a host file, an environment variable (of the last
+    /// `up` that applied, else of this process), or inline text.
+    pub(super) fn file_bytes(&self, content: &FileContent) -> Result<Vec<u8>, String> {
+        match content {
+            FileContent::Host(p) => {
+                fs::read(p).map_err(|e| format!("cannot read `{}`: {e}", p.display()))
+            }
+            FileContent::Environment(v) => {
+                let value = match &self.file_env {
+                    Some(env) => env.get(v).map(|s| s.clone().into_bytes()),
+                    None => std::env::var_os(v).map(std::ffi::OsString::into_encoded_bytes),
+                };
+                value.ok_or_else(|| format!("environment variable `{v}` is not set"))
+            }
+            FileContent::Inline(text) => Ok(text.clone().into_bytes()),
+        }
+    }
+
+    /// The digest of everything that makes pod `pod` what it is: its plan and the content
+    /// of its configs and secrets.
+    pub(super) fn fingerprint(&self, pod: &PodPlan) -> Result<[u8; 32], String> {
+        let mut h = Sha256::new();
+        h.update(serde_json::to_vec(pod).map_err(|e| e.to_string())?);
+        for c in &pod.containers {
+            for f in &c.files {
+                let bytes = self
+                    .file_bytes(&f.content)
+                    .map_err(|e| format!("{} of pod `{}`: {e}", f.what, pod.name))?;
+                h.update((bytes.len() as u64).to_le_bytes());
+                h.update(&bytes);
+            }
+        }
+        Ok(h.finalize().into())
+    }
+
+    /// Fingerprints of every pod of the current desired state.
+    pub(super) fn fingerprints(&self) -> Result<HashMap<String, [u8; 32]>, String> {
+        self.opts
+            .desired
+            .pods
+            .values()
+            .map(|p| Ok((p.name.clone(), self.fingerprint(p)?)))
+            .collect()
+    }
+
+    /// Applies `desired`: stops and removes the pods that changed or went away, then makes
+    /// the slots of the changed and new ones, which the main loop starts (in dependency
+    /// order, init containers first). Returns what it does to each pod; on `Err` nothing
+    /// was changed (a config that cannot be read, a project name that differs) or the
+    /// stack is as far as it got (the message says what failed). The second field is the
+    /// termination signal that arrived while containers were stopped, if one did.
+    pub(super) fn apply(
+        &mut self,
+        desired: DesiredState,
+        env: BTreeMap<String, String>,
+    ) -> Result<(BTreeMap<String, Change>, Option<i32>), String> {
+        if desired.project != self.opts.desired.project {
+            return Err(format!(
+                "this supervisor runs project `{}`, not `{}`",
+                self.opts.desired.project, desired.project
+            ));
+        }
+        let old = self.fingerprints.clone();
+        let previous_env = self.file_env.replace(env);
+        let mut new = HashMap::new();
+        for pod in desired.pods.values() {
+            match self.fingerprint(pod) {
+                Ok(f) => {
+                    new.insert(pod.name.clone(), f);
+                }
+                Err(e) => {
+                    self.file_env = previous_env;
+                    return Err(e);
+                }
+            }
+        }
+        let mut changes = BTreeMap::new();
+        for (name, f) in &new {
+            // a pod that could not start is tried again, as Compose's `up` starts what is
+            // not running
+            let failed = self
+                .slots
+                .iter()
+                .any(|s| s.record.pod == *name && s.record.state == super::ContainerState::Failed);
+            let change = match old.get(name) {
+                None => Change::Created,
+                Some(o) if o == f && !failed => Change::Unchanged,
+                Some(_) => Change::Recreated,
+            };
+            changes.insert(name.clone(), change);
+        }
+        for name in old.keys() {
+            if !new.contains_key(name) {
+                changes.insert(name.clone(), Change::Removed);
+            }
+        }
+        // stop what goes, dependents first (the old waves, backwards)
+        let going: Vec<String> = changes
+            .iter()
+            .filter(|(_, c)| matches!(c, Change::Recreated | Change::Removed))
+            .map(|(n, _)| n.clone())
+            .collect();
+        let mut signalled = None;
+        let waves: Vec<Vec<String>> = self.opts.desired.waves.iter().rev().cloned().collect();
+        for wave in waves {
+            let members: Vec<usize> = (0..self.slots.len())
+                .filter(|&i| {
+                    let pod = &self.slots[i].record.pod;
+                    wave.contains(pod)
+                        && going.contains(pod)
+                        && self.slots[i].record.state.is_live()
+                })
+                .collect();
+            for i in 0..self.slots.len() {
+                if going.contains(&self.slots[i].record.pod) {
+                    self.slots[i].due = None;
+                }
+            }
+            if let Some(sig) = self.stop(&members) {
+                signalled.get_or_insert(sig);
+            }
+        }
+        self.remove_pods(&going);
+        self.opts.desired = desired;
+        self.fingerprints = new;
+        let first_new = self.slots.len();
+        let pods: Vec<PodPlan> = self
+            .opts
+            .desired
+            .waves
+            .iter()
+            .flatten()
+            .filter(|p| matches!(changes.get(*p), Some(Change::Created | Change::Recreated)))
+            .filter_map(|p| self.opts.desired.pods.get(p).cloned())
+            .collect();
+        let made = pods
+            .iter()
+            .try_for_each(|pod| self.add_slots(pod))
+            .and_then(|()| self.check_users_from(first_new))
+            .and_then(|()| self.write_files_from(first_new));
+        if let Err(e) = made {
+            // the new slots never ran: drop them, and say which pods are gone
+            let broken: Vec<String> = pods.iter().map(|p| p.name.clone()).collect();
+            self.remove_pods(&broken);
+            return Err(super::chain(&e));
+        }
+        // keep the start order (as `ps` shows it): the new slots go where their pod's wave
+        // puts them (a stable sort keeps each replica's containers in order)
+        let order: Vec<&String> = self.opts.desired.waves.iter().flatten().collect();
+        self.slots.sort_by_key(|s| {
+            (
+                order.iter().position(|p| **p == s.record.pod),
+                s.record.replica,
+            )
+        });
+        let _ = self.save();
+        Ok((changes, signalled))
+    }
+
+    /// Removes the slots of `pods` (stopped) with everything their replicas had: cgroups,
+    /// container directories, logs, config and secret copies, `empty_dir` volumes and the
+    /// replicas' namespace pins.
+    fn remove_pods(&mut self, pods: &[String]) {
+        let (going, staying): (Vec<_>, Vec<_>) = std::mem::take(&mut self.slots)
+            .into_iter()
+            .partition(|s| pods.contains(&s.record.pod));
+        self.slots = staying;
+        let mut parents: Vec<PathBuf> = Vec::new();
+        let mut pins: Vec<PathBuf> = Vec::new();
+        for mut s in going {
+            if let Some(h) = s.logger.take() {
+                let _ = h.join();
+            }
+            if let Some(cg) = &s.cgroup {
+                let _ = cg.remove();
+            }
+            if let Some(parent) = std::path::Path::new(&s.record.cgroup).parent() {
+                parents.push(parent.to_path_buf());
+            }
+            let _ = fs::remove_dir_all(&s.record.dir);
+            let _ = fs::remove_file(&s.record.log);
+            for f in &s.files {
+                let _ = fs::remove_file(f);
+            }
+            if !pins.contains(&s.netns) {
+                pins.push(s.netns.clone());
+            }
+            let replica = s.record.replica_name();
+            if let Some(pod) = self.opts.desired.pods.get(&s.record.pod) {
+                for name in &pod.empty_dirs {
+                    let _ = fs::remove_dir_all(self.paths.empty_dir(&replica, name));
+                }
+            }
+        }
+        parents.sort();
+        parents.dedup();
+        cgroup::remove_empty(&self.mounts, &parents);
+        for pin in pins {
+            let _ = netns::remove(&pin);
+            self.started.retain(|p| *p != pin);
+        }
+    }
+
+    /// Appends the slots of `pod` (every replica, init containers first), `Waiting`.
+    fn add_slots(&mut self, pod: &PodPlan) -> Result<(), SupervisorError> {
+        let slots = self.slots_of(pod)?;
+        self.slots.extend(slots);
+        Ok(())
+    }
+
+    /// Answers the client of the last apply, if it waits, once no pod is left to start;
+    /// `error` when a pod failed to start.
+    pub(super) fn answer_pending(&mut self, error: Option<String>) {
+        let starting = self.slots.iter().any(|s| {
+            matches!(
+                s.record.state,
+                super::ContainerState::Waiting | super::ContainerState::Starting
+            )
+        });
+        if starting && error.is_none() {
+            return;
+        }
+        if let Some((reply, pods)) = self.pending.take() {
+            let _ = reply.send(Response { pods, error });
+        }
+    }
+}
