@@ -181,3 +181,50 @@ fn serve(stream: UnixStream, deliver: &impl Fn(Request, Sender<Response>) -> boo
     }
     true
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn desired() -> DesiredState {
+        DesiredState {
+            project: "p".into(),
+            pods: BTreeMap::new(),
+            services: BTreeMap::new(),
+            waves: Vec::new(),
+            volumes: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_request_reaches_the_supervisor_and_its_answer_the_client() {
+        let dir = std::env::temp_dir().join(format!("rcompose-control-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let socket = dir.join("control.sock");
+        listen(&socket, |request, reply| {
+            let Request::Apply { desired, env } = request;
+            let mut pods = BTreeMap::new();
+            pods.insert(desired.project, Change::Recreated);
+            let error = env.get("TOKEN").cloned();
+            reply.send(Response { pods, error }).is_ok()
+        })
+        .unwrap();
+        let request = Request::Apply {
+            desired: desired(),
+            env: BTreeMap::from([("TOKEN".to_string(), "x".to_string())]),
+        };
+        let answer = send(&socket, "p", &request).unwrap();
+        assert_eq!(answer.pods["p"], Change::Recreated);
+        assert_eq!(answer.error.as_deref(), Some("x"));
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(&socket).unwrap().permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o600);
+        std::fs::remove_dir_all(&dir).unwrap();
+        // nobody listens any more
+        assert!(matches!(
+            send(&socket, "p", &request),
+            Err(ControlError::NotListening { .. })
+        ));
+    }
+}
