@@ -47,6 +47,8 @@ struct PsRow<'a> {
     replica: u32,
     container: &'a str,
     state: &'a str,
+    /// Running and ready (readiness probe passing, or none).
+    ready: bool,
     pid: Option<i32>,
     restarts: u32,
     exit_code: Option<i32>,
@@ -61,6 +63,7 @@ fn rows(records: &[ContainerRecord]) -> Vec<PsRow<'_>> {
             replica: c.replica,
             container: &c.container,
             state: c.state.as_str(),
+            ready: c.ready && c.state == crate::supervisor::state::ContainerState::Running,
             pid: c.pid,
             restarts: c.restarts,
             exit_code: c.exit_code,
@@ -81,6 +84,7 @@ pub(super) fn ps_table(records: &[ContainerRecord]) -> String {
         "REPLICA",
         "CONTAINER",
         "STATE",
+        "READY",
         "PID",
         "RESTARTS",
         "EXIT",
@@ -93,6 +97,11 @@ pub(super) fn ps_table(records: &[ContainerRecord]) -> String {
             r.replica.to_string(),
             r.container.to_string(),
             r.state.to_string(),
+            if r.state == "running" {
+                if r.ready { "yes" } else { "no" }.to_string()
+            } else {
+                "-".to_string()
+            },
             r.pid.map_or("-".into(), |p| p.to_string()),
             r.restarts.to_string(),
             r.exit_code.map_or("-".into(), |c| c.to_string()),
@@ -172,6 +181,18 @@ pub(super) fn format_event(event: &Event) -> Option<String> {
             format!("{name}: restarting in {}ms", delay.as_millis())
         }
         Event::Ready => return None,
+        Event::Readiness {
+            name, ready: true, ..
+        } => format!("{name}: ready"),
+        Event::Readiness {
+            name,
+            ready: false,
+            detail,
+        } => match detail {
+            Some(d) => format!("{name}: not ready ({d})"),
+            None => format!("{name}: not ready"),
+        },
+        Event::Unhealthy { name, message, .. } => format!("{name}: {message}; stopping it"),
         Event::Stopping { reason } => format!("stopping: {reason}"),
         Event::Removed => "removed".to_string(),
     })

@@ -445,6 +445,7 @@ mod tests {
             log: "/dev/null".into(),
             dir: "/dev/null".into(),
             init: false,
+            ready: false,
         }
     }
 

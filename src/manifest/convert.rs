@@ -9,9 +9,10 @@ use crate::manifest::error::{ManifestError, Problem, SourceLocation};
 use crate::manifest::node::{self, Key, Kind, Loc, Node, ScalarType};
 use crate::manifest::{
     CommandSpec, Condition, ContainerSpec, DependencySpec, DependsOnSpec, EmptyDirSpec, EnvSpec,
-    FileSourceSpec, FileUseSpec, ImageSpec, LayerMount, LayerSpec, LongFileUseSpec, LongMountSpec,
-    Manifest, MountSpec, MountType, PodSpec, PodVolumeSpec, PortMapping, PortSpec, PullPolicy,
-    Quantity, ResourcesSpec, Restart, ServiceSpec, Text, TmpfsSpec, VolumeSpec,
+    FileSourceSpec, FileUseSpec, HealthcheckSpec, HttpProbeSpec, ImageSpec, LayerMount, LayerSpec,
+    LongFileUseSpec, LongMountSpec, Manifest, MountSpec, MountType, PodSpec, PodVolumeSpec,
+    PortMapping, PortSpec, ProbeSpec, PullPolicy, Quantity, ResourcesSpec, Restart, ServiceSpec,
+    TcpProbeSpec, Text, TmpfsSpec, VolumeSpec,
 };
 
 /// Which part of a `key: value` entry a problem points at.
@@ -751,20 +752,11 @@ fn condition(
     match text {
         "started" => Some(Condition::Started),
         "completed" => Some(Condition::Completed),
-        "healthy" | "service_healthy" => {
-            cx.shape(
-                path,
-                Anchor::Value,
-                format!(
-                    "pod `{pod}` waits for `{dependency}` to be healthy, but condition `healthy` is not supported yet (it arrives with health checks); use `started` or `completed`"
-                ),
-            );
-            None
-        }
+        "healthy" | "service_healthy" => Some(Condition::Healthy),
         "service_started" => Some(Condition::Started),
         "service_completed_successfully" => Some(Condition::Completed),
         other => {
-            let hint = suggest(other, &["started", "completed"])
+            let hint = suggest(other, &["started", "completed", "healthy"])
                 .map(|s| format!("; did you mean `{s}`?"))
                 .unwrap_or_default();
             cx.shape(
@@ -779,7 +771,27 @@ fn condition(
     }
 }
 
-const CONTAINER_KEYS: [&str; 18] = [
+const PROBE_KEYS: [&str; 8] = [
+    "exec",
+    "http",
+    "tcp",
+    "period",
+    "timeout",
+    "initial_delay",
+    "failure_threshold",
+    "success_threshold",
+];
+const HTTP_PROBE_KEYS: [&str; 2] = ["port", "path"];
+const TCP_PROBE_KEYS: [&str; 1] = ["port"];
+const HEALTHCHECK_KEYS: [&str; 6] = [
+    "test",
+    "interval",
+    "timeout",
+    "retries",
+    "start_period",
+    "disable",
+];
+const CONTAINER_KEYS: [&str; 22] = [
     "name",
     "image",
     "entrypoint",
@@ -798,6 +810,10 @@ const CONTAINER_KEYS: [&str; 18] = [
     "volumes",
     "configs",
     "secrets",
+    "readiness",
+    "liveness",
+    "startup",
+    "healthcheck",
 ];
 
 /// A command-like value: a string (shell words) or a list of arguments.
@@ -839,6 +855,10 @@ fn container(cx: &mut Issues, node: &Node, path: &str, pod: &str, i: usize) -> C
         privileged: None,
         read_only: None,
         tty: None,
+        readiness: None,
+        liveness: None,
+        startup: None,
+        healthcheck: None,
         stop_signal: None,
         stop_grace_period: None,
         cap_add: None,
@@ -907,6 +927,23 @@ fn container(cx: &mut Issues, node: &Node, path: &str, pod: &str, i: usize) -> C
             &join(path, "read_only"),
             &format!("`read_only` of {what}"),
         );
+    }
+    for (key, slot) in [
+        ("readiness", &mut spec.readiness),
+        ("liveness", &mut spec.liveness),
+        ("startup", &mut spec.startup),
+    ] {
+        if let Some(n) = e.get(key) {
+            *slot = Some(probe(
+                cx,
+                n,
+                &join(path, key),
+                &format!("`{key}` probe of {what}"),
+            ));
+        }
+    }
+    if let Some(n) = e.get("healthcheck") {
+        spec.healthcheck = Some(healthcheck(cx, n, &join(path, "healthcheck"), &what));
     }
     if let Some(n) = e.get("tty") {
         spec.tty = cx.boolean(n, &join(path, "tty"), &format!("`tty` of {what}"));
@@ -1192,6 +1229,118 @@ fn env(cx: &mut Issues, node: &Node, path: &str, what: &str) -> Option<EnvSpec> 
     }
 }
 
+fn probe(cx: &mut Issues, node: &Node, path: &str, what: &str) -> ProbeSpec {
+    let mut spec = ProbeSpec::default();
+    let Some(e) = cx.map(node, path, what, &PROBE_KEYS, &format!("in {what}")) else {
+        return spec;
+    };
+    if let Some(n) = e.get("exec") {
+        spec.exec = command(cx, n, &join(path, "exec"), "exec", what);
+    }
+    if let Some(n) = e.get("http") {
+        let hpath = join(path, "http");
+        let hwhat = format!("`http` of {what}");
+        if let Some(h) = cx.map(n, &hpath, &hwhat, &HTTP_PROBE_KEYS, &format!("in {hwhat}")) {
+            let port = probe_port(cx, h.get("port"), &hpath, &hwhat);
+            let path_text = h
+                .get("path")
+                .and_then(|p| cx.text(p, &join(&hpath, "path"), &format!("`path` of {hwhat}")));
+            spec.http = port.map(|port| HttpProbeSpec {
+                port,
+                path: path_text,
+            });
+        }
+    }
+    if let Some(n) = e.get("tcp") {
+        let tpath = join(path, "tcp");
+        let twhat = format!("`tcp` of {what}");
+        if let Some(t) = cx.map(n, &tpath, &twhat, &TCP_PROBE_KEYS, &format!("in {twhat}")) {
+            spec.tcp =
+                probe_port(cx, t.get("port"), &tpath, &twhat).map(|port| TcpProbeSpec { port });
+        }
+    }
+    for (key, slot) in [
+        ("period", &mut spec.period),
+        ("timeout", &mut spec.timeout),
+        ("initial_delay", &mut spec.initial_delay),
+    ] {
+        if let Some(n) = e.get(key) {
+            *slot = cx.text(n, &join(path, key), &format!("`{key}` of {what}"));
+        }
+    }
+    for (key, slot) in [
+        ("failure_threshold", &mut spec.failure_threshold),
+        ("success_threshold", &mut spec.success_threshold),
+    ] {
+        if let Some(n) = e.get(key) {
+            *slot = cx.integer(
+                n,
+                &join(path, key),
+                &format!("`{key}` of {what}"),
+                "1 or more",
+            );
+        }
+    }
+    spec
+}
+
+/// The `port` of a probe's `http` or `tcp`: required, 1-65535.
+fn probe_port(cx: &mut Issues, node: Option<&Node>, path: &str, what: &str) -> Option<u16> {
+    let Some(n) = node else {
+        cx.missing(path, "port", what);
+        return None;
+    };
+    let port: Option<u16> = cx.integer(
+        n,
+        &join(path, "port"),
+        &format!("`port` of {what}"),
+        "1-65535",
+    );
+    match port {
+        Some(0) => {
+            cx.shape(
+                &join(path, "port"),
+                Anchor::Value,
+                format!("`port` of {what} must be 1-65535, found `0`"),
+            );
+            None
+        }
+        other => other,
+    }
+}
+
+fn healthcheck(cx: &mut Issues, node: &Node, path: &str, container: &str) -> HealthcheckSpec {
+    let mut spec = HealthcheckSpec::default();
+    let what = format!("`healthcheck` of {container}");
+    let Some(e) = cx.map(node, path, &what, &HEALTHCHECK_KEYS, &format!("in {what}")) else {
+        return spec;
+    };
+    if let Some(n) = e.get("test") {
+        spec.test = command(cx, n, &join(path, "test"), "test", &what);
+    }
+    for (key, slot) in [
+        ("interval", &mut spec.interval),
+        ("timeout", &mut spec.timeout),
+        ("start_period", &mut spec.start_period),
+    ] {
+        if let Some(n) = e.get(key) {
+            *slot = cx.text(n, &join(path, key), &format!("`{key}` of {what}"));
+        }
+    }
+    if let Some(n) = e.get("retries") {
+        spec.retries = cx.integer(
+            n,
+            &join(path, "retries"),
+            &format!("`retries` of {what}"),
+            "1 or more",
+        );
+    }
+    if let Some(n) = e.get("disable") {
+        spec.disable = cx.boolean(n, &join(path, "disable"), &format!("`disable` of {what}"));
+    }
+    spec
+}
+
 fn resources(cx: &mut Issues, node: &Node, path: &str, what: &str) -> ResourcesSpec {
     let mut spec = ResourcesSpec::default();
     let context = format!("in `resources` of {what}");
@@ -1310,9 +1459,9 @@ mod tests {
     use std::collections::BTreeSet;
 
     use crate::manifest::convert::{
-        CONTAINER_KEYS, DEPENDENCY_KEYS, FILE_SOURCE_KEYS, FILE_USE_KEYS, IMAGE_KEYS, LAYER_KEYS,
-        MOUNT_KEYS, POD_KEYS, POD_VOLUME_KEYS, PORT_KEYS, RESOURCE_KEYS, SERVICE_KEYS, TMPFS_KEYS,
-        TOP_KEYS, suggest,
+        CONTAINER_KEYS, DEPENDENCY_KEYS, FILE_SOURCE_KEYS, FILE_USE_KEYS, HEALTHCHECK_KEYS,
+        HTTP_PROBE_KEYS, IMAGE_KEYS, LAYER_KEYS, MOUNT_KEYS, POD_KEYS, POD_VOLUME_KEYS, PORT_KEYS,
+        PROBE_KEYS, RESOURCE_KEYS, SERVICE_KEYS, TCP_PROBE_KEYS, TMPFS_KEYS, TOP_KEYS, suggest,
     };
     use crate::manifest::schema_json;
 
@@ -1345,6 +1494,10 @@ mod tests {
             ("TmpfsSpec", &TMPFS_KEYS[..]),
             ("FileSourceSpec", &FILE_SOURCE_KEYS[..]),
             ("LongFileUseSpec", &FILE_USE_KEYS[..]),
+            ("ProbeSpec", &PROBE_KEYS[..]),
+            ("HttpProbeSpec", &HTTP_PROBE_KEYS[..]),
+            ("TcpProbeSpec", &TCP_PROBE_KEYS[..]),
+            ("HealthcheckSpec", &HEALTHCHECK_KEYS[..]),
         ] {
             assert_eq!(keys(&schema["$defs"][def]), set(list), "{def}");
         }

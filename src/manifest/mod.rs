@@ -28,7 +28,7 @@ pub use self::error::{ManifestError, Problem, SourceLocation};
 pub use self::quantity::{Bytes, MilliCpu};
 pub use self::valid::{
     Container, Dependency, FileSource, FileUse, Image, ImageBase, Layer, Mount, MountKind, Pod,
-    Port, Resources, Security, Service, ValidManifest,
+    Port, Probe, ProbeAction, Resources, Security, Service, ValidManifest,
 };
 
 /// The name of the builtin image: the host's root filesystem, read-only.
@@ -306,6 +306,8 @@ pub enum Condition {
     Started,
     /// Every replica's containers exited with code 0.
     Completed,
+    /// Every replica's containers are ready (their readiness probes pass).
+    Healthy,
 }
 
 /// What happens when a container exits.
@@ -385,6 +387,95 @@ pub struct ContainerSpec {
     /// Secrets to mount (names or long forms).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secrets: Option<Vec<FileUseSpec>>,
+    /// When the container is ready for traffic and dependents (`depends_on: healthy`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readiness: Option<ProbeSpec>,
+    /// When the container is alive; after `failure_threshold` failures it is restarted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub liveness: Option<ProbeSpec>,
+    /// Until it succeeds once, readiness and liveness wait; after `failure_threshold`
+    /// failures the container is restarted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub startup: Option<ProbeSpec>,
+    /// Compose's health check: taken as a readiness and a liveness probe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthcheck: Option<HealthcheckSpec>,
+}
+
+/// A probe: exactly one of `exec`, `http` and `tcp`, and its timing (Kubernetes' probes).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeSpec {
+    /// A command run in the container (its namespaces, cgroup, user and environment);
+    /// exit code 0 is a success.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exec: Option<CommandSpec>,
+    /// An HTTP GET of `http://127.0.0.1:PORT/PATH` in the pod's network namespace; a 2xx or
+    /// 3xx status is a success.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpProbeSpec>,
+    /// A TCP connection to `127.0.0.1:PORT` in the pod's network namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp: Option<TcpProbeSpec>,
+    /// Time between probes once the container was ready (default `10s`); before that the
+    /// probe runs every 100 ms (or `period`, if shorter).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub period: Option<String>,
+    /// How long one probe may take (default `1s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    /// Time after the start before the first probe (default `0s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial_delay: Option<String>,
+    /// Failures in a row that count (default 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_threshold: Option<u32>,
+    /// Successes in a row that count (default 1; must be 1 for liveness and startup).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub success_threshold: Option<u32>,
+}
+
+/// The HTTP GET of a probe.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HttpProbeSpec {
+    /// The port (1-65535).
+    pub port: u16,
+    /// The path, from `/` (default `/`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+}
+
+/// The TCP connection of a probe.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TcpProbeSpec {
+    /// The port (1-65535).
+    pub port: u16,
+}
+
+/// Compose's `healthcheck`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HealthcheckSpec {
+    /// `[CMD, prog, arg...]`, `[CMD-SHELL, "shell text"]`, a string (shell text) or `[NONE]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test: Option<CommandSpec>,
+    /// Time between checks (default `30s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<String>,
+    /// How long one check may take (default `30s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    /// Failures in a row that make the container unhealthy (default 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<u32>,
+    /// Time after the start during which the liveness side does not count failures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_period: Option<String>,
+    /// `true`: no health check (the image's or this one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disable: Option<bool>,
 }
 
 /// A command: argv list or a shell-words string.

@@ -1,10 +1,11 @@
 //! Behaviour of `load`, `parse` and the rendered errors.
 
 use std::path::Path;
+use std::time::Duration;
 
 use crate::manifest::{
-    Bytes, CommandSpec, Condition, DependsOnSpec, ImageBase, Layer, Manifest, MountKind, Restart,
-    ValidManifest, load, parse, schema_json,
+    Bytes, CommandSpec, Condition, DependsOnSpec, ImageBase, Layer, Manifest, MountKind,
+    ProbeAction, Restart, ValidManifest, load, parse, schema_json,
 };
 
 const ORIGIN: &str = "rcompose.yaml";
@@ -470,15 +471,151 @@ services:
 }
 
 #[test]
-fn healthy_condition_explains_it_is_not_supported_yet() {
+fn healthy_condition_needs_a_readiness_probe() {
     let text = err("pods:
   db: { containers: [ { name: x, command: y } ] }
   web: { depends_on: { db: { condition: healthy } }, containers: [ { name: x, command: y } ] }
 ");
     assert!(
-        text.starts_with("error: pod `web` waits for `db` to be healthy, but condition `healthy` is not supported yet (it arrives with health checks); use `started` or `completed`"),
+        text.starts_with("error: pod `web` waits for `db` to be healthy, but no container of `db` has a `readiness` or `startup` probe or a `healthcheck`"),
         "{text}"
     );
+    let m = ok("pods:
+  db: { containers: [ { name: x, command: y, readiness: { tcp: { port: 5432 } } } ] }
+  web: { depends_on: { db: { condition: service_healthy } }, containers: [ { name: x, command: y } ] }
+");
+    assert_eq!(m.pods["web"].depends_on["db"].condition, Condition::Healthy);
+}
+
+#[test]
+fn probes_take_defaults_and_healthchecks_become_readiness_and_liveness() {
+    let m = ok("pods:
+  a:
+    containers:
+      - name: x
+        command: y
+        readiness: { http: { port: 8080 }, period: 2s }
+        liveness: { exec: test -f /tmp/ok, failure_threshold: 5, initial_delay: 1s }
+        startup: { tcp: { port: 8080 }, timeout: 500ms }
+      - name: h
+        command: y
+        healthcheck: { test: [CMD-SHELL, pg_isready -U postgres], interval: 1s, retries: 4, start_period: 3s }
+");
+    let c = &m.pods["a"].containers[0];
+    let r = c.readiness.as_ref().unwrap();
+    assert_eq!(
+        r.action,
+        ProbeAction::Http {
+            port: 8080,
+            path: "/".into()
+        }
+    );
+    assert_eq!(
+        (
+            r.period,
+            r.timeout,
+            r.failure_threshold,
+            r.success_threshold
+        ),
+        (Duration::from_secs(2), Duration::from_secs(1), 3, 1)
+    );
+    let l = c.liveness.as_ref().unwrap();
+    assert_eq!(
+        l.action,
+        ProbeAction::Exec(vec!["test".into(), "-f".into(), "/tmp/ok".into()])
+    );
+    assert_eq!(
+        (l.failure_threshold, l.initial_delay, l.period),
+        (5, Duration::from_secs(1), Duration::from_secs(10))
+    );
+    assert_eq!(
+        c.startup.as_ref().unwrap().timeout,
+        Duration::from_millis(500)
+    );
+    let h = &m.pods["a"].containers[1];
+    let (r, l) = (h.readiness.as_ref().unwrap(), h.liveness.as_ref().unwrap());
+    assert_eq!(
+        r.action,
+        ProbeAction::Exec(vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            "pg_isready -U postgres".into()
+        ])
+    );
+    assert_eq!(
+        (r.period, r.timeout, r.failure_threshold),
+        (Duration::from_secs(1), Duration::from_secs(30), 4)
+    );
+    assert_eq!(
+        (r.initial_delay, l.initial_delay),
+        (Duration::ZERO, Duration::from_secs(3))
+    );
+    // `[NONE]` and `disable: true` turn it off
+    for hc in ["{ test: [NONE] }", "{ test: [CMD, x], disable: true }"] {
+        let m = ok(&format!(
+            "pods:\n  a:\n    containers:\n      - {{ name: x, command: y, healthcheck: {hc} }}\n"
+        ));
+        assert!(m.pods["a"].containers[0].readiness.is_none(), "{hc}");
+    }
+}
+
+#[test]
+fn bad_probes_are_precise_errors() {
+    for (probe, message) in [
+        (
+            "readiness: { period: 1s }",
+            "error: the readiness probe of container `a.x` needs one of `exec`, `http` or `tcp`",
+        ),
+        (
+            "readiness: { tcp: { port: 1 }, exec: [x] }",
+            "error: the readiness probe of container `a.x` has `exec` and `tcp`; keep one",
+        ),
+        (
+            "liveness: { tcp: { port: 0 } }",
+            "error: `port` of `tcp` of `liveness` probe of container `a.x` must be 1-65535, found `0`",
+        ),
+        (
+            "liveness: { tcp: { port: 70000 } }",
+            "error: `port` of `tcp` of `liveness` probe of container `a.x` must be 1-65535, found `70000`",
+        ),
+        (
+            "liveness: { tcp: { port: 80 }, success_threshold: 2 }",
+            "error: `success_threshold` of the liveness probe of container `a.x` must be 1 (as in Kubernetes)",
+        ),
+        (
+            "readiness: { tcp: { port: 80 }, period: 0s }",
+            "error: `period` of container `a.x` must be more than 0",
+        ),
+        (
+            "readiness: { tcp: { port: 80 }, failure_threshold: 0 }",
+            "error: `failure_threshold` of container `a.x` must be 1 or more",
+        ),
+        (
+            "readiness: { http: { port: 80, path: health } }",
+            "error: invalid path `health` of the readiness probe of container `a.x`",
+        ),
+        (
+            "readiness: { tcp: { port: 80 }, timeout: soon }",
+            "error: invalid duration",
+        ),
+        (
+            "readiness: { tcp: { prot: 80 } }",
+            "error: unknown field `prot` in `tcp` of `readiness` probe of container `a.x`",
+        ),
+        (
+            "healthcheck: { test: [RUN, x] }",
+            "error: invalid `test` in the `healthcheck` of container `a.x`",
+        ),
+        (
+            "healthcheck: { test: x }\n        readiness: { tcp: { port: 1 } }",
+            "error: container `a.x` has both a `healthcheck` and `readiness`/`liveness` probes",
+        ),
+    ] {
+        let text = err(&format!(
+            "pods:\n  a:\n    containers:\n      - name: x\n        command: y\n        {probe}\n"
+        ));
+        assert!(text.contains(message), "{probe}:\n{text}");
+    }
 }
 
 #[test]

@@ -78,6 +78,10 @@ fn grace_text<S: Serializer>(d: &Option<std::time::Duration>, s: S) -> Result<S:
     }
 }
 
+fn duration_text<S: Serializer>(d: &std::time::Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format!("{}ms", d.as_millis()))
+}
+
 /// Names as a map of empty mappings (`data: {}`).
 fn empty_maps<S: Serializer>(names: &BTreeSet<String>, s: S) -> Result<S::Ok, S::Error> {
     s.collect_map(names.iter().map(|n| (n, BTreeMap::<String, ()>::new())))
@@ -262,6 +266,56 @@ pub struct Container {
     /// Secrets mounted, in manifest order.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<FileUse>,
+    /// Readiness probe (a `healthcheck` becomes this and `liveness`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub readiness: Option<Probe>,
+    /// Liveness probe.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub liveness: Option<Probe>,
+    /// Startup probe.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub startup: Option<Probe>,
+}
+
+/// A probe with defaults filled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Probe {
+    /// What it checks (written back as `exec`, `http` or `tcp`).
+    #[serde(flatten)]
+    pub action: ProbeAction,
+    /// Time between probes once ready.
+    #[serde(serialize_with = "duration_text")]
+    pub period: std::time::Duration,
+    /// Longest time one probe may take.
+    #[serde(serialize_with = "duration_text")]
+    pub timeout: std::time::Duration,
+    /// Time after the start before the first probe.
+    #[serde(serialize_with = "duration_text")]
+    pub initial_delay: std::time::Duration,
+    /// Failures in a row that count.
+    pub failure_threshold: u32,
+    /// Successes in a row that count.
+    pub success_threshold: u32,
+}
+
+/// What a [`Probe`] checks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProbeAction {
+    /// A command in the container (argv).
+    Exec(Vec<String>),
+    /// An HTTP GET in the pod's network namespace.
+    Http {
+        /// Port.
+        port: u16,
+        /// Path, from `/`.
+        path: String,
+    },
+    /// A TCP connection in the pod's network namespace.
+    Tcp {
+        /// Port.
+        port: u16,
+    },
 }
 
 /// A container mount.

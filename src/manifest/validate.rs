@@ -2,18 +2,19 @@
 //! problem (with its dotted path) instead of stopping at the first.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use crate::manifest::Facts;
 use crate::manifest::caps::{self, Cap};
 use crate::manifest::convert::{Anchor, Issues, index, join, suggest};
 use crate::manifest::valid::{
     Container, Dependency, FileSource, FileUse, Image, ImageBase, Layer, Mount, MountKind, Pod,
-    Port, Resources, Security, Service, ValidManifest,
+    Port, Probe, ProbeAction, Resources, Security, Service, ValidManifest,
 };
 use crate::manifest::{
     Bytes, CommandSpec, Condition, ContainerSpec, DependsOnSpec, EnvSpec, FileSourceSpec,
     FileUseSpec, HOST_IMAGE, LayerSpec, LongFileUseSpec, Manifest, MilliCpu, MountSpec, MountType,
-    PodSpec, PortSpec, Restart, ServiceSpec, shell,
+    PodSpec, PortSpec, ProbeSpec, Restart, ServiceSpec, shell,
 };
 
 /// Longest pod name: the hostname `<pod>-<replica>` must stay well under 64 characters.
@@ -359,6 +360,20 @@ fn pod(m: &Manifest, name: &str, spec: &PodSpec, issues: &mut Issues, facts: &Fa
                 ),
             ),
             Some(target) => {
+                let probed = target.containers.iter().any(|c| {
+                    c.readiness.is_some()
+                        || c.startup.is_some()
+                        || c.healthcheck
+                            .as_ref()
+                            .is_some_and(|h| h.disable != Some(true))
+                });
+                if condition == Condition::Healthy && !probed {
+                    issues.report(
+                        &join(&dpath, &dep),
+                        Anchor::Key,
+                        format!("pod `{name}` waits for `{dep}` to be healthy, but no container of `{dep}` has a `readiness` or `startup` probe or a `healthcheck`"),
+                    );
+                }
                 if condition == Condition::Completed && target.restart == Some(Restart::Always) {
                     issues.report(
                         &join(&dpath, &dep),
@@ -615,6 +630,7 @@ fn container(
     };
     let mounts = mounts(m, pod_spec, c, &label, path, issues, facts);
     let (configs, secrets) = files(m, c, &label, path, issues);
+    let (readiness, liveness, startup) = probes(c, &label, path, issues);
     Container {
         name: c.name.clone(),
         image,
@@ -632,7 +648,295 @@ fn container(
         mounts,
         configs,
         secrets,
+        readiness,
+        liveness,
+        startup,
     }
+}
+
+/// Kubernetes' probe defaults.
+const PROBE_PERIOD: Duration = Duration::from_secs(10);
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Compose's health check defaults.
+const HEALTHCHECK_INTERVAL: Duration = Duration::from_secs(30);
+const HEALTHCHECK_TIMEOUT: Duration = Duration::from_secs(30);
+
+type Probes = (Option<Probe>, Option<Probe>, Option<Probe>);
+
+/// The container's readiness, liveness and startup probes, from its probe keys or its
+/// Compose `healthcheck` (a readiness and a liveness probe), never both.
+fn probes(c: &ContainerSpec, label: &str, path: &str, issues: &mut Issues) -> Probes {
+    let readiness = c
+        .readiness
+        .as_ref()
+        .and_then(|p| probe(p, "readiness", label, path, issues));
+    let liveness = c
+        .liveness
+        .as_ref()
+        .and_then(|p| probe(p, "liveness", label, path, issues));
+    let startup = c
+        .startup
+        .as_ref()
+        .and_then(|p| probe(p, "startup", label, path, issues));
+    let Some(h) = &c.healthcheck else {
+        return (readiness, liveness, startup);
+    };
+    let hpath = join(path, "healthcheck");
+    if c.readiness.is_some() || c.liveness.is_some() {
+        issues.report(
+            &hpath,
+            Anchor::Key,
+            format!(
+                "container `{label}` has both a `healthcheck` and `readiness`/`liveness` probes; keep one (a healthcheck is a readiness and a liveness probe)"
+            ),
+        );
+        return (readiness, liveness, startup);
+    }
+    if h.disable == Some(true) {
+        return (None, None, startup);
+    }
+    let argv: Option<Vec<String>> = match &h.test {
+        None => {
+            issues.report(
+                &hpath,
+                Anchor::Key,
+                format!("missing field `test` in the `healthcheck` of container `{label}`"),
+            );
+            None
+        }
+        Some(CommandSpec::Shell(text)) => Some(vec!["/bin/sh".into(), "-c".into(), text.clone()]),
+        Some(CommandSpec::Argv(words)) => {
+            let words: Vec<&str> = words.iter().map(|t| t.0.as_str()).collect();
+            match words.split_first() {
+                Some((&"NONE", _)) => return (None, None, startup),
+                Some((&"CMD", rest)) if !rest.is_empty() => {
+                    Some(rest.iter().map(ToString::to_string).collect())
+                }
+                Some((&"CMD-SHELL", rest)) if !rest.is_empty() => {
+                    Some(vec!["/bin/sh".into(), "-c".into(), rest.join(" ")])
+                }
+                _ => {
+                    issues.report(
+                        &join(&hpath, "test"),
+                        Anchor::Value,
+                        format!(
+                            "invalid `test` in the `healthcheck` of container `{label}`: expected `[CMD, program, args...]`, `[CMD-SHELL, \"shell command\"]`, `[NONE]` or a string"
+                        ),
+                    );
+                    None
+                }
+            }
+        }
+    };
+    let interval = duration_or(
+        &h.interval,
+        HEALTHCHECK_INTERVAL,
+        "interval",
+        &hpath,
+        label,
+        issues,
+    );
+    let timeout = duration_or(
+        &h.timeout,
+        HEALTHCHECK_TIMEOUT,
+        "timeout",
+        &hpath,
+        label,
+        issues,
+    );
+    let start = duration_or(
+        &h.start_period,
+        Duration::ZERO,
+        "start_period",
+        &hpath,
+        label,
+        issues,
+    );
+    let retries = threshold(h.retries, 3, "retries", &hpath, label, issues);
+    let Some(argv) = argv else {
+        return (readiness, liveness, startup);
+    };
+    let ready = Probe {
+        action: ProbeAction::Exec(argv),
+        period: interval,
+        timeout,
+        initial_delay: Duration::ZERO,
+        failure_threshold: retries,
+        success_threshold: 1,
+    };
+    // the liveness side waits out `start_period`, as Compose counts no failure in it
+    let live = Probe {
+        initial_delay: start,
+        ..ready.clone()
+    };
+    (Some(ready), Some(live), startup)
+}
+
+/// A duration key of a probe or healthcheck: its value, else `default`; must not be zero
+/// unless `default` is.
+fn duration_or(
+    text: &Option<String>,
+    default: Duration,
+    key: &str,
+    path: &str,
+    label: &str,
+    issues: &mut Issues,
+) -> Duration {
+    let Some(text) = text else {
+        return default;
+    };
+    match crate::manifest::quantity::parse_duration(text) {
+        Ok(d) if d.is_zero() && !default.is_zero() => {
+            issues.report(
+                &join(path, key),
+                Anchor::Value,
+                format!("`{key}` of container `{label}` must be more than 0"),
+            );
+            default
+        }
+        Ok(d) => d,
+        Err(why) => {
+            issues.report(
+                &join(path, key),
+                Anchor::Value,
+                format!("{why} (container `{label}`)"),
+            );
+            default
+        }
+    }
+}
+
+fn threshold(
+    value: Option<u32>,
+    default: u32,
+    key: &str,
+    path: &str,
+    label: &str,
+    issues: &mut Issues,
+) -> u32 {
+    match value {
+        Some(0) => {
+            issues.report(
+                &join(path, key),
+                Anchor::Value,
+                format!("`{key}` of container `{label}` must be 1 or more"),
+            );
+            default
+        }
+        Some(n) => n,
+        None => default,
+    }
+}
+
+fn probe(p: &ProbeSpec, kind: &str, label: &str, path: &str, issues: &mut Issues) -> Option<Probe> {
+    let ppath = join(path, kind);
+    let mut actions = Vec::new();
+    if let Some(cmd) = &p.exec {
+        let argv = match cmd {
+            CommandSpec::Argv(words) => words.iter().map(|t| t.0.clone()).collect(),
+            CommandSpec::Shell(text) => shell::split(text).unwrap_or_else(|why| {
+                issues.report(
+                    &join(&ppath, "exec"),
+                    Anchor::Value,
+                    format!("cannot split the `exec` of the {kind} probe of container `{label}` into words: {why}"),
+                );
+                vec![text.clone()]
+            }),
+        };
+        if argv.is_empty() {
+            issues.report(
+                &join(&ppath, "exec"),
+                Anchor::Value,
+                format!("the `exec` of the {kind} probe of container `{label}` is empty"),
+            );
+        }
+        actions.push(("exec", ProbeAction::Exec(argv)));
+    }
+    if let Some(h) = &p.http {
+        let path_text = h.path.clone().unwrap_or_else(|| "/".into());
+        if !path_text.starts_with('/')
+            || path_text.contains(|c: char| c.is_whitespace() || c.is_control())
+        {
+            issues.report(
+                &join(&join(&ppath, "http"), "path"),
+                Anchor::Value,
+                format!("invalid path `{path_text}` of the {kind} probe of container `{label}`: it starts with `/` and has no spaces"),
+            );
+        }
+        actions.push((
+            "http",
+            ProbeAction::Http {
+                port: h.port,
+                path: path_text,
+            },
+        ));
+    }
+    if let Some(t) = &p.tcp {
+        actions.push(("tcp", ProbeAction::Tcp { port: t.port }));
+    }
+    let action = match actions.len() {
+        0 => {
+            // an `http` or `tcp` that failed to parse was reported already
+            if !issues.any_broken(|b| b.starts_with(&ppath)) {
+                issues.report(
+                    &ppath,
+                    Anchor::Key,
+                    format!("the {kind} probe of container `{label}` needs one of `exec`, `http` or `tcp`"),
+                );
+            }
+            return None;
+        }
+        1 => actions.pop()?.1,
+        _ => {
+            let names: Vec<String> = actions.iter().map(|(n, _)| format!("`{n}`")).collect();
+            issues.report(
+                &ppath,
+                Anchor::Key,
+                format!(
+                    "the {kind} probe of container `{label}` has {}; keep one",
+                    names.join(" and ")
+                ),
+            );
+            return None;
+        }
+    };
+    let success_threshold = threshold(
+        p.success_threshold,
+        1,
+        "success_threshold",
+        &ppath,
+        label,
+        issues,
+    );
+    if success_threshold != 1 && kind != "readiness" {
+        issues.report(
+            &join(&ppath, "success_threshold"),
+            Anchor::Value,
+            format!("`success_threshold` of the {kind} probe of container `{label}` must be 1 (as in Kubernetes)"),
+        );
+    }
+    Some(Probe {
+        action,
+        period: duration_or(&p.period, PROBE_PERIOD, "period", &ppath, label, issues),
+        timeout: duration_or(&p.timeout, PROBE_TIMEOUT, "timeout", &ppath, label, issues),
+        initial_delay: duration_or(
+            &p.initial_delay,
+            Duration::ZERO,
+            "initial_delay",
+            &ppath,
+            label,
+            issues,
+        ),
+        failure_threshold: threshold(
+            p.failure_threshold,
+            3,
+            "failure_threshold",
+            &ppath,
+            label,
+            issues,
+        ),
+        success_threshold,
+    })
 }
 
 /// The configs and secrets a container mounts: names checked against the top-level

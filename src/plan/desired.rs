@@ -60,6 +60,8 @@ pub enum Condition {
     Started,
     /// Every replica's containers exited with code 0.
     Completed,
+    /// Every replica's containers are ready (readiness probes pass).
+    Healthy,
 }
 
 /// What the supervisor does when a container exits.
@@ -118,6 +120,51 @@ pub struct ContainerPlan {
     /// One of the pod's init containers: run to completion, in order, before the others.
     #[serde(default)]
     pub init: bool,
+    /// Readiness probe.
+    #[serde(default)]
+    pub readiness: Option<ProbePlan>,
+    /// Liveness probe.
+    #[serde(default)]
+    pub liveness: Option<ProbePlan>,
+    /// Startup probe.
+    #[serde(default)]
+    pub startup: Option<ProbePlan>,
+}
+
+/// A probe of a container (see the manifest's `readiness`, `liveness` and `startup`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProbePlan {
+    /// What it checks.
+    pub action: ProbeAction,
+    /// Time between probes once the container was ready.
+    pub period: std::time::Duration,
+    /// Longest time one probe may take.
+    pub timeout: std::time::Duration,
+    /// Time after the start before the first probe.
+    pub initial_delay: std::time::Duration,
+    /// Failures in a row that count.
+    pub failure_threshold: u32,
+    /// Successes in a row that count.
+    pub success_threshold: u32,
+}
+
+/// What a probe checks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ProbeAction {
+    /// Runs this argv in the container; exit 0 is a success.
+    Exec(Vec<String>),
+    /// GET `http://127.0.0.1:port/path` in the pod's network namespace; 2xx and 3xx pass.
+    Http {
+        /// Port.
+        port: u16,
+        /// Path, from `/`.
+        path: String,
+    },
+    /// Connects to `127.0.0.1:port` in the pod's network namespace.
+    Tcp {
+        /// Port.
+        port: u16,
+    },
 }
 
 /// A config or secret file in a container: written once per `up` to a tmpfs, owned and

@@ -101,6 +101,9 @@ pub fn render_dot(state: &DesiredState) -> String {
                     "  \"{from}\" -> \"{to}\" [label=\"completed\", style=dashed];"
                 );
             }
+            Condition::Healthy => {
+                let _ = writeln!(out, "  \"{from}\" -> \"{to}\" [label=\"healthy\"];");
+            }
         }
     }
     out.push_str("}\n");
@@ -120,6 +123,9 @@ pub fn render_mermaid(state: &DesiredState) -> String {
             }
             Condition::Completed => {
                 let _ = writeln!(out, "  {from} -.->|completed| {to}");
+            }
+            Condition::Healthy => {
+                let _ = writeln!(out, "  {from} -->|healthy| {to}");
             }
         }
     }

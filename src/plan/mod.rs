@@ -10,8 +10,8 @@ use std::path::{Component, Path, PathBuf};
 use crate::manifest::{self, ImageBase, ValidManifest};
 use crate::plan::desired::{
     Condition, ContainerPlan, Dependency, DesiredState, FileContent, FilePlan, LayerPlan,
-    MountPlan, MountSource, PodPlan, PullPolicy, Resources, RestartPolicy, RootfsPlan, ServicePlan,
-    ServicePort, StoredImage,
+    MountPlan, MountSource, PodPlan, ProbeAction, ProbePlan, PullPolicy, Resources, RestartPolicy,
+    RootfsPlan, ServicePlan, ServicePort, StoredImage,
 };
 
 /// Turns a validated manifest into what should run. `project` names the project; layer and
@@ -35,6 +35,7 @@ pub fn desired_state(m: &ValidManifest, project: &str, base_dir: &Path) -> Desir
                         condition: match d.condition {
                             manifest::Condition::Started => Condition::Started,
                             manifest::Condition::Completed => Condition::Completed,
+                            manifest::Condition::Healthy => Condition::Healthy,
                         },
                     })
                     .collect(),
@@ -95,6 +96,24 @@ pub fn desired_state(m: &ValidManifest, project: &str, base_dir: &Path) -> Desir
     }
 }
 
+fn probe_plan(p: &manifest::Probe) -> ProbePlan {
+    ProbePlan {
+        action: match &p.action {
+            manifest::ProbeAction::Exec(argv) => ProbeAction::Exec(argv.clone()),
+            manifest::ProbeAction::Http { port, path } => ProbeAction::Http {
+                port: *port,
+                path: path.clone(),
+            },
+            manifest::ProbeAction::Tcp { port } => ProbeAction::Tcp { port: *port },
+        },
+        period: p.period,
+        timeout: p.timeout,
+        initial_delay: p.initial_delay,
+        failure_threshold: p.failure_threshold,
+        success_threshold: p.success_threshold,
+    }
+}
+
 /// The plan of container `c`; `init` for one of the pod's `init_containers`.
 fn container_plan(
     m: &ValidManifest,
@@ -150,6 +169,9 @@ fn container_plan(
         files: files(m, c, base_dir),
         read_only: c.read_only,
         tty: c.tty,
+        readiness: c.readiness.as_ref().map(probe_plan),
+        liveness: c.liveness.as_ref().map(probe_plan),
+        startup: c.startup.as_ref().map(probe_plan),
         stop_signal: manifest::quantity::parse_signal(&c.stop_signal).map_or(15, |(_, n)| n),
         stop_grace_period: c.stop_grace_period,
         init,

@@ -243,7 +243,49 @@ pub fn spawn(
     Ok(ExecProcess { pid, channel })
 }
 
+/// Starts the helper for `spec` from a multi-threaded process (the supervisor's exec
+/// probes): the channel goes in as stdin (`__exec 0`), the command reads /dev/null, and its
+/// stdout and stderr go to /dev/null. The helper's exit code is the command's (or 126/127
+/// when it could not run); the caller reaps it. The returned channel must stay open until
+/// then (closing it early makes the helper's status writes fail, which it ignores).
+pub fn spawn_probe(exe: &Path, spec: &ExecSpec) -> Result<ExecProcess, ExecError> {
+    let (ours, theirs) = UnixStream::pair().map_err(ExecError::Channel)?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("__exec")
+        .arg("0")
+        .env_clear()
+        .process_group(0)
+        .stdin(Stdio::from(OwnedFd::from(theirs)))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let spawned = cmd.spawn();
+    drop(cmd);
+    let child = spawned.map_err(|source| ExecError::Spawn {
+        exe: exe.to_owned(),
+        source,
+    })?;
+    let pid = Pid::from_raw(child.id().cast_signed());
+    drop(child);
+    let json = serde_json::to_vec(spec).map_err(|e| ExecError::Channel(e.into()))?;
+    let mut channel = ours;
+    let sent = channel
+        .write_all(&json)
+        .and_then(|()| channel.shutdown(std::net::Shutdown::Write));
+    if let Err(e) = sent
+        && e.kind() != io::ErrorKind::BrokenPipe
+    {
+        return Err(ExecError::Channel(e));
+    }
+    Ok(ExecProcess { pid, channel })
+}
+
 impl ExecProcess {
+    /// The helper's pid and the channel.
+    #[must_use]
+    pub fn into_parts(self) -> (Pid, UnixStream) {
+        (self.pid, self.channel)
+    }
+
     /// The channel, to poll.
     #[must_use]
     pub fn channel(&self) -> std::os::fd::BorrowedFd<'_> {
@@ -351,11 +393,14 @@ pub fn main_with_args(args: &[OsString]) -> ExitCode {
         .first()
         .and_then(|a| a.to_str())
         .and_then(|s| s.parse::<RawFd>().ok())
-        .filter(|&fd| fd > 2)
+        .filter(|&fd| fd > 2 || fd == 0)
     else {
         eprintln!("rcompose __exec: expected the channel's descriptor number");
         return ExitCode::from(2);
     };
+    // `0`: the channel came as stdin (the supervisor's probes, see [`spawn_probe`]); the
+    // command reads /dev/null
+    let from_stdin = fd == 0;
     // The channel goes to fd 3 and every other inherited descriptor is closed: nothing of
     // the caller's reaches the container but stdin, stdout and stderr.
     if fd != 3 {
@@ -363,6 +408,18 @@ pub fn main_with_args(args: &[OsString]) -> ExitCode {
         // other than as something inherited, which is to be closed anyway.
         if unsafe { libc::dup2(fd, 3) } != 3 {
             return ExitCode::from(1);
+        }
+    }
+    if from_stdin {
+        let null = nix::fcntl::open(
+            "/dev/null",
+            OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        );
+        match null {
+            // SAFETY: dup2 of a descriptor this process owns onto stdin
+            Ok(null) if unsafe { libc::dup2(null.as_raw_fd(), 0) } == 0 => {}
+            _ => return ExitCode::from(1),
         }
     }
     close_inherited_fds(4);

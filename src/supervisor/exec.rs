@@ -209,6 +209,19 @@ pub fn prepare(
         .count()
         == 1;
     let name = display_name(&record.pod, record.replica, &record.container, single);
+    let mounts = teardown::cgroup_mounts(proc_root);
+    spec_for(record, name, proc_root, &mounts, request)
+}
+
+/// The spec for running `request` in the container of `record` (shown as `name`), which
+/// must be running; its config is the one the supervisor wrote into its directory.
+pub fn spec_for(
+    record: &ContainerRecord,
+    name: String,
+    proc_root: &Path,
+    mounts: &[(String, std::path::PathBuf)],
+    request: ExecRequest,
+) -> Result<ExecSpec, TargetError> {
     if record.state != ContainerState::Running {
         return Err(TargetError::NotRunning {
             name,
@@ -232,8 +245,7 @@ pub fn prepare(
             path: path.clone(),
             source,
         })?;
-    let mounts = teardown::cgroup_mounts(proc_root);
-    let join = cgroup::self_join_files(cgroup::detect_version(), &mounts, &record.cgroup);
+    let join = cgroup::self_join_files(cgroup::detect_version(), mounts, &record.cgroup);
     let target = ExecTarget {
         name,
         pid,
@@ -263,6 +275,7 @@ mod tests {
             log: format!("/run/rcompose/p/{pod}-{replica}.{container}.log").into(),
             dir: format!("/run/rcompose/p/{pod}-{replica}.{container}").into(),
             init: false,
+            ready: false,
         }
     }
 

@@ -12,6 +12,7 @@
 
 pub mod control;
 pub mod exec;
+pub mod probe;
 mod reconcile;
 pub mod restart;
 pub mod state;
@@ -165,6 +166,26 @@ pub enum Event {
     },
     /// Every pod is running (or completed).
     Ready,
+    /// A container became ready or not ready (its readiness probe, or its startup probe
+    /// when it has no readiness probe).
+    Readiness {
+        /// Its name.
+        name: String,
+        /// Ready now.
+        ready: bool,
+        /// The probe's failure, when it became not ready.
+        detail: Option<String>,
+    },
+    /// A liveness or startup probe failed too often: the container is stopped and handled
+    /// by its restart policy.
+    Unhealthy {
+        /// Its name.
+        name: String,
+        /// `liveness` or `startup`.
+        probe: &'static str,
+        /// What failed.
+        message: String,
+    },
     /// Teardown begins.
     Stopping {
         /// Why.
@@ -225,10 +246,21 @@ enum Msg {
     Signal(Signal),
     /// A request on the control socket, and where its answer goes.
     Control(control::Request, Sender<control::Response>),
+    /// A network probe's result.
+    Probe(probe::Outcome),
 }
 
 /// One container instance the supervisor owns.
 struct Slot {
+    /// Unique in this supervisor (indices change when an `up` applies a new state).
+    id: u64,
+    /// Incremented at every start: probe results of an earlier run are dropped.
+    run: u64,
+    probing: probe::Probing,
+    /// Why a failed probe is restarting it (the exit's reason).
+    killing: Option<String>,
+    /// When it gets SIGKILL after a failed probe's stop signal.
+    kill_at: Option<Instant>,
     record: ContainerRecord,
     plan: ContainerPlan,
     restart: crate::plan::desired::RestartPolicy,
@@ -267,6 +299,12 @@ pub struct Supervisor {
     pending: Option<(Sender<control::Response>, BTreeMap<String, control::Change>)>,
     /// Whether the configs and secrets tmpfs is mounted.
     files_mounted: bool,
+    /// Exec probes whose helper runs, by the helper's pid.
+    exec_probes: HashMap<i32, probe::ExecInFlight>,
+    /// For probe threads' results.
+    tx: Sender<Msg>,
+    /// The next slot id.
+    next_id: u64,
     _lock: teardown::ProjectLock,
 }
 
@@ -348,6 +386,7 @@ impl Supervisor {
         // namespace pins live in the project directory itself (see `ProjectPaths`)
         let (tx, rx) = mpsc::channel();
         let control_tx = tx.clone();
+        let probe_tx = tx.clone();
         if let Err(e) = spawn_signal_thread(tx) {
             return fail(&paths, setup("starting the signal thread")(e));
         }
@@ -362,6 +401,9 @@ impl Supervisor {
             file_env: None,
             pending: None,
             files_mounted: false,
+            exec_probes: HashMap::new(),
+            tx: probe_tx,
+            next_id: 0,
             paths,
             progress,
             sink,
@@ -404,8 +446,17 @@ impl Supervisor {
             .flatten()
             .filter_map(|p| desired.pods.get(p))
         {
-            let slots = self.slots_of(pod)?;
-            self.slots.extend(slots);
+            self.add_slots(pod)?;
+        }
+        Ok(())
+    }
+
+    /// Appends the slots of `pod` (every replica, init containers first), `Waiting`.
+    fn add_slots(&mut self, pod: &PodPlan) -> Result<(), SupervisorError> {
+        for mut slot in self.slots_of(pod)? {
+            slot.id = self.next_id;
+            self.next_id += 1;
+            self.slots.push(slot);
         }
         Ok(())
     }
@@ -427,6 +478,11 @@ impl Supervisor {
                         }
                     })?;
                 out.push(Slot {
+                    id: 0,
+                    run: 0,
+                    probing: probe::Probing::default(),
+                    killing: None,
+                    kill_at: None,
                     record: ContainerRecord {
                         pod: pod.name.clone(),
                         replica,
@@ -445,6 +501,7 @@ impl Supervisor {
                         log: self.paths.log_file(&replica_name, &c.name),
                         dir: dir.clone(),
                         init: c.init,
+                        ready: false,
                     },
                     plan: self.with_empty_dirs(c, &replica_name)?,
                     restart: pod.restart,
@@ -710,16 +767,22 @@ impl Supervisor {
             if everything_done && !self.opts.stay && ready_sent {
                 return Outcome::AllExited;
             }
+            let tx = self.tx.clone();
+            self.run_due_probes(&tx);
             let timeout = self
                 .slots
                 .iter()
                 .filter_map(|s| s.due)
+                .chain(self.next_probe())
                 .min()
                 .map_or(Duration::from_secs(3600), |d| {
                     d.saturating_duration_since(Instant::now())
                 });
             match self.rx.recv_timeout(timeout) {
                 Ok(Msg::Signal(sig)) => return Outcome::Signalled(sig as i32),
+                Ok(Msg::Probe(outcome)) => {
+                    self.probe_result(&outcome);
+                }
                 Ok(Msg::Exit(pid, status)) => {
                     self.exits.insert(pid, status);
                     self.collect_exits();
@@ -814,6 +877,22 @@ impl Supervisor {
                                 && s.record.exit_code == Some(0)
                         })
                     }
+                    Condition::Healthy => {
+                        let main = dep_slots.iter().filter(|s| !s.record.init);
+                        if let Some(bad) = main.clone().find(|s| s.record.state.is_final()) {
+                            return Err(format!(
+                                "pod `{}` stopped before it was healthy (`{}` {}); `{}` depends on it",
+                                dep.pod,
+                                bad.record.replica_name(),
+                                bad.record.exit_code.map_or_else(
+                                    || "could not start".to_string(),
+                                    |c| format!("exited with code {c}")
+                                ),
+                                pod.name
+                            ));
+                        }
+                        main.clone().all(|s| s.record.ready)
+                    }
                 };
                 if !ok {
                     met = false;
@@ -826,6 +905,7 @@ impl Supervisor {
                             condition: match dep.condition {
                                 Condition::Started => "started",
                                 Condition::Completed => "completed",
+                                Condition::Healthy => "healthy",
                             },
                         });
                     }
@@ -1006,6 +1086,9 @@ impl Supervisor {
         s.record.state = ContainerState::Running;
         s.record.exit_code = None;
         s.started_at = Some(Instant::now());
+        s.run += 1;
+        s.killing = None;
+        s.kill_at = None;
         if let Some(old) = s.logger.take() {
             let _ = old.join();
         }
@@ -1014,10 +1097,14 @@ impl Supervisor {
         }
         s.logger = spawn_logger(p.log_read, p.log_file, name.clone(), i, sink);
         self.progress.event(&Event::Started { name, pid: p.pid });
+        self.start_probes(i);
     }
 
     /// Applies recorded exit statuses to the slots they belong to.
     fn collect_exits(&mut self) {
+        let mut exits = std::mem::take(&mut self.exits);
+        self.collect_probe_exits(&mut exits);
+        self.exits = exits;
         for i in 0..self.slots.len() {
             let Some(pid) = self.slots[i].record.pid else {
                 continue;
@@ -1043,8 +1130,13 @@ impl Supervisor {
             s.record.pid = None;
             s.record.pid_start = None;
             s.record.exit_code = Some(code);
+            s.record.ready = false;
+            s.kill_at = None;
+            let killing = s.killing.take();
             s.record.reason = if oom {
                 Some("OOMKilled".to_string())
+            } else if let Some(why) = killing {
+                Some(why)
             } else if code > 128 {
                 Some(format!("killed by {}", signal_name(code - 128)))
             } else {
@@ -1149,6 +1241,8 @@ impl Supervisor {
                         *d = Instant::now();
                     }
                 }
+                // probes do not matter while containers stop
+                Ok(Msg::Probe(_)) => {}
                 // nothing is applied while containers stop
                 Ok(Msg::Control(_, reply)) => {
                     let _ = reply.send(control::Response {
@@ -1167,6 +1261,13 @@ impl Supervisor {
     /// Stops every container in reverse start order, wave by wave, then removes cgroups,
     /// namespaces and the state directory.
     fn teardown(&mut self) {
+        // probes in flight end now (their helpers are in the containers' cgroups too)
+        for pid in self.exec_probes.keys() {
+            let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);
+        }
+        for s in &mut self.slots {
+            s.kill_at = None;
+        }
         let waves: Vec<Vec<String>> = self.opts.desired.waves.iter().rev().cloned().collect();
         for s in &mut self.slots {
             s.due = None;

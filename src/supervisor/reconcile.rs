@@ -15,8 +15,8 @@ use std::path::PathBuf;
 
 use sha2::{Digest, Sha256};
 
+use super::Supervisor;
 use super::control::{Change, Response};
-use super::{Supervisor, SupervisorError};
 use crate::plan::desired::{DesiredState, FileContent, PodPlan};
 use crate::runtime::cgroup::{self, Cgroups};
 use crate::runtime::netns;
@@ -223,13 +223,6 @@ impl Supervisor {
             let _ = netns::remove(&pin);
             self.started.retain(|p| *p != pin);
         }
-    }
-
-    /// Appends the slots of `pod` (every replica, init containers first), `Waiting`.
-    fn add_slots(&mut self, pod: &PodPlan) -> Result<(), SupervisorError> {
-        let slots = self.slots_of(pod)?;
-        self.slots.extend(slots);
-        Ok(())
     }
 
     /// Answers the client of the last apply, if it waits, once no pod is left to start;

@@ -158,6 +158,10 @@ pub struct ContainerRecord {
     /// One of the pod's init containers (run to completion before the others).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub init: bool,
+    /// Running and ready: its readiness probe passes (or it has none and its startup probe,
+    /// if any, passed).
+    #[serde(default)]
+    pub ready: bool,
 }
 
 impl ContainerRecord {
@@ -366,6 +370,7 @@ mod tests {
             log: "/run/rcompose/p/web-2.app.log".into(),
             dir: "/run/rcompose/p/web-2.app".into(),
             init: false,
+            ready: false,
         }
     }
 

@@ -235,7 +235,7 @@ pods:
     }
     let table = stdout(&rcompose(dir.path(), &["-p", &p, "ps"]));
     assert!(
-        table.starts_with("POD  REPLICA  CONTAINER  STATE    PID"),
+        table.starts_with("POD  REPLICA  CONTAINER  STATE    READY  PID"),
         "{table}"
     );
     let logs = rcompose(dir.path(), &["-p", &p, "logs", "db"]);
