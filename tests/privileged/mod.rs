@@ -6,6 +6,7 @@ mod files;
 mod images;
 mod isolation;
 mod lifecycle;
+mod oci;
 mod registry;
 mod registry_token;
 mod security;
