@@ -1205,7 +1205,12 @@ pub fn remove(rt: &ExternalRuntime, state_root: &Path, id: &str, dir: &Path) -> 
     // both runtimes keep a container's state in `<root>/<id>/`
     let state = state_root.join(id);
     if state.exists() {
-        let runtime_log = dir.join("runtime.log");
+        // the runtime cannot start without its log file: a bundle already removed gets none
+        let runtime_log = if dir.is_dir() {
+            dir.join("runtime.log")
+        } else {
+            PathBuf::from("/dev/null")
+        };
         let mut cmd = runtime_command(rt, state_root, &runtime_log);
         cmd.args(["delete", "--force"])
             .arg(id)
