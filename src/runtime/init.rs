@@ -637,35 +637,8 @@ fn setup_root(cfg: &ContainerConfig) -> Result<(), Failed> {
         None::<&str>,
     )
     .map_err(err("failed to make mounts private".into()))?;
-    for mut m in overlay_mounts(&cfg.rootfs) {
-        // mount(2) data is one page: with many long layer paths, name the layers by
-        // descriptors instead (`/proc/self/fd/N`, 17 bytes each); they close when this
-        // process execs (O_CLOEXEC).
-        let mut held = Vec::new();
-        if m.data().len() + VOLATILE.len() > MAX_MOUNT_DATA {
-            for lower in &mut m.lower {
-                let fd = nix::fcntl::open(
-                    lower.as_path(),
-                    nix::fcntl::OFlag::O_PATH
-                        | nix::fcntl::OFlag::O_DIRECTORY
-                        | nix::fcntl::OFlag::O_CLOEXEC,
-                    Mode::empty(),
-                )
-                .map_err(err(format!("failed to open layer `{}`", lower.display())))?;
-                *lower = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
-                held.push(fd);
-            }
-            if m.data().len() + VOLATILE.len() > MAX_MOUNT_DATA {
-                return Err(Failed(format!(
-                    "{} layers are more than one overlay mount can stack",
-                    m.lower.len()
-                )));
-            }
-        }
-        mount_overlay(&m).map_err(err(format!(
-            "failed to mount the overlay root at `{}`",
-            m.target.display()
-        )))?;
+    for m in overlay_mounts(&cfg.rootfs) {
+        mount_layers(m).map_err(Failed)?;
     }
     let root = cfg.rootfs.dir.clone();
     let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
@@ -771,6 +744,39 @@ fn setup_root(cfg: &ContainerConfig) -> Result<(), Failed> {
         security::mask_paths().map_err(Failed)?;
     }
     Ok(())
+}
+
+/// Mounts one overlay of a container root (see [`mount_overlay`]). mount(2) data is one
+/// page: with many long layer paths, the layers are named by descriptors instead
+/// (`/proc/self/fd/N`, 17 bytes each), held open for the mount only. Also used by
+/// `super::oci` to mount an external runtime's bundle root on the host.
+pub(super) fn mount_layers(mut m: OverlayMount) -> Result<(), String> {
+    let err = |what: String| move |e: Errno| format!("{what}: {}", errno_text(e));
+    let mut held = Vec::new();
+    if m.data().len() + VOLATILE.len() > MAX_MOUNT_DATA {
+        for lower in &mut m.lower {
+            let fd = nix::fcntl::open(
+                lower.as_path(),
+                nix::fcntl::OFlag::O_PATH
+                    | nix::fcntl::OFlag::O_DIRECTORY
+                    | nix::fcntl::OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(err(format!("failed to open layer `{}`", lower.display())))?;
+            *lower = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+            held.push(fd);
+        }
+        if m.data().len() + VOLATILE.len() > MAX_MOUNT_DATA {
+            return Err(format!(
+                "{} layers are more than one overlay mount can stack",
+                m.lower.len()
+            ));
+        }
+    }
+    mount_overlay(&m).map_err(err(format!(
+        "failed to mount the overlay root at `{}`",
+        m.target.display()
+    )))
 }
 
 /// Mounts one of the container's volumes below `root` (before the pivot, so host paths

@@ -14,6 +14,7 @@ pub mod exec;
 pub mod forkserver;
 pub mod init;
 pub mod netns;
+pub mod oci;
 pub mod rootfs;
 pub mod security;
 pub mod stats;

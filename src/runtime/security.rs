@@ -19,7 +19,7 @@ use seccompiler::{
 
 /// /proc and /sys paths covered up: files by /dev/null, directories by an empty read-only
 /// tmpfs (Docker's list). Paths the kernel lacks are skipped.
-const MASKED: [&str; 11] = [
+pub(super) const MASKED: [&str; 11] = [
     "/proc/asound",
     "/proc/acpi",
     "/proc/kcore",
@@ -34,7 +34,7 @@ const MASKED: [&str; 11] = [
 ];
 
 /// /proc paths made read-only (bind-mounted on themselves, then remounted read-only).
-const READ_ONLY: [&str; 5] = [
+pub(super) const READ_ONLY: [&str; 5] = [
     "/proc/bus",
     "/proc/fs",
     "/proc/irq",
@@ -149,7 +149,7 @@ pub fn set_capabilities(keep: u64) -> Result<(), String> {
 }
 
 /// Capability numbers the filter's allowances depend on.
-mod cap {
+pub(super) mod cap {
     pub const DAC_READ_SEARCH: u8 = 2;
     pub const SYS_MODULE: u8 = 16;
     pub const SYS_RAWIO: u8 = 17;
@@ -167,7 +167,7 @@ mod cap {
 /// next to it (as Docker's default profile does: a capability re-allows its calls). The
 /// key management calls are refused always: keys are not namespaced.
 #[cfg(target_arch = "x86_64")]
-fn refused() -> Vec<(i64, Option<u8>)> {
+pub(super) fn refused() -> Vec<(i64, Option<u8>)> {
     use libc::*;
     vec![
         (SYS_add_key, None),
@@ -226,7 +226,7 @@ fn refused() -> Vec<(i64, Option<u8>)> {
 }
 
 /// Namespace flags `clone` may not carry without CAP_SYS_ADMIN.
-const NAMESPACE_FLAGS: [libc::c_int; 7] = [
+pub(super) const NAMESPACE_FLAGS: [libc::c_int; 7] = [
     libc::CLONE_NEWNS,
     libc::CLONE_NEWUTS,
     libc::CLONE_NEWIPC,

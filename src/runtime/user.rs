@@ -44,6 +44,13 @@ pub fn read_db(path: &str) -> Result<String, String> {
             .map_err(|e| format!("cannot open `{path}`: {e}"))?,
         Err(e) => return Err(format!("cannot open `{path}`: {e}")),
     };
+    read_opened(file, path)
+}
+
+/// Reads an account database already opened (as `path`, for messages): a regular file of at
+/// most [`MAX_DB_BYTES`]. `super::oci` opens the image's files from the host, confined to
+/// the container root by openat2(2)'s `RESOLVE_IN_ROOT`.
+pub fn read_opened(file: File, path: &str) -> Result<String, String> {
     let meta = file
         .metadata()
         .map_err(|e| format!("cannot read `{path}`: {e}"))?;

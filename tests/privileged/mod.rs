@@ -7,6 +7,7 @@ mod images;
 mod init;
 mod isolation;
 mod lifecycle;
+mod oci;
 mod probes;
 mod reconcile;
 mod registry;
