@@ -107,6 +107,27 @@ pub enum Need {
     Tool(&'static str),
 }
 
+/// The external runtime (`crun`, `runc`) `RCOMPOSE_RUNTIME` makes every `up` of the tests
+/// use (CI runs the privileged tests a second time with `crun`), or `None` for the built-in
+/// one. With an external runtime the command is the container's PID 1 (no rcompose-init),
+/// so a command that does not handle SIGTERM is killed after the grace period, and a few
+/// tests expect that.
+pub fn external_runtime() -> Option<String> {
+    std::env::var("RCOMPOSE_RUNTIME")
+        .ok()
+        .filter(|r| !r.is_empty() && r != "builtin")
+}
+
+/// `/proc/PID/status` lines without `Seccomp_filters:` when an external runtime runs the
+/// containers: it installs its seccomp profile as one filter, rcompose as two (the same
+/// refusals: privileged/oci.rs); everything else must be equal.
+pub fn comparable_status(text: &str) -> String {
+    text.lines()
+        .filter(|l| external_runtime().is_none() || !l.starts_with("Seccomp_filters:"))
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
 /// Panics naming what is missing: privileged tests never skip silently.
 #[track_caller]
 pub fn require(needs: &[Need]) {

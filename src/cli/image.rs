@@ -127,7 +127,7 @@ fn in_use(ctx: &Context) -> BTreeSet<Digest> {
     // A container's directory is `<run root>/<project>/<pod>-<n>.<container>/`.
     for project in pattern(&Context::run_root()) {
         for container in pattern(&project) {
-            let Ok(bytes) = std::fs::read(container.join("config.json")) else {
+            let Ok(bytes) = std::fs::read(container.join(crate::runtime::CONFIG_FILE)) else {
                 continue;
             };
             let Ok(config) = serde_json::from_slice::<ContainerConfig>(&bytes) else {

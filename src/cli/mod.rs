@@ -46,6 +46,10 @@ struct Cli {
         default_value = crate::image::store::DEFAULT_ROOT
     )]
     store: PathBuf,
+    /// Run every pod with this runtime: `builtin`, or an installed `crun` or `runc` [default:
+    /// each pod's `runtime`, else builtin]
+    #[arg(long = "runtime", value_name = "RUNTIME", env = "RCOMPOSE_RUNTIME", value_parser = parse_runtime)]
+    runtime: Option<crate::manifest::RuntimeKind>,
     #[command(subcommand)]
     command: Command,
 }
@@ -68,14 +72,10 @@ enum Command {
     },
     /// Stop and remove everything of the project
     Down {
-        /// Seconds containers get between SIGTERM and SIGKILL
-        #[arg(
-            short = 't',
-            long = "timeout",
-            value_name = "SECONDS",
-            default_value_t = 10
-        )]
-        timeout: u64,
+        /// Seconds every container gets between its stop signal and SIGKILL [default: each
+        /// container's `stop_grace_period`, else `up -t`, else 10]
+        #[arg(short = 't', long = "timeout", value_name = "SECONDS")]
+        timeout: Option<u64>,
         /// Also remove the project's named volumes
         #[arg(short = 'v', long = "volumes")]
         volumes: bool,
@@ -225,6 +225,7 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
         file: cli.file,
         project: cli.project,
         store: cli.store,
+        runtime: cli.runtime,
     };
     match cli.command {
         Command::Up {
@@ -236,7 +237,7 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
             timeout,
         } => up::detached(&ctx, timeout),
         Command::Supervise { timeout } => up::supervise(&ctx, Duration::from_secs(timeout)),
-        Command::Down { timeout, volumes } => down(&ctx, Duration::from_secs(timeout), volumes),
+        Command::Down { timeout, volumes } => down(&ctx, timeout.map(Duration::from_secs), volumes),
         Command::Ps { format } => ps(&ctx, format),
         Command::Stats {
             format,
@@ -296,6 +297,12 @@ struct Context {
     file: Option<PathBuf>,
     project: Option<String>,
     store: PathBuf,
+    runtime: Option<crate::manifest::RuntimeKind>,
+}
+
+fn parse_runtime(s: &str) -> Result<crate::manifest::RuntimeKind, String> {
+    crate::manifest::RuntimeKind::parse(s)
+        .ok_or_else(|| format!("unknown runtime `{s}`: expected `builtin`, `crun` or `runc`"))
 }
 
 impl Context {
@@ -364,7 +371,13 @@ impl Context {
                 None => project_from_dir(&base)?,
             },
         };
-        Ok((plan::desired_state(&m, &project, &base), abs))
+        let mut desired = plan::desired_state(&m, &project, &base);
+        if let Some(runtime) = self.runtime {
+            for c in desired.pods.values_mut().flat_map(|p| &mut p.containers) {
+                c.runtime = runtime;
+            }
+        }
+        Ok((desired, abs))
     }
 
     /// The project name without needing a manifest when `-p` is given.
@@ -414,7 +427,7 @@ fn project_from_dir(dir: &Path) -> Result<String, Error> {
         .and_then(|n| checked_project(&n))
 }
 
-fn down(ctx: &Context, grace: Duration, volumes: bool) -> Result<ExitCode, Error> {
+fn down(ctx: &Context, grace: Option<Duration>, volumes: bool) -> Result<ExitCode, Error> {
     let project = ctx.project()?;
     let report = teardown::down(&Context::run_root(), Path::new("/proc"), &project, grace)?;
     if report.found {

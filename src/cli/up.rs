@@ -178,7 +178,9 @@ fn apply_to_running(ctx: &Context, desired: &mut DesiredState) -> Result<Option<
         desired: desired.clone(),
         env,
     };
-    let response = match control::send(&socket, &desired.project, &request) {
+    // the answer comes once the changed pods run (a `healthy` dependency may take a while)
+    let timeout = Duration::from_secs(600);
+    let response = match control::send(&socket, &desired.project, &request, timeout) {
         Ok(r) => r,
         // it exited meanwhile: start afresh
         Err(ControlError::NotListening { .. }) => return Ok(None),
@@ -200,10 +202,36 @@ fn apply_to_running(ctx: &Context, desired: &mut DesiredState) -> Result<Option<
     }
 }
 
+/// Every external runtime the stack uses must be installed, and gives no terminal yet:
+/// checked before anything starts.
+fn check_runtimes(desired: &DesiredState) -> Result<(), Error> {
+    use crate::manifest::RuntimeKind;
+    use crate::runtime::oci::{ExternalRuntime, Kind};
+    for pod in desired.pods.values() {
+        for c in &pod.containers {
+            let kind = match c.runtime {
+                RuntimeKind::Builtin => continue,
+                RuntimeKind::Crun => Kind::Crun,
+                RuntimeKind::Runc => Kind::Runc,
+            };
+            ExternalRuntime::find(kind)
+                .map_err(|e| Error::Prerequisite(crate::supervisor::chain(&e)))?;
+            if c.tty {
+                return Err(Error::Up(format!(
+                    "container `{}.{}` asks for `tty`, which runtime `{kind}` does not support yet; use the builtin runtime",
+                    pod.name, c.name
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// `up` in the foreground.
 pub(super) fn foreground(ctx: &Context, grace: Duration) -> Result<ExitCode, Error> {
     let (mut desired, manifest) = ctx.desired_with_path()?;
     prerequisites()?;
+    check_runtimes(&desired)?;
     if let Some(code) = apply_to_running(ctx, &mut desired)? {
         return Ok(code);
     }
@@ -248,6 +276,7 @@ pub(super) fn foreground(ctx: &Context, grace: Duration) -> Result<ExitCode, Err
 pub(super) fn detached(ctx: &Context, timeout: u64) -> Result<ExitCode, Error> {
     let (mut desired, manifest) = ctx.desired_with_path()?;
     prerequisites()?;
+    check_runtimes(&desired)?;
     if let Some(code) = apply_to_running(ctx, &mut desired)? {
         return Ok(code);
     }
@@ -270,8 +299,11 @@ pub(super) fn detached(ctx: &Context, timeout: u64) -> Result<ExitCode, Error> {
         .arg("-p")
         .arg(&desired.project)
         .arg("--store")
-        .arg(&ctx.store)
-        .arg("__supervise")
+        .arg(&ctx.store);
+    if let Some(runtime) = ctx.runtime {
+        cmd.arg("--runtime").arg(runtime.as_str());
+    }
+    cmd.arg("__supervise")
         .arg("--timeout")
         .arg(timeout.to_string())
         .stdin(Stdio::null())

@@ -11,8 +11,8 @@ use crate::manifest::{
     CommandSpec, Condition, ContainerSpec, DependencySpec, DependsOnSpec, EmptyDirSpec, EnvSpec,
     FileSourceSpec, FileUseSpec, HealthcheckSpec, HttpProbeSpec, ImageSpec, LayerMount, LayerSpec,
     LongFileUseSpec, LongMountSpec, Manifest, MountSpec, MountType, PodSpec, PodVolumeSpec,
-    PortMapping, PortSpec, ProbeSpec, PullPolicy, Quantity, ResourcesSpec, Restart, ServiceSpec,
-    TcpProbeSpec, Text, TmpfsSpec, VolumeSpec,
+    PortMapping, PortSpec, ProbeSpec, PullPolicy, Quantity, ResourcesSpec, Restart, RuntimeKind,
+    ServiceSpec, TcpProbeSpec, Text, TmpfsSpec, VolumeSpec,
 };
 
 /// Which part of a `key: value` entry a problem points at.
@@ -573,11 +573,12 @@ const DEPENDENCY_KEYS: [&str; 1] = ["condition"];
 const RESOURCE_KEYS: [&str; 3] = ["cpu", "memory", "pids"];
 const SERVICE_KEYS: [&str; 2] = ["selector", "ports"];
 const PORT_KEYS: [&str; 3] = ["port", "target", "publish"];
-const POD_KEYS: [&str; 7] = [
+const POD_KEYS: [&str; 8] = [
     "replicas",
     "labels",
     "depends_on",
     "restart",
+    "runtime",
     "volumes",
     "init_containers",
     "containers",
@@ -611,6 +612,22 @@ fn pod(cx: &mut Issues, node: &Node, path: &str, name: &str) -> PodSpec {
         let rpath = join(path, "restart");
         if let Some(text) = cx.text(n, &rpath, &format!("`restart` of {what}")) {
             spec.restart = restart(cx, &text, &rpath, name);
+        }
+    }
+    if let Some(n) = e.get("runtime") {
+        let rpath = join(path, "runtime");
+        if let Some(text) = cx.text(n, &rpath, &format!("`runtime` of {what}")) {
+            spec.runtime = RuntimeKind::parse(&text);
+            if spec.runtime.is_none() {
+                let hint = suggest(&text, &RUNTIMES)
+                    .map(|s| format!("; did you mean `{s}`?"))
+                    .unwrap_or_default();
+                cx.shape(
+                    &rpath,
+                    Anchor::Value,
+                    format!("unknown runtime `{text}` in pod `{name}`: expected `builtin`, `crun` or `runc`{hint}"),
+                );
+            }
         }
     }
     if let Some(n) = e.get("volumes") {
@@ -703,6 +720,7 @@ fn restart(cx: &mut Issues, text: &str, path: &str, pod: &str) -> Option<Restart
 }
 
 const RESTARTS: [&str; 3] = ["always", "on-failure", "never"];
+const RUNTIMES: [&str; 3] = ["builtin", "crun", "runc"];
 
 fn depends_on(cx: &mut Issues, node: &Node, path: &str, pod: &str) -> Option<DependsOnSpec> {
     let what = format!("`depends_on` of pod `{pod}`");

@@ -149,6 +149,10 @@ pub struct PodSpec {
     /// Restart policy; default `never`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restart: Option<Restart>,
+    /// The container runtime: `builtin` (default), or an external OCI runtime, `crun` or
+    /// `runc`, given a bundle with the same settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<RuntimeKind>,
     /// Volumes of the pod, mounted by name into its containers: `{ shared: { empty_dir: {} } }`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub volumes: BTreeMap<String, PodVolumeSpec>,
@@ -308,6 +312,42 @@ pub enum Condition {
     Completed,
     /// Every replica's containers are ready (their readiness probes pass).
     Healthy,
+}
+
+/// The runtime that runs a pod's containers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RuntimeKind {
+    /// rcompose's own: a re-executed helper and a 2 KiB init as PID 1.
+    #[default]
+    Builtin,
+    /// crun, with an OCI bundle.
+    Crun,
+    /// runc, with an OCI bundle.
+    Runc,
+}
+
+impl RuntimeKind {
+    /// The spelling in the manifest and on the command line.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RuntimeKind::Builtin => "builtin",
+            RuntimeKind::Crun => "crun",
+            RuntimeKind::Runc => "runc",
+        }
+    }
+
+    /// From its spelling.
+    #[must_use]
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "builtin" => Some(RuntimeKind::Builtin),
+            "crun" => Some(RuntimeKind::Crun),
+            "runc" => Some(RuntimeKind::Runc),
+            _ => None,
+        }
+    }
 }
 
 /// What happens when a container exits.

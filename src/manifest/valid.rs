@@ -78,6 +78,10 @@ fn grace_text<S: Serializer>(d: &Option<std::time::Duration>, s: S) -> Result<S:
     }
 }
 
+fn is_builtin(r: &crate::manifest::RuntimeKind) -> bool {
+    *r == crate::manifest::RuntimeKind::Builtin
+}
+
 fn duration_text<S: Serializer>(d: &std::time::Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&format!("{}ms", d.as_millis()))
 }
@@ -199,6 +203,9 @@ pub struct Pod {
     pub depends_on: BTreeMap<String, Dependency>,
     /// Restart policy.
     pub restart: Restart,
+    /// The container runtime.
+    #[serde(skip_serializing_if = "is_builtin")]
+    pub runtime: crate::manifest::RuntimeKind,
     /// `empty_dir` volumes of each replica.
     #[serde(
         skip_serializing_if = "BTreeSet::is_empty",

@@ -14,7 +14,7 @@ use crate::manifest::valid::{
 use crate::manifest::{
     Bytes, CommandSpec, Condition, ContainerSpec, DependsOnSpec, EnvSpec, FileSourceSpec,
     FileUseSpec, HOST_IMAGE, LayerSpec, LongFileUseSpec, Manifest, MilliCpu, MountSpec, MountType,
-    PodSpec, PortSpec, ProbeSpec, Restart, ServiceSpec, shell,
+    PodSpec, PortSpec, ProbeSpec, Restart, RuntimeKind, ServiceSpec, shell,
 };
 
 /// Longest pod name: the hostname `<pod>-<replica>` must stay well under 64 characters.
@@ -415,6 +415,24 @@ fn pod(m: &Manifest, name: &str, spec: &PodSpec, issues: &mut Issues, facts: &Fa
     };
     let init_containers = check(&spec.init_containers, "init_containers", issues);
     let containers = check(&spec.containers, "containers", issues);
+    // an external runtime gets no terminal yet (it would need its console socket)
+    if let Some(runtime) = spec.runtime.filter(|r| *r != RuntimeKind::Builtin) {
+        let lists = [
+            ("init_containers", &spec.init_containers),
+            ("containers", &spec.containers),
+        ];
+        for (key, list) in lists {
+            for (i, c) in list.iter().enumerate() {
+                if c.tty == Some(true) {
+                    issues.report(
+                        &join(&index(&join(&path, key), i), "tty"),
+                        Anchor::Key,
+                        format!("container `{name}.{}` asks for `tty`, which runtime `{}` does not support yet; use the builtin runtime", c.name, runtime.as_str()),
+                    );
+                }
+            }
+        }
+    }
     for vname in spec.volumes.keys() {
         if let Err(why) = resource_name(vname, MAX_NAME) {
             issues.report(
@@ -429,6 +447,7 @@ fn pod(m: &Manifest, name: &str, spec: &PodSpec, issues: &mut Issues, facts: &Fa
         labels: spec.labels.clone(),
         depends_on,
         restart: spec.restart.unwrap_or(Restart::Never),
+        runtime: spec.runtime.unwrap_or_default(),
         volumes: spec.volumes.keys().cloned().collect(),
         init_containers,
         containers,

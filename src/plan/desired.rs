@@ -129,6 +129,9 @@ pub struct ContainerPlan {
     /// Startup probe.
     #[serde(default)]
     pub startup: Option<ProbePlan>,
+    /// The runtime that runs it (its pod's).
+    #[serde(default)]
+    pub runtime: crate::manifest::RuntimeKind,
 }
 
 /// A probe of a container (see the manifest's `readiness`, `liveness` and `startup`).

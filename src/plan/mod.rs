@@ -55,6 +55,10 @@ pub fn desired_state(m: &ValidManifest, project: &str, base_dir: &Path) -> Desir
                             .iter()
                             .map(|c| container_plan(m, c, base_dir, false)),
                     )
+                    .map(|mut c| {
+                        c.runtime = pod.runtime;
+                        c
+                    })
                     .collect(),
             };
             (name.clone(), plan)
@@ -172,6 +176,7 @@ fn container_plan(
         readiness: c.readiness.as_ref().map(probe_plan),
         liveness: c.liveness.as_ref().map(probe_plan),
         startup: c.startup.as_ref().map(probe_plan),
+        runtime: manifest::RuntimeKind::Builtin,
         stop_signal: manifest::quantity::parse_signal(&c.stop_signal).map_or(15, |(_, n)| n),
         stop_grace_period: c.stop_grace_period,
         init,

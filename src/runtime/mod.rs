@@ -76,6 +76,10 @@ pub struct ContainerConfig {
     pub tty: bool,
 }
 
+/// The file in a container's directory that holds its [`ContainerConfig`] (JSON); not
+/// `config.json`, which is an external runtime's bundle config there.
+pub const CONFIG_FILE: &str = "container.json";
+
 /// A bind mount of a host path, or a fresh tmpfs, in a container.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Mount {

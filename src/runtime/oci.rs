@@ -90,6 +90,9 @@ pub enum OciError {
     /// The overlay root could not be mounted (the message names the mount and the cause).
     #[error("{0}")]
     Rootfs(String),
+    /// The command is not in the image (told as the built-in runtime tells it).
+    #[error("`{0}`: executable file not found in $PATH")]
+    NotFound(String),
     /// `user:` could not be resolved in the image.
     #[error("cannot run as user `{user}`: {message}")]
     User {
@@ -963,6 +966,44 @@ fn open_in_root(root_fd: &OwnedFd, rel: &str, flags: OFlag) -> nix::Result<Owned
     )
 }
 
+/// A command without a `/` must be an executable file in one of the container's `PATH`
+/// directories (the image's, symlinks resolved inside the root): checked before the runtime
+/// starts, so a missing program fails as with the built-in runtime, naming it.
+fn check_command(root: &Path, config: &ContainerConfig) -> Result<()> {
+    let Some(program) = config.command.first() else {
+        return Err(OciError::Rootfs("the container has no command".into()));
+    };
+    if program.contains('/') || program.is_empty() {
+        return Ok(());
+    }
+    let Ok(root_fd) = nix::fcntl::open(
+        root,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    ) else {
+        // the runtime will say what is wrong with the root
+        return Ok(());
+    };
+    let path = config
+        .env
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "PATH")
+        .map_or(init::DEFAULT_PATH, |(_, v)| v.as_str());
+    let found = path.split(':').filter(|d| !d.is_empty()).any(|dir| {
+        let rel = format!("{}/{program}", dir.trim_start_matches('/'));
+        open_in_root(&root_fd, &rel, OFlag::O_PATH)
+            .ok()
+            .and_then(|fd| nix::sys::stat::fstat(&fd).ok())
+            .is_some_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFREG && st.st_mode & 0o111 != 0)
+    });
+    if found {
+        Ok(())
+    } else {
+        Err(OciError::NotFound(program.clone()))
+    }
+}
+
 /// Resolves `spec` (`user:`) against the image's /etc/passwd and /etc/group in the mounted
 /// root `root` (bounded reads of regular files, as the built-in init does after its pivot).
 fn resolve_user(root: &Path, spec: &str) -> Result<User> {
@@ -1016,6 +1057,21 @@ fn write_etc(root: &Path, hostname: &str) {
             let _ = File::from(fd).write_all(content.as_bytes());
         }
     }
+}
+
+/// The first component of `target` (absolute, in the container) that is a symbolic link
+/// below `root`, as a path relative to the root.
+fn symlink_on_the_way(root: &Path, target: &str) -> Option<String> {
+    let mut rel = PathBuf::new();
+    for part in target.split('/').filter(|p| !p.is_empty()) {
+        rel.push(part);
+        match fs::symlink_metadata(root.join(&rel)) {
+            Ok(m) if m.file_type().is_symlink() => return Some(rel.display().to_string()),
+            Ok(_) => {}
+            Err(_) => return None,
+        }
+    }
+    None
 }
 
 /// Creates the directories of the bundle that must exist before mounting.
@@ -1111,6 +1167,17 @@ fn start(
             home: None,
         },
     };
+    // as the built-in runtime: a mount target through a symlink of the image is refused
+    // (crun and runc would resolve it inside the root; refusing keeps both runtimes alike)
+    for m in &config.mounts {
+        if let Some(rel) = symlink_on_the_way(root, &m.target) {
+            return Err(OciError::Rootfs(format!(
+                "refusing to mount on `{}`: `/{rel}` is a symbolic link in the image",
+                m.target
+            )));
+        }
+    }
+    check_command(root, config)?;
     write_etc(root, &config.hostname);
     let spec = spec(
         config,

@@ -34,6 +34,13 @@ pub enum Request {
         /// from, as the client's environment has them (absent: unset).
         env: BTreeMap<String, String>,
     },
+    /// Stop and remove everything (`down`): containers get their stop signal, then SIGKILL
+    /// after their grace period, or after `grace_ms` when set (`down -t`, which overrides
+    /// their own, as Compose's).
+    Stop {
+        /// The grace period, in milliseconds.
+        grace_ms: Option<u64>,
+    },
 }
 
 /// What happened to a pod in an [`Request::Apply`].
@@ -95,12 +102,20 @@ pub enum ControlError {
     },
 }
 
-/// Sends `request` to the supervisor listening on `socket` and waits for its answer.
-pub fn send(socket: &Path, project: &str, request: &Request) -> Result<Response, ControlError> {
+/// Sends `request` to the supervisor listening on `socket` and waits for its answer, at
+/// most `timeout` (a supervisor that hangs must not hang its client).
+pub fn send(
+    socket: &Path,
+    project: &str,
+    request: &Request,
+    timeout: Duration,
+) -> Result<Response, ControlError> {
     let mut stream = UnixStream::connect(socket).map_err(|source| ControlError::NotListening {
         path: socket.display().to_string(),
         source,
     })?;
+    let _ = stream.set_read_timeout(Some(timeout));
+    let _ = stream.set_write_timeout(Some(timeout));
     let io = |source| ControlError::Io {
         project: project.to_string(),
         source,
@@ -202,7 +217,9 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let socket = dir.join("control.sock");
         listen(&socket, |request, reply| {
-            let Request::Apply { desired, env } = request;
+            let Request::Apply { desired, env } = request else {
+                return false;
+            };
             let mut pods = BTreeMap::new();
             pods.insert(desired.project, Change::Recreated);
             let error = env.get("TOKEN").cloned();
@@ -213,7 +230,7 @@ mod tests {
             desired: desired(),
             env: BTreeMap::from([("TOKEN".to_string(), "x".to_string())]),
         };
-        let answer = send(&socket, "p", &request).unwrap();
+        let answer = send(&socket, "p", &request, Duration::from_secs(10)).unwrap();
         assert_eq!(answer.pods["p"], Change::Recreated);
         assert_eq!(answer.error.as_deref(), Some("x"));
         let mode = std::os::unix::fs::PermissionsExt::mode(
@@ -223,7 +240,7 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
         // nobody listens any more
         assert!(matches!(
-            send(&socket, "p", &request),
+            send(&socket, "p", &request, Duration::from_secs(10)),
             Err(ControlError::NotListening { .. })
         ));
     }

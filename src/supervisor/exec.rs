@@ -10,7 +10,6 @@ use super::state::{
     ContainerRecord, ContainerState, ProjectPaths, ProjectState, StateError, display_name,
     is_same_process,
 };
-use super::teardown;
 use crate::runtime::ContainerConfig;
 use crate::runtime::cgroup;
 use crate::runtime::exec::{ExecRequest, ExecSpec, ExecTarget};
@@ -209,8 +208,7 @@ pub fn prepare(
         .count()
         == 1;
     let name = display_name(&record.pod, record.replica, &record.container, single);
-    let mounts = teardown::cgroup_mounts(proc_root);
-    spec_for(record, name, proc_root, &mounts, request)
+    spec_for(record, name, proc_root, request)
 }
 
 /// The spec for running `request` in the container of `record` (shown as `name`), which
@@ -219,7 +217,6 @@ pub fn spec_for(
     record: &ContainerRecord,
     name: String,
     proc_root: &Path,
-    mounts: &[(String, std::path::PathBuf)],
     request: ExecRequest,
 ) -> Result<ExecSpec, TargetError> {
     if record.state != ContainerState::Running {
@@ -233,7 +230,7 @@ pub fn spec_for(
         _ => return Err(TargetError::Gone { name }),
     };
     // written by the supervisor's `launch` for every start of the container
-    let path = record.dir.join("config.json");
+    let path = record.dir.join(crate::runtime::CONFIG_FILE);
     let raw = fs::read(&path).map_err(|source| TargetError::ReadConfig {
         name: name.clone(),
         path: path.clone(),
@@ -245,7 +242,14 @@ pub fn spec_for(
             path: path.clone(),
             source,
         })?;
-    let join = cgroup::self_join_files(cgroup::detect_version(), mounts, &record.cgroup);
+    // the hierarchies the container's cgroup is in: rcompose's controllers, or every one
+    // for an external runtime's container
+    let info = fs::read_to_string(proc_root.join("self/mountinfo")).unwrap_or_default();
+    let mounts: Vec<(String, std::path::PathBuf)> = crate::runtime::oci::hierarchies(&info)
+        .into_iter()
+        .filter(|(_, m)| m.join(&record.cgroup).is_dir())
+        .collect();
+    let join = cgroup::self_join_files(cgroup::detect_version(), &mounts, &record.cgroup);
     let target = ExecTarget {
         name,
         pid,
@@ -443,7 +447,7 @@ mod tests {
         assert!(matches!(err, TargetError::ReadConfig { .. }), "{err}");
         assert_eq!(
             err.to_string(),
-            "failed to read the config of container `web-2` (`/run/rcompose/p/web-2.app/config.json`)"
+            "failed to read the config of container `web-2` (`/run/rcompose/p/web-2.app/container.json`)"
         );
         fs::remove_dir_all(&dir).unwrap();
     }

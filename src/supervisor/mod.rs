@@ -33,6 +33,7 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
 use self::state::{ContainerRecord, ContainerState, ProjectPaths, ProjectState};
+use crate::manifest::RuntimeKind;
 use crate::plan::desired::{Condition, ContainerPlan, DesiredState, MountSource, PodPlan};
 use crate::runtime::cgroup::{self, CgroupError, Cgroups, KernelCgroup};
 use crate::runtime::netns::NetnsError;
@@ -305,6 +306,8 @@ pub struct Supervisor {
     tx: Sender<Msg>,
     /// The next slot id.
     next_id: u64,
+    /// `down -t`: the grace period every container gets at teardown.
+    grace_override: Option<Duration>,
     _lock: teardown::ProjectLock,
 }
 
@@ -404,6 +407,7 @@ impl Supervisor {
             exec_probes: HashMap::new(),
             tx: probe_tx,
             next_id: 0,
+            grace_override: None,
             paths,
             progress,
             sink,
@@ -787,6 +791,14 @@ impl Supervisor {
                     self.exits.insert(pid, status);
                     self.collect_exits();
                     let _ = self.save();
+                }
+                Ok(Msg::Control(control::Request::Stop { grace_ms }, reply)) => {
+                    self.grace_override = grace_ms.map(Duration::from_millis);
+                    let _ = reply.send(control::Response {
+                        pods: BTreeMap::new(),
+                        error: None,
+                    });
+                    return Outcome::Signalled(Signal::SIGTERM as i32);
                 }
                 Ok(Msg::Control(control::Request::Apply { desired, env }, reply)) => {
                     if !ready_sent || self.pending.is_some() {
@@ -1191,10 +1203,12 @@ impl Supervisor {
         let mut deadlines: Vec<(usize, Instant)> = members
             .iter()
             .map(|&i| {
-                let grace = self.slots[i]
-                    .plan
-                    .stop_grace_period
-                    .unwrap_or(self.opts.grace);
+                let grace = self.grace_override.unwrap_or_else(|| {
+                    self.slots[i]
+                        .plan
+                        .stop_grace_period
+                        .unwrap_or(self.opts.grace)
+                });
                 (i, start + grace)
             })
             .collect();
@@ -1243,6 +1257,19 @@ impl Supervisor {
                 }
                 // probes do not matter while containers stop
                 Ok(Msg::Probe(_)) => {}
+                // `down` while containers stop: its grace period from now on
+                Ok(Msg::Control(control::Request::Stop { grace_ms }, reply)) => {
+                    if let Some(grace) = grace_ms.map(Duration::from_millis) {
+                        self.grace_override = Some(grace);
+                        for (_, d) in &mut deadlines {
+                            *d = (*d).min(Instant::now() + grace);
+                        }
+                    }
+                    let _ = reply.send(control::Response {
+                        pods: BTreeMap::new(),
+                        error: None,
+                    });
+                }
                 // nothing is applied while containers stop
                 Ok(Msg::Control(_, reply)) => {
                     let _ = reply.send(control::Response {
@@ -1289,6 +1316,7 @@ impl Supervisor {
             }
         }
         for s in &self.slots {
+            remove_external(&self.opts, s);
             if let Some(cg) = &s.cgroup {
                 let _ = cg.remove();
             }
@@ -1412,11 +1440,11 @@ fn launch(opts: &UpOptions, slot: &Slot) -> Result<Prepared, String> {
         .map_err(|e| io("failed to open", &slot.record.log, e))?;
     let (log_read, log_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| format!("failed to create a pipe: {e}"))?;
-    let config_path = slot.record.dir.join("config.json");
+    let config_path = slot.record.dir.join(runtime::CONFIG_FILE);
     // Everything else is made while the helper starts (and, for the pod's first container,
     // creates the pod's network namespace): the container's cgroup, its directories and its
     // config. The helper joins the cgroup once it is made.
-    let prepare = || -> Result<(), String> {
+    let make = || -> Result<ContainerConfig, String> {
         // a restart finds the cgroup in place; creating it again re-applies the limits
         cgroup.create(&slot.plan.resources).map_err(|e| chain(&e))?;
         for dir in dirs_to_create(&slot.rootfs) {
@@ -1471,11 +1499,37 @@ fn launch(opts: &UpOptions, slot: &Slot) -> Result<Prepared, String> {
         };
         let json = serde_json::to_vec(&config).map_err(|e| e.to_string())?;
         fs::write(&config_path, json).map_err(|e| io("failed to write", &config_path, e))?;
-        Ok(())
+        Ok(config)
     };
     // the pod's first container creates its network namespace (in its helper, in parallel
     // with `prepare`); the others, and restarts, join it
     let create_netns = (!slot.netns.exists()).then_some(slot.netns.as_path());
+    if let Some(kind) = external_runtime(slot.plan.runtime) {
+        let config = make()?;
+        let rt = runtime::oci::ExternalRuntime::find(kind).map_err(|e| chain(&e))?;
+        let (state_root, id) = oci_names(opts, slot);
+        // what an earlier run of this container left (a restart)
+        runtime::oci::remove(&rt, &state_root, &id, &slot.record.dir).map_err(|e| chain(&e))?;
+        return match runtime::oci::spawn(
+            &rt,
+            &state_root,
+            &id,
+            &config,
+            &slot.plan.resources,
+            log_write,
+            &slot.record.cgroup,
+            create_netns,
+        ) {
+            Ok(started) => Ok(Prepared {
+                pid: started.pid,
+                cgroup,
+                log_read,
+                log_file,
+            }),
+            Err(e) => Err(copy_log(log_read, log_file, chain(&e))),
+        };
+    }
+    let prepare = || make().map(drop);
     match runtime::spawn(
         &opts.exe,
         &config_path,
@@ -1506,6 +1560,40 @@ fn launch(opts: &UpOptions, slot: &Slot) -> Result<Prepared, String> {
             // the init printed the reason into the log too; copy what is there
             Err(copy_log(log_read, log_file, message))
         }
+    }
+}
+
+/// The external runtime of `kind`, if it is not the built-in one.
+fn external_runtime(kind: RuntimeKind) -> Option<runtime::oci::Kind> {
+    match kind {
+        RuntimeKind::Builtin => None,
+        RuntimeKind::Crun => Some(runtime::oci::Kind::Crun),
+        RuntimeKind::Runc => Some(runtime::oci::Kind::Runc),
+    }
+}
+
+/// The external runtime's state directory (in the project directory) and the container's
+/// id there: `<project>.<pod>-<n>.<container>`.
+fn oci_names(opts: &UpOptions, slot: &Slot) -> (PathBuf, String) {
+    let project = &opts.desired.project;
+    (
+        opts.run_root.join(project).join("oci"),
+        format!(
+            "{project}.{}.{}",
+            slot.record.replica_name(),
+            slot.record.container
+        ),
+    )
+}
+
+/// Deletes the external runtime's container of `slot`, if it has one (after it stopped):
+/// its runtime state, its cgroups in every hierarchy and the mount of its root.
+fn remove_external(opts: &UpOptions, slot: &Slot) {
+    if let Some(kind) = external_runtime(slot.plan.runtime)
+        && let Ok(rt) = runtime::oci::ExternalRuntime::find(kind)
+    {
+        let (state_root, id) = oci_names(opts, slot);
+        let _ = runtime::oci::remove(&rt, &state_root, &id, &slot.record.dir);
     }
 }
 

@@ -208,14 +208,9 @@ impl Supervisor {
                     command: argv.clone(),
                     ..ExecRequest::default()
                 };
-                let spec = super::exec::spec_for(
-                    &s.record,
-                    self.name(i),
-                    &self.opts.proc_root,
-                    &self.mounts,
-                    request,
-                )
-                .map_err(|e| super::chain(&e))?;
+                let spec =
+                    super::exec::spec_for(&s.record, self.name(i), &self.opts.proc_root, request)
+                        .map_err(|e| super::chain(&e))?;
                 let process = spawn_probe(&self.opts.exe, &spec).map_err(|e| super::chain(&e))?;
                 let (pid, channel) = process.into_parts();
                 self.exec_probes.insert(

@@ -195,6 +195,7 @@ impl Supervisor {
             if let Some(h) = s.logger.take() {
                 let _ = h.join();
             }
+            super::remove_external(&self.opts, &s);
             if let Some(cg) = &s.cgroup {
                 let _ = cg.remove();
             }

@@ -76,7 +76,7 @@ impl ProjectPaths {
             .unwrap_or_default()
     }
     /// The directory of container `container` of replica `replica` (`web-1`): `web-1.app/`
-    /// (upper, work, config.json; the root is mounted on it). One level in the project
+    /// (upper, work, container.json; the root is mounted on it). One level in the project
     /// directory itself, like the logs and the network namespace pins: where /run is on a
     /// disk, every directory is one more removal at `down`, and on this machine each waits
     /// for a discard. Pod and container names are DNS labels (no dots) and replica names end

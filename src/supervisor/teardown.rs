@@ -50,13 +50,15 @@ pub fn try_lock(paths: &ProjectPaths) -> Result<Option<ProjectLock>, SupervisorE
 }
 
 /// Stops and removes everything of a project. `grace` is the time containers get between
-/// SIGTERM and SIGKILL.
+/// SIGTERM and SIGKILL (`down -t`); without it, a running supervisor gives each container
+/// its own (`stop_grace_period`, else `up -t`), and orphans get the default 10 s.
 pub fn down(
     run_root: &Path,
     proc_root: &Path,
     project: &str,
-    grace: Duration,
+    asked_grace: Option<Duration>,
 ) -> Result<DownReport, SupervisorError> {
+    let grace = asked_grace.unwrap_or(super::DEFAULT_GRACE);
     let paths = ProjectPaths::new(run_root, project);
     let mut report = DownReport::default();
     let mounts = cgroup_mounts(proc_root);
@@ -76,7 +78,20 @@ pub fn down(
                     .as_ref()
                     .map(|s| (s.supervisor_pid, s.supervisor_start));
                 let alive = pid.filter(|&(pid, start)| is_same_process(proc_root, pid, start));
-                if let Some((pid, _)) = alive {
+                // through its control socket, with our grace period; else a SIGTERM (its
+                // own grace period then)
+                let request = super::control::Request::Stop {
+                    grace_ms: asked_grace.map(|g| u64::try_from(g.as_millis()).unwrap_or(u64::MAX)),
+                };
+                let asked = alive.is_some()
+                    && super::control::send(
+                        &paths.control_socket(),
+                        project,
+                        &request,
+                        Duration::from_secs(5),
+                    )
+                    .is_ok();
+                if let Some((pid, _)) = alive.filter(|_| !asked) {
                     let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
                 }
                 // its teardown takes at most the grace period and a moment; a supervisor
@@ -194,6 +209,15 @@ pub fn cleanup(
     mounts: &[(String, PathBuf)],
 ) -> Result<(), SupervisorError> {
     let subtree = paths.cgroup_subtree();
+    // an external runtime (crun, runc) made the containers' cgroups in every hierarchy
+    let every;
+    let mounts = if paths.dir.join("oci").exists() {
+        let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        every = crate::runtime::oci::hierarchies(&info);
+        &every[..]
+    } else {
+        mounts
+    };
     cgroup::destroy_subtree(mounts, &subtree)
         .map_err(|source| SupervisorError::Cgroup { source })?;
     cgroup::remove_empty_parents(mounts, Path::new(&subtree));
