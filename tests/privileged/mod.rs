@@ -19,3 +19,4 @@ mod teardown;
 mod tty;
 mod unpack;
 mod volumes;
+mod with_crun;
