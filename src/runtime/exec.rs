@@ -215,12 +215,26 @@ pub fn spawn(
     let mut cmd = Command::new(exe);
     cmd.arg("__exec")
         .arg(theirs.as_raw_fd().to_string())
-        .env_clear()
-        .process_group(0)
         .stdin(stdin)
         .stdout(out)
         .stderr(err);
+    start_helper(cmd, exe, spec, ours, Some(theirs))
+}
+
+/// Spawns the helper `cmd` (its channel's other end already arranged; `theirs`, if this
+/// process holds it, is closed once the helper has it, so that a helper that dies makes the
+/// write fail instead of block), in a process group of its own with an empty environment,
+/// and sends it `spec` on `channel`.
+fn start_helper(
+    mut cmd: Command,
+    exe: &Path,
+    spec: &ExecSpec,
+    mut channel: UnixStream,
+    theirs: Option<UnixStream>,
+) -> Result<ExecProcess, ExecError> {
+    cmd.env_clear().process_group(0);
     let spawned = cmd.spawn();
+    drop(cmd);
     drop(theirs);
     let child = spawned.map_err(|source| ExecError::Spawn {
         exe: exe.to_owned(),
@@ -230,15 +244,14 @@ pub fn spawn(
     let pid = Pid::from_raw(child.id().cast_signed());
     drop(child);
     let json = serde_json::to_vec(spec).map_err(|e| ExecError::Channel(e.into()))?;
-    let mut channel = ours;
     let sent = channel
         .write_all(&json)
         .and_then(|()| channel.shutdown(std::net::Shutdown::Write));
-    if let Err(e) = sent {
-        // the helper died before reading its spec: the status tells the rest
-        if e.kind() != io::ErrorKind::BrokenPipe {
-            return Err(ExecError::Channel(e));
-        }
+    // the helper died before reading its spec: the status tells the rest
+    if let Err(e) = sent
+        && e.kind() != io::ErrorKind::BrokenPipe
+    {
+        return Err(ExecError::Channel(e));
     }
     Ok(ExecProcess { pid, channel })
 }
@@ -253,30 +266,10 @@ pub fn spawn_probe(exe: &Path, spec: &ExecSpec) -> Result<ExecProcess, ExecError
     let mut cmd = Command::new(exe);
     cmd.arg("__exec")
         .arg("0")
-        .env_clear()
-        .process_group(0)
         .stdin(Stdio::from(OwnedFd::from(theirs)))
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    let spawned = cmd.spawn();
-    drop(cmd);
-    let child = spawned.map_err(|source| ExecError::Spawn {
-        exe: exe.to_owned(),
-        source,
-    })?;
-    let pid = Pid::from_raw(child.id().cast_signed());
-    drop(child);
-    let json = serde_json::to_vec(spec).map_err(|e| ExecError::Channel(e.into()))?;
-    let mut channel = ours;
-    let sent = channel
-        .write_all(&json)
-        .and_then(|()| channel.shutdown(std::net::Shutdown::Write));
-    if let Err(e) = sent
-        && e.kind() != io::ErrorKind::BrokenPipe
-    {
-        return Err(ExecError::Channel(e));
-    }
-    Ok(ExecProcess { pid, channel })
+    start_helper(cmd, exe, spec, ours, None)
 }
 
 impl ExecProcess {
