@@ -349,6 +349,13 @@ impl Supervisor {
     ) -> Result<Self, SupervisorError> {
         let paths = ProjectPaths::new(&opts.run_root, &opts.desired.project);
         let setup = |what| move |source| SupervisorError::Setup { what, source };
+        // One malloc arena for every thread: the log, probe and control threads allocate
+        // little, and each extra glibc arena costs resident memory (about 0.5 MB for a
+        // 20-container stack, measured with MALLOC_ARENA_MAX=1).
+        // SAFETY: mallopt only sets a parameter of this process's allocator.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 1);
+        }
         block_signals().map_err(setup("blocking signals"))?;
         runtime::become_subreaper().map_err(setup("becoming a child subreaper"))?;
         let lock = match teardown::try_lock(&paths)? {
@@ -749,6 +756,17 @@ impl Supervisor {
                     .any(|s| s.record.state == ContainerState::Waiting)
             {
                 ready_sent = true;
+                // A detached supervisor keeps no fork server once the stack is up: it made
+                // `up` faster, and restarts and applies from here on re-execute rcompose
+                // for their helpers (about 1.8 MB less resident memory for the project).
+                // Before `up -d` is told, so that what it leaves running is final.
+                if self.opts.stay
+                    && let Some(server) = self.opts.forkserver.take()
+                {
+                    server.stop(&self.opts.proc_root);
+                    self.starts.1 = None;
+                    let _ = self.save();
+                }
                 self.progress.event(&Event::Ready);
                 on_ready(Ok(()));
             }

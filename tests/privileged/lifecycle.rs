@@ -233,6 +233,17 @@ pods:
         assert_eq!(r["restarts"], 0);
         assert!(r["exit_code"].is_null());
     }
+    // once up, the detached supervisor keeps no fork server (less memory per project)
+    let state: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            std::path::Path::new("/run/rcompose")
+                .join(&p)
+                .join("state.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert!(state["forkserver"].is_null(), "{state}");
     let table = stdout(&rcompose(dir.path(), &["-p", &p, "ps"]));
     assert!(
         table.starts_with("POD  REPLICA  CONTAINER  STATE    READY  PID"),
