@@ -61,6 +61,14 @@ enum Command {
         /// Start in the background and return once every pod is running
         #[arg(short = 'd', long)]
         detach: bool,
+        /// With -d (implied): return once every pod is ready (readiness probes pass) or has
+        /// completed with exit code 0; a pod that fails first fails `up` and the stack is
+        /// removed
+        #[arg(long)]
+        wait: bool,
+        /// With --wait: give up (and remove the stack) after this many seconds
+        #[arg(long, value_name = "SECONDS", requires = "wait")]
+        wait_timeout: Option<u64>,
         /// Seconds containers get between SIGTERM and SIGKILL at teardown
         #[arg(
             short = 't',
@@ -166,6 +174,10 @@ enum Command {
     Supervise {
         #[arg(long)]
         timeout: u64,
+        #[arg(long)]
+        wait: bool,
+        #[arg(long)]
+        wait_timeout: Option<u64>,
     },
 }
 
@@ -230,13 +242,25 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
     match cli.command {
         Command::Up {
             detach: false,
+            wait: false,
             timeout,
+            ..
         } => up::foreground(&ctx, Duration::from_secs(timeout)),
         Command::Up {
-            detach: true,
             timeout,
-        } => up::detached(&ctx, timeout),
-        Command::Supervise { timeout } => up::supervise(&ctx, Duration::from_secs(timeout)),
+            wait,
+            wait_timeout,
+            ..
+        } => up::detached(&ctx, timeout, up::Wait::of(wait, wait_timeout)),
+        Command::Supervise {
+            timeout,
+            wait,
+            wait_timeout,
+        } => up::supervise(
+            &ctx,
+            Duration::from_secs(timeout),
+            up::Wait::of(wait, wait_timeout),
+        ),
         Command::Down { timeout, volumes } => down(&ctx, timeout.map(Duration::from_secs), volumes),
         Command::Ps { format } => ps(&ctx, format),
         Command::Stats {

@@ -37,6 +37,34 @@ fn current_exe() -> Result<PathBuf, Error> {
     })
 }
 
+/// `up --wait [--wait-timeout SECONDS]`.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Wait {
+    /// Report ready only once every pod is ready or completed.
+    wait: bool,
+    /// Seconds to wait at most.
+    timeout: Option<u64>,
+}
+
+impl Wait {
+    pub(super) fn of(wait: bool, timeout: Option<u64>) -> Self {
+        Wait { wait, timeout }
+    }
+
+    /// The arguments that pass it on to `__supervise`.
+    fn args(self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.wait {
+            out.push("--wait".to_string());
+        }
+        if let Some(t) = self.timeout {
+            out.push("--wait-timeout".to_string());
+            out.push(t.to_string());
+        }
+        out
+    }
+}
+
 fn options(
     desired: DesiredState,
     manifest: PathBuf,
@@ -45,6 +73,8 @@ fn options(
     forkserver: Option<Arc<ForkServer>>,
 ) -> Result<UpOptions, Error> {
     Ok(UpOptions {
+        wait: false,
+        wait_timeout: None,
         desired,
         manifest,
         run_root: Context::run_root(),
@@ -273,7 +303,7 @@ pub(super) fn foreground(ctx: &Context, grace: Duration) -> Result<ExitCode, Err
 }
 
 /// `up -d`: starts `rcompose __supervise` in its own session and waits for its report.
-pub(super) fn detached(ctx: &Context, timeout: u64) -> Result<ExitCode, Error> {
+pub(super) fn detached(ctx: &Context, timeout: u64, wait: Wait) -> Result<ExitCode, Error> {
     let (mut desired, manifest) = ctx.desired_with_path()?;
     prerequisites()?;
     check_runtimes(&desired)?;
@@ -306,6 +336,7 @@ pub(super) fn detached(ctx: &Context, timeout: u64) -> Result<ExitCode, Error> {
     cmd.arg("__supervise")
         .arg("--timeout")
         .arg(timeout.to_string())
+        .args(wait.args())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
@@ -385,7 +416,7 @@ impl Progress for PipeProgress {
 }
 
 /// The detached supervisor (`__supervise`): runs until `down` (SIGTERM).
-pub(super) fn supervise(ctx: &Context, grace: Duration) -> Result<ExitCode, Error> {
+pub(super) fn supervise(ctx: &Context, grace: Duration, wait: Wait) -> Result<ExitCode, Error> {
     // Keep nothing the caller of `up -d` left open (its pipes would stay open as long as
     // this supervisor runs): only stdio and the notify pipe at fd 3.
     runtime::init::close_inherited_fds(4);
@@ -412,7 +443,11 @@ pub(super) fn supervise(ctx: &Context, grace: Duration) -> Result<ExitCode, Erro
         return fail(e);
     }
     let opts = match options(desired, manifest, grace, true, server.clone()) {
-        Ok(o) => o,
+        Ok(mut o) => {
+            o.wait = wait.wait;
+            o.wait_timeout = wait.timeout.map(Duration::from_secs);
+            o
+        }
         Err(e) => {
             stop_unused(server.as_ref());
             return fail(e);

@@ -226,6 +226,11 @@ pub struct UpOptions {
     pub grace: Duration,
     /// Keep running after every container has exited (detached supervisor, until `down`).
     pub stay: bool,
+    /// `up --wait`: ready means every pod ready (probes) or completed with 0, not only
+    /// started; a pod that fails first, or `wait_timeout`, fails the start.
+    pub wait: bool,
+    /// With `wait`: the longest wait.
+    pub wait_timeout: Option<Duration>,
     /// Forks container init helpers without exec, if started (see
     /// [`runtime::forkserver`]); `None` re-executes rcompose for each.
     pub forkserver: Option<Arc<runtime::forkserver::ForkServer>>,
@@ -696,6 +701,7 @@ impl Supervisor {
 
     fn supervise(&mut self, on_ready: &mut dyn FnMut(Result<(), String>)) -> Outcome {
         let mut ready_sent = false;
+        let wait_until = self.opts.wait_timeout.map(|t| Instant::now() + t);
         let mut waiting_shown: Vec<(String, String)> = Vec::new();
         loop {
             // A start that fails before the stack is up ends `up`; once it is up, only an
@@ -749,11 +755,18 @@ impl Supervisor {
                 Ok(false) => {}
             }
             self.answer_pending(None);
+            if !ready_sent && self.opts.wait {
+                if let Err(message) = self.wait_check(wait_until) {
+                    on_ready(Err(message.clone()));
+                    return Outcome::StartFailed(message);
+                }
+            }
             if !ready_sent
                 && !self
                     .slots
                     .iter()
                     .any(|s| s.record.state == ContainerState::Waiting)
+                && (!self.opts.wait || self.all_ready())
             {
                 ready_sent = true;
                 // A detached supervisor keeps no fork server once the stack is up: it made
@@ -796,6 +809,7 @@ impl Supervisor {
                 .iter()
                 .filter_map(|s| s.due)
                 .chain(self.next_probe())
+                .chain(wait_until.filter(|_| !ready_sent))
                 .min()
                 .map_or(Duration::from_secs(3600), |d| {
                     d.saturating_duration_since(Instant::now())
@@ -845,6 +859,55 @@ impl Supervisor {
                 Err(RecvTimeoutError::Disconnected) => return Outcome::Signalled(0),
             }
         }
+    }
+
+    /// `up --wait`: every pod's containers ready, or done with exit code 0.
+    fn all_ready(&self) -> bool {
+        self.slots.iter().filter(|s| !s.record.init).all(|s| {
+            (s.record.state == ContainerState::Running && s.record.ready)
+                || (s.record.state == ContainerState::Exited && s.record.exit_code == Some(0))
+        })
+    }
+
+    /// `up --wait` before it is met: a container that exited for good with another code,
+    /// or the deadline passed, fails the start.
+    fn wait_check(&self, until: Option<Instant>) -> Result<(), String> {
+        if let Some(bad) = self.slots.iter().find(|s| {
+            !s.record.init
+                && (s.record.state == ContainerState::Failed
+                    || (s.record.state == ContainerState::Exited && s.record.exit_code != Some(0)))
+        }) {
+            let i = self
+                .slots
+                .iter()
+                .position(|s| std::ptr::eq(s, bad))
+                .unwrap_or(0);
+            return Err(format!(
+                "`{}` {} before every pod was ready",
+                self.name(i),
+                bad.record.exit_code.map_or_else(
+                    || "failed to start".to_string(),
+                    |c| format!("exited with code {c}")
+                )
+            ));
+        }
+        if until.is_some_and(|t| Instant::now() >= t) {
+            let waiting: Vec<String> = (0..self.slots.len())
+                .filter(|&i| {
+                    let r = &self.slots[i].record;
+                    !r.init
+                        && !(r.ready && r.state == ContainerState::Running)
+                        && !(r.state == ContainerState::Exited && r.exit_code == Some(0))
+                })
+                .map(|i| self.name(i))
+                .collect();
+            return Err(format!(
+                "not ready after {} s: {}",
+                self.opts.wait_timeout.unwrap_or_default().as_secs(),
+                waiting.join(", ")
+            ));
+        }
+        Ok(())
     }
 
     fn name(&self, i: usize) -> String {

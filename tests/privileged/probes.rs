@@ -184,3 +184,80 @@ pods:
     );
     assert_no_trace(&p);
 }
+
+#[test]
+fn up_wait_returns_once_every_pod_is_ready_or_completed_and_fails_otherwise() {
+    require(&[Need::Root]);
+    let dir = TempDir::new("probe-wait");
+    let p = project("probe-wait");
+    let stack = |migrate: &str, db: &str| {
+        format!(
+            r#"
+pods:
+  db:
+    containers:
+      - name: db
+        command: [ sh, -c, '{db}; exec sleep 1000' ]
+        readiness: {{ exec: [ test, -f, /tmp/ready ] }}
+  migrate:
+    containers: [ {{ name: m, command: [ sh, -c, '{migrate}' ] }} ]
+  web:
+    replicas: 2
+    containers: [ {{ name: w, command: [ sleep, "1000" ] }} ]
+"#
+        )
+    };
+    let _guard = Cleanup(p.clone());
+    // ready after 0.5 s; `migrate` completes with 0, which `--wait` takes as fine
+    dir.write(
+        "rcompose.yaml",
+        &stack("sleep 0.2", "sleep 0.5; touch /tmp/ready"),
+    );
+    let start = Instant::now();
+    let out = rcompose(dir.path(), &["-p", &p, "up", "-d", "--wait"]);
+    assert_code(&out, 0);
+    assert!(
+        start.elapsed() >= Duration::from_millis(500),
+        "{:?}",
+        start.elapsed()
+    );
+    let ps = rcompose(dir.path(), &["-p", &p, "ps", "--format", "json"]);
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&ps.stdout).unwrap();
+    for r in &rows {
+        let done = r["state"] == "exited" && r["exit_code"] == 0;
+        assert!(
+            done || (r["state"] == "running" && r["ready"] == true),
+            "{rows:?}"
+        );
+    }
+    assert_code(&rcompose(dir.path(), &["-p", &p, "down"]), 0);
+    assert_no_trace(&p);
+
+    // a pod that exits with another code first: an error, and nothing is left
+    dir.write(
+        "rcompose.yaml",
+        &stack("exit 5", "sleep 0.5; touch /tmp/ready"),
+    );
+    let out = rcompose(dir.path(), &["-p", &p, "up", "-d", "--wait"]);
+    assert_code(&out, 1);
+    assert!(
+        stderr(&out).contains("error: `migrate-1` exited with code 5 before every pod was ready"),
+        "{}",
+        stderr(&out)
+    );
+    assert_no_trace(&p);
+
+    // never ready: the timeout, naming what was not ready
+    dir.write("rcompose.yaml", &stack("true", "true"));
+    let out = rcompose(
+        dir.path(),
+        &["-p", &p, "up", "-d", "--wait", "--wait-timeout", "1"],
+    );
+    assert_code(&out, 1);
+    assert!(
+        stderr(&out).contains("error: not ready after 1 s: db-1"),
+        "{}",
+        stderr(&out)
+    );
+    assert_no_trace(&p);
+}
