@@ -1067,3 +1067,24 @@ fn init_containers_come_first_in_the_plan() {
         .collect();
     assert_eq!(names, ["migrate", "seed"]);
 }
+
+#[test]
+fn runtime_names_are_checked_with_a_suggestion() {
+    let text =
+        err("pods:\n  a:\n    runtime: crunn\n    containers: [ { name: x, command: y } ]\n");
+    assert!(
+        text.starts_with("error: unknown runtime `crunn` in pod `a`: expected `builtin`, `crun` or `runc`; did you mean `crun`?"),
+        "{text}"
+    );
+    let m = ok("pods:\n  a:\n    runtime: runc\n    containers: [ { name: x, command: y } ]\n");
+    assert_eq!(m.pods["a"].runtime, crate::manifest::RuntimeKind::Runc);
+    let text = err(
+        "pods:\n  a:\n    runtime: crun\n    containers: [ { name: x, command: y, tty: true } ]\n",
+    );
+    assert!(
+        text.starts_with(
+            "error: container `a.x` asks for `tty`, which runtime `crun` does not support yet"
+        ),
+        "{text}"
+    );
+}

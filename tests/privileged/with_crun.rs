@@ -66,3 +66,47 @@ fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }
+
+#[test]
+fn a_runtime_that_is_not_installed_is_an_error_before_anything_starts() {
+    require(&[Need::Root]);
+    let dir = crate::test::TempDir::new("rt-missing");
+    let p = crate::test::project("rt-missing");
+    dir.write(
+        "rcompose.yaml",
+        "pods:\n  a:\n    runtime: runc\n    containers: [ { name: c, command: [ \"true\" ] } ]\n",
+    );
+    // a PATH without crun and runc
+    let empty = dir.path().join("empty-bin");
+    std::fs::create_dir_all(&empty).unwrap();
+    for args in [
+        vec!["-p", &p, "up"],
+        vec!["-p", &p, "--runtime", "crun", "up", "-d"],
+    ] {
+        let mut args = args;
+        if args.contains(&"--runtime") {
+            // `--runtime` is a global option: before the command
+            args = vec!["-p", &p, "--runtime", "crun", "up", "-d"];
+        }
+        let out = Command::new(crate::test::bin())
+            .args(&args)
+            .current_dir(dir.path())
+            .env("PATH", &empty)
+            .output()
+            .unwrap();
+        let err = crate::test::stderr(&out);
+        let runtime = if args.contains(&"crun") {
+            "crun"
+        } else {
+            "runc"
+        };
+        assert_ne!(out.status.code(), Some(0), "{err}");
+        assert!(
+            err.contains(&format!(
+                "runtime `{runtime}` is not installed (not found in PATH)"
+            )),
+            "{err}"
+        );
+        crate::test::assert_no_trace(&p);
+    }
+}
