@@ -755,11 +755,12 @@ impl Supervisor {
                 Ok(false) => {}
             }
             self.answer_pending(None);
-            if !ready_sent && self.opts.wait {
-                if let Err(message) = self.wait_check(wait_until) {
-                    on_ready(Err(message.clone()));
-                    return Outcome::StartFailed(message);
-                }
+            if !ready_sent
+                && self.opts.wait
+                && let Err(message) = self.wait_check(wait_until)
+            {
+                on_ready(Err(message.clone()));
+                return Outcome::StartFailed(message);
             }
             if !ready_sent
                 && !self
@@ -895,8 +896,7 @@ impl Supervisor {
             let waiting: Vec<String> = (0..self.slots.len())
                 .filter(|&i| {
                     let r = &self.slots[i].record;
-                    !r.init
-                        && !(r.ready && r.state == ContainerState::Running)
+                    !(r.init || r.ready && r.state == ContainerState::Running)
                         && !(r.state == ContainerState::Exited && r.exit_code == Some(0))
                 })
                 .map(|i| self.name(i))

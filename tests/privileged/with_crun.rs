@@ -79,15 +79,14 @@ fn a_runtime_that_is_not_installed_is_an_error_before_anything_starts() {
     // a PATH without crun and runc
     let empty = dir.path().join("empty-bin");
     std::fs::create_dir_all(&empty).unwrap();
-    for args in [
-        vec!["-p", &p, "up"],
-        vec!["-p", &p, "--runtime", "crun", "up", "-d"],
+    // the pod's `runtime:`, then `--runtime` (a global option) over it
+    for (args, runtime) in [
+        (vec!["-p", p.as_str(), "up"], "runc"),
+        (
+            vec!["-p", p.as_str(), "--runtime", "crun", "up", "-d"],
+            "crun",
+        ),
     ] {
-        let mut args = args;
-        if args.contains(&"--runtime") {
-            // `--runtime` is a global option: before the command
-            args = vec!["-p", &p, "--runtime", "crun", "up", "-d"];
-        }
         let out = Command::new(crate::test::bin())
             .args(&args)
             .current_dir(dir.path())
@@ -95,11 +94,6 @@ fn a_runtime_that_is_not_installed_is_an_error_before_anything_starts() {
             .output()
             .unwrap();
         let err = crate::test::stderr(&out);
-        let runtime = if args.contains(&"crun") {
-            "crun"
-        } else {
-            "runc"
-        };
         assert_ne!(out.status.code(), Some(0), "{err}");
         assert!(
             err.contains(&format!(
