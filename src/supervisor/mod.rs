@@ -864,10 +864,9 @@ impl Supervisor {
 
     /// `up --wait`: every pod's containers ready, or done with exit code 0.
     fn all_ready(&self) -> bool {
-        self.slots.iter().filter(|s| !s.record.init).all(|s| {
-            (s.record.state == ContainerState::Running && s.record.ready)
-                || (s.record.state == ContainerState::Exited && s.record.exit_code == Some(0))
-        })
+        self.slots
+            .iter()
+            .all(|s| s.record.init || settled(&s.record))
     }
 
     /// `up --wait` before it is met: a container that exited for good with another code,
@@ -896,8 +895,7 @@ impl Supervisor {
             let waiting: Vec<String> = (0..self.slots.len())
                 .filter(|&i| {
                     let r = &self.slots[i].record;
-                    !(r.init || r.ready && r.state == ContainerState::Running)
-                        && !(r.state == ContainerState::Exited && r.exit_code == Some(0))
+                    !r.init && !settled(r)
                 })
                 .map(|i| self.name(i))
                 .collect();
@@ -1417,6 +1415,12 @@ impl Supervisor {
         cgroup::remove_empty(&self.mounts, &parents);
         let _ = teardown::cleanup(&self.paths, Some(&self.state()), &self.mounts);
     }
+}
+
+/// For `up --wait`: running and ready, or done with exit code 0.
+fn settled(r: &ContainerRecord) -> bool {
+    (r.state == ContainerState::Running && r.ready)
+        || (r.state == ContainerState::Exited && r.exit_code == Some(0))
 }
 
 /// An `/etc` file of an image, as the stacked layers show it.
