@@ -77,6 +77,9 @@ enum Command {
             default_value_t = 10
         )]
         timeout: u64,
+        /// Only these pods and what they depend on [default: every pod]
+        #[arg(value_name = "POD")]
+        pods: Vec<String>,
     },
     /// Stop and remove everything of the project
     Down {
@@ -178,6 +181,7 @@ enum Command {
         wait: bool,
         #[arg(long)]
         wait_timeout: Option<u64>,
+        pods: Vec<String>,
     },
 }
 
@@ -244,22 +248,26 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
             detach: false,
             wait: false,
             timeout,
+            pods,
             ..
-        } => up::foreground(&ctx, Duration::from_secs(timeout)),
+        } => up::foreground(&ctx, Duration::from_secs(timeout), &pods),
         Command::Up {
             timeout,
             wait,
             wait_timeout,
+            pods,
             ..
-        } => up::detached(&ctx, timeout, up::Wait::of(wait, wait_timeout)),
+        } => up::detached(&ctx, timeout, up::Wait::of(wait, wait_timeout), &pods),
         Command::Supervise {
             timeout,
             wait,
             wait_timeout,
+            pods,
         } => up::supervise(
             &ctx,
             Duration::from_secs(timeout),
             up::Wait::of(wait, wait_timeout),
+            &pods,
         ),
         Command::Down { timeout, volumes } => down(&ctx, timeout.map(Duration::from_secs), volumes),
         Command::Ps { format } => ps(&ctx, format),

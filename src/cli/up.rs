@@ -177,7 +177,11 @@ fn stop_unused(server: Option<&Arc<ForkServer>>) {
 /// `up` on a project whose supervisor runs: sends it the new desired state (see
 /// [`crate::supervisor::control`]), which recreates only the pods that changed, and reports
 /// what it did. `None` when no supervisor of the project runs (a new one is started then).
-fn apply_to_running(ctx: &Context, desired: &mut DesiredState) -> Result<Option<ExitCode>, Error> {
+fn apply_to_running(
+    ctx: &Context,
+    desired: &mut DesiredState,
+    partial: bool,
+) -> Result<Option<ExitCode>, Error> {
     use crate::supervisor::control::{self, Change, ControlError, Request};
     use crate::supervisor::state::{ProjectPaths, ProjectState, is_same_process};
     let paths = ProjectPaths::new(&Context::run_root(), &desired.project);
@@ -207,6 +211,7 @@ fn apply_to_running(ctx: &Context, desired: &mut DesiredState) -> Result<Option<
     let request = Request::Apply {
         desired: desired.clone(),
         env,
+        partial,
     };
     // the answer comes once the changed pods run (a `healthy` dependency may take a while)
     let timeout = Duration::from_secs(600);
@@ -257,12 +262,27 @@ fn check_runtimes(desired: &DesiredState) -> Result<(), Error> {
     Ok(())
 }
 
+/// The desired state and its manifest, restricted to `pods` and their dependencies when
+/// some are named.
+fn selected(ctx: &Context, pods: &[String]) -> Result<(DesiredState, PathBuf), Error> {
+    let (desired, manifest) = ctx.desired_with_path()?;
+    if pods.is_empty() {
+        return Ok((desired, manifest));
+    }
+    let desired = crate::plan::select(&desired, pods).map_err(Error::Up)?;
+    Ok((desired, manifest))
+}
+
 /// `up` in the foreground.
-pub(super) fn foreground(ctx: &Context, grace: Duration) -> Result<ExitCode, Error> {
-    let (mut desired, manifest) = ctx.desired_with_path()?;
+pub(super) fn foreground(
+    ctx: &Context,
+    grace: Duration,
+    pods: &[String],
+) -> Result<ExitCode, Error> {
+    let (mut desired, manifest) = selected(ctx, pods)?;
     prerequisites()?;
     check_runtimes(&desired)?;
-    if let Some(code) = apply_to_running(ctx, &mut desired)? {
+    if let Some(code) = apply_to_running(ctx, &mut desired, !pods.is_empty())? {
         return Ok(code);
     }
     // first, while this process has a single thread (the progress bar starts one)
@@ -303,11 +323,16 @@ pub(super) fn foreground(ctx: &Context, grace: Duration) -> Result<ExitCode, Err
 }
 
 /// `up -d`: starts `rcompose __supervise` in its own session and waits for its report.
-pub(super) fn detached(ctx: &Context, timeout: u64, wait: Wait) -> Result<ExitCode, Error> {
-    let (mut desired, manifest) = ctx.desired_with_path()?;
+pub(super) fn detached(
+    ctx: &Context,
+    timeout: u64,
+    wait: Wait,
+    pods: &[String],
+) -> Result<ExitCode, Error> {
+    let (mut desired, manifest) = selected(ctx, pods)?;
     prerequisites()?;
     check_runtimes(&desired)?;
-    if let Some(code) = apply_to_running(ctx, &mut desired)? {
+    if let Some(code) = apply_to_running(ctx, &mut desired, !pods.is_empty())? {
         return Ok(code);
     }
     // imports and pulls happen here, with progress on this terminal; the supervisor finds
@@ -337,6 +362,8 @@ pub(super) fn detached(ctx: &Context, timeout: u64, wait: Wait) -> Result<ExitCo
         .arg("--timeout")
         .arg(timeout.to_string())
         .args(wait.args())
+        .arg("--")
+        .args(pods)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
@@ -416,7 +443,12 @@ impl Progress for PipeProgress {
 }
 
 /// The detached supervisor (`__supervise`): runs until `down` (SIGTERM).
-pub(super) fn supervise(ctx: &Context, grace: Duration, wait: Wait) -> Result<ExitCode, Error> {
+pub(super) fn supervise(
+    ctx: &Context,
+    grace: Duration,
+    wait: Wait,
+    pods: &[String],
+) -> Result<ExitCode, Error> {
     // Keep nothing the caller of `up -d` left open (its pipes would stay open as long as
     // this supervisor runs): only stdio and the notify pipe at fd 3.
     runtime::init::close_inherited_fds(4);
@@ -432,7 +464,7 @@ pub(super) fn supervise(ctx: &Context, grace: Duration, wait: Wait) -> Result<Ex
         progress.send(&format!("failed {text}"));
         Ok(ExitCode::from(e.exit_status() as u8))
     };
-    let (mut desired, manifest) = match ctx.desired_with_path() {
+    let (mut desired, manifest) = match selected(ctx, pods) {
         Ok(v) => v,
         Err(e) => return fail(e),
     };

@@ -266,6 +266,46 @@ fn rootfs(m: &ValidManifest, image: &str, base_dir: &Path) -> RootfsPlan {
     RootfsPlan { layers }
 }
 
+/// `up POD...`: the pods named and everything they depend on (transitively), with their
+/// start waves; `Err` names a pod that does not exist, with the project's pods.
+pub fn select(desired: &DesiredState, names: &[String]) -> Result<DesiredState, String> {
+    let mut keep: Vec<String> = Vec::new();
+    let mut todo: Vec<String> = Vec::new();
+    for name in names {
+        if !desired.pods.contains_key(name) {
+            let all: Vec<String> = desired.pods.keys().map(|p| format!("`{p}`")).collect();
+            return Err(format!(
+                "project `{}` has no pod `{name}` (its pods: {})",
+                desired.project,
+                all.join(", ")
+            ));
+        }
+        todo.push(name.clone());
+    }
+    while let Some(name) = todo.pop() {
+        if keep.contains(&name) {
+            continue;
+        }
+        if let Some(pod) = desired.pods.get(&name) {
+            todo.extend(pod.depends_on.iter().map(|d| d.pod.clone()));
+        }
+        keep.push(name);
+    }
+    let pods: BTreeMap<String, PodPlan> = desired
+        .pods
+        .iter()
+        .filter(|(n, _)| keep.contains(n))
+        .map(|(n, p)| (n.clone(), p.clone()))
+        .collect();
+    Ok(DesiredState {
+        project: desired.project.clone(),
+        waves: graph::waves(&pods),
+        pods,
+        services: desired.services.clone(),
+        volumes: desired.volumes.clone(),
+    })
+}
+
 /// Joins `path` onto `base` and removes `.` and `..` lexically (no file system access).
 pub fn resolve(base: &Path, path: &str) -> PathBuf {
     let mut out = PathBuf::new();
@@ -332,6 +372,27 @@ services:
     selector: { app: api }
     ports: [ 80, '8080:81', { port: 90, target: 9090, publish: 9000 } ]
 ";
+
+    #[test]
+    fn select_keeps_the_named_pods_and_their_dependencies() {
+        let m = load(SHOP, Path::new("x/rcompose.yaml")).unwrap();
+        let d = desired_state(&m, "shop", Path::new("/srv/shop"));
+        let api = crate::plan::select(&d, &["api".to_string()]).unwrap();
+        assert_eq!(
+            api.waves,
+            vec![
+                vec!["db".to_string()],
+                vec!["migrate".to_string()],
+                vec!["api".to_string()]
+            ]
+        );
+        assert_eq!(api.pods.len(), 3);
+        let err = crate::plan::select(&d, &["apj".to_string()]).unwrap_err();
+        assert_eq!(
+            err,
+            "project `shop` has no pod `apj` (its pods: `api`, `db`, `migrate`, `web`, `worker`)"
+        );
+    }
 
     #[test]
     fn init_containers_come_first_marked_init() {

@@ -33,6 +33,10 @@ pub enum Request {
         /// Values of the environment variables that configs and secrets of `desired` come
         /// from, as the client's environment has them (absent: unset).
         env: BTreeMap<String, String>,
+        /// `up POD...`: `desired` holds only those pods and their dependencies; the others
+        /// are left as they are (not removed).
+        #[serde(default)]
+        partial: bool,
     },
     /// Stop and remove everything (`down`): containers get their stop signal, then SIGKILL
     /// after their grace period, or after `grace_ms` when set (`down -t`, which overrides
@@ -217,7 +221,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let socket = dir.join("control.sock");
         listen(&socket, |request, reply| {
-            let Request::Apply { desired, env } = request else {
+            let Request::Apply { desired, env, .. } = request else {
                 return false;
             };
             let mut pods = BTreeMap::new();
@@ -229,6 +233,7 @@ mod tests {
         let request = Request::Apply {
             desired: desired(),
             env: BTreeMap::from([("TOKEN".to_string(), "x".to_string())]),
+            partial: false,
         };
         let answer = send(&socket, "p", &request, Duration::from_secs(10)).unwrap();
         assert_eq!(answer.pods["p"], Change::Recreated);

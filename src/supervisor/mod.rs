@@ -721,8 +721,15 @@ impl Supervisor {
                 let _ = sup.save();
                 None
             };
-            // start every waiting pod whose dependencies are met
-            match self.startable_pods(&mut waiting_shown) {
+            // start every waiting pod whose dependencies are met; the others say in `ps`
+            // what they wait for
+            let startable = self
+                .startable_and_waiting(&mut waiting_shown)
+                .map(|(pods, waits)| {
+                    self.show_waits(&waits);
+                    pods
+                });
+            match startable {
                 Err(message) => {
                     if let Some(outcome) = failed(self, message) {
                         return outcome;
@@ -833,7 +840,14 @@ impl Supervisor {
                     });
                     return Outcome::Signalled(Signal::SIGTERM as i32);
                 }
-                Ok(Msg::Control(control::Request::Apply { desired, env }, reply)) => {
+                Ok(Msg::Control(
+                    control::Request::Apply {
+                        desired,
+                        env,
+                        partial,
+                    },
+                    reply,
+                )) => {
                     if !ready_sent || self.pending.is_some() {
                         let _ = reply.send(control::Response {
                             pods: BTreeMap::new(),
@@ -841,6 +855,11 @@ impl Supervisor {
                         });
                         continue;
                     }
+                    let desired = if partial {
+                        self.merged(desired)
+                    } else {
+                        desired
+                    };
                     match self.apply(desired, env) {
                         Ok((pods, signal)) => {
                             self.pending = Some((reply, pods));
@@ -859,6 +878,27 @@ impl Supervisor {
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return Outcome::Signalled(0),
             }
+        }
+    }
+
+    /// Records in the waiting containers of each pod of `waits` what it waits for (the
+    /// reason `ps` shows), saving the state when that changed.
+    fn show_waits(&mut self, waits: &[(String, String)]) {
+        let mut changed = false;
+        for (pod, why) in waits {
+            for s in self
+                .slots
+                .iter_mut()
+                .filter(|s| s.record.pod == *pod && s.record.state == ContainerState::Waiting)
+            {
+                if s.record.reason.as_deref() != Some(why.as_str()) {
+                    s.record.reason = Some(why.clone());
+                    changed = true;
+                }
+            }
+        }
+        if changed {
+            let _ = self.save();
         }
     }
 
@@ -919,10 +959,15 @@ impl Supervisor {
         state::display_name(&r.pod, r.replica, &r.container, single)
     }
 
-    /// Pods not started yet (every slot `Waiting`) whose dependencies are met; `Err` when a
-    /// dependency can never be met.
-    fn startable_pods(&self, shown: &mut Vec<(String, String)>) -> Result<Vec<String>, String> {
+    /// Pods not started yet (every slot `Waiting`) whose dependencies are met, and for each
+    /// pod that waits, what it waits for (`waiting for db (healthy)`, its first unmet
+    /// dependency); `Err` when a dependency can never be met.
+    fn startable_and_waiting(
+        &self,
+        shown: &mut Vec<(String, String)>,
+    ) -> Result<(Vec<String>, Waits), String> {
         let mut out = Vec::new();
+        let mut waits = Vec::new();
         for pod in self.opts.desired.pods.values() {
             let mut slots = self.slots.iter().filter(|s| s.record.pod == pod.name);
             let mut any = false;
@@ -986,6 +1031,17 @@ impl Supervisor {
                     }
                 };
                 if !ok {
+                    let condition = match dep.condition {
+                        Condition::Started => "started",
+                        Condition::Completed => "completed",
+                        Condition::Healthy => "healthy",
+                    };
+                    if met {
+                        waits.push((
+                            pod.name.clone(),
+                            format!("waiting for {} ({condition})", dep.pod),
+                        ));
+                    }
                     met = false;
                     let key = (pod.name.clone(), dep.pod.clone());
                     if !shown.contains(&key) {
@@ -1006,7 +1062,7 @@ impl Supervisor {
                 out.push(pod.name.clone());
             }
         }
-        Ok(out)
+        Ok((out, waits))
     }
 
     /// Starts every replica of `pods`, in parallel: each with its first init container, or
@@ -1180,6 +1236,13 @@ impl Supervisor {
         s.run += 1;
         s.killing = None;
         s.kill_at = None;
+        if s.record
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.starts_with("waiting for "))
+        {
+            s.record.reason = None;
+        }
         if let Some(old) = s.logger.take() {
             let _ = old.join();
         }
@@ -1476,6 +1539,9 @@ fn is_opaque(dir: &Path) -> bool {
     };
     n == 1 && value[0] == b'y'
 }
+
+/// Pods that wait, each with what it waits for (`waiting for db (healthy)`).
+type Waits = Vec<(String, String)>;
 
 /// What a started replica does next (see [`Supervisor::next_step`]).
 enum Step {

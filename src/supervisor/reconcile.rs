@@ -57,6 +57,18 @@ impl Supervisor {
         Ok(h.finalize().into())
     }
 
+    /// `up POD...` on a running project: the current desired state with the pods of
+    /// `part` (those named and their dependencies) taken from it; the others stay.
+    pub(super) fn merged(&self, part: DesiredState) -> DesiredState {
+        let mut pods = self.opts.desired.pods.clone();
+        pods.extend(part.pods);
+        DesiredState {
+            waves: crate::plan::graph::waves(&pods),
+            pods,
+            ..part
+        }
+    }
+
     /// Fingerprints of every pod of the current desired state.
     pub(super) fn fingerprints(&self) -> Result<HashMap<String, [u8; 32]>, String> {
         self.opts

@@ -40,9 +40,29 @@ pods:
     );
     let _guard = Cleanup(p.clone());
     let start = Instant::now();
-    let out = rcompose(dir.path(), &["-p", &p, "up", "-d"]);
+    let child = std::process::Command::new(crate::test::bin())
+        .args(["-p", &p, "up", "-d"])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // meanwhile `ps` says what `web` waits for
+    let mut seen = false;
+    while !seen && start.elapsed() < Duration::from_secs(3) {
+        let ps = rcompose(dir.path(), &["-p", &p, "ps", "--format", "json"]);
+        let rows: Vec<serde_json::Value> = serde_json::from_slice(&ps.stdout).unwrap_or_default();
+        seen = rows.iter().any(|r| {
+            r["pod"] == "web"
+                && r["state"] == "waiting"
+                && r["reason"] == "waiting for db (healthy)"
+        });
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
     let took = start.elapsed();
     assert_code(&out, 0);
+    assert!(seen, "`ps` never showed `web` waiting for db (healthy)");
     let err = stderr(&out);
     let at = |line: &str| {
         err.find(line)

@@ -214,3 +214,53 @@ fn up_again_with_a_pod_that_fails_to_start_keeps_the_rest_running() {
     assert_code(&out, 0);
     assert_no_trace(&p);
 }
+
+#[test]
+fn up_with_pod_names_starts_those_and_their_dependencies_only() {
+    require(&[Need::Root]);
+    let dir = TempDir::new("reup-select");
+    let p = project("reup-select");
+    dir.write(
+        "rcompose.yaml",
+        r#"
+pods:
+  db:
+    containers: [ { name: db, command: [ sleep, "1000" ] } ]
+  api:
+    depends_on: [ db ]
+    containers: [ { name: api, command: [ sleep, "1000" ] } ]
+  worker:
+    containers: [ { name: worker, command: [ sleep, "1000" ] } ]
+"#,
+    );
+    let _guard = Cleanup(p.clone());
+    let out = rcompose(dir.path(), &["-p", &p, "up", "-d", "api"]);
+    assert_code(&out, 0);
+    let first = pids(dir.path(), &p);
+    assert_eq!(
+        first.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["api", "db"]
+    );
+    // on the running project: `worker` is added, the others are left alone (not removed)
+    let out = rcompose(dir.path(), &["-p", &p, "up", "-d", "worker"]);
+    assert_code(&out, 0);
+    assert!(
+        stderr(&out).contains("pod `worker`: created"),
+        "{}",
+        stderr(&out)
+    );
+    let second = pids(dir.path(), &p);
+    assert_eq!(second.len(), 3, "{second:?}");
+    assert_eq!(second["api"], first["api"]);
+    assert_eq!(second["db"], first["db"]);
+    // a pod that does not exist
+    let out = rcompose(dir.path(), &["-p", &p, "up", "-d", "wokrer"]);
+    assert_code(&out, 1);
+    assert!(
+        stderr(&out).contains("has no pod `wokrer` (its pods: `api`, `db`, `worker`)"),
+        "{}",
+        stderr(&out)
+    );
+    assert_code(&rcompose(dir.path(), &["-p", &p, "down"]), 0);
+    assert_no_trace(&p);
+}
