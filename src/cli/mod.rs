@@ -69,6 +69,12 @@ enum Command {
         /// With --wait: give up (and remove the stack) after this many seconds
         #[arg(long, value_name = "SECONDS", requires = "wait")]
         wait_timeout: Option<u64>,
+        /// Stop everything when a container exits (for good) and return its exit code
+        #[arg(long, alias = "abort-on-container-exit", conflicts_with_all = ["detach", "wait"])]
+        abort_on_exit: bool,
+        /// Stop everything when a container exits and return this pod's exit code
+        #[arg(long, value_name = "POD", conflicts_with_all = ["detach", "wait"])]
+        exit_code_from: Option<String>,
         /// Seconds containers get between SIGTERM and SIGKILL at teardown
         #[arg(
             short = 't',
@@ -249,8 +255,18 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
             wait: false,
             timeout,
             pods,
+            abort_on_exit,
+            exit_code_from,
             ..
-        } => up::foreground(&ctx, Duration::from_secs(timeout), &pods),
+        } => up::foreground(
+            &ctx,
+            Duration::from_secs(timeout),
+            &pods,
+            up::Abort {
+                on_exit: abort_on_exit,
+                code_from: exit_code_from,
+            },
+        ),
         Command::Up {
             timeout,
             wait,

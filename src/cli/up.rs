@@ -75,6 +75,8 @@ fn options(
     Ok(UpOptions {
         wait: false,
         wait_timeout: None,
+        abort_on_exit: false,
+        exit_code_from: None,
         desired,
         manifest,
         run_root: Context::run_root(),
@@ -273,13 +275,33 @@ fn selected(ctx: &Context, pods: &[String]) -> Result<(DesiredState, PathBuf), E
     Ok((desired, manifest))
 }
 
+/// `up --abort-on-exit` / `--exit-code-from POD`.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Abort {
+    /// Stop everything when a container exits.
+    pub(super) on_exit: bool,
+    /// And return this pod's exit code.
+    pub(super) code_from: Option<String>,
+}
+
 /// `up` in the foreground.
 pub(super) fn foreground(
     ctx: &Context,
     grace: Duration,
     pods: &[String],
+    abort: Abort,
 ) -> Result<ExitCode, Error> {
     let (mut desired, manifest) = selected(ctx, pods)?;
+    if let Some(pod) = &abort.code_from
+        && !desired.pods.contains_key(pod)
+    {
+        let all: Vec<String> = desired.pods.keys().map(|p| format!("`{p}`")).collect();
+        return Err(Error::Up(format!(
+            "--exit-code-from: project `{}` has no pod `{pod}` (its pods: {})",
+            desired.project,
+            all.join(", ")
+        )));
+    }
     prerequisites()?;
     check_runtimes(&desired)?;
     if let Some(code) = apply_to_running(ctx, &mut desired, !pods.is_empty())? {
@@ -298,7 +320,11 @@ pub(super) fn foreground(
         progress.clone(),
     ));
     let opts = match options(desired, manifest, grace, false, server.clone()) {
-        Ok(o) => o,
+        Ok(mut o) => {
+            o.abort_on_exit = abort.on_exit;
+            o.exit_code_from = abort.code_from;
+            o
+        }
         Err(e) => {
             stop_unused(server.as_ref());
             return Err(e);
@@ -319,6 +345,7 @@ pub(super) fn foreground(
         Outcome::AllExited => Ok(ExitCode::SUCCESS),
         Outcome::Signalled(n) => Ok(ExitCode::from(u8::try_from(128 + n).unwrap_or(1))),
         Outcome::StartFailed(m) => Err(Error::Up(m)),
+        Outcome::Aborted { code, .. } => Ok(ExitCode::from(u8::try_from(code).unwrap_or(1))),
     }
 }
 

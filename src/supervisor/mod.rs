@@ -231,6 +231,11 @@ pub struct UpOptions {
     pub wait: bool,
     /// With `wait`: the longest wait.
     pub wait_timeout: Option<Duration>,
+    /// `--abort-on-exit`: the first container (not an init container) that exits for good
+    /// stops everything.
+    pub abort_on_exit: bool,
+    /// `--exit-code-from POD`: `up` returns this pod's exit code (implies abort-on-exit).
+    pub exit_code_from: Option<String>,
     /// Forks container init helpers without exec, if started (see
     /// [`runtime::forkserver`]); `None` re-executes rcompose for each.
     pub forkserver: Option<Arc<runtime::forkserver::ForkServer>>,
@@ -245,6 +250,14 @@ pub enum Outcome {
     Signalled(i32),
     /// A pod could not start.
     StartFailed(String),
+    /// `--abort-on-exit` / `--exit-code-from`: a container exited (for good), and this is
+    /// the exit code `up` returns (the named pod's, with `--exit-code-from`).
+    Aborted {
+        /// The container that exited (`pod-N/container`).
+        name: String,
+        /// The code to return.
+        code: i32,
+    },
 }
 
 enum Msg {
@@ -685,6 +698,7 @@ impl Supervisor {
             Outcome::AllExited => "every container has exited".to_string(),
             Outcome::Signalled(s) => format!("received {}", signal_name(*s)),
             Outcome::StartFailed(m) => m.clone(),
+            Outcome::Aborted { name, code } => format!("`{name}` exited with code {code}"),
         };
         self.progress.event(&Event::Stopping { reason });
         // nothing is started from here on: the fork server exits while the teardown runs
@@ -695,6 +709,19 @@ impl Supervisor {
         if let Some(server) = &self.opts.forkserver {
             server.stop(&self.opts.proc_root);
         }
+        // `--exit-code-from POD`: the pod's own code, also when the teardown stopped it
+        let outcome = match (outcome, &self.opts.exit_code_from) {
+            (Outcome::Aborted { name, code }, Some(pod)) => Outcome::Aborted {
+                code: self
+                    .slots
+                    .iter()
+                    .find(|s| s.record.pod == *pod && !s.record.init)
+                    .and_then(|s| s.record.exit_code)
+                    .unwrap_or(code),
+                name,
+            },
+            (o, _) => o,
+        };
         self.progress.event(&Event::Removed);
         outcome
     }
@@ -806,6 +833,9 @@ impl Supervisor {
                 }
                 let _ = self.save();
             }
+            if let Some(outcome) = self.aborted() {
+                return outcome;
+            }
             let everything_done = self.slots.iter().all(|s| s.record.state.is_final());
             if everything_done && !self.opts.stay && ready_sent {
                 return Outcome::AllExited;
@@ -900,6 +930,30 @@ impl Supervisor {
         if changed {
             let _ = self.save();
         }
+    }
+
+    /// `--abort-on-exit` / `--exit-code-from POD`: the outcome once a container exited for
+    /// good (not an init container, not one that restarts), with that container's code; with
+    /// `--exit-code-from`, the named pod's when it exited (when another pod's exit stops the
+    /// stack first, `run` takes the named pod's code after the teardown stopped it).
+    fn aborted(&self) -> Option<Outcome> {
+        if !self.opts.abort_on_exit && self.opts.exit_code_from.is_none() {
+            return None;
+        }
+        let exited = |s: &&Slot| !s.record.init && s.record.state == ContainerState::Exited;
+        let first = self.slots.iter().find(exited)?;
+        let from = self.opts.exit_code_from.as_ref().map_or(first, |pod| {
+            self.slots
+                .iter()
+                .filter(|s| s.record.pod == *pod)
+                .find(exited)
+                .unwrap_or(first)
+        });
+        let i = self.slots.iter().position(|s| std::ptr::eq(s, from))?;
+        Some(Outcome::Aborted {
+            name: self.name(i),
+            code: from.record.exit_code.unwrap_or(0),
+        })
     }
 
     /// `up --wait`: every pod's containers ready, or done with exit code 0.

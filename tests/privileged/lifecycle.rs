@@ -437,3 +437,46 @@ fn containers_also_start_without_the_fork_server() {
     assert_eq!(lines, ["a-1 | up a-1", "a-2 | up a-2"]);
     assert_no_trace(&p);
 }
+
+#[test]
+fn exit_code_from_and_abort_on_exit_return_the_code_and_remove_everything() {
+    require(&[Need::Root]);
+    let dir = TempDir::new("lc-abort");
+    let p = project("lc-abort");
+    let stack = |code: &str| {
+        format!(
+            "pods:\n  db:\n    containers: [ {{ name: db, command: [ sleep, \"1000\" ] }} ]\n  tests:\n    depends_on: [ db ]\n    containers: [ {{ name: t, command: [ sh, -c, 'echo testing; {code}' ] }} ]\n"
+        )
+    };
+    let _guard = Cleanup(p.clone());
+    // sleep as PID 1 of an external runtime ignores SIGTERM: 137 after the grace period
+    let stopped = if crate::test::external_runtime().is_some() {
+        137
+    } else {
+        143
+    };
+    for (code, args, want) in [
+        ("exit 0", vec!["--exit-code-from", "tests"], 0),
+        ("exit 1", vec!["--exit-code-from", "tests"], 1),
+        ("kill -9 $$", vec!["--exit-code-from", "tests"], 137),
+        ("exit 3", vec!["--abort-on-exit"], 3),
+        // the named pod is stopped by the abort: its own code
+        ("exit 3", vec!["--exit-code-from", "db"], stopped),
+    ] {
+        dir.write("rcompose.yaml", &stack(code));
+        let mut all = vec!["-p", p.as_str(), "up", "-t", "1"];
+        all.extend(&args);
+        let out = rcompose(dir.path(), &all);
+        assert_code(&out, want);
+        assert!(stdout(&out).contains("testing"), "{}", stdout(&out));
+        assert_no_trace(&p);
+    }
+    let out = rcompose(dir.path(), &["-p", &p, "up", "--exit-code-from", "nope"]);
+    assert_code(&out, 1);
+    assert!(
+        stderr(&out).contains("--exit-code-from: project"),
+        "{}",
+        stderr(&out)
+    );
+    assert_no_trace(&p);
+}
