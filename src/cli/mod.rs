@@ -87,6 +87,31 @@ enum Command {
         #[arg(value_name = "POD")]
         pods: Vec<String>,
     },
+    /// Run one pod (and what it depends on) in the foreground, return its exit code, and
+    /// remove everything
+    Run {
+        /// Remove everything afterwards (always done: accepted for Compose's `run --rm`)
+        #[arg(long)]
+        rm: bool,
+        /// Seconds containers get between SIGTERM and SIGKILL at teardown
+        #[arg(
+            short = 't',
+            long = "timeout",
+            value_name = "SECONDS",
+            default_value_t = 10
+        )]
+        timeout: u64,
+        /// The pod
+        #[arg(value_name = "POD")]
+        pod: String,
+        /// Its command instead of the manifest's
+        #[arg(
+            value_name = "COMMAND",
+            trailing_var_arg = true,
+            allow_hyphen_values = true
+        )]
+        command: Vec<String>,
+    },
     /// Stop and remove everything of the project
     Down {
         /// Seconds every container gets between its stop signal and SIGKILL [default: each
@@ -263,7 +288,8 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
             Duration::from_secs(timeout),
             &pods,
             up::Abort {
-                on_exit: abort_on_exit,
+                // as Compose: `--exit-code-from` implies `--abort-on-container-exit`
+                on_exit: abort_on_exit || exit_code_from.is_some(),
                 code_from: exit_code_from,
             },
         ),
@@ -274,6 +300,12 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
             pods,
             ..
         } => up::detached(&ctx, timeout, up::Wait::of(wait, wait_timeout), &pods),
+        Command::Run {
+            timeout,
+            pod,
+            command,
+            rm: _,
+        } => up::run(&ctx, Duration::from_secs(timeout), &pod, &command),
         Command::Supervise {
             timeout,
             wait,

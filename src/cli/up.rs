@@ -176,6 +176,19 @@ fn stop_unused(server: Option<&Arc<ForkServer>>) {
     }
 }
 
+/// Whether the project's supervisor runs (its control socket is there and its recorded
+/// process is alive).
+fn is_up(paths: &crate::supervisor::state::ProjectPaths) -> bool {
+    use crate::supervisor::state::{ProjectState, is_same_process};
+    paths.control_socket().exists()
+        && ProjectState::load(&paths.state_file())
+            .ok()
+            .flatten()
+            .is_some_and(|s| {
+                is_same_process(Path::new("/proc"), s.supervisor_pid, s.supervisor_start)
+            })
+}
+
 /// `up` on a project whose supervisor runs: sends it the new desired state (see
 /// [`crate::supervisor::control`]), which recreates only the pods that changed, and reports
 /// what it did. `None` when no supervisor of the project runs (a new one is started then).
@@ -185,17 +198,10 @@ fn apply_to_running(
     partial: bool,
 ) -> Result<Option<ExitCode>, Error> {
     use crate::supervisor::control::{self, Change, ControlError, Request};
-    use crate::supervisor::state::{ProjectPaths, ProjectState, is_same_process};
+    use crate::supervisor::state::ProjectPaths;
     let paths = ProjectPaths::new(&Context::run_root(), &desired.project);
     let socket = paths.control_socket();
-    let running = socket.exists()
-        && ProjectState::load(&paths.state_file())
-            .ok()
-            .flatten()
-            .is_some_and(|s| {
-                is_same_process(Path::new("/proc"), s.supervisor_pid, s.supervisor_start)
-            });
-    if !running {
+    if !is_up(&paths) {
         return Ok(None);
     }
     prepare_images(ctx, desired, false)?;
@@ -307,6 +313,53 @@ pub(super) fn foreground(
     if let Some(code) = apply_to_running(ctx, &mut desired, !pods.is_empty())? {
         return Ok(code);
     }
+    supervise_here(ctx, desired, manifest, grace, abort)
+}
+
+/// `run [--rm] POD [COMMAND...]`: the pod's dependencies, then one replica of the pod (its
+/// command replaced by COMMAND, if given, and never restarted), in the foreground; when its
+/// container exits, everything is stopped and removed, and its exit code is returned. The
+/// project must not be up (a one-shot environment of its own; `-p` gives it another name).
+pub(super) fn run(
+    ctx: &Context,
+    grace: Duration,
+    pod: &str,
+    command: &[String],
+) -> Result<ExitCode, Error> {
+    let (desired, manifest) = selected(ctx, &[pod.to_string()])?;
+    let mut desired = desired;
+    if let Some(p) = desired.pods.get_mut(pod) {
+        p.replicas = 1;
+        p.restart = crate::plan::desired::RestartPolicy::Never;
+        let main = p.containers.iter_mut().find(|c| !c.init);
+        if let (Some(c), false) = (main, command.is_empty()) {
+            c.command = Some(command.to_vec());
+        }
+    }
+    prerequisites()?;
+    check_runtimes(&desired)?;
+    let paths = crate::supervisor::state::ProjectPaths::new(&Context::run_root(), &desired.project);
+    if is_up(&paths) {
+        return Err(Error::Up(format!(
+            "project `{0}` is up: `run` makes a one-shot environment of its own; give it another name (`-p {0}-run`) or `down` first",
+            desired.project
+        )));
+    }
+    let abort = Abort {
+        on_exit: false,
+        code_from: Some(pod.to_string()),
+    };
+    supervise_here(ctx, desired, manifest, grace, abort)
+}
+
+/// Runs the supervisor of `desired` in this process (`up` in the foreground, `run`).
+fn supervise_here(
+    ctx: &Context,
+    mut desired: DesiredState,
+    manifest: PathBuf,
+    grace: Duration,
+    abort: Abort,
+) -> Result<ExitCode, Error> {
     // first, while this process has a single thread (the progress bar starts one)
     let server = start_forkserver();
     if let Err(e) = prepare_images(ctx, &mut desired, false) {

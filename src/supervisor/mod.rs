@@ -234,7 +234,8 @@ pub struct UpOptions {
     /// `--abort-on-exit`: the first container (not an init container) that exits for good
     /// stops everything.
     pub abort_on_exit: bool,
-    /// `--exit-code-from POD`: `up` returns this pod's exit code (implies abort-on-exit).
+    /// `--exit-code-from POD` (with `abort_on_exit`) and `run POD` (without): `up` returns
+    /// this pod's exit code; without `abort_on_exit`, only this pod's exit stops the stack.
     pub exit_code_from: Option<String>,
     /// Forks container init helpers without exec, if started (see
     /// [`runtime::forkserver`]); `None` re-executes rcompose for each.
@@ -941,7 +942,15 @@ impl Supervisor {
             return None;
         }
         let exited = |s: &&Slot| !s.record.init && s.record.state == ContainerState::Exited;
-        let first = self.slots.iter().find(exited)?;
+        let first = match (&self.opts.exit_code_from, self.opts.abort_on_exit) {
+            // `run POD`: only that pod's exit ends it (a dependency that completes does not)
+            (Some(pod), false) => self
+                .slots
+                .iter()
+                .filter(|s| s.record.pod == *pod)
+                .find(exited)?,
+            _ => self.slots.iter().find(exited)?,
+        };
         let from = self.opts.exit_code_from.as_ref().map_or(first, |pod| {
             self.slots
                 .iter()

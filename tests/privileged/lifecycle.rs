@@ -480,3 +480,49 @@ fn exit_code_from_and_abort_on_exit_return_the_code_and_remove_everything() {
     );
     assert_no_trace(&p);
 }
+
+#[test]
+fn run_starts_the_dependencies_runs_one_pod_and_returns_its_exit_code() {
+    require(&[Need::Root]);
+    let dir = TempDir::new("lc-run");
+    let p = project("lc-run");
+    dir.write(
+        "rcompose.yaml",
+        r#"
+pods:
+  migrate:
+    containers: [ { name: m, command: [ sh, -c, 'echo migrated' ] } ]
+  db:
+    containers: [ { name: db, command: [ sleep, "1000" ] } ]
+  tests:
+    replicas: 3
+    restart: always
+    depends_on: { db: { condition: started }, migrate: { condition: completed } }
+    containers: [ { name: t, command: [ sh, -c, 'echo default; exit 9' ] } ]
+  unrelated:
+    containers: [ { name: u, command: [ sleep, "1000" ] } ]
+"#,
+    );
+    let _guard = Cleanup(p.clone());
+    for (command, code, says) in [
+        (vec![], 9, "default"),
+        (vec!["sh", "-c", "echo replaced; exit 0"], 0, "replaced"),
+        (vec!["sh", "-c", "kill -9 $$"], 137, ""),
+    ] {
+        let mut args = vec!["-p", p.as_str(), "run", "--rm", "-t", "1", "tests"];
+        args.extend(&command);
+        let out = rcompose(dir.path(), &args);
+        assert_code(&out, code);
+        let text = stdout(&out);
+        // one replica, never restarted, after its dependencies; `unrelated` never ran
+        assert!(text.contains(says), "{text}");
+        assert!(text.contains("migrated"), "{text}");
+        assert!(!text.contains("tests-2"), "{text}");
+        let err = stderr(&out);
+        assert!(
+            !err.contains("unrelated") && !err.contains("restarting"),
+            "{err}"
+        );
+        assert_no_trace(&p);
+    }
+}
