@@ -87,6 +87,13 @@ enum Command {
         #[arg(value_name = "POD")]
         pods: Vec<String>,
     },
+    /// Stream the project's events (started, ready, unready, exited, restarting, ...) with
+    /// their times, from its start, until the project is removed
+    Events {
+        /// Output format: a line of text, or a JSON object, per event
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
     /// Run one pod (and what it depends on) in the foreground, return its exit code, and
     /// remove everything
     Run {
@@ -300,6 +307,7 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
             pods,
             ..
         } => up::detached(&ctx, timeout, up::Wait::of(wait, wait_timeout), &pods),
+        Command::Events { format } => events(&ctx, format),
         Command::Run {
             timeout,
             pod,
@@ -574,6 +582,44 @@ fn ps(ctx: &Context, format: Format) -> Result<ExitCode, Error> {
         Format::Table => print_str(&output::ps_table(&rows)),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `events`: the project's `events.jsonl`, from its start, followed until the project is
+/// removed (the supervisor appends whole lines).
+fn events(ctx: &Context, format: Format) -> Result<ExitCode, Error> {
+    use crate::supervisor::events::EventRecord;
+    let project = ctx.project()?;
+    let paths = ProjectPaths::new(&Context::run_root(), &project);
+    let Ok(mut file) = fs::File::open(paths.events_file()) else {
+        eprintln!("project {project} is not up");
+        return Ok(ExitCode::from(ExitStatus::Failure as u8));
+    };
+    let mut partial = Vec::new();
+    let mut out = std::io::stdout();
+    loop {
+        let mut buf = Vec::new();
+        let _ = file.read_to_end(&mut buf);
+        partial.extend_from_slice(&buf);
+        while let Some(pos) = partial.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = partial.drain(..=pos).collect();
+            let text = String::from_utf8_lossy(&line[..pos]).into_owned();
+            let shown = match format {
+                Format::Json => text,
+                Format::Table => match serde_json::from_str::<EventRecord>(&text) {
+                    Ok(r) => r.text(),
+                    Err(_) => continue,
+                },
+            };
+            if writeln!(out, "{shown}").and_then(|()| out.flush()).is_err() {
+                // the reader went away (`| head`)
+                return Ok(ExitCode::SUCCESS);
+            }
+        }
+        if !paths.state_file().exists() {
+            return Ok(ExitCode::SUCCESS);
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
 }
 
 fn logs(ctx: &Context, follow: bool, pods: &[String]) -> Result<ExitCode, Error> {

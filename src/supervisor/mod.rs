@@ -11,6 +11,7 @@
 //! by re-executing rcompose (see [`crate::runtime::spawn`]), never by forking this process.
 
 pub mod control;
+pub mod events;
 pub mod exec;
 pub mod probe;
 mod reconcile;
@@ -327,6 +328,8 @@ pub struct Supervisor {
     next_id: u64,
     /// `down -t`: the grace period every container gets at teardown.
     grace_override: Option<Duration>,
+    /// `events.jsonl`: every event, for `rcompose events`.
+    events: events::EventLog,
     _lock: teardown::ProjectLock,
 }
 
@@ -434,12 +437,14 @@ impl Supervisor {
             tx: probe_tx,
             next_id: 0,
             grace_override: None,
+            events: events::EventLog::default(),
             paths,
             progress,
             sink,
             opts,
             _lock: lock,
         };
+        sup.events = events::EventLog::open(&sup.paths.events_file());
         let proc_root = &sup.opts.proc_root;
         sup.starts = (
             state::process_start(proc_root, std::process::id().cast_signed()),
@@ -701,7 +706,7 @@ impl Supervisor {
             Outcome::StartFailed(m) => m.clone(),
             Outcome::Aborted { name, code } => format!("`{name}` exited with code {code}"),
         };
-        self.progress.event(&Event::Stopping { reason });
+        self.emit(&Event::Stopping { reason });
         // nothing is started from here on: the fork server exits while the teardown runs
         if let Some(server) = &self.opts.forkserver {
             server.close();
@@ -723,7 +728,7 @@ impl Supervisor {
             },
             (o, _) => o,
         };
-        self.progress.event(&Event::Removed);
+        self.emit(&Event::Removed);
         outcome
     }
 
@@ -816,7 +821,7 @@ impl Supervisor {
                     self.starts.1 = None;
                     let _ = self.save();
                 }
-                self.progress.event(&Event::Ready);
+                self.emit(&Event::Ready);
                 on_ready(Ok(()));
             }
             // restarts that are due
@@ -827,7 +832,7 @@ impl Supervisor {
             for i in due {
                 self.slots[i].due = None;
                 if let Err(message) = self.start_slot(i) {
-                    self.progress.event(&Event::Failed {
+                    self.emit(&Event::Failed {
                         name: self.name(i),
                         message,
                     });
@@ -1011,6 +1016,12 @@ impl Supervisor {
         Ok(())
     }
 
+    /// Shows `e` (the progress display) and appends it to the event log.
+    fn emit(&self, e: &Event) {
+        self.events.append(e);
+        self.progress.event(e);
+    }
+
     fn name(&self, i: usize) -> String {
         let r = &self.slots[i].record;
         let single = self
@@ -1109,7 +1120,7 @@ impl Supervisor {
                     let key = (pod.name.clone(), dep.pod.clone());
                     if !shown.contains(&key) {
                         shown.push(key);
-                        self.progress.event(&Event::Waiting {
+                        self.emit(&Event::Waiting {
                             pod: pod.name.clone(),
                             on: dep.pod.clone(),
                             condition: match dep.condition {
@@ -1247,7 +1258,7 @@ impl Supervisor {
                     s.record.reason = Some(format!("Error: {message}"));
                     s.record.exit_code = Some(127);
                     let name = self.name(i);
-                    self.progress.event(&Event::Failed {
+                    self.emit(&Event::Failed {
                         name: name.clone(),
                         message: message.clone(),
                     });
@@ -1313,7 +1324,7 @@ impl Supervisor {
             s.cgroup = Some(p.cgroup);
         }
         s.logger = spawn_logger(p.log_read, p.log_file, name.clone(), i, sink);
-        self.progress.event(&Event::Started { name, pid: p.pid });
+        self.emit(&Event::Started { name, pid: p.pid });
         self.start_probes(i);
     }
 
@@ -1359,11 +1370,13 @@ impl Supervisor {
             } else {
                 None
             };
-            self.progress.event(&Event::Exited {
+            let exited = Event::Exited {
                 name: name.clone(),
                 code,
                 reason: s.record.reason.clone(),
-            });
+            };
+            self.events.append(&exited);
+            self.progress.event(&exited);
             // an init container that exited 0 is done, whatever the policy
             let again = restart::should_restart(s.restart, code) && !(s.plan.init && code == 0);
             if !stopping && again {
@@ -1376,7 +1389,7 @@ impl Supervisor {
                 s.record.restarts += 1;
                 s.record.state = ContainerState::Restarting;
                 s.due = Some(Instant::now() + delay);
-                self.progress.event(&Event::Restarting { name, delay });
+                self.emit(&Event::Restarting { name, delay });
             } else {
                 s.record.state = ContainerState::Exited;
             }

@@ -336,7 +336,7 @@ impl Supervisor {
                     }
                     if s.plan.readiness.is_none() {
                         s.record.ready = true;
-                        self.progress.event(&Event::Readiness {
+                        self.emit(&Event::Readiness {
                             name,
                             ready: true,
                             detail: None,
@@ -372,7 +372,7 @@ impl Supervisor {
                 }
                 if was != s.record.ready {
                     let ready = s.record.ready;
-                    self.progress.event(&Event::Readiness {
+                    self.emit(&Event::Readiness {
                         name: name.clone(),
                         ready,
                         detail: o.failure.clone(),
@@ -381,13 +381,15 @@ impl Supervisor {
                 }
             }
         }
-        let s = &mut self.slots[i];
-        if let Some(reason) = restart {
-            self.progress.event(&Event::Unhealthy {
+        if let Some(reason) = &restart {
+            self.emit(&Event::Unhealthy {
                 name,
                 probe: o.kind.name(),
                 message: reason.clone(),
             });
+        }
+        let s = &mut self.slots[i];
+        if let Some(reason) = restart {
             s.record.ready = false;
             s.killing = Some(reason);
             if let Some(pid) = s.record.pid {

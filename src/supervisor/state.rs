@@ -35,6 +35,11 @@ impl ProjectPaths {
     pub fn state_file(&self) -> PathBuf {
         self.dir.join("state.json")
     }
+    /// The event log (see `super::events`).
+    #[must_use]
+    pub fn events_file(&self) -> PathBuf {
+        self.dir.join("events.jsonl")
+    }
     /// The running supervisor's control socket (see `super::control`).
     #[must_use]
     pub fn control_socket(&self) -> PathBuf {

@@ -281,3 +281,78 @@ pods:
     );
     assert_no_trace(&p);
 }
+
+#[test]
+fn events_stream_starts_readiness_exits_and_restarts_until_down() {
+    require(&[Need::Root]);
+    let dir = TempDir::new("probe-events");
+    let p = project("probe-events");
+    dir.write(
+        "rcompose.yaml",
+        r#"
+pods:
+  app:
+    restart: always
+    containers:
+      - { name: app, command: [ sleep, "1000" ], readiness: { exec: [ "true" ] } }
+"#,
+    );
+    let _guard = Cleanup(p.clone());
+    assert_code(&rcompose(dir.path(), &["-p", &p, "up", "-d", "--wait"]), 0);
+    let follower = std::process::Command::new(crate::test::bin())
+        .args(["-p", &p, "events", "--format", "json"])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // kill -9 of the container's command from outside: restarted, and counted
+    let ps = rcompose(dir.path(), &["-p", &p, "ps", "--format", "json"]);
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&ps.stdout).unwrap();
+    let init = rows[0]["pid"].as_i64().unwrap();
+    let children =
+        std::fs::read_to_string(format!("/proc/{init}/task/{init}/children")).unwrap_or_default();
+    let victim = children
+        .split_whitespace()
+        .next()
+        .map_or(init, |c| c.parse().unwrap());
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(victim).unwrap()),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let ps = rcompose(dir.path(), &["-p", &p, "ps", "--format", "json"]);
+        let rows: Vec<serde_json::Value> = serde_json::from_slice(&ps.stdout).unwrap();
+        if rows[0]["restarts"] == 1 && rows[0]["state"] == "running" && rows[0]["ready"] == true {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not restarted: {rows:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_code(&rcompose(dir.path(), &["-p", &p, "down"]), 0);
+    // the stream ends with the project
+    let out = follower.wait_with_output().unwrap();
+    assert_code(&out, 0);
+    let events: Vec<serde_json::Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let kinds: Vec<&str> = events.iter().filter_map(|e| e["event"].as_str()).collect();
+    let at = |kind: &str, from: usize| {
+        kinds[from..]
+            .iter()
+            .position(|k| *k == kind)
+            .map(|i| i + from)
+            .unwrap_or_else(|| panic!("no `{kind}` after {from} in {kinds:?}"))
+    };
+    let started = at("started", 0);
+    let ready = at("ready", started);
+    let exited = at("exited", ready);
+    assert_eq!(events[exited]["code"], 137, "{events:?}");
+    let restarting = at("restarting", exited);
+    let again = at("started", restarting);
+    at("ready", again);
+    assert!(events.iter().all(|e| e["time_ms"].as_u64().is_some()));
+    assert_no_trace(&p);
+}
