@@ -458,7 +458,13 @@ fn exit_code_from_and_abort_on_exit_return_the_code_and_remove_everything() {
     for (code, args, want) in [
         ("exit 0", vec!["--exit-code-from", "tests"], 0),
         ("exit 1", vec!["--exit-code-from", "tests"], 1),
-        ("kill -9 $$", vec!["--exit-code-from", "tests"], 137),
+        // a child killed by SIGKILL (the command itself may be PID 1, which SIGKILL from
+        // inside its own pid namespace does not kill)
+        (
+            "sh -c \"kill -9 \\$\\$\"",
+            vec!["--exit-code-from", "tests"],
+            137,
+        ),
         ("exit 3", vec!["--abort-on-exit"], 3),
         // the named pod is stopped by the abort: its own code
         ("exit 3", vec!["--exit-code-from", "db"], stopped),
@@ -507,7 +513,9 @@ pods:
     for (command, code, says) in [
         (vec![], 9, "default"),
         (vec!["sh", "-c", "echo replaced; exit 0"], 0, "replaced"),
-        (vec!["sh", "-c", "kill -9 $$"], 137, ""),
+        // killed by SIGKILL: a child shell (the command may be PID 1, which SIGKILL from inside
+        // its own pid namespace does not kill)
+        (vec!["sh", "-c", "sh -c 'kill -9 $$'"], 137, ""),
     ] {
         let mut args = vec!["-p", p.as_str(), "run", "--rm", "-t", "1", "tests"];
         args.extend(&command);
