@@ -8,11 +8,11 @@ use std::path::Path;
 use crate::manifest::error::{ManifestError, Problem, SourceLocation};
 use crate::manifest::node::{self, Key, Kind, Loc, Node, ScalarType};
 use crate::manifest::{
-    CommandSpec, Condition, ContainerSpec, DependencySpec, DependsOnSpec, EmptyDirSpec, EnvSpec,
-    FileSourceSpec, FileUseSpec, HealthcheckSpec, HttpProbeSpec, ImageSpec, LayerMount, LayerSpec,
-    LongFileUseSpec, LongMountSpec, Manifest, MountSpec, MountType, PodSpec, PodVolumeSpec,
-    PortMapping, PortSpec, ProbeSpec, PullPolicy, Quantity, ResourcesSpec, Restart, RuntimeKind,
-    ServiceSpec, TcpProbeSpec, Text, TmpfsSpec, VolumeSpec,
+    BackoffSpec, CommandSpec, Condition, ContainerSpec, DependencySpec, DependsOnSpec,
+    EmptyDirSpec, EnvSpec, FileSourceSpec, FileUseSpec, HealthcheckSpec, HttpProbeSpec, ImageSpec,
+    LayerMount, LayerSpec, LongFileUseSpec, LongMountSpec, Manifest, MountSpec, MountType, PodSpec,
+    PodVolumeSpec, PortMapping, PortSpec, ProbeSpec, PullPolicy, Quantity, ResourcesSpec, Restart,
+    RuntimeKind, ServiceSpec, TcpProbeSpec, Text, TmpfsSpec, VolumeSpec,
 };
 
 /// Which part of a `key: value` entry a problem points at.
@@ -573,17 +573,19 @@ const DEPENDENCY_KEYS: [&str; 1] = ["condition"];
 const RESOURCE_KEYS: [&str; 3] = ["cpu", "memory", "pids"];
 const SERVICE_KEYS: [&str; 2] = ["selector", "ports"];
 const PORT_KEYS: [&str; 3] = ["port", "target", "publish"];
-const POD_KEYS: [&str; 8] = [
+const POD_KEYS: [&str; 9] = [
     "replicas",
     "labels",
     "depends_on",
     "restart",
+    "backoff",
     "runtime",
     "volumes",
     "init_containers",
     "containers",
 ];
 const POD_VOLUME_KEYS: [&str; 1] = ["empty_dir"];
+const BACKOFF_KEYS: [&str; 2] = ["initial", "max"];
 const MOUNT_KEYS: [&str; 5] = ["type", "source", "target", "read_only", "tmpfs"];
 const TMPFS_KEYS: [&str; 1] = ["size"];
 
@@ -612,6 +614,19 @@ fn pod(cx: &mut Issues, node: &Node, path: &str, name: &str) -> PodSpec {
         let rpath = join(path, "restart");
         if let Some(text) = cx.text(n, &rpath, &format!("`restart` of {what}")) {
             spec.restart = restart(cx, &text, &rpath, name);
+        }
+    }
+    if let Some(n) = e.get("backoff") {
+        let bpath = join(path, "backoff");
+        let bwhat = format!("`backoff` of {what}");
+        if let Some(b) = cx.map(n, &bpath, &bwhat, &BACKOFF_KEYS, &format!("in {bwhat}")) {
+            let mut spec_b = BackoffSpec::default();
+            for (key, slot) in [("initial", &mut spec_b.initial), ("max", &mut spec_b.max)] {
+                if let Some(v) = b.get(key) {
+                    *slot = cx.text(v, &join(&bpath, key), &format!("`{key}` of {bwhat}"));
+                }
+            }
+            spec.backoff = Some(spec_b);
         }
     }
     if let Some(n) = e.get("runtime") {
@@ -1477,9 +1492,10 @@ mod tests {
     use std::collections::BTreeSet;
 
     use crate::manifest::convert::{
-        CONTAINER_KEYS, DEPENDENCY_KEYS, FILE_SOURCE_KEYS, FILE_USE_KEYS, HEALTHCHECK_KEYS,
-        HTTP_PROBE_KEYS, IMAGE_KEYS, LAYER_KEYS, MOUNT_KEYS, POD_KEYS, POD_VOLUME_KEYS, PORT_KEYS,
-        PROBE_KEYS, RESOURCE_KEYS, SERVICE_KEYS, TCP_PROBE_KEYS, TMPFS_KEYS, TOP_KEYS, suggest,
+        BACKOFF_KEYS, CONTAINER_KEYS, DEPENDENCY_KEYS, FILE_SOURCE_KEYS, FILE_USE_KEYS,
+        HEALTHCHECK_KEYS, HTTP_PROBE_KEYS, IMAGE_KEYS, LAYER_KEYS, MOUNT_KEYS, POD_KEYS,
+        POD_VOLUME_KEYS, PORT_KEYS, PROBE_KEYS, RESOURCE_KEYS, SERVICE_KEYS, TCP_PROBE_KEYS,
+        TMPFS_KEYS, TOP_KEYS, suggest,
     };
     use crate::manifest::schema_json;
 
@@ -1516,6 +1532,7 @@ mod tests {
             ("HttpProbeSpec", &HTTP_PROBE_KEYS[..]),
             ("TcpProbeSpec", &TCP_PROBE_KEYS[..]),
             ("HealthcheckSpec", &HEALTHCHECK_KEYS[..]),
+            ("BackoffSpec", &BACKOFF_KEYS[..]),
         ] {
             assert_eq!(keys(&schema["$defs"][def]), set(list), "{def}");
         }

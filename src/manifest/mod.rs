@@ -27,8 +27,8 @@ use serde::{Deserialize, Serialize, Serializer};
 pub use self::error::{ManifestError, Problem, SourceLocation};
 pub use self::quantity::{Bytes, MilliCpu};
 pub use self::valid::{
-    Container, Dependency, FileSource, FileUse, Image, ImageBase, Layer, Mount, MountKind, Pod,
-    Port, Probe, ProbeAction, Resources, Security, Service, ValidManifest,
+    Backoff, Container, Dependency, FileSource, FileUse, Image, ImageBase, Layer, Mount, MountKind,
+    Pod, Port, Probe, ProbeAction, Resources, Security, Service, ValidManifest,
 };
 
 /// The name of the builtin image: the host's root filesystem, read-only.
@@ -149,6 +149,10 @@ pub struct PodSpec {
     /// Restart policy; default `never`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restart: Option<Restart>,
+    /// Delays between restarts: `{ initial: 100ms, max: 10s }` (the defaults); each restart
+    /// doubles the delay up to `max`; `initial: 0s` restarts at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff: Option<BackoffSpec>,
     /// The container runtime: `builtin` (default), or an external OCI runtime, `crun` or
     /// `runc`, given a bundle with the same settings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -312,6 +316,18 @@ pub enum Condition {
     Completed,
     /// Every replica's containers are ready (their readiness probes pass).
     Healthy,
+}
+
+/// Restart delays of a pod.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BackoffSpec {
+    /// The first delay (default `100ms`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial: Option<String>,
+    /// The longest delay (default `10s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<String>,
 }
 
 /// The runtime that runs a pod's containers.

@@ -1088,3 +1088,28 @@ fn runtime_names_are_checked_with_a_suggestion() {
         "{text}"
     );
 }
+
+#[test]
+fn backoff_defaults_and_checks() {
+    let m = ok(
+        "pods:\n  a:\n    containers: [ { name: x, command: y } ]\n  b:\n    backoff: { initial: 0s, max: 2s }\n    containers: [ { name: x, command: y } ]\n",
+    );
+    assert_eq!(m.pods["a"].backoff.initial, Duration::from_millis(100));
+    assert_eq!(m.pods["a"].backoff.max, Duration::from_secs(10));
+    assert_eq!(m.pods["b"].backoff.initial, Duration::ZERO);
+    assert_eq!(m.pods["b"].backoff.max, Duration::from_secs(2));
+    let text = err(
+        "pods:\n  a:\n    backoff: { initial: 5s, max: 1s }\n    containers: [ { name: x, command: y } ]\n",
+    );
+    assert!(
+        text.starts_with("error: `max` of the backoff of pod `a` is below its `initial`"),
+        "{text}"
+    );
+    let text = err(
+        "pods:\n  a:\n    backoff: { first: 5s }\n    containers: [ { name: x, command: y } ]\n",
+    );
+    assert!(
+        text.starts_with("error: unknown field `first` in `backoff` of pod `a`"),
+        "{text}"
+    );
+}

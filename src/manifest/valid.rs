@@ -203,6 +203,9 @@ pub struct Pod {
     pub depends_on: BTreeMap<String, Dependency>,
     /// Restart policy.
     pub restart: Restart,
+    /// Restart delays (written back when not the defaults).
+    #[serde(skip_serializing_if = "Backoff::is_default")]
+    pub backoff: Backoff,
     /// The container runtime.
     #[serde(skip_serializing_if = "is_builtin")]
     pub runtime: crate::manifest::RuntimeKind,
@@ -282,6 +285,29 @@ pub struct Container {
     /// Startup probe.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub startup: Option<Probe>,
+}
+
+/// Restart delays: each restart doubles the delay from `initial` up to `max`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Backoff {
+    /// The first delay.
+    #[serde(serialize_with = "duration_text")]
+    pub initial: std::time::Duration,
+    /// The longest delay.
+    #[serde(serialize_with = "duration_text")]
+    pub max: std::time::Duration,
+}
+
+impl Backoff {
+    /// 100 ms doubling up to 10 s.
+    pub const DEFAULT: Backoff = Backoff {
+        initial: std::time::Duration::from_millis(100),
+        max: std::time::Duration::from_secs(10),
+    };
+
+    fn is_default(&self) -> bool {
+        *self == Self::DEFAULT
+    }
 }
 
 /// A probe with defaults filled.

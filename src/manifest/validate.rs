@@ -8,8 +8,8 @@ use crate::manifest::Facts;
 use crate::manifest::caps::{self, Cap};
 use crate::manifest::convert::{Anchor, Issues, index, join, suggest};
 use crate::manifest::valid::{
-    Container, Dependency, FileSource, FileUse, Image, ImageBase, Layer, Mount, MountKind, Pod,
-    Port, Probe, ProbeAction, Resources, Security, Service, ValidManifest,
+    Backoff, Container, Dependency, FileSource, FileUse, Image, ImageBase, Layer, Mount, MountKind,
+    Pod, Port, Probe, ProbeAction, Resources, Security, Service, ValidManifest,
 };
 use crate::manifest::{
     Bytes, CommandSpec, Condition, ContainerSpec, DependsOnSpec, EnvSpec, FileSourceSpec,
@@ -448,6 +448,7 @@ fn pod(m: &Manifest, name: &str, spec: &PodSpec, issues: &mut Issues, facts: &Fa
         depends_on,
         restart: spec.restart.unwrap_or(Restart::Never),
         runtime: spec.runtime.unwrap_or_default(),
+        backoff: backoff(spec, name, &path, issues),
         volumes: spec.volumes.keys().cloned().collect(),
         init_containers,
         containers,
@@ -671,6 +672,40 @@ fn container(
         liveness,
         startup,
     }
+}
+
+/// The restart delays of pod `name`: 100 ms doubling up to 10 s unless `backoff` says
+/// otherwise; `max` must not be below `initial`.
+fn backoff(spec: &PodSpec, name: &str, path: &str, issues: &mut Issues) -> Backoff {
+    let bpath = join(path, "backoff");
+    let label = format!("pod `{name}`");
+    let b = spec.backoff.clone().unwrap_or_default();
+    let parse =
+        |text: &Option<String>, default: Duration, key: &str, issues: &mut Issues| match text
+            .as_deref()
+            .map(crate::manifest::quantity::parse_duration)
+        {
+            None => default,
+            Some(Ok(d)) => d,
+            Some(Err(why)) => {
+                issues.report(
+                    &join(&bpath, key),
+                    Anchor::Value,
+                    format!("{why} ({label})"),
+                );
+                default
+            }
+        };
+    let initial = parse(&b.initial, Backoff::DEFAULT.initial, "initial", issues);
+    let max = parse(&b.max, Backoff::DEFAULT.max, "max", issues);
+    if max < initial {
+        issues.report(
+            &join(&bpath, "max"),
+            Anchor::Value,
+            format!("`max` of the backoff of {label} is below its `initial`"),
+        );
+    }
+    Backoff { initial, max }
 }
 
 /// Kubernetes' probe defaults.

@@ -36,11 +36,21 @@ pub struct PodPlan {
     pub depends_on: Vec<Dependency>,
     /// What to do when a container exits.
     pub restart: RestartPolicy,
+    /// The first and the longest delay before a restart.
+    #[serde(default = "default_backoff")]
+    pub backoff: (std::time::Duration, std::time::Duration),
     /// `empty_dir` volumes, one set per replica.
     pub empty_dirs: Vec<String>,
     /// The pod's containers: its init containers (`init`) first, then the others, each in
     /// manifest order.
     pub containers: Vec<ContainerPlan>,
+}
+
+fn default_backoff() -> (std::time::Duration, std::time::Duration) {
+    (
+        std::time::Duration::from_millis(100),
+        std::time::Duration::from_secs(10),
+    )
 }
 
 /// A dependency edge: this pod waits until `pod` meets `condition`.

@@ -285,6 +285,8 @@ struct Slot {
     record: ContainerRecord,
     plan: ContainerPlan,
     restart: crate::plan::desired::RestartPolicy,
+    /// The pod's first and longest restart delay.
+    backoff: (Duration, Duration),
     cgroup: Option<KernelCgroup>,
     rootfs: RootfsSpec,
     netns: PathBuf,
@@ -540,6 +542,7 @@ impl Supervisor {
                     },
                     plan: self.with_empty_dirs(c, &replica_name)?,
                     restart: pod.restart,
+                    backoff: pod.backoff,
                     cgroup: None,
                     rootfs: RootfsSpec { host, lowers, dir },
                     netns: self.paths.netns_pin(&replica_name),
@@ -1385,7 +1388,7 @@ impl Supervisor {
                 {
                     s.record.restarts = 0;
                 }
-                let delay = restart::backoff(s.record.restarts);
+                let delay = restart::backoff(s.record.restarts, s.backoff.0, s.backoff.1);
                 s.record.restarts += 1;
                 s.record.state = ContainerState::Restarting;
                 s.due = Some(Instant::now() + delay);

@@ -22,13 +22,11 @@ pub fn should_restart(policy: RestartPolicy, code: i32) -> bool {
     }
 }
 
-/// Delay before restart number `attempt` (0 for the first): doubles from
-/// [`INITIAL_BACKOFF`] up to [`MAX_BACKOFF`].
+/// Delay before restart number `attempt` (0 for the first): doubles from `initial` up to
+/// `max` (a pod's `backoff`; [`INITIAL_BACKOFF`] and [`MAX_BACKOFF`] by default).
 #[must_use]
-pub fn backoff(attempt: u32) -> Duration {
-    INITIAL_BACKOFF
-        .saturating_mul(1u32 << attempt.min(16))
-        .min(MAX_BACKOFF)
+pub fn backoff(attempt: u32, initial: Duration, max: Duration) -> Duration {
+    initial.saturating_mul(1u32 << attempt.min(16)).min(max)
 }
 
 #[cfg(test)]
@@ -45,10 +43,17 @@ mod tests {
 
     #[test]
     fn backoff_doubles_then_caps() {
-        assert_eq!(backoff(0), Duration::from_millis(100));
-        assert_eq!(backoff(1), Duration::from_millis(200));
-        assert_eq!(backoff(3), Duration::from_millis(800));
-        assert_eq!(backoff(7), MAX_BACKOFF);
-        assert_eq!(backoff(40), MAX_BACKOFF);
+        let b = |n| backoff(n, INITIAL_BACKOFF, MAX_BACKOFF);
+        assert_eq!(b(0), Duration::from_millis(100));
+        assert_eq!(b(1), Duration::from_millis(200));
+        assert_eq!(b(3), Duration::from_millis(800));
+        assert_eq!(b(7), MAX_BACKOFF);
+        assert_eq!(b(40), MAX_BACKOFF);
+        // `backoff: { initial: 0s }` restarts at once, every time
+        assert_eq!(backoff(5, Duration::ZERO, MAX_BACKOFF), Duration::ZERO);
+        assert_eq!(
+            backoff(2, Duration::from_secs(1), Duration::from_secs(3)),
+            Duration::from_secs(3)
+        );
     }
 }

@@ -293,6 +293,7 @@ fn events_stream_starts_readiness_exits_and_restarts_until_down() {
 pods:
   app:
     restart: always
+    backoff: { initial: 0s }
     containers:
       - { name: app, command: [ sleep, "1000" ], readiness: { exec: [ "true" ] } }
 "#,
@@ -351,6 +352,8 @@ pods:
     let exited = at("exited", ready);
     assert_eq!(events[exited]["code"], 137, "{events:?}");
     let restarting = at("restarting", exited);
+    // `backoff: { initial: 0s }`: at once
+    assert_eq!(events[restarting]["reason"], "in 0 ms", "{events:?}");
     let again = at("started", restarting);
     at("ready", again);
     assert!(events.iter().all(|e| e["time_ms"].as_u64().is_some()));
