@@ -65,8 +65,9 @@ check: lint layers forbid test
 example:
     cargo run --release -- -f examples/hello/rcompose.yaml up
 
-# rcompose vs crun/runc/podman-compose, image unpack/pull vs tar/umoci/skopeo, memory per container vs conmon, side by side; writes docs/benchmarks.md (root; about 20 min)
+# rcompose vs crun/runc/podman-compose, image unpack/pull vs tar/umoci/skopeo, memory per container vs conmon, readiness gating and restart latency, side by side; writes docs/benchmarks.md (root; about 20 min)
 bench:
     bash bench/run.sh
     bash bench/images.sh
     bash bench/memory.sh
+    bash bench/lifecycle.sh
