@@ -33,6 +33,8 @@
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=bench/lib.sh
+source "$REPO/bench/lib.sh"
 WORK=${RCBENCH_DIR:-/tmp/rcbench-images}
 OUT=${OUT:-$REPO/docs/benchmarks.md}
 ROUNDS=${ROUNDS:-3}
@@ -707,16 +709,7 @@ log "writing the images section of $OUT"
     echo "$END_MARK"
 } >"$WORK/section.md"
 
-# keep what bench/run.sh wrote; replace an earlier section of this script
-if [ -f "$OUT" ]; then
-    awk -v b="$BEGIN_MARK" -v e="$END_MARK" '$0==b{skip=1} !skip{print} $0==e{skip=0}' "$OUT" >"$OUT.tmp"
-    # exactly one blank line before the section
-    sed -i -e :a -e '/^\n*$/{$d;N;ba' -e '}' "$OUT.tmp"
-    echo >>"$OUT.tmp"
-else
-    : >"$OUT.tmp"
-fi
-cat "$WORK/section.md" >>"$OUT.tmp"
-mv "$OUT.tmp" "$OUT"
+# keep what the other parts wrote; replace an earlier section of this script
+replace_section "$BEGIN_MARK" "$END_MARK" "$WORK/section.md" "$OUT"
 log "done: $OUT"
 sed -n '/^### Targets/,/^How they/p' "$WORK/section.md" >&2

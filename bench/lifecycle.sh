@@ -25,6 +25,8 @@
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=bench/lib.sh
+source "$REPO/bench/lib.sh"
 OUT=${OUT:-$REPO/docs/benchmarks.md}
 ROUNDS=${ROUNDS:-10}
 BEGIN_MARK="<!-- bench/lifecycle.sh: begin -->"
@@ -156,14 +158,7 @@ verdict() { if lt "$1" "$2"; then echo "**met**"; else echo "**MISSED**"; fi; }
     echo "  start (namespaces joined, overlay, cgroup, exec)."
     echo "$END_MARK"
 } >"$WORK/section.md"
-if [ -f "$OUT" ]; then
-    awk -v b="$BEGIN_MARK" -v e="$END_MARK" '$0==b{skip=1} !skip{print} $0==e{skip=0}' "$OUT" >"$OUT.tmp"
-    sed -i -e :a -e '/^\n*$/{$d;N;ba' -e '}' "$OUT.tmp"
-    echo >>"$OUT.tmp"
-else
-    : >"$OUT.tmp"
-fi
-cat "$WORK/section.md" >>"$OUT.tmp"
-mv "$OUT.tmp" "$OUT"
+# keep what the other parts wrote; replace an earlier section of this script
+replace_section "$BEGIN_MARK" "$END_MARK" "$WORK/section.md" "$OUT"
 log "done: $OUT"
 sed -n '/^| target/,/^$/p' "$WORK/section.md" >&2

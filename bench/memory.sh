@@ -33,6 +33,8 @@
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=bench/lib.sh
+source "$REPO/bench/lib.sh"
 WORK=${RCBENCH_DIR:-/tmp/rcbench-memory}
 OUT=${OUT:-$REPO/docs/benchmarks.md}
 ROUNDS=${ROUNDS:-5}
@@ -614,15 +616,6 @@ row() { # label file -> "| label | runs | median | min-max |"
 } >"$WORK/section.md"
 
 # keep what the other parts wrote; replace an earlier section of this script
-if [ -f "$OUT" ]; then
-    awk -v b="$BEGIN_MARK" -v e="$END_MARK" '$0==b{skip=1} !skip{print} $0==e{skip=0}' "$OUT" >"$OUT.tmp"
-    # exactly one blank line before the section
-    sed -i -e :a -e '/^\n*$/{$d;N;ba' -e '}' "$OUT.tmp"
-    echo >>"$OUT.tmp"
-else
-    : >"$OUT.tmp"
-fi
-cat "$WORK/section.md" >>"$OUT.tmp"
-mv "$OUT.tmp" "$OUT"
+replace_section "$BEGIN_MARK" "$END_MARK" "$WORK/section.md" "$OUT"
 log "done: $OUT"
 sed -n '/^### Target/,/^How it is/p' "$WORK/section.md" >&2
