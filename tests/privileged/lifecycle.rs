@@ -534,3 +534,35 @@ pods:
         assert_no_trace(&p);
     }
 }
+
+#[test]
+fn two_projects_of_one_manifest_run_side_by_side() {
+    require(&[Need::Root]);
+    let dir = TempDir::new("lc-two");
+    let (a, b) = (project("lc-two-a"), project("lc-two-b"));
+    dir.write(
+        "rcompose.yaml",
+        "pods:\n  db:\n    containers: [ { name: db, command: [ sleep, \"1000\" ], readiness: { exec: [ \"true\" ] } } ]\n  web:\n    depends_on: { db: { condition: healthy } }\n    containers: [ { name: web, command: [ sleep, \"1000\" ] } ]\n",
+    );
+    let _guards = (Cleanup(a.clone()), Cleanup(b.clone()));
+    for p in [&a, &b] {
+        assert_code(&rcompose(dir.path(), &["-p", p, "up", "-d", "--wait"]), 0);
+    }
+    for p in [&a, &b] {
+        let out = rcompose(dir.path(), &["-p", p, "ps", "--format", "json"]);
+        let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(rows.len(), 2);
+        assert!(
+            rows.iter().all(|r| r["state"] == "running"),
+            "{p}: {rows:?}"
+        );
+    }
+    // removing one leaves the other running
+    assert_code(&rcompose(dir.path(), &["-p", &a, "down"]), 0);
+    assert_no_trace(&a);
+    let out = rcompose(dir.path(), &["-p", &b, "ps", "--format", "json"]);
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(rows.iter().all(|r| r["state"] == "running"), "{rows:?}");
+    assert_code(&rcompose(dir.path(), &["-p", &b, "down"]), 0);
+    assert_no_trace(&b);
+}
