@@ -118,6 +118,17 @@ pub fn external_runtime() -> Option<String> {
         .filter(|r| !r.is_empty() && r != "builtin")
 }
 
+/// The exit code of a `sleep` that the teardown stopped: 143 (SIGTERM, forwarded by
+/// rcompose-init), or 137 with an external runtime, where `sleep` is PID 1 and ignores
+/// SIGTERM, so SIGKILL comes after the grace period.
+pub fn stopped_sleep_code() -> i32 {
+    if external_runtime().is_some() {
+        137
+    } else {
+        143
+    }
+}
+
 /// `/proc/PID/status` lines without `Seccomp_filters:` when an external runtime runs the
 /// containers: it installs its seccomp profile as one filter, rcompose as two (the same
 /// refusals: privileged/oci.rs); everything else must be equal.

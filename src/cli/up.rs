@@ -298,15 +298,9 @@ pub(super) fn foreground(
     abort: Abort,
 ) -> Result<ExitCode, Error> {
     let (mut desired, manifest) = selected(ctx, pods)?;
-    if let Some(pod) = &abort.code_from
-        && !desired.pods.contains_key(pod)
-    {
-        let all: Vec<String> = desired.pods.keys().map(|p| format!("`{p}`")).collect();
-        return Err(Error::Up(format!(
-            "--exit-code-from: project `{}` has no pod `{pod}` (its pods: {})",
-            desired.project,
-            all.join(", ")
-        )));
+    if let Some(pod) = &abort.code_from {
+        crate::plan::select(&desired, std::slice::from_ref(pod))
+            .map_err(|e| Error::Up(format!("--exit-code-from: {e}")))?;
     }
     prerequisites()?;
     check_runtimes(&desired)?;

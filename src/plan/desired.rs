@@ -74,6 +74,18 @@ pub enum Condition {
     Healthy,
 }
 
+impl Condition {
+    /// Its name in the manifest.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Condition::Started => "started",
+            Condition::Completed => "completed",
+            Condition::Healthy => "healthy",
+        }
+    }
+}
+
 /// What the supervisor does when a container exits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

@@ -83,6 +83,26 @@ pub struct Response {
     pub error: Option<String>,
 }
 
+impl Response {
+    /// Done, with nothing to report per pod (`Stop`).
+    #[must_use]
+    pub fn done() -> Self {
+        Response {
+            pods: BTreeMap::new(),
+            error: None,
+        }
+    }
+
+    /// Refused or failed before any pod was touched.
+    #[must_use]
+    pub fn refused(why: impl Into<String>) -> Self {
+        Response {
+            pods: BTreeMap::new(),
+            error: Some(why.into()),
+        }
+    }
+}
+
 /// Errors of talking to a supervisor.
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
@@ -188,10 +208,7 @@ fn serve(stream: UnixStream, deliver: &impl Fn(Request, Sender<Response>) -> boo
                 Err(_) => return false,
             }
         }
-        Err(e) => Response {
-            pods: BTreeMap::new(),
-            error: Some(format!("invalid request: {e}")),
-        },
+        Err(e) => Response::refused(format!("invalid request: {e}")),
     };
     let mut out = write;
     if let Ok(mut text) = serde_json::to_vec(&answer) {

@@ -873,10 +873,7 @@ impl Supervisor {
                 }
                 Ok(Msg::Control(control::Request::Stop { grace_ms }, reply)) => {
                     self.grace_override = grace_ms.map(Duration::from_millis);
-                    let _ = reply.send(control::Response {
-                        pods: BTreeMap::new(),
-                        error: None,
-                    });
+                    let _ = reply.send(control::Response::done());
                     return Outcome::Signalled(Signal::SIGTERM as i32);
                 }
                 Ok(Msg::Control(
@@ -888,10 +885,9 @@ impl Supervisor {
                     reply,
                 )) => {
                     if !ready_sent || self.pending.is_some() {
-                        let _ = reply.send(control::Response {
-                            pods: BTreeMap::new(),
-                            error: Some("the project is still starting; try again".into()),
-                        });
+                        let _ = reply.send(control::Response::refused(
+                            "the project is still starting; try again",
+                        ));
                         continue;
                     }
                     let desired = if partial {
@@ -907,10 +903,7 @@ impl Supervisor {
                             }
                         }
                         Err(message) => {
-                            let _ = reply.send(control::Response {
-                                pods: BTreeMap::new(),
-                                error: Some(message),
-                            });
+                            let _ = reply.send(control::Response::refused(message));
                         }
                     }
                 }
@@ -1108,11 +1101,7 @@ impl Supervisor {
                     }
                 };
                 if !ok {
-                    let condition = match dep.condition {
-                        Condition::Started => "started",
-                        Condition::Completed => "completed",
-                        Condition::Healthy => "healthy",
-                    };
+                    let condition = dep.condition.as_str();
                     if met {
                         waits.push((
                             pod.name.clone(),
@@ -1126,11 +1115,7 @@ impl Supervisor {
                         self.emit(&Event::Waiting {
                             pod: pod.name.clone(),
                             on: dep.pod.clone(),
-                            condition: match dep.condition {
-                                Condition::Started => "started",
-                                Condition::Completed => "completed",
-                                Condition::Healthy => "healthy",
-                            },
+                            condition,
                         });
                     }
                 }
@@ -1486,17 +1471,13 @@ impl Supervisor {
                             *d = (*d).min(Instant::now() + grace);
                         }
                     }
-                    let _ = reply.send(control::Response {
-                        pods: BTreeMap::new(),
-                        error: None,
-                    });
+                    let _ = reply.send(control::Response::done());
                 }
                 // nothing is applied while containers stop
                 Ok(Msg::Control(_, reply)) => {
-                    let _ = reply.send(control::Response {
-                        pods: BTreeMap::new(),
-                        error: Some("the project is stopping containers; try again".into()),
-                    });
+                    let _ = reply.send(control::Response::refused(
+                        "the project is stopping containers; try again",
+                    ));
                 }
                 Err(RecvTimeoutError::Timeout) if all_killed => break,
                 Err(RecvTimeoutError::Timeout) => {}

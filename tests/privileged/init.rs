@@ -118,12 +118,7 @@ pods:
     );
     // neither the next init container nor the pod's container ran; `db` was stopped
     assert_eq!(fs::read_to_string(dir.path().join("trace")).unwrap(), "");
-    // `sleep` as PID 1 (an external runtime) ignores SIGTERM: SIGKILL after the grace period
-    let code = if crate::test::external_runtime().is_some() {
-        137
-    } else {
-        143
-    };
+    let code = crate::test::stopped_sleep_code();
     assert!(
         err.contains(&format!("db-1: exited with code {code}")),
         "{err}"

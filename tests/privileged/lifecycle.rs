@@ -449,12 +449,7 @@ fn exit_code_from_and_abort_on_exit_return_the_code_and_remove_everything() {
         )
     };
     let _guard = Cleanup(p.clone());
-    // sleep as PID 1 of an external runtime ignores SIGTERM: 137 after the grace period
-    let stopped = if crate::test::external_runtime().is_some() {
-        137
-    } else {
-        143
-    };
+    let stopped = crate::test::stopped_sleep_code();
     for (code, args, want) in [
         ("exit 0", vec!["--exit-code-from", "tests"], 0),
         ("exit 1", vec!["--exit-code-from", "tests"], 1),

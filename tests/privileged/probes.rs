@@ -124,12 +124,7 @@ pods:
         reason.starts_with("liveness probe failed 2 times: exit code 1"),
         "{row:?}\n{ps}"
     );
-    // `sleep` as PID 1 (an external runtime) ignores SIGTERM: SIGKILL after the grace period
-    let code = if crate::test::external_runtime().is_some() {
-        137
-    } else {
-        143
-    };
+    let code = crate::test::stopped_sleep_code();
     assert_eq!(row["exit_code"], code, "{row:?}");
     assert_code(&rcompose(dir.path(), &["-p", &p, "down"]), 0);
     assert_no_trace(&p);
