@@ -55,14 +55,7 @@ loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
 cpu_psi() { sed -n '1s/^some //p' /proc/pressure/cpu 2>/dev/null | cut -d' ' -f1-3 || echo n/a; }
 psi10() { sed -n '1s/.*avg10=\([0-9.]*\).*/\1/p' /proc/pressure/cpu 2>/dev/null || echo 0; }
 
-# statistics over files of one number (ms) per line
-med() { sort -n "$1" | awk '{a[NR]=$1} END{if(NR==0){print "";exit} if(NR%2){m=a[(NR+1)/2]}else{m=(a[NR/2]+a[NR/2+1])/2} printf "%.1f\n", m}'; }
-minmax() { sort -n "$1" | awk 'NR==1{lo=$1} {hi=$1} END{if(NR) printf "%.1f-%.1f\n", lo, hi}'; }
-count() { grep -c . "$1" 2>/dev/null || true; }
 failed() { awk '{s+=$1} END{print s+0}' "$1" 2>/dev/null || echo 0; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN{if(a==""||b==""||b==0){print "n/a"}else{r=a/b; printf (r<0.1 ? "%.3f\n" : "%.2f\n"), r}}'; }
-lt() { awk -v a="$1" -v b="$2" 'BEGIN{exit !(a!="" && b!="" && a+0<b+0)}'; }
-le() { awk -v a="$1" -v b="$2" 'BEGIN{exit !(a!="" && b!="" && a+0<=b+0)}'; }
 
 [ "$(id -u)" = 0 ] || die "run as root (rcompose's store, umoci unpack as root)"
 [ "${BASH_VERSINFO[0]}" -ge 5 ] || die "bash >= 5 needed (EPOCHREALTIME)"

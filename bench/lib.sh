@@ -1,5 +1,16 @@
 # Shared by the parts of `just bench` that append a section to docs/benchmarks.md
-# (bench/images.sh, bench/memory.sh, bench/lifecycle.sh). Source it; it defines functions only.
+# and their statistics (bench/run.sh, bench/images.sh, bench/memory.sh, bench/lifecycle.sh).
+# Source it; it defines functions only.
+
+# statistics over a file of one number per line: the median, "min-max" (one decimal each),
+# and whether a < b (or a <= b), both set
+med() { sort -g "$1" | awk '{a[NR]=$1} END{if(NR==0){print "";exit} if(NR%2){m=a[(NR+1)/2]}else{m=(a[NR/2]+a[NR/2+1])/2} printf "%.1f\n", m}'; }
+minmax() { sort -g "$1" | awk 'NR==1{lo=$1} {hi=$1} END{if(NR) printf "%.1f-%.1f\n", lo, hi}'; }
+lt() { awk -v a="$1" -v b="$2" 'BEGIN{exit !(a!="" && b!="" && a+0<b+0)}'; }
+le() { awk -v a="$1" -v b="$2" 'BEGIN{exit !(a!="" && b!="" && a+0<=b+0)}'; }
+# the non-empty lines of a file (nothing when it is missing), and a / b ("n/a" without both)
+count() { grep -c . "$1" 2>/dev/null || true; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN{if(a==""||b==""||b==0){print "n/a"}else{r=a/b; printf (r<0.1 ? "%.3f\n" : "%.2f\n"), r}}'; }
 
 # replace_section BEGIN_MARK END_MARK SECTION_FILE OUT
 # Appends SECTION_FILE (which starts with BEGIN_MARK and ends with END_MARK) to OUT, after

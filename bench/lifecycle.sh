@@ -37,9 +37,6 @@ RESTART_TARGET_MS=200
 log() { printf '[bench lifecycle %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 now_ms() { echo $(( ${EPOCHREALTIME/./} / 1000 )); }
-med() { sort -g "$1" | awk '{a[NR]=$1} END{if(NR==0){print "";exit} if(NR%2){m=a[(NR+1)/2]}else{m=(a[NR/2]+a[NR/2+1])/2} printf "%.1f\n", m}'; }
-minmax() { sort -g "$1" | awk 'NR==1{lo=$1} {hi=$1} END{if(NR) printf "%.1f-%.1f\n", lo, hi}'; }
-lt() { awk -v a="$1" -v b="$2" 'BEGIN{exit !(a!="" && b!="" && a+0<b+0)}'; }
 
 [ "$(id -u)" = 0 ] || die "run as root (containers need namespaces and cgroups)"
 if [ -n "${RCOMPOSE_BIN:-}" ]; then

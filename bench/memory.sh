@@ -54,12 +54,6 @@ stamp() { printf -v "$1" '%s' "${EPOCHREALTIME/./}"; }
 loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
 cpu_psi() { sed -n '1s/^some //p' /proc/pressure/cpu 2>/dev/null | cut -d' ' -f1-3 || echo n/a; }
 
-# statistics over files of one number per line
-med() { sort -g "$1" | awk '{a[NR]=$1} END{if(NR==0){print "";exit} if(NR%2){m=a[(NR+1)/2]}else{m=(a[NR/2]+a[NR/2+1])/2} printf "%.1f\n", m}'; }
-minmax() { sort -g "$1" | awk 'NR==1{lo=$1} {hi=$1} END{if(NR) printf "%.1f-%.1f\n", lo, hi}'; }
-count() { grep -c . "$1" 2>/dev/null || true; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN{if(a==""||b==""||b==0){print "n/a"}else{r=a/b; printf (r<0.1 ? "%.3f\n" : "%.2f\n"), r}}'; }
-lt() { awk -v a="$1" -v b="$2" 'BEGIN{exit !(a!="" && b!="" && a+0<b+0)}'; }
 mb() { awk -v k="$1" 'BEGIN{if(k==""){print "n/a"}else{printf "%.3f MB\n", k*1024/1e6}}'; } # KiB -> decimal MB
 
 [ "$(id -u)" = 0 ] || die "run as root (containers, cgroups, /proc of every process)"

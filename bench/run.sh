@@ -26,6 +26,8 @@
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=bench/lib.sh
+source "$REPO/bench/lib.sh"
 WORK=${RCBENCH_DIR:-/tmp/rcbench}
 OUT=${OUT:-$REPO/docs/benchmarks.md}
 A_ROUNDS=${A_ROUNDS:-3}
@@ -287,13 +289,7 @@ fi
 [ "$RC_STATUS" = ok ] || log "rcompose is not measured: $RC_STATUS"
 
 # ---------------------------------------------------------------------------------------------
-# helpers: statistics over files of one number (ms) per line
-med() { sort -n "$1" | awk '{a[NR]=$1} END{if(NR==0){print "";exit} if(NR%2){m=a[(NR+1)/2]}else{m=(a[NR/2]+a[NR/2+1])/2} printf "%.1f\n", m}'; }
-minmax() { sort -n "$1" | awk 'NR==1{lo=$1} {hi=$1} END{if(NR) printf "%.1f-%.1f\n", lo, hi}'; }
-count() { grep -c . "$1" 2>/dev/null || true; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN{if(a==""||b==""||b==0){print "n/a"}else{r=a/b; printf (r<0.1 ? "%.3f\n" : "%.2f\n"), r}}'; }
-lt() { awk -v a="$1" -v b="$2" 'BEGIN{exit !(a!="" && b!="" && a+0<b+0)}'; }
-le() { awk -v a="$1" -v b="$2" 'BEGIN{exit !(a!="" && b!="" && a+0<=b+0)}'; }
+# helpers (statistics: bench/lib.sh)
 
 # ---------------------------------------------------------------------------------------------
 # wait (a bounded time) for a quiet machine: the build above and other jobs load the CPUs
