@@ -86,6 +86,20 @@ pub enum Error {
     /// A pod failed to start, or the detached supervisor failed.
     #[error("{0}")]
     Up(String),
+    /// `stop`, `start`, `restart` or `scale` on a project whose supervisor does not run.
+    #[error("project `{project}` is not up (no supervisor runs it){hint}")]
+    NotUp {
+        /// The project.
+        project: String,
+        /// What to do about what it left, if anything.
+        hint: &'static str,
+    },
+    /// Wrong usage that clap cannot see (a malformed `scale` argument).
+    #[error("{0}")]
+    Usage(String),
+    /// The supervisor refused a request or failed to carry it out.
+    #[error("{0}")]
+    Command(String),
     /// Another I/O failure.
     #[error("failed to {what}")]
     Io {
@@ -112,7 +126,7 @@ impl Error {
                 ExitStatus::InvalidManifest
             }
             Self::Prerequisite(_) => ExitStatus::MissingPrerequisite,
-            Self::ProjectName { .. } => ExitStatus::Usage,
+            Self::ProjectName { .. } | Self::Usage(_) => ExitStatus::Usage,
             Self::Exec(ExecError::Failed { code: 126, .. }) => ExitStatus::CannotRun,
             Self::Exec(ExecError::Failed { code: 127, .. }) => ExitStatus::NotFound,
             _ => ExitStatus::Failure,

@@ -1,6 +1,7 @@
 //! L4: the command line: clap arguments turned into options, dispatch, output (tables,
 //! JSON, progress) and error rendering. The only home of clap and indicatif.
 
+mod control;
 mod exec;
 mod image;
 mod output;
@@ -20,6 +21,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crate::error::{Error, ExitStatus};
 use crate::manifest::{self, ValidManifest};
 use crate::plan::{self, desired::DesiredState};
+use crate::supervisor::control::Request;
 use crate::supervisor::state::{
     ContainerRecord, ProjectPaths, ProjectState, display_name, is_same_process,
 };
@@ -128,6 +130,37 @@ enum Command {
         /// Also remove the project's named volumes
         #[arg(short = 'v', long = "volumes")]
         volumes: bool,
+    },
+    /// Stop the containers of running pods (dependents first) and keep them stopped until
+    /// `start`
+    Stop {
+        /// Seconds each container gets between its stop signal and SIGKILL [default: its
+        /// `stop_grace_period`, else 10]
+        #[arg(short = 't', long = "timeout", value_name = "SECONDS")]
+        timeout: Option<u64>,
+        /// Only these pods [default: every pod]
+        pods: Vec<String>,
+    },
+    /// Start stopped or exited pods again, with the dependencies they need, in dependency
+    /// order
+    Start {
+        /// Only these pods [default: every pod]
+        pods: Vec<String>,
+    },
+    /// Stop the containers of pods and start them again
+    Restart {
+        /// Seconds each container gets between its stop signal and SIGKILL [default: its
+        /// `stop_grace_period`, else 10]
+        #[arg(short = 't', long = "timeout", value_name = "SECONDS")]
+        timeout: Option<u64>,
+        /// Only these pods [default: every pod]
+        pods: Vec<String>,
+    },
+    /// Set the number of replicas of running pods: `scale api=3 worker=0`
+    Scale {
+        /// POD=REPLICAS
+        #[arg(value_name = "POD=REPLICAS", required = true)]
+        replicas: Vec<String>,
     },
     /// List the project's containers
     Ps {
@@ -326,6 +359,27 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
             &pods,
         ),
         Command::Down { timeout, volumes } => down(&ctx, timeout.map(Duration::from_secs), volumes),
+        Command::Stop { timeout, pods } => control::send(
+            &ctx,
+            &Request::Stop {
+                pods,
+                grace_ms: control::grace_ms(timeout),
+            },
+        ),
+        Command::Start { pods } => control::send(&ctx, &Request::Start { pods }),
+        Command::Restart { timeout, pods } => control::send(
+            &ctx,
+            &Request::Restart {
+                pods,
+                grace_ms: control::grace_ms(timeout),
+            },
+        ),
+        Command::Scale { replicas } => control::send(
+            &ctx,
+            &Request::Scale {
+                replicas: control::parse_scale(&replicas)?,
+            },
+        ),
         Command::Ps { format } => ps(&ctx, format),
         Command::Stats {
             format,

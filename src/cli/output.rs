@@ -177,6 +177,7 @@ pub(super) fn format_event(event: &Event) -> Option<String> {
             Some(r) => format!("{name}: exited with code {code} ({r})"),
             None => format!("{name}: exited with code {code}"),
         },
+        Event::OomKilled { name } => format!("{name}: killed by the OOM killer (memory limit)"),
         Event::Restarting { name, delay } => {
             format!("{name}: restarting in {}ms", delay.as_millis())
         }

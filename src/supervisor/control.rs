@@ -41,9 +41,37 @@ pub enum Request {
     /// Stop and remove everything (`down`): containers get their stop signal, then SIGKILL
     /// after their grace period, or after `grace_ms` when set (`down -t`, which overrides
     /// their own, as Compose's).
-    Stop {
+    Down {
         /// The grace period, in milliseconds.
         grace_ms: Option<u64>,
+    },
+    /// `stop [POD...]`: stop the containers of `pods` (every pod when empty), dependents
+    /// first, and keep them, stopped, until `start`: no restart policy brings them back.
+    Stop {
+        /// The pods.
+        pods: Vec<String>,
+        /// The grace period, in milliseconds, instead of each container's own.
+        grace_ms: Option<u64>,
+    },
+    /// `start [POD...]`: start again the stopped or exited replicas of `pods` (every pod
+    /// when empty) and of the dependencies they need that do not run, in dependency order.
+    Start {
+        /// The pods.
+        pods: Vec<String>,
+    },
+    /// `restart [POD...]`: stop the containers of `pods` (every pod when empty), then start
+    /// them again, in dependency order.
+    Restart {
+        /// The pods.
+        pods: Vec<String>,
+        /// The grace period, in milliseconds, instead of each container's own.
+        grace_ms: Option<u64>,
+    },
+    /// `scale POD=N...`: run that many replicas of each pod; replicas are added or the
+    /// highest-numbered ones removed, the others keep running.
+    Scale {
+        /// Replicas per pod.
+        replicas: BTreeMap<String, u32>,
     },
 }
 
@@ -59,6 +87,14 @@ pub enum Change {
     Recreated,
     /// No longer in the manifest: stopped and removed.
     Removed,
+    /// Replicas added or removed; the others left alone.
+    Scaled,
+    /// Stopped (`stop`).
+    Stopped,
+    /// Started again (`start`).
+    Started,
+    /// Stopped and started again (`restart`).
+    Restarted,
 }
 
 impl Change {
@@ -70,6 +106,10 @@ impl Change {
             Change::Created => "created",
             Change::Recreated => "recreated",
             Change::Removed => "removed",
+            Change::Scaled => "scaled",
+            Change::Stopped => "stopped",
+            Change::Started => "started",
+            Change::Restarted => "restarted",
         }
     }
 }
@@ -84,7 +124,7 @@ pub struct Response {
 }
 
 impl Response {
-    /// Done, with nothing to report per pod (`Stop`).
+    /// Done, with nothing to report per pod (`Down`).
     #[must_use]
     pub fn done() -> Self {
         Response {

@@ -16,8 +16,8 @@ use super::Event;
 pub struct EventRecord {
     /// When, in milliseconds since the Unix epoch.
     pub time_ms: u64,
-    /// `waiting`, `started`, `failed`, `exited`, `restarting`, `ready`, `unready`,
-    /// `unhealthy`, `up`, `stopping`, `removed`.
+    /// `waiting`, `started`, `failed`, `oom_killed`, `exited`, `restarting`, `ready`,
+    /// `unready`, `unhealthy`, `up`, `stopping`, `removed`.
     pub event: String,
     /// The container (`pod-N` or `pod-N/container`), or the pod for `waiting`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -66,6 +66,10 @@ impl EventRecord {
                 code: Some(*code),
                 reason: reason.clone(),
                 ..r("exited", Some(name))
+            },
+            Event::OomKilled { name } => EventRecord {
+                reason: Some("memory limit reached".to_string()),
+                ..r("oom_killed", Some(name))
             },
             Event::Restarting { name, delay } => EventRecord {
                 reason: Some(format!("in {} ms", delay.as_millis())),

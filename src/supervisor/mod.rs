@@ -10,6 +10,7 @@
 //! container copies its output to its log file and the [`LogSink`]. Containers are started
 //! by re-executing rcompose (see [`crate::runtime::spawn`]), never by forking this process.
 
+mod commands;
 pub mod control;
 pub mod events;
 pub mod exec;
@@ -159,6 +160,12 @@ pub enum Event {
         /// `OOMKilled` and the like.
         reason: Option<String>,
     },
+    /// The kernel's OOM killer killed a process of a container at its memory limit (its
+    /// `Exited` follows, with reason `OOMKilled`).
+    OomKilled {
+        /// Its name.
+        name: String,
+    },
     /// A container is restarted after `delay`.
     Restarting {
         /// Its name.
@@ -261,6 +268,9 @@ pub enum Outcome {
         code: i32,
     },
 }
+
+/// What a control request did per pod, and a termination signal that came meanwhile.
+type CommandResult = Result<(BTreeMap<String, control::Change>, Option<i32>), String>;
 
 enum Msg {
     Exit(i32, WaitStatus),
@@ -490,7 +500,16 @@ impl Supervisor {
 
     /// Appends the slots of `pod` (every replica, init containers first), `Waiting`.
     fn add_slots(&mut self, pod: &PodPlan) -> Result<(), SupervisorError> {
-        for mut slot in self.slots_of(pod)? {
+        self.add_replicas(pod, 1..=pod.replicas)
+    }
+
+    /// Appends the slots of replicas `replicas` of `pod`, `Waiting`.
+    fn add_replicas(
+        &mut self,
+        pod: &PodPlan,
+        replicas: std::ops::RangeInclusive<u32>,
+    ) -> Result<(), SupervisorError> {
+        for mut slot in self.slots_of(pod, replicas)? {
             slot.id = self.next_id;
             self.next_id += 1;
             self.slots.push(slot);
@@ -498,11 +517,15 @@ impl Supervisor {
         Ok(())
     }
 
-    /// The slots of every replica of `pod`, init containers first, `Waiting`: staged layers
-    /// and `empty_dir` directories are made here.
-    fn slots_of(&self, pod: &PodPlan) -> Result<Vec<Slot>, SupervisorError> {
+    /// The slots of replicas `replicas` of `pod`, init containers first, `Waiting`: staged
+    /// layers and `empty_dir` directories are made here.
+    fn slots_of(
+        &self,
+        pod: &PodPlan,
+        replicas: std::ops::RangeInclusive<u32>,
+    ) -> Result<Vec<Slot>, SupervisorError> {
         let mut out = Vec::new();
-        for replica in 1..=pod.replicas {
+        for replica in replicas {
             let replica_name = format!("{}-{replica}", pod.name);
             for c in &pod.containers {
                 let dir = self.paths.container_dir(&replica_name, &c.name);
@@ -871,31 +894,19 @@ impl Supervisor {
                     self.collect_exits();
                     let _ = self.save();
                 }
-                Ok(Msg::Control(control::Request::Stop { grace_ms }, reply)) => {
+                Ok(Msg::Control(control::Request::Down { grace_ms }, reply)) => {
                     self.grace_override = grace_ms.map(Duration::from_millis);
                     let _ = reply.send(control::Response::done());
                     return Outcome::Signalled(Signal::SIGTERM as i32);
                 }
-                Ok(Msg::Control(
-                    control::Request::Apply {
-                        desired,
-                        env,
-                        partial,
-                    },
-                    reply,
-                )) => {
+                Ok(Msg::Control(request, reply)) => {
                     if !ready_sent || self.pending.is_some() {
                         let _ = reply.send(control::Response::refused(
                             "the project is still starting; try again",
                         ));
                         continue;
                     }
-                    let desired = if partial {
-                        self.merged(desired)
-                    } else {
-                        desired
-                    };
-                    match self.apply(desired, env) {
+                    match self.command(request) {
                         Ok((pods, signal)) => {
                             self.pending = Some((reply, pods));
                             if let Some(sig) = signal {
@@ -910,6 +921,38 @@ impl Supervisor {
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return Outcome::Signalled(0),
             }
+        }
+    }
+
+    /// Carries out a control request other than `Down`: what it did per pod, and the
+    /// termination signal that came while containers stopped, if one did; `Err` when it was
+    /// refused (nothing changed) or failed.
+    fn command(&mut self, request: control::Request) -> CommandResult {
+        let grace = |ms: Option<u64>| ms.map(Duration::from_millis);
+        match request {
+            control::Request::Apply {
+                desired,
+                env,
+                partial,
+            } => {
+                let desired = if partial {
+                    self.merged(desired)
+                } else {
+                    desired
+                };
+                self.apply(desired, env)
+            }
+            control::Request::Stop { pods, grace_ms } => self.stop_pods(&pods, grace(grace_ms)),
+            control::Request::Start { pods } => self
+                .start_again(&pods, control::Change::Started)
+                .map(|c| (c, None)),
+            control::Request::Restart { pods, grace_ms } => {
+                let (_, signal) = self.stop_pods(&pods, grace(grace_ms))?;
+                let changes = self.start_again(&pods, control::Change::Restarted)?;
+                Ok((changes, signal))
+            }
+            control::Request::Scale { replicas } => self.scale(&replicas),
+            control::Request::Down { .. } => Err("`down` is not a command".to_string()),
         }
     }
 
@@ -1029,7 +1072,7 @@ impl Supervisor {
         state::display_name(&r.pod, r.replica, &r.container, single)
     }
 
-    /// Pods not started yet (every slot `Waiting`) whose dependencies are met, and for each
+    /// Pods with a replica not started yet (`Waiting`) whose dependencies are met, and for each
     /// pod that waits, what it waits for (`waiting for db (healthy)`, its first unmet
     /// dependency); `Err` when a dependency can never be met.
     fn startable_and_waiting(
@@ -1039,13 +1082,14 @@ impl Supervisor {
         let mut out = Vec::new();
         let mut waits = Vec::new();
         for pod in self.opts.desired.pods.values() {
-            let mut slots = self.slots.iter().filter(|s| s.record.pod == pod.name);
-            let mut any = false;
-            let untouched = slots.all(|s| {
-                any = true;
-                s.record.state == ContainerState::Waiting && !self.started.contains(&s.netns)
+            // a replica whose start has not begun (every replica at `up`; added or stopped
+            // ones after `scale` or `start`)
+            let fresh = self.slots.iter().any(|s| {
+                s.record.pod == pod.name
+                    && s.record.state == ContainerState::Waiting
+                    && !self.started.contains(&s.netns)
             });
-            if !any || !untouched {
+            if !fresh {
                 continue;
             }
             let mut met = true;
@@ -1358,6 +1402,10 @@ impl Supervisor {
             } else {
                 None
             };
+            if oom {
+                self.emit(&Event::OomKilled { name: name.clone() });
+            }
+            let s = &mut self.slots[i];
             let exited = Event::Exited {
                 name: name.clone(),
                 code,
@@ -1464,7 +1512,7 @@ impl Supervisor {
                 // probes do not matter while containers stop
                 Ok(Msg::Probe(_)) => {}
                 // `down` while containers stop: its grace period from now on
-                Ok(Msg::Control(control::Request::Stop { grace_ms }, reply)) => {
+                Ok(Msg::Control(control::Request::Down { grace_ms }, reply)) => {
                     if let Some(grace) = grace_ms.map(Duration::from_millis) {
                         self.grace_override = Some(grace);
                         for (_, d) in &mut deadlines {

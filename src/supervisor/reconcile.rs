@@ -1,10 +1,11 @@
 //! `up` on a project that is already up: the running supervisor takes the new desired
 //! state (through its control socket, see [`super::control`]) and changes only what
 //! changed. A pod is recreated when its plan differs (image layers, command, env, mounts,
-//! limits, replicas, ...) or when the content of one of its configs or secrets differs
-//! (a file edited, an environment variable set to another value); pods that are new are
-//! started and pods no longer in the manifest are stopped and removed. The others keep
-//! running, untouched, as Compose's `up` and Kubernetes' `apply` do.
+//! limits, ...) or when the content of one of its configs or secrets differs (a file
+//! edited, an environment variable set to another value); pods that are new are started
+//! and pods no longer in the manifest are stopped and removed. A pod whose replica count
+//! alone changed is scaled: replicas are added, or the highest-numbered ones removed. The
+//! others keep running, untouched, as Compose's `up` and Kubernetes' `apply` do.
 //!
 //! Contents are compared by their SHA-256, kept in this process's memory only: never in the
 //! state file, so a secret's digest is not left on disk.
@@ -42,9 +43,14 @@ impl Supervisor {
 
     /// The digest of everything that makes pod `pod` what it is: its plan and the content
     /// of its configs and secrets.
+    /// The replica count is not part of it: a pod that differs only there is scaled.
     pub(super) fn fingerprint(&self, pod: &PodPlan) -> Result<[u8; 32], String> {
         let mut h = Sha256::new();
-        h.update(serde_json::to_vec(pod).map_err(|e| e.to_string())?);
+        let one = PodPlan {
+            replicas: 0,
+            ..pod.clone()
+        };
+        h.update(serde_json::to_vec(&one).map_err(|e| e.to_string())?);
         for c in &pod.containers {
             for f in &c.files {
                 let bytes = self
@@ -118,9 +124,16 @@ impl Supervisor {
                 .slots
                 .iter()
                 .any(|s| s.record.pod == *name && s.record.state == super::ContainerState::Failed);
+            let replicas = |d: &DesiredState| d.pods.get(name).map(|p| p.replicas);
             let change = match old.get(name) {
                 None => Change::Created,
-                Some(o) if o == f && !failed => Change::Unchanged,
+                Some(o) if o == f && !failed => {
+                    if replicas(&self.opts.desired) == replicas(&desired) {
+                        Change::Unchanged
+                    } else {
+                        Change::Scaled
+                    }
+                }
                 Some(_) => Change::Recreated,
             };
             changes.insert(name.clone(), change);
@@ -130,25 +143,32 @@ impl Supervisor {
                 changes.insert(name.clone(), Change::Removed);
             }
         }
-        // stop what goes, dependents first (the old waves, backwards)
-        let going: Vec<String> = changes
+        // stop what goes, dependents first (the old waves, backwards): whole pods, and the
+        // replicas a scaled pod has too many
+        let going_pods: Vec<String> = changes
             .iter()
             .filter(|(_, c)| matches!(c, Change::Recreated | Change::Removed))
             .map(|(n, _)| n.clone())
             .collect();
+        let keep: HashMap<String, u32> = changes
+            .iter()
+            .filter(|(_, c)| **c == Change::Scaled)
+            .filter_map(|(n, _)| Some((n.clone(), desired.pods.get(n)?.replicas)))
+            .collect();
+        let goes = |r: &super::state::ContainerRecord| {
+            going_pods.contains(&r.pod) || keep.get(&r.pod).is_some_and(|&n| r.replica > n)
+        };
         let mut signalled = None;
         let waves: Vec<Vec<String>> = self.opts.desired.waves.iter().rev().cloned().collect();
         for wave in waves {
             let members: Vec<usize> = (0..self.slots.len())
                 .filter(|&i| {
-                    let pod = &self.slots[i].record.pod;
-                    wave.contains(pod)
-                        && going.contains(pod)
-                        && self.slots[i].record.state.is_live()
+                    let r = &self.slots[i].record;
+                    wave.contains(&r.pod) && goes(r) && r.state.is_live()
                 })
                 .collect();
             for i in 0..self.slots.len() {
-                if going.contains(&self.slots[i].record.pod) {
+                if goes(&self.slots[i].record) {
                     self.slots[i].due = None;
                 }
             }
@@ -156,28 +176,34 @@ impl Supervisor {
                 signalled.get_or_insert(sig);
             }
         }
-        self.remove_pods(&going);
+        self.remove_where(|s| goes(&s.record));
+        let old_replicas: HashMap<String, u32> = keep
+            .keys()
+            .filter_map(|n| Some((n.clone(), self.opts.desired.pods.get(n)?.replicas)))
+            .collect();
         self.opts.desired = desired;
         self.fingerprints = new;
         let first_new = self.slots.len();
-        let pods: Vec<PodPlan> = self
-            .opts
-            .desired
-            .waves
-            .iter()
-            .flatten()
-            .filter(|p| matches!(changes.get(*p), Some(Change::Created | Change::Recreated)))
-            .filter_map(|p| self.opts.desired.pods.get(p).cloned())
-            .collect();
-        let made = pods
-            .iter()
-            .try_for_each(|pod| self.add_slots(pod))
+        let first_id = self.next_id;
+        let mut made = Ok(());
+        let order: Vec<String> = self.opts.desired.waves.iter().flatten().cloned().collect();
+        for name in &order {
+            let Some(pod) = self.opts.desired.pods.get(name).cloned() else {
+                continue;
+            };
+            let replicas = match changes.get(name) {
+                Some(Change::Created | Change::Recreated) => 1..=pod.replicas,
+                Some(Change::Scaled) => old_replicas.get(name).map_or(1, |n| n + 1)..=pod.replicas,
+                _ => continue,
+            };
+            made = made.and_then(|()| self.add_replicas(&pod, replicas));
+        }
+        let made = made
             .and_then(|()| self.check_users_from(first_new))
             .and_then(|()| self.write_files_from(first_new));
         if let Err(e) = made {
-            // the new slots never ran: drop them, and say which pods are gone
-            let broken: Vec<String> = pods.iter().map(|p| p.name.clone()).collect();
-            self.remove_pods(&broken);
+            // the new slots never ran: drop them (the pods recreated are gone)
+            self.remove_where(|s| s.id >= first_id);
             return Err(super::chain(&e));
         }
         // keep the start order (as `ps` shows it): the new slots go where their pod's wave
@@ -193,13 +219,13 @@ impl Supervisor {
         Ok((changes, signalled))
     }
 
-    /// Removes the slots of `pods` (stopped) with everything their replicas had: cgroups,
-    /// container directories, logs, config and secret copies, `empty_dir` volumes and the
-    /// replicas' namespace pins.
-    fn remove_pods(&mut self, pods: &[String]) {
+    /// Removes the slots `going` picks (stopped; whole replicas) with everything their
+    /// replicas had: cgroups, container directories, logs, config and secret copies,
+    /// `empty_dir` volumes and the replicas' namespace pins.
+    fn remove_where(&mut self, going: impl Fn(&super::Slot) -> bool) {
         let (going, staying): (Vec<_>, Vec<_>) = std::mem::take(&mut self.slots)
             .into_iter()
-            .partition(|s| pods.contains(&s.record.pod));
+            .partition(|s| going(s));
         self.slots = staying;
         let mut parents: Vec<PathBuf> = Vec::new();
         let mut pins: Vec<PathBuf> = Vec::new();

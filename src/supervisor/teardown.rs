@@ -80,7 +80,7 @@ pub fn down(
                 let alive = pid.filter(|&(pid, start)| is_same_process(proc_root, pid, start));
                 // through its control socket, with our grace period; else a SIGTERM (its
                 // own grace period then)
-                let request = super::control::Request::Stop {
+                let request = super::control::Request::Down {
                     grace_ms: asked_grace.map(|g| u64::try_from(g.as_millis()).unwrap_or(u64::MAX)),
                 };
                 let asked = alive.is_some()

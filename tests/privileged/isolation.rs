@@ -125,7 +125,8 @@ pods:
     let out = rcompose(dir.path(), &["-p", &p, "up"]);
     assert_code(&out, 0);
     assert!(
-        stderr(&out).contains("hog-1: exited with code 137 (OOMKilled)"),
+        stderr(&out).contains("hog-1: killed by the OOM killer (memory limit)\n")
+            && stderr(&out).contains("hog-1: exited with code 137 (OOMKilled)"),
         "{}",
         stderr(&out)
     );
@@ -154,6 +155,12 @@ pods:
     );
     let _guard = Cleanup(p.clone());
     assert_code(&rcompose(dir.path(), &["-p", &p, "up", "-d"]), 0);
+    let follower = std::process::Command::new(crate::test::bin())
+        .args(["-p", &p, "events", "--format", "json"])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     let mut rows = serde_json::Value::Null;
     for _ in 0..100 {
         let out = rcompose(dir.path(), &["-p", &p, "ps", "--format", "json"]);
@@ -179,6 +186,19 @@ pods:
     assert_eq!(hog["exit_code"], 137);
     assert_eq!(hog["reason"], "OOMKilled");
     assert_code(&rcompose(dir.path(), &["-p", &p, "down"]), 0);
+    // `events` had it as an event of its own, before the exit
+    let out = follower.wait_with_output().unwrap();
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|e: &serde_json::Value| e["name"] == "hog-1")
+        .collect();
+    let kinds: Vec<&str> = events.iter().filter_map(|e| e["event"].as_str()).collect();
+    let oom = kinds.iter().position(|k| *k == "oom_killed");
+    assert!(
+        oom.is_some_and(|i| kinds.get(i + 1) == Some(&"exited")),
+        "{events:?}"
+    );
     assert_no_trace(&p);
 }
 

@@ -264,3 +264,55 @@ pods:
     assert_code(&rcompose(dir.path(), &["-p", &p, "down"]), 0);
     assert_no_trace(&p);
 }
+
+#[test]
+fn up_again_with_another_replica_count_scales_and_keeps_the_running_replicas() {
+    require(&[Need::Root]);
+    let dir = TempDir::new("reup-scale");
+    let p = project("reup-scale");
+    let stack = |n: u32| {
+        format!(
+            "pods:\n  a:\n    replicas: {n}\n    containers: [ {{ name: a, command: [ sleep, \"1000\" ] }} ]\n  b:\n    containers: [ {{ name: b, command: [ sleep, \"1000\" ] }} ]\n"
+        )
+    };
+    dir.write("rcompose.yaml", &stack(2));
+    let _guard = Cleanup(p.clone());
+    assert_code(&up(dir.path(), &p, "x"), 0);
+    let replicas = |dir: &Path| -> BTreeMap<String, i64> {
+        let out = rcompose(dir, &["-p", &p, "ps", "--format", "json"]);
+        let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+        rows.iter()
+            .filter_map(|r| {
+                Some((
+                    format!("{}-{}", r["pod"].as_str()?, r["replica"]),
+                    r["pid"].as_i64()?,
+                ))
+            })
+            .collect()
+    };
+    let first = replicas(dir.path());
+    assert_eq!(first.len(), 3, "{first:?}");
+
+    dir.write("rcompose.yaml", &stack(3));
+    let out = up(dir.path(), &p, "x");
+    assert_code(&out, 0);
+    assert!(stderr(&out).contains("pod `a`: scaled"), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("pod `b`"), "{}", stderr(&out));
+    let second = replicas(dir.path());
+    assert_eq!(second.len(), 4, "{second:?}");
+    for kept in ["a-1", "a-2", "b-1"] {
+        assert_eq!(second[kept], first[kept], "{kept} was recreated");
+    }
+
+    dir.write("rcompose.yaml", &stack(1));
+    assert_code(&up(dir.path(), &p, "x"), 0);
+    let third = replicas(dir.path());
+    assert_eq!(third.keys().collect::<Vec<_>>(), ["a-1", "b-1"]);
+    assert_eq!(third["a-1"], first["a-1"]);
+    let run = Path::new("/run/rcompose").join(&p);
+    for gone in ["netns.a-2", "netns.a-3", "a-2.a", "a-3.a.log"] {
+        assert!(!run.join(gone).exists(), "{gone} is left");
+    }
+    assert_code(&rcompose(dir.path(), &["-p", &p, "down"]), 0);
+    assert_no_trace(&p);
+}

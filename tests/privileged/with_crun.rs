@@ -10,7 +10,8 @@ use crate::test::{Need, require};
 
 /// The modules whose tests start containers through `rcompose up` (image, registry and
 /// unpacking tests do not depend on the runtime; `oci` tests crun and runc directly).
-const MODULES: [&str; 14] = [
+const MODULES: [&str; 15] = [
+    "privileged::commands::",
     "privileged::examples::",
     "privileged::exec::",
     "privileged::files::",

@@ -1,0 +1,124 @@
+//! `stop`, `start`, `restart` and `scale`: requests to the project's running supervisor,
+//! over its control socket (see [`crate::supervisor::control`]).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use super::Context;
+use super::output::CliProgress;
+use crate::error::Error;
+use crate::supervisor::control::{self, Change, ControlError, Request};
+use crate::supervisor::state::{ProjectPaths, ProjectState, is_same_process};
+
+/// How long a client waits for the supervisor's answer: a `start` waits for `healthy`
+/// dependencies, a `stop` for grace periods.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Sends `request` to the supervisor of the project and prints what it did to each pod.
+pub(super) fn send(ctx: &Context, request: &Request) -> Result<ExitCode, Error> {
+    let project = ctx.project()?;
+    let paths = ProjectPaths::new(&Context::run_root(), &project);
+    let not_up = |hint| Error::NotUp {
+        project: project.clone(),
+        hint,
+    };
+    let Some(state) = ProjectState::load(&paths.state_file())
+        .ok()
+        .flatten()
+        .filter(|_| paths.dir.exists())
+    else {
+        return Err(not_up(""));
+    };
+    let dead = "; its supervisor is gone: `rcompose down` removes what is left";
+    if !is_same_process(
+        Path::new("/proc"),
+        state.supervisor_pid,
+        state.supervisor_start,
+    ) {
+        return Err(not_up(dead));
+    }
+    let response = match control::send(&paths.control_socket(), &project, request, ANSWER_TIMEOUT) {
+        Ok(r) => r,
+        Err(ControlError::NotListening { .. }) => return Err(not_up(dead)),
+        Err(e) => return Err(Error::Command(crate::supervisor::chain(&e))),
+    };
+    let progress = CliProgress::new(&project);
+    for (pod, change) in &response.pods {
+        let line = match (change, request) {
+            (Change::Unchanged, Request::Start { .. }) => "already running".to_string(),
+            (Change::Scaled, Request::Scale { replicas }) => match replicas.get(pod) {
+                Some(n) => format!("scaled to {n}"),
+                None => "scaled".to_string(),
+            },
+            (Change::Unchanged, _) => continue,
+            (c, _) => c.as_str().to_string(),
+        };
+        progress.println(&format!("pod `{pod}`: {line}"));
+    }
+    progress.finish();
+    match response.error {
+        Some(e) => Err(Error::Command(e)),
+        None => Ok(ExitCode::SUCCESS),
+    }
+}
+
+/// The grace period of `-t SECONDS`, in milliseconds.
+pub(super) fn grace_ms(timeout: Option<u64>) -> Option<u64> {
+    timeout.map(|t| t.saturating_mul(1000))
+}
+
+/// Parses `POD=N` arguments of `scale`.
+pub(super) fn parse_scale(args: &[String]) -> Result<BTreeMap<String, u32>, Error> {
+    let mut out = BTreeMap::new();
+    for a in args {
+        let Some((pod, n)) = a.split_once('=') else {
+            return Err(Error::Usage(format!(
+                "`{a}`: expected POD=REPLICAS, for example `api=3`"
+            )));
+        };
+        let n: u32 = n.parse().map_err(|_| {
+            Error::Usage(format!(
+                "`{a}`: the replica count `{n}` is not a whole number from 0"
+            ))
+        })?;
+        if pod.is_empty() {
+            return Err(Error::Usage(format!("`{a}`: the pod name is missing")));
+        }
+        if out.insert(pod.to_string(), n).is_some() {
+            return Err(Error::Usage(format!("pod `{pod}` is named twice")));
+        }
+    }
+    if out.is_empty() {
+        return Err(Error::Usage(
+            "name the pods to scale: `rcompose scale api=3`".to_string(),
+        ));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scale_arguments_parse_or_say_what_is_wrong() {
+        let ok = parse_scale(&["api=3".into(), "web=0".into()]).unwrap();
+        assert_eq!(ok["api"], 3);
+        assert_eq!(ok["web"], 0);
+        for (arg, says) in [
+            ("api", "expected POD=REPLICAS"),
+            ("api=x", "not a whole number"),
+            ("api=-1", "not a whole number"),
+            ("=2", "pod name is missing"),
+        ] {
+            let e = parse_scale(&[arg.to_string()]).unwrap_err();
+            assert!(matches!(e, Error::Usage(_)), "{arg}: {e:?}");
+            assert!(e.to_string().contains(says), "{arg}: {e}");
+        }
+        let twice = parse_scale(&["a=1".into(), "a=2".into()]).unwrap_err();
+        assert!(twice.to_string().contains("named twice"));
+        assert!(parse_scale(&[]).is_err());
+    }
+}
