@@ -91,7 +91,8 @@ apt_get() {
 if [ "${SKIP_INSTALL:-0}" != 1 ]; then
     log "installing peers (apt, pip)"
     need=()
-    for p in crun runc podman hyperfine busybox-static jq uidmap; do
+    # docker.io and docker-compose: bench/lifecycle.sh starts a dockerd of its own (part f1)
+    for p in crun runc podman hyperfine busybox-static jq uidmap docker.io docker-compose; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || need+=("$p")
     done
     if [ "${#need[@]}" -gt 0 ]; then
