@@ -687,7 +687,9 @@ row_ms() { # label file
     echo "order rotated every round, all on the same busybox rootfs (\`busybox --install -s\`, $(find "$ROOTFS" | wc -l) entries)."
     echo "crun and runc run an OCI bundle from \`crun spec\` / \`runc spec\` (terminal false, args"
     echo "/bin/true, read-only root, a unique id per run); rcompose runs \`rcompose -f bench/true.yaml -p bt-\$\$ up\`"
-    echo "(foreground \`up\` returns once the container has exited and the stack is torn down)."
+    echo "(foreground \`up\` returns once the container has exited and the stack is torn down). Like the"
+    echo "bundles, whose network namespace has only \`lo\`, the pod has \`network_mode: none\`; the project"
+    echo "network (a bridge and a veth per replica) is in part b's ten-pod stack."
     echo "Each command is wrapped in \`timeout 60\` (same cost for every tool)."
     echo
     echo "| command | runs | median ms | min-max ms | ratio rcompose/this |"

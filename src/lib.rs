@@ -17,6 +17,7 @@ pub mod cli;
 pub mod error;
 pub mod image;
 pub mod manifest;
+pub mod network;
 pub mod plan;
 pub mod runtime;
 pub mod supervisor;

@@ -201,6 +201,8 @@ pub struct Footprint {
     pub mounts: Vec<String>,
     pub cgroups: Vec<String>,
     pub processes: Vec<String>,
+    /// The project's bridge and its replicas' host-side veths.
+    pub links: Vec<String>,
 }
 
 /// What of `project` is on the machine right now.
@@ -238,19 +240,35 @@ pub fn footprint(project: &str) -> Footprint {
             processes.push(format!("{}: {cmd}", entry.file_name().to_string_lossy()));
         }
     }
+    let bridge = rcompose::network::bridge_name(project);
+    let veths = rcompose::network::veth_prefix(project);
+    let links = fs::read_dir("/sys/class/net")
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| *n == bridge || n.starts_with(&veths))
+        .collect();
     Footprint {
         state_dir: Path::new(&dir).exists(),
         mounts,
         cgroups,
         processes,
+        links,
     }
 }
 
 /// Asserts that nothing of `project` is left.
 #[track_caller]
 pub fn assert_no_trace(project: &str) {
+    // the kernel removes a veth whose namespace is gone a moment later (100-300 ms here)
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    let mut left = footprint(project);
+    while !left.links.is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        left = footprint(project);
+    }
     assert_eq!(
-        footprint(project),
+        left,
         Footprint::default(),
         "project `{project}` left something behind"
     );

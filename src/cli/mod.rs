@@ -489,9 +489,26 @@ impl Context {
                 base.join(p).exists()
             }
         };
+        // a subnet the manifest names must be free on the host (the project's own bridge
+        // excepted, on a re-`up`)
+        let routes = crate::network::host_routes(Path::new("/proc")).unwrap_or_default();
+        let cli_project = self.project.clone();
+        let dir_project = absolute(&path)
+            .ok()
+            .and_then(|a| a.parent().map(Path::to_path_buf))
+            .and_then(|d| project_from_dir(&d).ok());
+        let subnet_conflict = |subnet, name: Option<&str>| {
+            let project = cli_project
+                .as_deref()
+                .or(name)
+                .or(dir_project.as_deref())
+                .unwrap_or_default();
+            crate::network::conflict(subnet, &routes, &crate::network::bridge_name(project))
+        };
         let facts = manifest::Facts {
             path_exists: &exists,
             env_set: &|name| std::env::var_os(name).is_some(),
+            subnet_conflict: &subnet_conflict,
         };
         Ok((manifest::load_checked(&source, &path, &facts)?, path))
     }

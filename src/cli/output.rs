@@ -53,6 +53,8 @@ struct PsRow<'a> {
     restarts: u32,
     exit_code: Option<i32>,
     reason: Option<&'a str>,
+    /// The replica's address on the project network.
+    ip: Option<std::net::Ipv4Addr>,
 }
 
 fn rows(records: &[ContainerRecord]) -> Vec<PsRow<'_>> {
@@ -68,6 +70,7 @@ fn rows(records: &[ContainerRecord]) -> Vec<PsRow<'_>> {
             restarts: c.restarts,
             exit_code: c.exit_code,
             reason: c.reason.as_deref(),
+            ip: c.ip,
         })
         .collect()
 }

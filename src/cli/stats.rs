@@ -446,6 +446,7 @@ mod tests {
             dir: "/dev/null".into(),
             init: false,
             ready: false,
+            ip: None,
         }
     }
 

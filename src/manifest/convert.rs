@@ -10,9 +10,10 @@ use crate::manifest::node::{self, Key, Kind, Loc, Node, ScalarType};
 use crate::manifest::{
     BackoffSpec, CommandSpec, Condition, ContainerSpec, DependencySpec, DependsOnSpec,
     EmptyDirSpec, EnvSpec, FileSourceSpec, FileUseSpec, HealthcheckSpec, HttpProbeSpec, ImageSpec,
-    LayerMount, LayerSpec, LongFileUseSpec, LongMountSpec, Manifest, MountSpec, MountType, PodSpec,
-    PodVolumeSpec, PortMapping, PortSpec, ProbeSpec, PullPolicy, Quantity, ResourcesSpec, Restart,
-    RuntimeKind, ServiceSpec, TcpProbeSpec, Text, TmpfsSpec, VolumeSpec,
+    LayerMount, LayerSpec, LongFileUseSpec, LongMountSpec, Manifest, MountSpec, MountType,
+    NetworkMode, NetworkSpec, PodSpec, PodVolumeSpec, PortMapping, PortSpec, ProbeSpec, PullPolicy,
+    Quantity, ResourcesSpec, Restart, RuntimeKind, ServiceSpec, TcpProbeSpec, Text, TmpfsSpec,
+    VolumeSpec,
 };
 
 /// Which part of a `key: value` entry a problem points at.
@@ -445,6 +446,15 @@ pub(crate) fn convert(source: &str, cx: &mut Issues) -> Option<Manifest> {
             }
         }
     }
+    if let Some(node) = entries.get("network")
+        && let Some(e) = cx.map(node, "network", "`network`", &NETWORK_KEYS, "in `network`")
+    {
+        let mut spec = NetworkSpec::default();
+        if let Some(n) = e.get("subnet") {
+            spec.subnet = cx.text(n, "network.subnet", "`subnet` of `network`");
+        }
+        m.network = Some(spec);
+    }
     if let Some(services) = entries.get("services")
         && let Some(list) = cx.map(services, "services", "`services`", &[], "")
     {
@@ -554,9 +564,10 @@ fn layer(cx: &mut Issues, node: &Node, path: &str, image: &str) -> LayerSpec {
     }
 }
 
-const TOP_KEYS: [&str; 7] = [
-    "name", "images", "pods", "services", "volumes", "configs", "secrets",
+const TOP_KEYS: [&str; 8] = [
+    "name", "images", "pods", "services", "volumes", "configs", "secrets", "network",
 ];
+const NETWORK_KEYS: [&str; 1] = ["subnet"];
 const FILE_SOURCE_KEYS: [&str; 3] = ["file", "environment", "content"];
 const FILE_USE_KEYS: [&str; 5] = ["source", "target", "uid", "gid", "mode"];
 const IMAGE_KEYS: [&str; 7] = [
@@ -573,7 +584,7 @@ const DEPENDENCY_KEYS: [&str; 1] = ["condition"];
 const RESOURCE_KEYS: [&str; 3] = ["cpu", "memory", "pids"];
 const SERVICE_KEYS: [&str; 2] = ["selector", "ports"];
 const PORT_KEYS: [&str; 3] = ["port", "target", "publish"];
-const POD_KEYS: [&str; 9] = [
+const POD_KEYS: [&str; 10] = [
     "replicas",
     "labels",
     "depends_on",
@@ -583,7 +594,9 @@ const POD_KEYS: [&str; 9] = [
     "volumes",
     "init_containers",
     "containers",
+    "network_mode",
 ];
+const NETWORK_MODES: [&str; 2] = ["project", "none"];
 const POD_VOLUME_KEYS: [&str; 1] = ["empty_dir"];
 const BACKOFF_KEYS: [&str; 2] = ["initial", "max"];
 const MOUNT_KEYS: [&str; 5] = ["type", "source", "target", "read_only", "tmpfs"];
@@ -641,6 +654,22 @@ fn pod(cx: &mut Issues, node: &Node, path: &str, name: &str) -> PodSpec {
                     &rpath,
                     Anchor::Value,
                     format!("unknown runtime `{text}` in pod `{name}`: expected `builtin`, `crun` or `runc`{hint}"),
+                );
+            }
+        }
+    }
+    if let Some(n) = e.get("network_mode") {
+        let npath = join(path, "network_mode");
+        if let Some(text) = cx.text(n, &npath, &format!("`network_mode` of {what}")) {
+            spec.network_mode = NetworkMode::parse(&text);
+            if spec.network_mode.is_none() {
+                let hint = suggest(&text, &NETWORK_MODES)
+                    .map(|s| format!("; did you mean `{s}`?"))
+                    .unwrap_or_default();
+                cx.shape(
+                    &npath,
+                    Anchor::Value,
+                    format!("unknown network_mode `{text}` in pod `{name}`: expected `project` or `none`{hint}"),
                 );
             }
         }
@@ -1543,6 +1572,6 @@ mod tests {
         assert_eq!(suggest("replcas", &POD_KEYS), Some("replicas"));
         assert_eq!(suggest("dependson", &POD_KEYS), Some("depends_on"));
         assert_eq!(suggest("environment", &CONTAINER_KEYS), Some("env"));
-        assert_eq!(suggest("networks", &POD_KEYS), None);
+        assert_eq!(suggest("hostname", &POD_KEYS), None);
     }
 }

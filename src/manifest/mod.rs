@@ -12,6 +12,7 @@ mod error;
 mod node;
 pub mod quantity;
 mod shell;
+pub mod subnet;
 mod valid;
 mod validate;
 
@@ -65,6 +66,43 @@ pub struct Manifest {
     /// Secrets: like configs, mounted on a tmpfs (never on disk), mode 0400 by default.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub secrets: BTreeMap<String, FileSourceSpec>,
+    /// The project network: a bridge, and an address per pod replica from its subnet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<NetworkSpec>,
+}
+
+/// The project network.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkSpec {
+    /// The IPv4 subnet (`10.90.0.0/24`); default: a free /24 of 10.90.0.0/16 that overlaps
+    /// no host route and no other project's network. The gateway (the bridge) is its first
+    /// address, services get addresses from its top, pods from its bottom.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet: Option<String>,
+}
+
+/// Whether a pod is on the project network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkMode {
+    /// On the project network: an address, the bridge as gateway, services by name.
+    #[default]
+    Project,
+    /// Only a loopback interface.
+    None,
+}
+
+impl NetworkMode {
+    /// From its spelling.
+    #[must_use]
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "project" => Some(NetworkMode::Project),
+            "none" => Some(NetworkMode::None),
+            _ => None,
+        }
+    }
 }
 
 /// An image: a base (another image, or a rootfs directory) plus layers laid over it.
@@ -166,6 +204,9 @@ pub struct PodSpec {
     pub init_containers: Vec<ContainerSpec>,
     /// The containers, at least one.
     pub containers: Vec<ContainerSpec>,
+    /// `project` (default): an address on the project network; `none`: loopback only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_mode: Option<NetworkMode>,
 }
 
 /// Where a config's or secret's content comes from: exactly one of the three.
@@ -712,6 +753,7 @@ pub fn load(source: &str, origin: &Path) -> Result<ValidManifest, ManifestError>
         &Facts {
             path_exists: &|_| true,
             env_set: &|_| true,
+            subnet_conflict: &|_, _| None,
         },
     )
 }
@@ -723,6 +765,10 @@ pub struct Facts<'a> {
     pub path_exists: &'a dyn Fn(&str) -> bool,
     /// Whether an environment variable is set (configs and secrets from `environment`).
     pub env_set: &'a dyn Fn(&str) -> bool,
+    /// What on the host a network subnet overlaps (`the host route 10.0.0.0/8 (dev eth0)`),
+    /// if anything; the second argument is the manifest's `name`, if it has one (the
+    /// project's own network does not count).
+    pub subnet_conflict: &'a dyn Fn(subnet::Subnet, Option<&str>) -> Option<String>,
 }
 
 impl std::fmt::Debug for Facts<'_> {
@@ -765,6 +811,7 @@ pub fn validate(manifest: &Manifest, origin: &Path) -> Result<ValidManifest, Man
     let facts = Facts {
         path_exists: &|_| true,
         env_set: &|_| true,
+        subnet_conflict: &|_, _| None,
     };
     let valid = validate::validate(manifest, &mut issues, &facts);
     if issues.is_empty() {

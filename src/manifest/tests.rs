@@ -47,12 +47,12 @@ fn rejects_unknown_key_with_suggestion() {
 #[test]
 fn unknown_key_without_close_match_lists_expected_keys() {
     assert_error(
-        "networks: {}\npods: {}\n",
-        "error: unknown field `networks` at the top level; expected one of `name`, `images`, `pods`, `services`, `volumes`, `configs`, `secrets`
+        "plugins: {}\npods: {}\n",
+        "error: unknown field `plugins` at the top level; expected one of `name`, `images`, `pods`, `services`, `volumes`, `configs`, `secrets`, `network`
   --> rcompose.yaml:1:1
    |
- 1 | networks: {}
-   | ^^^^^^^^",
+ 1 | plugins: {}
+   | ^^^^^^^",
     );
 }
 
@@ -961,6 +961,7 @@ pods:
     let facts = crate::manifest::Facts {
         path_exists: &missing,
         env_set: &|_| true,
+        subnet_conflict: &|_, _| None,
     };
     let text = match crate::manifest::load_checked(yaml, Path::new(ORIGIN), &facts) {
         Ok(m) => panic!("expected errors, got {m:?}"),
@@ -1111,5 +1112,70 @@ fn backoff_defaults_and_checks() {
     assert!(
         text.starts_with("error: unknown field `first` in `backoff` of pod `a`"),
         "{text}"
+    );
+}
+
+#[test]
+fn network_subnet_and_network_mode_are_checked_with_locations() {
+    let yaml = "\
+network: { subnet: 10.90.3.7/24, mask: x }
+pods:
+  a:
+    replicas: 2
+    network_mode: nonee
+    containers: [ { name: a, command: [ x ] } ]
+";
+    let text = load(yaml, Path::new(ORIGIN)).unwrap_err().render();
+    for expected in [
+        "invalid subnet: `10.90.3.7/24` has host bits set; the subnet is `10.90.3.0/24`\n  --> rcompose.yaml:1:20",
+        "unknown field `mask` in `network`; expected one of `subnet`",
+        "unknown network_mode `nonee` in pod `a`: expected `project` or `none`; did you mean `none`?\n  --> rcompose.yaml:5:19",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
+    // too small for the gateway, 3 replicas and a service; and in use on the host
+    let yaml = "\
+network: { subnet: 10.0.0.0/30 }
+pods:
+  a:
+    replicas: 3
+    labels: { app: a }
+    containers: [ { name: a, command: [ x ] } ]
+  b:
+    network_mode: none
+    replicas: 9
+    containers: [ { name: b, command: [ x ] } ]
+services:
+  a: { selector: { app: a } }
+";
+    let facts = crate::manifest::Facts {
+        path_exists: &|_| true,
+        env_set: &|_| true,
+        subnet_conflict: &|s, name| {
+            assert_eq!(name, None);
+            Some(format!("the host route {s} (dev eth9)"))
+        },
+    };
+    let text = crate::manifest::load_checked(yaml, Path::new(ORIGIN), &facts)
+        .unwrap_err()
+        .render();
+    for expected in [
+        "subnet `10.0.0.0/30` has 2 host addresses; the project needs 5 (the gateway, 3 pod replicas, 1 services)",
+        "subnet `10.0.0.0/30` overlaps the host route 10.0.0.0/30 (dev eth9); choose another",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
+    let ok = load(
+        "network: { subnet: 10.91.0.0/24 }\npods:\n  a:\n    network_mode: none\n    containers: [ { name: a, command: [ x ] } ]\n",
+        Path::new(ORIGIN),
+    )
+    .unwrap();
+    assert_eq!(
+        ok.subnet().map(|s| s.to_string()).as_deref(),
+        Some("10.91.0.0/24")
+    );
+    assert_eq!(
+        ok.pods()["a"].network_mode,
+        crate::manifest::NetworkMode::None
     );
 }

@@ -28,6 +28,9 @@ pub struct ValidManifest {
     /// Secrets by name.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub(crate) secrets: BTreeMap<String, FileSource>,
+    /// The project network's subnet, when the manifest names one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) subnet: Option<crate::manifest::subnet::Subnet>,
 }
 
 /// Where a config's or secret's content comes from.
@@ -102,6 +105,12 @@ fn empty_dirs<S: Serializer>(names: &BTreeSet<String>, s: S) -> Result<S::Ok, S:
 }
 
 impl ValidManifest {
+    /// The project network's subnet, if the manifest names one.
+    #[must_use]
+    pub fn subnet(&self) -> Option<crate::manifest::subnet::Subnet> {
+        self.subnet
+    }
+
     /// The project name, if the manifest sets one.
     pub fn name(&self) -> Option<&str> {
         self.name.as_deref()
@@ -209,6 +218,9 @@ pub struct Pod {
     /// The container runtime.
     #[serde(skip_serializing_if = "is_builtin")]
     pub runtime: crate::manifest::RuntimeKind,
+    /// On the project network (`network_mode: project`, the default) or not (`none`).
+    #[serde(skip_serializing_if = "is_project_network")]
+    pub network_mode: crate::manifest::NetworkMode,
     /// `empty_dir` volumes of each replica.
     #[serde(
         skip_serializing_if = "BTreeSet::is_empty",
@@ -480,4 +492,9 @@ pub struct Port {
     /// Host port, if published.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub publish: Option<u16>,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's `skip_serializing_if` passes a reference
+fn is_project_network(m: &crate::manifest::NetworkMode) -> bool {
+    *m == crate::manifest::NetworkMode::Project
 }

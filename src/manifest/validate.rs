@@ -7,6 +7,7 @@ use std::time::Duration;
 use crate::manifest::Facts;
 use crate::manifest::caps::{self, Cap};
 use crate::manifest::convert::{Anchor, Issues, index, join, suggest};
+use crate::manifest::subnet::Subnet;
 use crate::manifest::valid::{
     Backoff, Container, Dependency, FileSource, FileUse, Image, ImageBase, Layer, Mount, MountKind,
     Pod, Port, Probe, ProbeAction, Resources, Security, Service, ValidManifest,
@@ -14,7 +15,7 @@ use crate::manifest::valid::{
 use crate::manifest::{
     Bytes, CommandSpec, Condition, ContainerSpec, DependsOnSpec, EnvSpec, FileSourceSpec,
     FileUseSpec, HOST_IMAGE, LayerSpec, LongFileUseSpec, Manifest, MilliCpu, MountSpec, MountType,
-    PodSpec, PortSpec, ProbeSpec, Restart, RuntimeKind, ServiceSpec, shell,
+    NetworkMode, PodSpec, PortSpec, ProbeSpec, Restart, RuntimeKind, ServiceSpec, shell,
 };
 
 /// Longest pod name: the hostname `<pod>-<replica>` must stay well under 64 characters.
@@ -132,8 +133,10 @@ pub(crate) fn validate(m: &Manifest, issues: &mut Issues, facts: &Facts<'_>) -> 
             );
         }
     }
+    let subnet = network(m, &pods, &services, issues, facts);
     ValidManifest {
         name: m.name.clone(),
+        subnet,
         images,
         pods,
         services,
@@ -141,6 +144,55 @@ pub(crate) fn validate(m: &Manifest, issues: &mut Issues, facts: &Facts<'_>) -> 
         configs: file_sources(&m.configs, "configs", issues, facts),
         secrets: file_sources(&m.secrets, "secrets", issues, facts),
     }
+}
+
+/// The network's subnet, if the manifest names one: it must parse, hold an address for the
+/// gateway, every pod replica on the network and every service, and overlap no host route
+/// (asked of `facts`).
+fn network(
+    m: &Manifest,
+    pods: &BTreeMap<String, Pod>,
+    services: &BTreeMap<String, Service>,
+    issues: &mut Issues,
+    facts: &Facts<'_>,
+) -> Option<Subnet> {
+    let text = m.network.as_ref()?.subnet.as_ref()?;
+    let subnet = match text.parse::<Subnet>() {
+        Ok(s) => s,
+        Err(e) => {
+            issues.report(
+                "network.subnet",
+                Anchor::Value,
+                format!("invalid subnet: {e}"),
+            );
+            return None;
+        }
+    };
+    let replicas: u32 = pods
+        .values()
+        .filter(|p| p.network_mode == NetworkMode::Project)
+        .map(|p| p.replicas)
+        .sum();
+    let services_n = u32::try_from(services.len()).unwrap_or(u32::MAX);
+    let needed = replicas.saturating_add(services_n).saturating_add(1);
+    if needed > subnet.hosts() {
+        issues.report(
+            "network.subnet",
+            Anchor::Value,
+            format!(
+                "subnet `{subnet}` has {} host addresses; the project needs {needed} (the gateway, {replicas} pod replicas, {services_n} services)",
+                subnet.hosts()
+            ),
+        );
+    }
+    if let Some(route) = (facts.subnet_conflict)(subnet, m.name.as_deref()) {
+        issues.report(
+            "network.subnet",
+            Anchor::Value,
+            format!("subnet `{subnet}` overlaps {route}; choose another, or leave `subnet` out to get a free one"),
+        );
+    }
+    Some(subnet)
 }
 
 fn images(m: &Manifest, issues: &mut Issues) -> BTreeMap<String, Image> {
@@ -448,6 +500,7 @@ fn pod(m: &Manifest, name: &str, spec: &PodSpec, issues: &mut Issues, facts: &Fa
         depends_on,
         restart: spec.restart.unwrap_or(Restart::Never),
         runtime: spec.runtime.unwrap_or_default(),
+        network_mode: spec.network_mode.unwrap_or_default(),
         backoff: backoff(spec, name, &path, issues),
         volumes: spec.volumes.keys().cloned().collect(),
         init_containers,

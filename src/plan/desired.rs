@@ -21,6 +21,10 @@ pub struct DesiredState {
     pub waves: Vec<Vec<String>>,
     /// Named volumes of the project (directories under the data dir, kept across `down`).
     pub volumes: Vec<String>,
+    /// The network's subnet when the manifest names one (else the supervisor picks a free
+    /// one).
+    #[serde(default)]
+    pub subnet: Option<crate::manifest::subnet::Subnet>,
 }
 
 /// One pod: a group of containers sharing a network namespace, replicated `replicas` times.
@@ -30,6 +34,9 @@ pub struct PodPlan {
     pub name: String,
     /// Number of replicas (each named `<pod>-<n>`, n from 1).
     pub replicas: u32,
+    /// On the project network (an address, the bridge as gateway); else loopback only.
+    #[serde(default = "yes")]
+    pub network: bool,
     /// Labels that service selectors match.
     pub labels: BTreeMap<String, String>,
     /// Pods this pod waits for before it starts.
@@ -44,6 +51,10 @@ pub struct PodPlan {
     /// The pod's containers: its init containers (`init`) first, then the others, each in
     /// manifest order.
     pub containers: Vec<ContainerPlan>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn default_backoff() -> (std::time::Duration, std::time::Duration) {

@@ -26,6 +26,7 @@ pub fn desired_state(m: &ValidManifest, project: &str, base_dir: &Path) -> Desir
             let plan = PodPlan {
                 name: name.clone(),
                 replicas: pod.replicas,
+                network: pod.network_mode == manifest::NetworkMode::Project,
                 labels: pod.labels.clone(),
                 depends_on: pod
                     .depends_on
@@ -98,6 +99,7 @@ pub fn desired_state(m: &ValidManifest, project: &str, base_dir: &Path) -> Desir
         services,
         waves,
         volumes: m.volumes().iter().cloned().collect(),
+        subnet: m.subnet(),
     }
 }
 
@@ -304,6 +306,7 @@ pub fn select(desired: &DesiredState, names: &[String]) -> Result<DesiredState, 
         pods,
         services: desired.services.clone(),
         volumes: desired.volumes.clone(),
+        subnet: desired.subnet,
     })
 }
 

@@ -796,6 +796,13 @@ fn mount_volume(root: &Path, m: &super::Mount) -> Result<(), Failed> {
         };
         let file = dir.join(name);
         match fs::symlink_metadata(&file) {
+            // the link itself goes (not what it points at): `dir` was reached without
+            // following any
+            Ok(meta) if meta.file_type().is_symlink() && m.replace => {
+                fs::remove_file(&file)
+                    .and_then(|()| File::create(&file))
+                    .map_err(|e| (format!("failed to replace `{}`", m.target), e))?;
+            }
             Ok(meta) if meta.file_type().is_symlink() || meta.is_dir() => {
                 return Err(Failed(format!(
                     "cannot mount the file `{}` on `{}`: it is a {} in the image",
@@ -953,6 +960,14 @@ fn write_etc(cfg: &ContainerConfig) {
         ("hostname", format!("{}\n", cfg.hostname)),
         ("hosts", hosts),
     ] {
+        // the project network's hosts file is mounted there
+        if cfg
+            .mounts
+            .iter()
+            .any(|m| m.target == format!("/etc/{name}"))
+        {
+            continue;
+        }
         let path = etc.join(name);
         // replace rather than write through: the image's file may be a symlink
         let _ = fs::remove_file(&path);

@@ -91,6 +91,11 @@ pub struct Mount {
     pub read_only: bool,
     /// tmpfs size limit in bytes.
     pub size: Option<u64>,
+    /// A file the image may have as a symbolic link (`/etc/hosts`, `/etc/resolv.conf`): the
+    /// link is replaced by a file to mount on (in the container's upper layer) instead of
+    /// refusing the mount.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub replace: bool,
 }
 
 /// The `rcompose-init` binary installed next to `exe`, if there is one.

@@ -1059,6 +1059,38 @@ fn write_etc(root: &Path, hostname: &str) {
     }
 }
 
+/// Replaces `target` (absolute, in the container) by an empty file when the image has it
+/// as a symbolic link (the link itself goes, in the container's upper layer), as the
+/// built-in init does for a [`super::Mount::replace`] mount. Best effort: a missing
+/// directory on the way is left to the mount's own checks.
+fn replace_link(root: &Path, target: &str) {
+    let rel = target.trim_start_matches('/');
+    let (parent, name) = rel.rsplit_once('/').unwrap_or(("", rel));
+    let Ok(root_fd) = nix::fcntl::open(
+        root,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    ) else {
+        return;
+    };
+    let dir = if parent.is_empty() {
+        Ok(root_fd)
+    } else {
+        open_in_root(&root_fd, parent, OFlag::O_PATH | OFlag::O_DIRECTORY)
+    };
+    let Ok(dir) = dir else { return };
+    let is_link = nix::sys::stat::fstatat(&dir, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
+        .is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFLNK);
+    if is_link && unlinkat(&dir, name, UnlinkatFlags::NoRemoveDir).is_ok() {
+        let _ = openat(
+            &dir,
+            name,
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(0o644),
+        );
+    }
+}
+
 /// The first component of `target` (absolute, in the container) that is a symbolic link
 /// below `root`, as a path relative to the root.
 fn symlink_on_the_way(root: &Path, target: &str) -> Option<String> {
@@ -1167,6 +1199,10 @@ fn start(
             home: None,
         },
     };
+    // files the image may have as links (`/etc/hosts`): a file to mount on instead
+    for m in config.mounts.iter().filter(|m| m.replace) {
+        replace_link(root, &m.target);
+    }
     // as the built-in runtime: a mount target through a symlink of the image is refused
     // (crun and runc would resolve it inside the root; refusing keeps both runtimes alike)
     for m in &config.mounts {
@@ -1321,12 +1357,14 @@ mod tests {
                     target: "/data".into(),
                     read_only: true,
                     size: None,
+                    replace: false,
                 },
                 Volume {
                     source: None,
                     target: "/cache".into(),
                     read_only: false,
                     size: Some(1024),
+                    replace: false,
                 },
             ],
             read_only: true,

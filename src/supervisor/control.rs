@@ -269,6 +269,7 @@ mod tests {
             services: BTreeMap::new(),
             waves: Vec::new(),
             volumes: Vec::new(),
+            subnet: None,
         }
     }
 

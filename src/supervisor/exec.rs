@@ -280,6 +280,7 @@ mod tests {
             dir: format!("/run/rcompose/p/{pod}-{replica}.{container}").into(),
             init: false,
             ready: false,
+            ip: None,
         }
     }
 
@@ -300,6 +301,7 @@ mod tests {
                 record("web", 2, "app"),
                 record("web-9", 1, "c"),
             ],
+            network: None,
         }
     }
 

@@ -14,6 +14,7 @@ mod commands;
 pub mod control;
 pub mod events;
 pub mod exec;
+pub mod net;
 pub mod probe;
 mod reconcile;
 pub mod restart;
@@ -38,7 +39,7 @@ use self::state::{ContainerRecord, ContainerState, ProjectPaths, ProjectState};
 use crate::manifest::RuntimeKind;
 use crate::plan::desired::{Condition, ContainerPlan, DesiredState, MountSource, PodPlan};
 use crate::runtime::cgroup::{self, CgroupError, Cgroups, KernelCgroup};
-use crate::runtime::netns::NetnsError;
+use crate::runtime::netns::{self, NetnsError};
 use crate::runtime::rootfs::{LayerError, RootfsSpec, dirs_to_create, stage_layers};
 use crate::runtime::{self, ContainerConfig, SpawnError};
 
@@ -114,6 +115,15 @@ pub enum SupervisorError {
         /// Why.
         reason: String,
     },
+    /// The project network could not be made or changed.
+    #[error(transparent)]
+    Network {
+        /// The cause.
+        source: crate::network::NetworkError,
+    },
+    /// The desired state cannot be applied as it is.
+    #[error("{0}")]
+    Config(String),
     /// Setting up the process (signals, subreaper) failed.
     #[error("failed to set up the supervisor: {what}")]
     Setup {
@@ -342,6 +352,8 @@ pub struct Supervisor {
     grace_override: Option<Duration>,
     /// `events.jsonl`: every event, for `rcompose events`.
     events: events::EventLog,
+    /// The project network, once made (see `net`).
+    net: Option<net::ProjectNet>,
     _lock: teardown::ProjectLock,
 }
 
@@ -450,6 +462,7 @@ impl Supervisor {
             next_id: 0,
             grace_override: None,
             events: events::EventLog::default(),
+            net: None,
             paths,
             progress,
             sink,
@@ -466,7 +479,9 @@ impl Supervisor {
                 .and_then(|f| state::process_start(proc_root, f.pid())),
         );
         if let Err(e) = sup
-            .build_slots()
+            .ensure_network()
+            .and_then(|()| sup.build_slots())
+            .and_then(|()| sup.write_hosts())
             .and_then(|()| sup.check_users_from(0))
             .and_then(|()| sup.save())
             .and_then(|()| sup.write_files_from(0))
@@ -524,9 +539,17 @@ impl Supervisor {
         pod: &PodPlan,
         replicas: std::ops::RangeInclusive<u32>,
     ) -> Result<Vec<Slot>, SupervisorError> {
-        let mut out = Vec::new();
+        let mut out: Vec<Slot> = Vec::new();
+        let mut made: Vec<std::net::Ipv4Addr> = Vec::new();
         for replica in replicas {
             let replica_name = format!("{}-{replica}", pod.name);
+            let ip = if pod.network {
+                let ip = self.replica_address(&replica_name, &made)?;
+                made.push(ip);
+                Some(ip)
+            } else {
+                None
+            };
             for c in &pod.containers {
                 let dir = self.paths.container_dir(&replica_name, &c.name);
                 let (host, lowers) =
@@ -562,6 +585,7 @@ impl Supervisor {
                         dir: dir.clone(),
                         init: c.init,
                         ready: false,
+                        ip,
                     },
                     plan: self.with_empty_dirs(c, &replica_name)?,
                     restart: pod.restart,
@@ -713,6 +737,7 @@ impl Supervisor {
             cgroup_subtree: self.paths.cgroup_subtree(),
             netns,
             containers: self.slots.iter().map(|s| s.record.clone()).collect(),
+            network: self.net.clone(),
         }
     }
 
@@ -1263,18 +1288,20 @@ impl Supervisor {
             self.slots[i].record.state = ContainerState::Starting;
         }
         let _ = self.save();
+        let net = self.net_files();
         let prepared: Vec<Vec<(usize, Result<Prepared, String>)>> = {
             let slots = &self.slots;
             let opts = &self.opts;
+            let net = net.as_ref();
             if let [group] = groups.as_slice() {
                 // one replica: on this thread, which would only wait for another one (starting
                 // a thread, on the other CPU of this VM, cost 0.1-0.25 ms here)
-                vec![launch_group(opts, slots, group)]
+                vec![launch_group(opts, net, slots, group)]
             } else {
                 thread::scope(|scope| {
                     let handles: Vec<_> = groups
                         .iter()
-                        .map(|group| scope.spawn(move || launch_group(opts, slots, group)))
+                        .map(|group| scope.spawn(move || launch_group(opts, net, slots, group)))
                         .collect();
                     handles.into_iter().filter_map(|h| h.join().ok()).collect()
                 })
@@ -1315,7 +1342,8 @@ impl Supervisor {
 
     fn start_slot(&mut self, i: usize) -> Result<(), String> {
         self.slots[i].record.state = ContainerState::Starting;
-        match launch(&self.opts, &self.slots[i]) {
+        let net = self.net_files();
+        match launch(&self.opts, net.as_ref(), &self.slots[i]) {
             Ok(p) => {
                 self.adopt(i, p);
                 self.collect_exits();
@@ -1672,12 +1700,13 @@ struct Prepared {
 /// Launches the containers `group` (of one replica) in order, up to the first failure.
 fn launch_group(
     opts: &UpOptions,
+    net: Option<&NetFiles>,
     slots: &[Slot],
     group: &[usize],
 ) -> Vec<(usize, Result<Prepared, String>)> {
     let mut out = Vec::new();
     for &i in group {
-        let r = launch(opts, &slots[i]);
+        let r = launch(opts, net, &slots[i]);
         let failed = r.is_err();
         out.push((i, r));
         if failed {
@@ -1689,7 +1718,7 @@ fn launch_group(
 
 /// Creates the container's directories, cgroup, config and log pipe, and starts it. Runs
 /// on a worker thread (one per replica, when several start); touches nothing shared.
-fn launch(opts: &UpOptions, slot: &Slot) -> Result<Prepared, String> {
+fn launch(opts: &UpOptions, net: Option<&NetFiles>, slot: &Slot) -> Result<Prepared, String> {
     let io = |what: &str, p: &Path, e: io::Error| format!("{what} `{}`: {e}", p.display());
     let cgroup = KernelCgroup::new(&slot.record.cgroup);
     let log_file = File::options()
@@ -1725,6 +1754,7 @@ fn launch(opts: &UpOptions, slot: &Slot) -> Result<Prepared, String> {
                 target: m.target.clone(),
                 read_only: m.read_only,
                 size,
+                replace: false,
             });
         }
         for (f, copy) in slot.plan.files.iter().zip(&slot.files) {
@@ -1733,7 +1763,23 @@ fn launch(opts: &UpOptions, slot: &Slot) -> Result<Prepared, String> {
                 target: f.target.clone(),
                 read_only: true,
                 size: None,
+                replace: false,
             });
+        }
+        // on the project network: its names and resolver, shared by every pod
+        if let (Some(net), Some(_)) = (net, slot.record.ip) {
+            for (source, target) in [
+                (&net.hosts, "/etc/hosts"),
+                (&net.resolv, "/etc/resolv.conf"),
+            ] {
+                mounts.push(runtime::Mount {
+                    source: Some(source.clone()),
+                    target: target.to_string(),
+                    read_only: true,
+                    size: None,
+                    replace: true,
+                });
+            }
         }
         let config = ContainerConfig {
             name: format!("{hostname}/{}", slot.record.container),
@@ -1761,8 +1807,14 @@ fn launch(opts: &UpOptions, slot: &Slot) -> Result<Prepared, String> {
         Ok(config)
     };
     // the pod's first container creates its network namespace (in its helper, in parallel
-    // with `prepare`); the others, and restarts, join it
-    let create_netns = (!slot.netns.exists()).then_some(slot.netns.as_path());
+    // with `prepare`); the others, and restarts, join it. On the project network, the
+    // namespaces are made here first and wired to the bridge, so that the command starts
+    // with its address and route.
+    let mut create_netns = (!slot.netns.exists()).then_some(slot.netns.as_path());
+    if let (Some(pin), Some(ip), Some(net)) = (create_netns, slot.record.ip, net) {
+        wire(net, pin, ip, &slot.record.replica_name())?;
+        create_netns = None;
+    }
     if let Some(kind) = external_runtime(slot.plan.runtime) {
         let config = make()?;
         let rt = runtime::oci::ExternalRuntime::find(kind).map_err(|e| chain(&e))?;
@@ -1820,6 +1872,33 @@ fn launch(opts: &UpOptions, slot: &Slot) -> Result<Prepared, String> {
             Err(copy_log(log_read, log_file, message))
         }
     }
+}
+
+/// What a container on the project network needs of it (see `net`).
+struct NetFiles {
+    net: net::ProjectNet,
+    project: String,
+    hosts: PathBuf,
+    resolv: PathBuf,
+}
+
+/// Makes the namespaces of the replica pinned at `pin` (on a thread of its own: `unshare`
+/// moves the calling thread) and wires it to the bridge with address `ip`; on failure
+/// removes them again (which takes a veth made with them).
+fn wire(net: &NetFiles, pin: &Path, ip: std::net::Ipv4Addr, replica: &str) -> Result<(), String> {
+    thread::scope(|s| s.spawn(|| netns::enter_new(pin)).join())
+        .map_err(|_| "the namespace thread panicked".to_string())?
+        .map_err(|e| chain(&e))?;
+    let incarnation = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+    let veth = crate::network::veth_name(&net.project, replica, incarnation);
+    let n = &net.net;
+    if let Err(e) = crate::network::link::attach(pin, &n.bridge, &veth, ip, n.subnet, n.gateway) {
+        let _ = netns::remove(pin);
+        return Err(chain(&e));
+    }
+    Ok(())
 }
 
 /// The external runtime of `kind`, if it is not the built-in one.

@@ -102,6 +102,14 @@ impl Supervisor {
                 self.opts.desired.project, desired.project
             ));
         }
+        if let (Some(net), Some(subnet)) = (&self.net, desired.subnet)
+            && net.subnet != subnet
+        {
+            return Err(format!(
+                "the network's subnet cannot change while the project is up (it is {}, the manifest says {subnet}); run `rcompose down` first",
+                net.subnet
+            ));
+        }
         let old = self.fingerprints.clone();
         let previous_env = self.file_env.replace(env);
         let mut new = HashMap::new();
@@ -185,7 +193,8 @@ impl Supervisor {
         self.fingerprints = new;
         let first_new = self.slots.len();
         let first_id = self.next_id;
-        let mut made = Ok(());
+        // a first pod on the network makes it; services get (or lose) their addresses
+        let mut made = self.ensure_network();
         let order: Vec<String> = self.opts.desired.waves.iter().flatten().cloned().collect();
         for name in &order {
             let Some(pod) = self.opts.desired.pods.get(name).cloned() else {
@@ -199,11 +208,13 @@ impl Supervisor {
             made = made.and_then(|()| self.add_replicas(&pod, replicas));
         }
         let made = made
+            .and_then(|()| self.write_hosts())
             .and_then(|()| self.check_users_from(first_new))
             .and_then(|()| self.write_files_from(first_new));
         if let Err(e) = made {
             // the new slots never ran: drop them (the pods recreated are gone)
             self.remove_where(|s| s.id >= first_id);
+            let _ = self.write_hosts();
             return Err(super::chain(&e));
         }
         // keep the start order (as `ps` shows it): the new slots go where their pod's wave

@@ -167,6 +167,9 @@ pub struct ContainerRecord {
     /// if any, passed).
     #[serde(default)]
     pub ready: bool,
+    /// Its replica's address on the project network, if the pod is on it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<std::net::Ipv4Addr>,
 }
 
 impl ContainerRecord {
@@ -244,6 +247,9 @@ pub struct ProjectState {
     pub netns: Vec<PathBuf>,
     /// Containers in start order.
     pub containers: Vec<ContainerRecord>,
+    /// The project network, once made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<super::net::ProjectNet>,
 }
 
 /// Errors of state handling.
@@ -376,6 +382,7 @@ mod tests {
             dir: "/run/rcompose/p/web-2.app".into(),
             init: false,
             ready: false,
+            ip: None,
         }
     }
 
@@ -392,6 +399,7 @@ mod tests {
             cgroup_subtree: "rcompose/p".into(),
             netns: vec!["/run/rcompose/p/netns.web-2".into()],
             containers: vec![record()],
+            network: None,
         };
         let file = dir.join("state.json");
         state.save(&file).unwrap();

@@ -209,6 +209,15 @@ pub fn cleanup(
     mounts: &[(String, PathBuf)],
 ) -> Result<(), SupervisorError> {
     let subtree = paths.cgroup_subtree();
+    // the bridge goes meanwhile: its deletion waits about 50 ms in the kernel (an RCU grace
+    // period), most of the teardown's time; its veths go with the namespaces below
+    let bridge = std::thread::Builder::new()
+        .name("bridge".into())
+        .stack_size(256 * 1024)
+        .spawn({
+            let project = paths.project.clone();
+            move || super::net::remove_bridge(&project)
+        });
     // an external runtime (crun, runc) made the containers' cgroups in every hierarchy
     let every;
     let mounts = if paths.dir.join("oci").exists() {
@@ -225,6 +234,10 @@ pub fn cleanup(
     namespaces.extend(paths.netns_pins());
     for ns in namespaces {
         netns::remove(&ns).map_err(|source| SupervisorError::Netns { source })?;
+    }
+    match bridge {
+        Ok(handle) => handle.join().unwrap_or(Ok(()))?,
+        Err(_) => super::net::remove_bridge(&paths.project)?,
     }
     for mount in mounts_below(&paths.dir) {
         let _ = nix::mount::umount2(&mount, nix::mount::MntFlags::MNT_DETACH);

@@ -8,6 +8,7 @@ mod images;
 mod init;
 mod isolation;
 mod lifecycle;
+mod network;
 mod oci;
 mod probes;
 mod reconcile;

@@ -302,12 +302,14 @@ fn read_only_mounts_and_root_refuse_writes(kind: Kind) {
             target: "/data".into(),
             read_only: true,
             size: None,
+            replace: false,
         },
         Mount {
             source: None,
             target: "/scratch".into(),
             read_only: false,
             size: Some(1 << 20),
+            replace: false,
         },
     ];
     let out = f.output("app", &cfg);

@@ -10,7 +10,7 @@ use crate::test::{Need, require};
 
 /// The modules whose tests start containers through `rcompose up` (image, registry and
 /// unpacking tests do not depend on the runtime; `oci` tests crun and runc directly).
-const MODULES: [&str; 15] = [
+const MODULES: [&str; 16] = [
     "privileged::commands::",
     "privileged::examples::",
     "privileged::exec::",
@@ -18,6 +18,7 @@ const MODULES: [&str; 15] = [
     "privileged::init::",
     "privileged::isolation::",
     "privileged::lifecycle::",
+    "privileged::network::",
     "privileged::probes::",
     "privileged::reconcile::",
     "privileged::security::",

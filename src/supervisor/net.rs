@@ -1,0 +1,231 @@
+//! The supervisor's side of the project network (see [`crate::network`]): the bridge with
+//! its subnet and the services' virtual addresses, chosen and made under a lock shared by
+//! every rcompose process (so that two projects coming up at once never pick the same
+//! subnet); an address per pod replica; the pods' `/etc/hosts` and `/etc/resolv.conf`.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{Flock, FlockArg};
+use serde::{Deserialize, Serialize};
+
+use super::{Supervisor, SupervisorError};
+use crate::network::{self, NetworkError, Subnet, link};
+
+/// The project network as the supervisor keeps it (and `state.json` records it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProjectNet {
+    /// The bridge.
+    pub bridge: String,
+    /// Its subnet.
+    pub subnet: Subnet,
+    /// The bridge's address: the pods' gateway.
+    pub gateway: Ipv4Addr,
+    /// Each service's virtual address (on the bridge).
+    #[serde(default)]
+    pub services: BTreeMap<String, Ipv4Addr>,
+}
+
+/// The lock every rcompose process takes to choose a subnet and make its bridge.
+fn lock(run_root: &Path) -> Result<Flock<File>, SupervisorError> {
+    let path = run_root.join("network.lock");
+    let io = |source| SupervisorError::Io {
+        path: path.clone(),
+        source,
+    };
+    fs::create_dir_all(run_root).map_err(io)?;
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io)?;
+    Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, e)| io(e.into()))
+}
+
+impl From<NetworkError> for SupervisorError {
+    fn from(source: NetworkError) -> Self {
+        SupervisorError::Network { source }
+    }
+}
+
+impl Supervisor {
+    /// Makes the project network when a pod of the desired state is on it and it does not
+    /// exist yet (the subnet the manifest names, else a free /24 of the default pool; the
+    /// choice is recorded in `state.json` before the bridge is made), and gives each
+    /// service a virtual address on the bridge (a new service a new one; a service gone
+    /// loses its own).
+    pub(super) fn ensure_network(&mut self) -> Result<(), SupervisorError> {
+        let wanted = self.opts.desired.pods.values().any(|p| p.network);
+        if !wanted && self.net.is_none() {
+            return Ok(());
+        }
+        if self.net.is_none() {
+            let bridge = network::bridge_name(&self.paths.project);
+            let run_root = self.paths.dir.parent().unwrap_or(Path::new("/"));
+            let _lock = lock(run_root)?;
+            let routes = network::host_routes(&self.opts.proc_root)?;
+            let subnet = match self.opts.desired.subnet {
+                Some(subnet) => {
+                    if let Some(what) = network::conflict(subnet, &routes, &bridge) {
+                        return Err(NetworkError::InUse { subnet, what }.into());
+                    }
+                    subnet
+                }
+                None => {
+                    let pool: Subnet = network::DEFAULT_POOL
+                        .parse()
+                        .unwrap_or_else(|_| Subnet::new(Ipv4Addr::new(10, 90, 0, 0), 16));
+                    network::choose_subnet(pool, &routes, &bridge)?
+                }
+            };
+            let gateway = network::gateway(subnet);
+            self.net = Some(ProjectNet {
+                bridge: bridge.clone(),
+                subnet,
+                gateway,
+                services: BTreeMap::new(),
+            });
+            // recorded before the bridge exists, so that `down` after a crash removes it
+            self.save()?;
+            link::create_bridge(&bridge, subnet, gateway)?;
+            network::write_in_place(&self.resolv_conf_file(), &resolv_conf())?;
+        } else if let (Some(net), Some(subnet)) = (&self.net, self.opts.desired.subnet)
+            && net.subnet != subnet
+        {
+            return Err(SupervisorError::Config(format!(
+                "the network's subnet cannot change while the project is up (it is {}, the manifest says {subnet}); run `rcompose down` first",
+                net.subnet
+            )));
+        }
+        self.service_addresses()?;
+        Ok(())
+    }
+
+    /// Gives every service of the desired state a virtual address on the bridge, and takes
+    /// theirs from services that are gone.
+    fn service_addresses(&mut self) -> Result<(), SupervisorError> {
+        let Some(mut net) = self.net.take() else {
+            return Ok(());
+        };
+        let result = (|| {
+            let gone: Vec<String> = net
+                .services
+                .keys()
+                .filter(|s| !self.opts.desired.services.contains_key(*s))
+                .cloned()
+                .collect();
+            for name in gone {
+                if let Some(ip) = net.services.remove(&name) {
+                    link::delete_address(&net.bridge, ip)?;
+                }
+            }
+            for name in self.opts.desired.services.keys() {
+                if net.services.contains_key(name) {
+                    continue;
+                }
+                let taken = self.taken_addresses(&net);
+                let ip = network::free_service_address(
+                    net.subnet,
+                    &taken,
+                    &format!("service `{name}`"),
+                )?;
+                net.services.insert(name.clone(), ip);
+                link::add_address(&net.bridge, ip)?;
+            }
+            Ok::<(), NetworkError>(())
+        })();
+        self.net = Some(net);
+        result?;
+        Ok(())
+    }
+
+    /// Addresses in use: the gateway, the services' and the replicas'.
+    fn taken_addresses(&self, net: &ProjectNet) -> Vec<Ipv4Addr> {
+        let mut taken: Vec<Ipv4Addr> = self.slots.iter().filter_map(|s| s.record.ip).collect();
+        taken.push(net.gateway);
+        taken.extend(net.services.values());
+        taken
+    }
+
+    /// An address for a new replica of a pod on the network, not in `also` (the replicas
+    /// being made) nor in use.
+    pub(super) fn replica_address(
+        &self,
+        replica: &str,
+        also: &[Ipv4Addr],
+    ) -> Result<Ipv4Addr, SupervisorError> {
+        let Some(net) = &self.net else {
+            return Err(SupervisorError::Config(format!(
+                "replica `{replica}` is on the project network, which does not exist"
+            )));
+        };
+        let mut taken = self.taken_addresses(net);
+        taken.extend(also);
+        Ok(network::free_pod_address(
+            net.subnet,
+            &taken,
+            &format!("replica `{replica}`"),
+        )?)
+    }
+
+    /// What launching a container on the network needs, if the network exists.
+    pub(super) fn net_files(&self) -> Option<super::NetFiles> {
+        Some(super::NetFiles {
+            net: self.net.clone()?,
+            project: self.paths.project.clone(),
+            hosts: self.hosts_file(),
+            resolv: self.resolv_conf_file(),
+        })
+    }
+
+    /// The pods' `/etc/hosts`, shared by every container on the network (bind-mounted
+    /// read-only), rewritten in place whenever replicas come or go.
+    pub(super) fn hosts_file(&self) -> PathBuf {
+        self.paths.dir.join("hosts")
+    }
+
+    /// The pods' `/etc/resolv.conf`.
+    pub(super) fn resolv_conf_file(&self) -> PathBuf {
+        self.paths.dir.join("resolv.conf")
+    }
+
+    /// Writes [`Supervisor::hosts_file`] from the services and the replicas that have an
+    /// address.
+    pub(super) fn write_hosts(&self) -> Result<(), SupervisorError> {
+        let Some(net) = &self.net else {
+            return Ok(());
+        };
+        let mut replicas: Vec<(String, String, Ipv4Addr)> = Vec::new();
+        for s in &self.slots {
+            if let Some(ip) = s.record.ip {
+                let name = s.record.replica_name();
+                if !replicas.iter().any(|(_, r, _)| *r == name) {
+                    replicas.push((s.record.pod.clone(), name, ip));
+                }
+            }
+        }
+        network::write_in_place(
+            &self.hosts_file(),
+            &network::hosts_file(&net.services, &replicas),
+        )?;
+        Ok(())
+    }
+}
+
+/// The host's resolver configuration for the pods (see [`network::resolv_conf`]).
+fn resolv_conf() -> String {
+    network::resolv_conf(&fs::read_to_string("/etc/resolv.conf").unwrap_or_default())
+}
+
+/// Removes the project's bridge (its veths go with the replicas' namespaces); missing is
+/// fine.
+pub(super) fn remove_bridge(project: &str) -> Result<(), SupervisorError> {
+    let bridge = network::bridge_name(project);
+    if link::exists(&bridge) {
+        link::delete_link(&bridge)?;
+    }
+    Ok(())
+}
