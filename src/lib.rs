@@ -13,6 +13,7 @@
 //! ```
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod balancer;
 pub mod cli;
 pub mod error;
 pub mod image;

@@ -64,6 +64,72 @@ pub(super) fn send(ctx: &Context, request: &Request) -> Result<ExitCode, Error> 
     }
 }
 
+/// `ps --services`: each service's address, ports, endpoints and counters, from the
+/// running supervisor (a table, or a JSON object by service).
+pub(super) fn services(ctx: &Context, json: bool) -> Result<ExitCode, Error> {
+    let project = ctx.project()?;
+    let paths = ProjectPaths::new(&Context::run_root(), &project);
+    let response = match control::send(
+        &paths.control_socket(),
+        &project,
+        &Request::Services,
+        Duration::from_secs(10),
+    ) {
+        Ok(r) => r,
+        Err(ControlError::NotListening { .. }) => {
+            return Err(Error::NotUp { project, hint: "" });
+        }
+        Err(e) => return Err(Error::Command(crate::supervisor::chain(&e))),
+    };
+    let text = if json {
+        serde_json::to_string_pretty(&response.services).unwrap_or_else(|_| "{}".into())
+    } else {
+        let mut table = vec![
+            [
+                "SERVICE",
+                "ADDRESS",
+                "PORTS",
+                "BALANCE",
+                "ENDPOINTS",
+                "ACTIVE",
+                "TOTAL",
+                "IN",
+                "OUT",
+                "ERRORS",
+            ]
+            .map(String::from)
+            .to_vec(),
+        ];
+        for (name, s) in &response.services {
+            let endpoints: Vec<String> =
+                s.stats.endpoints.iter().map(ToString::to_string).collect();
+            table.push(vec![
+                name.clone(),
+                s.address.map_or("-".into(), |a| a.to_string()),
+                if s.ports.is_empty() {
+                    "-".into()
+                } else {
+                    s.ports.join(",")
+                },
+                s.balance.clone(),
+                if endpoints.is_empty() {
+                    "-".into()
+                } else {
+                    endpoints.join(",")
+                },
+                s.stats.active.to_string(),
+                s.stats.total.to_string(),
+                s.stats.bytes_in.to_string(),
+                s.stats.bytes_out.to_string(),
+                s.stats.errors.to_string(),
+            ]);
+        }
+        super::output::align(&table)
+    };
+    println!("{text}");
+    Ok(ExitCode::SUCCESS)
+}
+
 /// The grace period of `-t SECONDS`, in milliseconds.
 pub(super) fn grace_ms(timeout: Option<u64>) -> Option<u64> {
     timeout.map(|t| t.saturating_mul(1000))

@@ -167,6 +167,9 @@ enum Command {
         /// Output format
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
+        /// List the services instead: address, ports, endpoints and the balancer's counters
+        #[arg(long)]
+        services: bool,
     },
     /// Show what each container uses: CPU %, memory, pids
     Stats {
@@ -380,7 +383,14 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
                 replicas: control::parse_scale(&replicas)?,
             },
         ),
-        Command::Ps { format } => ps(&ctx, format),
+        Command::Ps {
+            format,
+            services: false,
+        } => ps(&ctx, format),
+        Command::Ps {
+            format,
+            services: true,
+        } => control::services(&ctx, format == Format::Json),
         Command::Stats {
             format,
             no_stream,

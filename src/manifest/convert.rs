@@ -8,7 +8,7 @@ use std::path::Path;
 use crate::manifest::error::{ManifestError, Problem, SourceLocation};
 use crate::manifest::node::{self, Key, Kind, Loc, Node, ScalarType};
 use crate::manifest::{
-    BackoffSpec, CommandSpec, Condition, ContainerSpec, DependencySpec, DependsOnSpec,
+    BackoffSpec, Balance, CommandSpec, Condition, ContainerSpec, DependencySpec, DependsOnSpec,
     EmptyDirSpec, EnvSpec, FileSourceSpec, FileUseSpec, HealthcheckSpec, HttpProbeSpec, ImageSpec,
     LayerMount, LayerSpec, LongFileUseSpec, LongMountSpec, Manifest, MountSpec, MountType,
     NetworkMode, NetworkSpec, PodSpec, PodVolumeSpec, PortMapping, PortSpec, ProbeSpec, PullPolicy,
@@ -582,8 +582,9 @@ const IMAGE_KEYS: [&str; 7] = [
 const LAYER_KEYS: [&str; 2] = ["source", "target"];
 const DEPENDENCY_KEYS: [&str; 1] = ["condition"];
 const RESOURCE_KEYS: [&str; 3] = ["cpu", "memory", "pids"];
-const SERVICE_KEYS: [&str; 2] = ["selector", "ports"];
-const PORT_KEYS: [&str; 3] = ["port", "target", "publish"];
+const SERVICE_KEYS: [&str; 3] = ["selector", "ports", "balance"];
+const PORT_KEYS: [&str; 4] = ["port", "target", "publish", "host_ip"];
+const BALANCES: [&str; 2] = ["round_robin", "least_conn"];
 const POD_KEYS: [&str; 10] = [
     "replicas",
     "labels",
@@ -1458,6 +1459,22 @@ fn service(cx: &mut Issues, node: &Node, path: &str, name: &str) -> ServiceSpec 
             }
         }
     }
+    if let Some(n) = e.get("balance") {
+        let bpath = join(path, "balance");
+        if let Some(text) = cx.text(n, &bpath, &format!("`balance` of {what}")) {
+            spec.balance = Balance::parse(&text);
+            if spec.balance.is_none() {
+                let hint = suggest(&text, &BALANCES)
+                    .map(|s| format!("; did you mean `{s}`?"))
+                    .unwrap_or_default();
+                cx.shape(
+                    &bpath,
+                    Anchor::Value,
+                    format!("unknown balance `{text}` in {what}: expected `round_robin` or `least_conn`{hint}"),
+                );
+            }
+        }
+    }
     spec
 }
 
@@ -1489,11 +1506,15 @@ fn port(cx: &mut Issues, node: &Node, path: &str, service: &str) -> PortSpec {
             let port = field("port");
             let target = field("target");
             let publish = field("publish");
+            let host_ip = e
+                .get("host_ip")
+                .and_then(|n| cx.text(n, &join(path, "host_ip"), &format!("`host_ip` of {what}")));
             match port {
                 Some(port) => PortSpec::Long(PortMapping {
                     port,
                     target,
                     publish,
+                    host_ip,
                 }),
                 None => {
                     if e.get("port").is_none() {

@@ -619,6 +619,33 @@ pub struct ServiceSpec {
     /// Ports.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<PortSpec>,
+    /// How connections are spread over the ready endpoints: `round_robin` (default) or
+    /// `least_conn` (the endpoint with the fewest open connections).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub balance: Option<Balance>,
+}
+
+/// A service's balancing strategy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    /// Each new connection to the next ready endpoint.
+    #[default]
+    RoundRobin,
+    /// Each new connection to the ready endpoint with the fewest open connections.
+    LeastConn,
+}
+
+impl Balance {
+    /// From its spelling.
+    #[must_use]
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "round_robin" => Some(Balance::RoundRobin),
+            "least_conn" => Some(Balance::LeastConn),
+            _ => None,
+        }
+    }
 }
 
 /// A service port: `80`, `"8080:80"` (publish:port, Compose's HOST:CONTAINER) or the long form.
@@ -642,9 +669,13 @@ pub struct PortMapping {
     /// The port on the pods; default `port`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<u16>,
-    /// Host port to publish on (127.0.0.1), if any.
+    /// Host port to publish on, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub publish: Option<u16>,
+    /// The host address a published port binds; default 127.0.0.1 (`0.0.0.0`: every
+    /// address, as Docker's default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_ip: Option<String>,
 }
 
 /// A scalar kept as its source text: `NO` stays `NO`, `1.10` stays `1.10`.

@@ -1179,3 +1179,37 @@ services:
         crate::manifest::NetworkMode::None
     );
 }
+
+#[test]
+fn service_ports_take_a_host_address_and_services_a_strategy() {
+    let base = "pods:\n  a:\n    labels: { app: a }\n    containers: [ { name: a, command: [ x ] } ]\nservices:\n";
+    let ok = load(
+        &format!("{base}  s:\n    selector: {{ app: a }}\n    balance: least_conn\n    ports: [ \"0.0.0.0:8080:80\", {{ port: 81, publish: 9091, host_ip: 10.0.0.1 }}, 82 ]\n"),
+        Path::new(ORIGIN),
+    )
+    .unwrap();
+    let s = &ok.services()["s"];
+    assert_eq!(s.balance, crate::manifest::Balance::LeastConn);
+    let hosts: Vec<Option<String>> = s
+        .ports
+        .iter()
+        .map(|p| p.host_ip.map(|h| h.to_string()))
+        .collect();
+    assert_eq!(
+        hosts,
+        [Some("0.0.0.0".into()), Some("10.0.0.1".into()), None]
+    );
+    let text = load(
+        &format!("{base}  s:\n    selector: {{ app: a }}\n    balance: leastconn\n    ports: [ {{ port: 81, host_ip: 10.0.0.1 }}, {{ port: 82, publish: 1, host_ip: nowhere }} ]\n"),
+        Path::new(ORIGIN),
+    )
+    .unwrap_err()
+    .render();
+    for expected in [
+        "unknown balance `leastconn` in service `s`: expected `round_robin` or `least_conn`; did you mean `least_conn`?",
+        "`host_ip` of service `s` needs `publish`",
+        "invalid host_ip `nowhere` of service `s`: expected an IPv4 address",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
+}

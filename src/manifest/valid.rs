@@ -480,6 +480,14 @@ pub struct Service {
     pub selector: BTreeMap<String, String>,
     /// Ports.
     pub ports: Vec<Port>,
+    /// How connections are spread.
+    #[serde(skip_serializing_if = "is_round_robin")]
+    pub balance: crate::manifest::Balance,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's `skip_serializing_if` passes a reference
+fn is_round_robin(b: &crate::manifest::Balance) -> bool {
+    *b == crate::manifest::Balance::RoundRobin
 }
 
 /// A service port in long form.
@@ -492,6 +500,9 @@ pub struct Port {
     /// Host port, if published.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub publish: Option<u16>,
+    /// The host address it binds (default 127.0.0.1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_ip: Option<std::net::Ipv4Addr>,
 }
 
 #[allow(clippy::trivially_copy_pass_by_ref)] // serde's `skip_serializing_if` passes a reference

@@ -1523,6 +1523,7 @@ fn services(
             Service {
                 selector: spec.selector.clone(),
                 ports,
+                balance: spec.balance.unwrap_or_default(),
             },
         );
     }
@@ -1584,12 +1585,38 @@ fn port(service: &str, spec: &PortSpec, path: &str, issues: &mut Issues) -> Opti
             port: *n,
             target: *n,
             publish: None,
+            host_ip: None,
         },
-        PortSpec::Long(l) => Port {
-            port: l.port,
-            target: l.target.unwrap_or(l.port),
-            publish: l.publish,
-        },
+        PortSpec::Long(l) => {
+            let host_ip = match &l.host_ip {
+                None => None,
+                Some(text) => match text.parse::<std::net::Ipv4Addr>() {
+                    Ok(ip) => Some(ip),
+                    Err(_) => {
+                        issues.report(
+                            &join(path, "host_ip"),
+                            Anchor::Value,
+                            format!("invalid host_ip `{text}` of service `{service}`: expected an IPv4 address such as 127.0.0.1 or 0.0.0.0"),
+                        );
+                        return None;
+                    }
+                },
+            };
+            if host_ip.is_some() && l.publish.is_none() {
+                issues.report(
+                    &join(path, "host_ip"),
+                    Anchor::Key,
+                    format!("`host_ip` of service `{service}` needs `publish`: it is the address a published port binds"),
+                );
+                return None;
+            }
+            Port {
+                port: l.port,
+                target: l.target.unwrap_or(l.port),
+                publish: l.publish,
+                host_ip,
+            }
+        }
         PortSpec::Short(text) => {
             let bare = text.strip_suffix("/tcp").unwrap_or(text);
             let number = |s: &str| s.parse::<u16>().ok();
@@ -1598,18 +1625,28 @@ fn port(service: &str, spec: &PortSpec, path: &str, issues: &mut Issues) -> Opti
                     port: p,
                     target: p,
                     publish: None,
+                    host_ip: None,
                 }),
                 [host, container] => number(host).zip(number(container)).map(|(h, c)| Port {
                     port: c,
                     target: c,
                     publish: Some(h),
+                    host_ip: None,
                 }),
+                [ip, host, container] => ip
+                    .parse::<std::net::Ipv4Addr>()
+                    .ok()
+                    .zip(number(host).zip(number(container)))
+                    .map(|(ip, (h, c))| Port {
+                        port: c,
+                        target: c,
+                        publish: Some(h),
+                        host_ip: Some(ip),
+                    }),
                 _ => None,
             };
             let Some(parsed) = parsed else {
-                let hint = if bare.matches(':').count() == 2 {
-                    "; binding a host address is not supported (published ports bind 127.0.0.1)"
-                } else if text.ends_with("/udp") {
+                let hint = if text.ends_with("/udp") {
                     "; only tcp is supported"
                 } else {
                     ""
@@ -1617,7 +1654,7 @@ fn port(service: &str, spec: &PortSpec, path: &str, issues: &mut Issues) -> Opti
                 issues.report(
                     path,
                     Anchor::Value,
-                    format!("invalid port `{text}` of service `{service}`: expected `PORT` or `PUBLISH:PORT` like \"8080:80\"{hint}"),
+                    format!("invalid port `{text}` of service `{service}`: expected `PORT`, `PUBLISH:PORT` like \"8080:80\" or `HOST_IP:PUBLISH:PORT` like \"0.0.0.0:8080:80\"{hint}"),
                 );
                 return None;
             };

@@ -340,6 +340,9 @@ pub struct ServicePlan {
     pub pods: Vec<String>,
     /// Ports.
     pub ports: Vec<ServicePort>,
+    /// How connections are spread over the ready endpoints.
+    #[serde(default)]
+    pub balance: crate::manifest::Balance,
 }
 
 /// One service port.
@@ -351,4 +354,11 @@ pub struct ServicePort {
     pub target: u16,
     /// Host port to publish on, if any.
     pub publish: Option<u16>,
+    /// The host address it binds (127.0.0.1 unless the manifest names another).
+    #[serde(default = "localhost")]
+    pub host_ip: std::net::Ipv4Addr,
+}
+
+fn localhost() -> std::net::Ipv4Addr {
+    std::net::Ipv4Addr::LOCALHOST
 }

@@ -86,8 +86,10 @@ pub fn desired_state(m: &ValidManifest, project: &str, base_dir: &Path) -> Desir
                         port: p.port,
                         target: p.target,
                         publish: p.publish,
+                        host_ip: p.host_ip.unwrap_or(std::net::Ipv4Addr::LOCALHOST),
                     })
                     .collect(),
+                balance: s.balance,
             };
             (name.clone(), plan)
         })

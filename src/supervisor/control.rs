@@ -67,6 +67,8 @@ pub enum Request {
         /// The grace period, in milliseconds, instead of each container's own.
         grace_ms: Option<u64>,
     },
+    /// `ps --services`: each service's address, ports and balancer counters.
+    Services,
     /// `scale POD=N...`: run that many replicas of each pod; replicas are added or the
     /// highest-numbered ones removed, the others keep running.
     Scale {
@@ -121,6 +123,23 @@ pub struct Response {
     pub pods: BTreeMap<String, Change>,
     /// Why the apply failed or a changed pod did not start, if so.
     pub error: Option<String>,
+    /// `Services`: each service, by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub services: BTreeMap<String, ServiceStatus>,
+}
+
+/// A service as `ps --services` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceStatus {
+    /// Its virtual address on the project network.
+    pub address: Option<std::net::Ipv4Addr>,
+    /// `80->8000` (port -> target), `127.0.0.1:8080->80->8000` when published.
+    pub ports: Vec<String>,
+    /// `round_robin` or `least_conn`.
+    pub balance: String,
+    /// The balancer's counters and the endpoints.
+    #[serde(flatten)]
+    pub stats: crate::balancer::ServiceStats,
 }
 
 impl Response {
@@ -130,6 +149,7 @@ impl Response {
         Response {
             pods: BTreeMap::new(),
             error: None,
+            services: BTreeMap::new(),
         }
     }
 
@@ -139,6 +159,7 @@ impl Response {
         Response {
             pods: BTreeMap::new(),
             error: Some(why.into()),
+            services: BTreeMap::new(),
         }
     }
 }
@@ -285,7 +306,13 @@ mod tests {
             let mut pods = BTreeMap::new();
             pods.insert(desired.project, Change::Recreated);
             let error = env.get("TOKEN").cloned();
-            reply.send(Response { pods, error }).is_ok()
+            reply
+                .send(Response {
+                    pods,
+                    error,
+                    ..Response::done()
+                })
+                .is_ok()
         })
         .unwrap();
         let request = Request::Apply {

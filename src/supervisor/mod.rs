@@ -121,6 +121,12 @@ pub enum SupervisorError {
         /// The cause.
         source: crate::network::NetworkError,
     },
+    /// The balancer could not serve a service.
+    #[error(transparent)]
+    Balancer {
+        /// The cause.
+        source: crate::balancer::BalancerError,
+    },
     /// The desired state cannot be applied as it is.
     #[error("{0}")]
     Config(String),
@@ -354,6 +360,12 @@ pub struct Supervisor {
     events: events::EventLog,
     /// The project network, once made (see `net`).
     net: Option<net::ProjectNet>,
+    /// The balancer, once a service has ports.
+    balancer: Option<crate::balancer::Balancer>,
+    /// What it serves, by service.
+    served: BTreeMap<String, net::Served>,
+    /// The endpoints it was last given, by service.
+    endpoints: BTreeMap<String, Vec<std::net::Ipv4Addr>>,
     _lock: teardown::ProjectLock,
 }
 
@@ -463,6 +475,9 @@ impl Supervisor {
             grace_override: None,
             events: events::EventLog::default(),
             net: None,
+            balancer: None,
+            served: BTreeMap::new(),
+            endpoints: BTreeMap::new(),
             paths,
             progress,
             sink,
@@ -480,6 +495,7 @@ impl Supervisor {
         );
         if let Err(e) = sup
             .ensure_network()
+            .and_then(|()| sup.ensure_balancer())
             .and_then(|()| sup.build_slots())
             .and_then(|()| sup.write_hosts())
             .and_then(|()| sup.check_users_from(0))
@@ -805,6 +821,8 @@ impl Supervisor {
                 let _ = sup.save();
                 None
             };
+            // the balancer sends new connections to the replicas that are ready now
+            self.update_endpoints();
             // start every waiting pod whose dependencies are met; the others say in `ps`
             // what they wait for
             let startable = self
@@ -924,6 +942,12 @@ impl Supervisor {
                     let _ = reply.send(control::Response::done());
                     return Outcome::Signalled(Signal::SIGTERM as i32);
                 }
+                Ok(Msg::Control(control::Request::Services, reply)) => {
+                    let _ = reply.send(control::Response {
+                        services: self.service_status(),
+                        ..control::Response::done()
+                    });
+                }
                 Ok(Msg::Control(request, reply)) => {
                     if !ready_sent || self.pending.is_some() {
                         let _ = reply.send(control::Response::refused(
@@ -977,7 +1001,9 @@ impl Supervisor {
                 Ok((changes, signal))
             }
             control::Request::Scale { replicas } => self.scale(&replicas),
-            control::Request::Down { .. } => Err("`down` is not a command".to_string()),
+            control::Request::Down { .. } | control::Request::Services => {
+                Err("not a command that changes the stack".to_string())
+            }
         }
     }
 
@@ -1473,6 +1499,10 @@ impl Supervisor {
         }
         for &i in members {
             self.slots[i].record.state = ContainerState::Stopping;
+        }
+        // no new connection reaches them from here on
+        self.update_endpoints();
+        for &i in members {
             if let Some(pid) = self.slots[i].record.pid {
                 let signal =
                     Signal::try_from(self.slots[i].plan.stop_signal).unwrap_or(Signal::SIGTERM);
@@ -1612,6 +1642,8 @@ impl Supervisor {
         parents.dedup();
         parents.push(PathBuf::from(self.paths.cgroup_subtree()));
         cgroup::remove_empty(&self.mounts, &parents);
+        // the balancer's listeners close (its virtual addresses go with the bridge)
+        self.balancer = None;
         let _ = teardown::cleanup(&self.paths, Some(&self.state()), &self.mounts);
     }
 }

@@ -5,13 +5,14 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
 use super::{Supervisor, SupervisorError};
+use crate::balancer;
 use crate::network::{self, NetworkError, Subnet, link};
 
 /// The project network as the supervisor keeps it (and `state.json` records it).
@@ -43,6 +44,12 @@ fn lock(run_root: &Path) -> Result<Flock<File>, SupervisorError> {
         .open(&path)
         .map_err(io)?;
     Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, e)| io(e.into()))
+}
+
+impl From<balancer::BalancerError> for SupervisorError {
+    fn from(source: balancer::BalancerError) -> Self {
+        SupervisorError::Balancer { source }
+    }
 }
 
 impl From<NetworkError> for SupervisorError {
@@ -212,6 +219,146 @@ impl Supervisor {
             &network::hosts_file(&net.services, &replicas),
         )?;
         Ok(())
+    }
+}
+
+/// How long connections to a replica that stopped being an endpoint may go on.
+const DRAIN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// What the balancer serves for one service (to tell a changed service from an unchanged
+/// one on an apply).
+pub(super) type Served = (Vec<balancer::Listen>, balancer::Balance);
+
+impl Supervisor {
+    /// Serves every service with ports on the balancer (started with the first one): its
+    /// virtual address and port, and its published host ports. A service whose ports
+    /// changed is served anew, one that is gone no more.
+    pub(super) fn ensure_balancer(&mut self) -> Result<(), SupervisorError> {
+        let Some(net) = &self.net else {
+            return Ok(());
+        };
+        let mut wanted: BTreeMap<String, Served> = BTreeMap::new();
+        for (name, svc) in &self.opts.desired.services {
+            let Some(vip) = net.services.get(name) else {
+                continue;
+            };
+            let ports: Vec<balancer::Listen> = svc
+                .ports
+                .iter()
+                .map(|p| {
+                    let mut addrs = vec![SocketAddr::from((*vip, p.port))];
+                    if let Some(publish) = p.publish {
+                        addrs.push(SocketAddr::from((p.host_ip, publish)));
+                    }
+                    balancer::Listen {
+                        addrs,
+                        target: p.target,
+                    }
+                })
+                .collect();
+            if !ports.is_empty() {
+                wanted.insert(name.clone(), (ports, svc.balance));
+            }
+        }
+        if let Some(b) = &self.balancer {
+            for name in self.served.keys() {
+                if !wanted.contains_key(name) {
+                    b.remove_service(name);
+                }
+            }
+        }
+        self.served.retain(|name, _| wanted.contains_key(name));
+        for (name, served) in wanted {
+            if self.served.get(&name) == Some(&served) {
+                continue;
+            }
+            if self.balancer.is_none() {
+                let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(2));
+                self.balancer = Some(balancer::Balancer::new(threads)?);
+            }
+            if let Some(b) = &self.balancer {
+                b.set_service(&name, &served.0, served.1)?;
+            }
+            self.endpoints.remove(&name);
+            self.served.insert(name, served);
+        }
+        self.update_endpoints();
+        Ok(())
+    }
+
+    /// Tells the balancer, for each service, which replicas are its endpoints now: those of
+    /// the pods it selects whose containers all run and are ready. Called whenever states
+    /// change; only changes reach the balancer.
+    pub(super) fn update_endpoints(&mut self) {
+        let Some(b) = &self.balancer else {
+            return;
+        };
+        for name in self.served.keys() {
+            let Some(svc) = self.opts.desired.services.get(name) else {
+                continue;
+            };
+            let mut ips: Vec<Ipv4Addr> = Vec::new();
+            let mut not_ready: Vec<Ipv4Addr> = Vec::new();
+            for s in self
+                .slots
+                .iter()
+                .filter(|s| !s.record.init && svc.pods.contains(&s.record.pod))
+            {
+                let Some(ip) = s.record.ip else { continue };
+                let up = s.record.state == super::ContainerState::Running && s.record.ready;
+                if up {
+                    if !ips.contains(&ip) {
+                        ips.push(ip);
+                    }
+                } else {
+                    not_ready.push(ip);
+                }
+            }
+            ips.retain(|ip| !not_ready.contains(ip));
+            ips.sort();
+            if self.endpoints.get(name) != Some(&ips) {
+                b.set_endpoints(name, &ips, DRAIN_GRACE);
+                self.endpoints.insert(name.clone(), ips);
+            }
+        }
+    }
+
+    /// Each served service's address, ports, strategy and counters.
+    pub(super) fn service_status(&self) -> BTreeMap<String, super::control::ServiceStatus> {
+        let stats = self
+            .balancer
+            .as_ref()
+            .map(balancer::Balancer::stats)
+            .unwrap_or_default();
+        self.opts
+            .desired
+            .services
+            .iter()
+            .map(|(name, svc)| {
+                let address = self
+                    .net
+                    .as_ref()
+                    .and_then(|n| n.services.get(name).copied());
+                let ports = svc
+                    .ports
+                    .iter()
+                    .map(|p| match p.publish {
+                        Some(h) => format!("{}:{h}->{}->{}", p.host_ip, p.port, p.target),
+                        None => format!("{}->{}", p.port, p.target),
+                    })
+                    .collect();
+                let status = super::control::ServiceStatus {
+                    address,
+                    ports,
+                    balance: match svc.balance {
+                        balancer::Balance::RoundRobin => "round_robin".into(),
+                        balancer::Balance::LeastConn => "least_conn".into(),
+                    },
+                    stats: stats.get(name).cloned().unwrap_or_default(),
+                };
+                (name.clone(), status)
+            })
+            .collect()
     }
 }
 

@@ -194,7 +194,7 @@ impl Supervisor {
         let first_new = self.slots.len();
         let first_id = self.next_id;
         // a first pod on the network makes it; services get (or lose) their addresses
-        let mut made = self.ensure_network();
+        let mut made = self.ensure_network().and_then(|()| self.ensure_balancer());
         let order: Vec<String> = self.opts.desired.waves.iter().flatten().cloned().collect();
         for name in &order {
             let Some(pod) = self.opts.desired.pods.get(name).cloned() else {
@@ -288,7 +288,11 @@ impl Supervisor {
             return;
         }
         if let Some((reply, pods)) = self.pending.take() {
-            let _ = reply.send(Response { pods, error });
+            let _ = reply.send(Response {
+                pods,
+                error,
+                ..Response::done()
+            });
         }
     }
 }

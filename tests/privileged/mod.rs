@@ -1,5 +1,6 @@
 //! Tests that start real containers: namespaces, overlayfs, cgroups. Root only.
 
+mod balancer;
 mod commands;
 mod examples;
 mod exec;

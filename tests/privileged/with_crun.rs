@@ -10,7 +10,8 @@ use crate::test::{Need, require};
 
 /// The modules whose tests start containers through `rcompose up` (image, registry and
 /// unpacking tests do not depend on the runtime; `oci` tests crun and runc directly).
-const MODULES: [&str; 16] = [
+const MODULES: [&str; 17] = [
+    "privileged::balancer::",
     "privileged::commands::",
     "privileged::examples::",
     "privileged::exec::",
