@@ -197,6 +197,7 @@ pub(super) fn format_event(event: &Event) -> Option<String> {
             None => format!("{name}: not ready"),
         },
         Event::Unhealthy { name, message, .. } => format!("{name}: {message}; stopping it"),
+        Event::Warning { message } => format!("warning: {message}"),
         Event::Stopping { reason } => format!("stopping: {reason}"),
         Event::Removed => "removed".to_string(),
     })

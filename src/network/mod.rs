@@ -8,6 +8,7 @@
 //! written here too.
 
 pub mod link;
+pub mod nat;
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};

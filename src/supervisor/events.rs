@@ -17,7 +17,7 @@ pub struct EventRecord {
     /// When, in milliseconds since the Unix epoch.
     pub time_ms: u64,
     /// `waiting`, `started`, `failed`, `oom_killed`, `exited`, `restarting`, `ready`,
-    /// `unready`, `unhealthy`, `up`, `stopping`, `removed`.
+    /// `unready`, `unhealthy`, `up`, `warning`, `stopping`, `removed`.
     pub event: String,
     /// The container (`pod-N` or `pod-N/container`), or the pod for `waiting`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -88,6 +88,10 @@ impl EventRecord {
                 ..r("unhealthy", Some(name))
             },
             Event::Ready => r("up", None),
+            Event::Warning { message } => EventRecord {
+                reason: Some(message.clone()),
+                ..r("warning", None)
+            },
             Event::Stopping { reason } => EventRecord {
                 reason: Some(reason.clone()),
                 ..r("stopping", None)

@@ -211,6 +211,11 @@ pub enum Event {
         /// What failed.
         message: String,
     },
+    /// Something works less than asked, and the stack goes on.
+    Warning {
+        /// What.
+        message: String,
+    },
     /// Teardown begins.
     Stopping {
         /// Why.

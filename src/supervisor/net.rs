@@ -98,6 +98,13 @@ impl Supervisor {
             // recorded before the bridge exists, so that `down` after a crash removes it
             self.save()?;
             link::create_bridge(&bridge, subnet, gateway)?;
+            // beyond the host (a nameserver, a registry) the pods' traffic is masqueraded;
+            // without nftables they still reach the host and each other
+            if let Err(e) = network::nat::enable(&bridge, subnet) {
+                self.emit(&super::Event::Warning {
+                    message: format!("pods cannot reach beyond this host: {}", super::chain(&e)),
+                });
+            }
             network::write_in_place(&self.resolv_conf_file(), &resolv_conf())?;
         } else if let (Some(net), Some(subnet)) = (&self.net, self.opts.desired.subnet)
             && net.subnet != subnet
@@ -372,6 +379,7 @@ fn resolv_conf() -> String {
 pub(super) fn remove_bridge(project: &str) -> Result<(), SupervisorError> {
     let bridge = network::bridge_name(project);
     if link::exists(&bridge) {
+        network::nat::disable(&bridge);
         link::delete_link(&bridge)?;
     }
     Ok(())

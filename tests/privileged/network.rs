@@ -214,3 +214,115 @@ fn a_subnet_in_use_is_refused_with_its_location_before_anything_starts() {
     assert_code(&rcompose(d, &["-p", &a, "down", "-t", "1"]), 0);
     assert_no_trace(&a);
 }
+
+/// A network namespace standing for a machine beyond this host: `198.18.N.2/24`, linked to
+/// the host (`198.18.N.1`) by a veth, with no route back to the pods' subnets. Removed on
+/// drop.
+struct Beyond {
+    ns: String,
+    veth: String,
+}
+
+impl Drop for Beyond {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.ns])
+            .status();
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", &self.veth])
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+fn ip(args: &[&str]) {
+    let out = std::process::Command::new("ip")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn pods_reach_beyond_the_host_through_masquerading_and_it_goes_with_the_project() {
+    require(&[
+        Need::Root,
+        Need::Tool("python3"),
+        Need::Tool("ip"),
+        Need::Tool("nft"),
+    ]);
+    let dir = TempDir::new("net-nat");
+    let p = project("net-nat");
+    let n = std::process::id() % 200 + 20;
+    let beyond = Beyond {
+        ns: format!("rct-beyond-{}", std::process::id()),
+        veth: format!("rctb{}", std::process::id() % 100_000),
+    };
+    let (host_ip, far_ip) = (format!("198.18.{n}.1"), format!("198.18.{n}.2"));
+    ip(&["netns", "add", &beyond.ns]);
+    ip(&[
+        "link",
+        "add",
+        &beyond.veth,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "netns",
+        &beyond.ns,
+    ]);
+    ip(&["addr", "add", &format!("{host_ip}/24"), "dev", &beyond.veth]);
+    ip(&["link", "set", &beyond.veth, "up"]);
+    ip(&[
+        "-n",
+        &beyond.ns,
+        "addr",
+        "add",
+        &format!("{far_ip}/24"),
+        "dev",
+        "eth0",
+    ]);
+    ip(&["-n", &beyond.ns, "link", "set", "eth0", "up"]);
+    ip(&["-n", &beyond.ns, "link", "set", "lo", "up"]);
+    // a TCP server there that answers with the address it sees the client at
+    let server = std::process::Command::new("ip")
+        .args([
+            "netns", "exec", &beyond.ns, "python3", "-c",
+            &format!("import socket\ns = socket.socket()\ns.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\ns.bind(('{far_ip}', 8080))\ns.listen()\nwhile True:\n    c, a = s.accept()\n    c.sendall(a[0].encode())\n    c.close()"),
+        ])
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _server = Kill(server);
+    dir.write(
+        "rcompose.yaml",
+        "pods:\n  c:\n    containers: [ { name: c, command: [ sleep, \"1000\" ] } ]\n",
+    );
+    let _guard = Cleanup(p.clone());
+    let d = dir.path();
+    assert_code(&rcompose(d, &["-p", &p, "up", "-d"]), 0);
+    let script = format!(
+        "import socket, time\nfor i in range(50):\n    try:\n        s = socket.create_connection(('{far_ip}', 8080), timeout=2)\n        print(s.recv(64).decode())\n        break\n    except OSError:\n        time.sleep(0.1)"
+    );
+    // the far side sees the host's address, not the pod's: masqueraded
+    assert_eq!(exec(d, &p, "c", &script).trim(), host_ip);
+    let bridge = rcompose::network::bridge_name(&p);
+    assert!(rcompose::network::nat::exists(&bridge));
+    assert_code(&rcompose(d, &["-p", &p, "down", "-t", "1"]), 0);
+    assert!(
+        !rcompose::network::nat::exists(&bridge),
+        "the masquerade table is left"
+    );
+    assert_no_trace(&p);
+}
