@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -93,6 +93,8 @@ struct Endpoint {
 struct Service {
     balance: Balance,
     endpoints: RwLock<Arc<Vec<Arc<Endpoint>>>>,
+    /// Endpoints removed whose grace period runs.
+    draining: Mutex<Vec<Arc<Endpoint>>>,
     next: AtomicUsize,
     counters: Counters,
     listeners: Mutex<Vec<JoinHandle<()>>>,
@@ -157,6 +159,7 @@ impl Balancer {
         let service = Arc::new(Service {
             balance,
             endpoints: RwLock::new(Arc::new(Vec::new())),
+            draining: Mutex::new(Vec::new()),
             next: AtomicUsize::new(0),
             counters: Counters::default(),
             listeners: Mutex::new(Vec::new()),
@@ -236,13 +239,42 @@ impl Balancer {
             }
         }
         for gone in old.iter().filter(|e| !ips.contains(&e.ip)) {
-            let gone = Arc::clone(gone);
+            service
+                .draining
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(Arc::clone(gone));
+            let (gone, svc) = (Arc::clone(gone), Arc::clone(&service));
             self.rt.spawn(async move {
                 tokio::time::sleep(grace).await;
                 let _ = gone.closed.send(true);
+                svc.draining
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .retain(|e| !Arc::ptr_eq(e, &gone));
             });
         }
         *slot = Arc::new(new);
+    }
+
+    /// Ends at once every connection to `ip` of an endpoint that was removed (its replica
+    /// is gone, with its network: nothing would answer or close them). One that has not had
+    /// an answer yet is replayed on another endpoint.
+    pub fn forget(&self, ip: Ipv4Addr) {
+        let services: Vec<Arc<Service>> = self
+            .services
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for s in services {
+            let mut draining = s.draining.lock().unwrap_or_else(|e| e.into_inner());
+            for e in draining.iter().filter(|e| e.ip == ip) {
+                let _ = e.closed.send(true);
+            }
+            draining.retain(|e| e.ip != ip);
+        }
     }
 
     /// Each service's counters and endpoints.
@@ -334,42 +366,126 @@ fn order(service: &Service, endpoints: &[Arc<Endpoint>]) -> Vec<usize> {
     (0..n).map(|k| (first + k) % n).collect()
 }
 
+/// Until the first byte comes back from an endpoint, what the client sent (up to this much)
+/// is kept, so that an endpoint that closes or fails without answering (a replica killed
+/// with a request in flight) is replaced by the next one, which gets the same bytes.
+const REPLAY_LIMIT: usize = 64 * 1024;
+
+/// Connects to the next endpoint of `candidates` that accepts (refused or timed out: the
+/// next), counting the ones skipped in `skipped`.
+async fn connect_next(
+    candidates: &mut impl Iterator<Item = usize>,
+    endpoints: &[Arc<Endpoint>],
+    target: u16,
+    skipped: &mut u64,
+) -> Option<(TcpStream, Arc<Endpoint>)> {
+    for i in candidates.by_ref() {
+        let ep = &endpoints[i];
+        if *ep.closed.borrow() {
+            continue;
+        }
+        let addr = SocketAddr::from((ep.ip, target));
+        if let Ok(Ok(s)) = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+            let _ = s.set_nodelay(true);
+            return Some((s, Arc::clone(ep)));
+        }
+        *skipped += 1;
+    }
+    None
+}
+
 async fn proxy(mut client: TcpStream, service: Arc<Service>, target: u16) {
     let c = &service.counters;
     c.total.fetch_add(1, Ordering::Relaxed);
     c.active.fetch_add(1, Ordering::Relaxed);
+    let _ = client.set_nodelay(true);
     let endpoints = Arc::clone(&service.endpoints.read().unwrap_or_else(|e| e.into_inner()));
-    let mut upstream = None;
-    if !endpoints.is_empty() {
-        for (tries, i) in order(&service, &endpoints).into_iter().enumerate() {
-            let ep = &endpoints[i];
-            if *ep.closed.borrow() {
-                continue;
-            }
-            let addr = SocketAddr::from((ep.ip, target));
-            // refused or timed out: the next endpoint
-            if let Ok(Ok(s)) = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await
-            {
-                if tries > 0 {
-                    c.retries.fetch_add(tries as u64, Ordering::Relaxed);
+    let mut candidates = if endpoints.is_empty() {
+        Vec::new()
+    } else {
+        order(&service, &endpoints)
+    }
+    .into_iter();
+    let mut skipped = 0u64;
+    let mut sent: Vec<u8> = Vec::new();
+    let mut client_eof = false;
+    let mut from_client = [0u8; 8192];
+    let mut from_server = [0u8; 8192];
+    // the first endpoint that answers (or takes more than REPLAY_LIMIT bytes)
+    let found = 'endpoint: loop {
+        let Some((mut server, ep)) =
+            connect_next(&mut candidates, &endpoints, target, &mut skipped).await
+        else {
+            break None;
+        };
+        if (!sent.is_empty() && server.write_all(&sent).await.is_err())
+            || (client_eof && server.shutdown().await.is_err())
+        {
+            skipped += 1;
+            continue;
+        }
+        let mut gone = ep.closed.subscribe();
+        loop {
+            tokio::select! {
+                // removed and gone (or its grace is over) before answering: the next one
+                r = gone.changed() => {
+                    let is_gone = r.is_err() || *gone.borrow_and_update();
+                    if is_gone {
+                        skipped += 1;
+                        continue 'endpoint;
+                    }
                 }
-                upstream = Some((s, Arc::clone(ep)));
-                break;
+                r = server.read(&mut from_server) => match r {
+                    Ok(n) if n > 0 => break 'endpoint Some((server, ep, n)),
+                    // closed or failed before answering: the next endpoint gets the bytes
+                    _ => {
+                        skipped += 1;
+                        continue 'endpoint;
+                    }
+                },
+                r = client.read(&mut from_client), if !client_eof => match r {
+                    Ok(0) => {
+                        client_eof = true;
+                        let _ = server.shutdown().await;
+                    }
+                    Ok(n) => {
+                        sent.extend_from_slice(&from_client[..n]);
+                        if server.write_all(&from_client[..n]).await.is_err() {
+                            skipped += 1;
+                            continue 'endpoint;
+                        }
+                        if sent.len() > REPLAY_LIMIT {
+                            break 'endpoint Some((server, ep, 0));
+                        }
+                    }
+                    // the client is gone
+                    Err(_) => {
+                        c.active.fetch_sub(1, Ordering::Relaxed);
+                        return;
+                    }
+                },
             }
         }
+    };
+    if skipped > 0 {
+        c.retries.fetch_add(skipped, Ordering::Relaxed);
     }
-    let Some((mut server, ep)) = upstream else {
+    let Some((mut server, ep, first)) = found else {
         c.errors.fetch_add(1, Ordering::Relaxed);
         c.active.fetch_sub(1, Ordering::Relaxed);
         let _ = client.shutdown().await;
         return;
     };
-    let _ = client.set_nodelay(true);
-    let _ = server.set_nodelay(true);
     ep.active.fetch_add(1, Ordering::Relaxed);
+    c.bytes_in.fetch_add(sent.len() as u64, Ordering::Relaxed);
+    drop(sent);
     let mut closed = ep.closed.subscribe();
     tokio::select! {
-        r = tokio::io::copy_bidirectional(&mut client, &mut server) => {
+        r = async {
+            client.write_all(&from_server[..first]).await?;
+            tokio::io::copy_bidirectional(&mut client, &mut server).await
+        } => {
+            c.bytes_out.fetch_add(first as u64, Ordering::Relaxed);
             if let Ok((to_server, to_client)) = r {
                 c.bytes_in.fetch_add(to_server, Ordering::Relaxed);
                 c.bytes_out.fetch_add(to_client, Ordering::Relaxed);
@@ -464,6 +580,60 @@ mod tests {
             std::thread::sleep(Duration::from_millis(10));
         }
         assert!(std::net::TcpStream::connect(addr).is_err());
+    }
+
+    #[test]
+    fn an_endpoint_that_dies_before_answering_is_replaced_and_gets_the_request_again() {
+        let b = Balancer::new(1).unwrap();
+        // 127.0.0.1 reads the request and closes without a byte (killed mid-request);
+        // 127.0.0.2 answers with what it read
+        let dying = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = dying.local_addr().unwrap().port();
+        let good = std::net::TcpListener::bind(("127.0.0.2", port)).unwrap();
+        std::thread::spawn(move || {
+            for c in dying.incoming().take(10).flatten() {
+                let mut c = c;
+                let mut buf = [0u8; 64];
+                let _ = c.read(&mut buf);
+            }
+        });
+        std::thread::spawn(move || {
+            for c in good.incoming().take(10).flatten() {
+                let mut c = c;
+                let mut buf = [0u8; 64];
+                let n = c.read(&mut buf).unwrap_or(0);
+                let _ = c.write_all(b"got ");
+                let _ = c.write_all(&buf[..n]);
+            }
+        });
+        let front = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = front.local_addr().unwrap();
+        drop(front);
+        b.set_service(
+            "api",
+            &[Listen {
+                addrs: vec![addr],
+                target: port,
+            }],
+            Balance::RoundRobin,
+        )
+        .unwrap();
+        b.set_endpoints(
+            "api",
+            &[Ipv4Addr::new(127, 0, 0, 1), Ipv4Addr::new(127, 0, 0, 2)],
+            Duration::from_secs(5),
+        );
+        for _ in 0..4 {
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            s.write_all(b"GET /x").unwrap();
+            let mut out = String::new();
+            let _ = s.read_to_string(&mut out);
+            assert_eq!(out, "got GET /x");
+        }
+        let stats = &b.stats()["api"];
+        assert_eq!(stats.errors, 0);
+        assert_eq!(stats.retries, 2, "{stats:?}");
     }
 
     #[test]

@@ -244,6 +244,10 @@ impl Supervisor {
             if let Some(h) = s.logger.take() {
                 let _ = h.join();
             }
+            // its network goes below: connections to it would hang, not close
+            if let (Some(b), Some(ip)) = (&self.balancer, s.record.ip) {
+                b.forget(ip);
+            }
             super::remove_external(&self.opts, &s);
             if let Some(cg) = &s.cgroup {
                 let _ = cg.remove();
