@@ -25,6 +25,8 @@
 #   connections through each balancer must reach the 3 replicas in turn (round robin); the
 #   rcompose balancer's connection counter (`ps --services`) is read around each of its runs,
 #   so the report shows that its traffic went through it.
+#   Other CPU: whole-machine busy time (/proc/stat) over each run minus the balancer, the 3
+#   backends' processes and wrk, in cores: what other jobs (and softirq) took from the run.
 #   Target (issue 6): in every cell at least HAProxy nbthread 1's requests/s and no worse p99.
 #
 # Installs what is missing with apt (haproxy nginx libnginx-mod-stream wrk jq curl), retrying
@@ -42,6 +44,8 @@
 #   REPS (3)        repetitions of every (config, mode, connections) run
 #   DURATION (10)   seconds per wrk run
 #   CONNS ("16 64 256")  connection counts
+#   QUIET_WAIT (90) before measuring, wait up to this many seconds for CPU pressure (PSI some
+#                   avg10) under 10 % (the machine is shared; the report says what it found)
 #   SKIP_INSTALL=1  do not call apt-get
 set -euo pipefail
 
@@ -50,6 +54,7 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 source "$REPO/bench/lib.sh"
 OUT=${OUT:-$REPO/docs/benchmarks.md}
 REPS=${REPS:-3}
+QUIET_WAIT=${QUIET_WAIT:-90}
 DURATION=${DURATION:-10}
 read -r -a CONNS <<<"${CONNS:-16 64 256}"
 MODES=(keepalive close)
@@ -65,6 +70,7 @@ die() { log "error: $*"; exit 1; }
 
 [ "$(id -u)" = 0 ] || die "run as root (containers need namespaces and cgroups)"
 [[ "$REPS" =~ ^[1-9][0-9]*$ ]] || die "REPS must be a positive integer, not '$REPS'"
+[[ "$QUIET_WAIT" =~ ^[0-9]+$ ]] || die "QUIET_WAIT must be a number of seconds, not '$QUIET_WAIT'"
 [[ "$DURATION" =~ ^[1-9][0-9]*$ ]] || die "DURATION must be a positive integer (seconds), not '$DURATION'"
 for n in "${CONNS[@]}"; do [[ "$n" =~ ^[1-9][0-9]*$ ]] || die "CONNS must be positive integers, not '$n'"; done
 
@@ -94,9 +100,12 @@ for t in haproxy "$NGINX" wrk jq curl ss; do
 done
 [ -f "$STREAM_MODULE" ] || die "no $STREAM_MODULE (apt libnginx-mod-stream)"
 
+COMMIT=$(git -C "$REPO" describe --always --dirty 2>/dev/null || echo n/a)
 if [ -n "${RCOMPOSE_BIN:-}" ]; then
     RC=$RCOMPOSE_BIN
+    BUILT="RCOMPOSE_BIN $RC (built $(date -u -r "$RC" '+%H:%M UTC' 2>/dev/null || echo '?'); the checkout is at $COMMIT)"
 else
+    BUILT="commit $COMMIT"
     log "building rcompose (release)"
     (cd "$REPO" && cargo build --release --locked -q)
     RC=${CARGO_TARGET_DIR:-$REPO/target}/release/rcompose
@@ -210,6 +219,9 @@ done
 [ "$(services | jq '.web.endpoints | length')" = 3 ] || die "the service has not 3 endpoints: $(services | jq -c .web.endpoints)"
 grep -qx balancer /proc/"$SUP"/task/*/comm || die "the supervisor (pid $SUP) has no balancer thread"
 BAL_THREADS=$(grep -lx balancer /proc/"$SUP"/task/*/comm | wc -l)
+# every process of the 3 backends (their inits, nginx masters and workers)
+mapfile -t BACKEND_PIDS < <("$RC" -p "$PROJECT" top --format json | jq -r '.[].pid')
+[ "${#BACKEND_PIDS[@]}" -ge 6 ] || die "expected the 3 backends' processes, got pids ${BACKEND_PIDS[*]:-none}"
 
 # ---------------------------------------------------------------------------------------------
 log "HAProxy (tcp, nbthread 1 and default) on $HAP1_PORT/$HAPD_PORT, nginx stream on $NGX_PORT"
@@ -308,6 +320,14 @@ ticks() {
     done
     echo "$t"
 }
+# busy and total clock ticks of the whole machine (/proc/stat: all but idle and iowait)
+machine() { awk '/^cpu /{t = 0; for (i = 2; i <= 9; i++) t += $i; print t - $5 - $6, t}' /proc/stat; }
+# VAR = the CPU of this shell's waited-for children (wrk, once waited for), in clock ticks;
+# `times` must run in this shell, not in a subshell of a pipe or $(...)
+child_ticks() {
+    times >"$WORK/times"
+    printf -v "$1" '%s' "$(awk -v hz="$CLK_TCK" 'NR == 2 {split($1, u, /[ms]/); split($2, s, /[ms]/); printf "%.0f", (u[1] * 60 + u[2] + s[1] * 60 + s[2]) * hz}' "$WORK/times")"
+}
 # the same for the supervisor's balancer threads only
 bal_ticks() {
     local t=0 d
@@ -354,7 +374,7 @@ IDLE_MS_PER_S=$(awk -v d=$(($(ticks "$SUP") - t0)) -v hz="$CLK_TCK" 'BEGIN{print
 # one wrk run: parse it, store req/s, p50/p99 (us), CPU us/request
 to_us() { awk -v v="$1" 'BEGIN{ if (v ~ /us$/) f = 1; else if (v ~ /ms$/) f = 1e3; else if (v ~ /s$/) f = 1e6; else if (v ~ /m$/) f = 6e7; else f = 0; printf "%.1f\n", (v + 0) * f }'; }
 run_one() { # CONFIG MODE CONNS REP
-    local c=$1 mode=$2 n=$3 rep=$4 f pids t0 t1 b0 b1 k0 k1 rps p50 p99 req err non2xx
+    local c=$1 mode=$2 n=$3 rep=$4 f pids t0 t1 b0 b1 k0 k1 m0 m1 w0 w1 o0 o1 rps p50 p99 req err non2xx
     f=$WORK/wrk/$mode-$n-$c-$rep.txt
     read -r -a pids <<<"$(pids_of "$c")"
     local args=(-t1 "-c$n" "-d${DURATION}s" --latency --timeout 5s)
@@ -362,12 +382,18 @@ run_one() { # CONFIG MODE CONNS REP
     [ "$c" = rcompose ] && read -r -a k0 <<<"$(rc_counters)"
     t0=$(ticks "${pids[@]}")
     b0=$(bal_ticks)
+    o0=$(ticks "${BACKEND_PIDS[@]}")
+    child_ticks w0
+    read -r -a m0 <<<"$(machine)"
     wrk "${args[@]}" "$(url_of "$c")" >"$f" 2>&1 &
     WRK_PID=$!
     wait "$WRK_PID" || die "wrk failed ($c $mode c=$n): $(tail -3 "$f")"
     WRK_PID=""
+    read -r -a m1 <<<"$(machine)"
+    child_ticks w1
     t1=$(ticks "${pids[@]}")
     b1=$(bal_ticks)
+    o1=$(ticks "${BACKEND_PIDS[@]}")
     rps=$(awk '/^Requests\/sec:/{print $2}' "$f")
     p50=$(to_us "$(awk '$1=="50%"{print $2}' "$f")")
     p99=$(to_us "$(awk '$1=="99%"{print $2}' "$f")")
@@ -380,6 +406,9 @@ run_one() { # CONFIG MODE CONNS REP
     echo "$p50" >>"$d.p50"
     echo "$p99" >>"$d.p99"
     echo "$((${err:-0} + ${non2xx:-0}))" >>"$d.err"
+    # other jobs (and softirq), in % of a core: machine busy minus balancer, backends and wrk
+    awk -v busy=$((m1[0] - m0[0])) -v tot=$((m1[1] - m0[1])) -v ours=$((t1 - t0 + o1 - o0 + w1 - w0)) -v cpus="$(nproc)" \
+        'BEGIN{if (tot > 0) printf "%.1f\n", (busy - ours) / (tot / cpus) * 100}' >>"$d.other"
     if [ "$c" != direct ]; then
         awk -v d=$((t1 - t0)) -v hz="$CLK_TCK" -v r="$req" 'BEGIN{printf "%.2f\n", d / hz * 1e6 / r}' >>"$d.cpu"
         # in % of a core, as med prints one decimal
@@ -394,6 +423,17 @@ run_one() { # CONFIG MODE CONNS REP
     log "$mode c=$n rep=$rep $c: $rps req/s, p50 $p50 us, p99 $p99 us, errors ${err:-0}+${non2xx:-0}$([ "$c" = direct ] || echo ", cpu $(tail -1 "$d.cpu") us/req")"
 }
 
+psi10() { sed -n '1s/.*avg10=\([0-9.]*\).*/\1/p' /proc/pressure/cpu 2>/dev/null | grep . || echo 0; }
+QUIET_NOTE="did not get quiet within ${QUIET_WAIT} s (CPU PSI some avg10 $(psi10) %)"
+for i in $(seq 0 "$QUIET_WAIT"); do
+    if lt "$(psi10)" 10; then
+        QUIET_NOTE="CPU PSI some avg10 $(psi10) % after waiting $i s"
+        break
+    fi
+    sleep 1
+done
+log "quiet wait: $QUIET_NOTE"
+MEASURE_LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
 log "warm-up: 1 s of wrk through each config"
 for c in "${CONFIGS[@]}"; do wrk -t1 -c16 -d1s "$(url_of "$c")" >/dev/null 2>&1 || die "warm-up of $c failed"; done
 TOTAL_RUNS=$((${#MODES[@]} * ${#CONNS[@]} * REPS * ${#CONFIGS[@]}))
@@ -443,7 +483,7 @@ verdict_row() { # MODE CONNS
     echo "| $1 | $2 | $(int "$r") | $(int "$h") | $(ratio "$r" "$h") | $(ms "$rp") | $(ms "$hp") | $(ratio "$rp" "$hp") | $rc | $hc | $v |"
 }
 detail_rows() { # MODE CONNS
-    local d=$WORK/data/$1-$2 c h e cpu cores
+    local d=$WORK/data/$1-$2 c h e cpu cores other
     h=$(med "$d-haproxy-t1.rps")
     for c in "${CONFIGS[@]}"; do
         e=$(sum "$d-$c.err")
@@ -453,7 +493,8 @@ detail_rows() { # MODE CONNS
             cpu=$(med "$d-$c.cpu")
             cores=$(awk -v v="$(med "$d-$c.cores")" 'BEGIN{printf "%.2f", v / 100}')
         fi
-        echo "| $1 | $2 | $(label_of "$c") | $(int "$(med "$d-$c.rps")") ($(minmax "$d-$c.rps" | awk -F- '{printf "%.0f-%.0f", $1, $2}')) | $(ratio "$(med "$d-$c.rps")" "$h") | $(ms "$(med "$d-$c.p50")") | $(ms "$(med "$d-$c.p99")") | $cpu | $cores | $e |"
+        other=$(awk -v v="$(med "$d-$c.other")" 'BEGIN{printf "%.2f", v / 100}')
+        echo "| $1 | $2 | $(label_of "$c") | $(int "$(med "$d-$c.rps")") ($(minmax "$d-$c.rps" | awk -F- '{printf "%.0f-%.0f", $1, $2}')) | $(ratio "$(med "$d-$c.rps")" "$h") | $(ms "$(med "$d-$c.p50")") | $(ms "$(med "$d-$c.p99")") | $cpu | $cores | $other | $e |"
     done
 }
 conn_note() { # MODE CONNS: the balancer's counted connections per request in its runs
@@ -465,9 +506,10 @@ conn_note() { # MODE CONNS: the balancer's counted connections per request in it
     echo "## g. Built-in L4 balancer vs HAProxy and nginx stream"
     echo
     echo "Written by \`just bench\` (bench/balancer.sh) on $STARTED; $REPS repetitions of ${DURATION} s per"
-    echo "run, rcompose $("$RC" --version | cut -d' ' -f2) (commit $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo n/a)),"
+    echo "run, rcompose $("$RC" --version | cut -d' ' -f2) ($BUILT),"
     echo "$(haproxy -v | head -1 | cut -d' ' -f1-3), nginx $("$NGINX" -v 2>&1 | sed 's|.*nginx/||'), wrk $(dpkg-query -W -f='${Version}' wrk 2>/dev/null || echo '?'),"
-    echo "$(nproc) CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)), loadavg $LOAD_START at the start, $(cut -d' ' -f1-3 /proc/loadavg) at the end."
+    echo "$(nproc) CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)), loadavg $LOAD_START at the start,"
+    echo "$MEASURE_LOAD when measuring began ($QUIET_NOTE), $(cut -d' ' -f1-3 /proc/loadavg) at the end."
     echo
     echo "Target (issue 6): in every cell, at least HAProxy \`mode tcp\` nbthread 1's requests/s and no"
     echo "worse p99. Medians over the repetitions; ratios are rcompose / HAProxy nbthread 1; CPU in"
@@ -480,10 +522,12 @@ conn_note() { # MODE CONNS: the balancer's counted connections per request in it
     echo "**Target met in $MET of $CELLS cells** (req/s at least HAProxy t1's in $RPS_MET of $CELLS, p99 no worse in $P99_MET of $CELLS)."
     echo
     echo "Every config, per cell (req/s: median (min-max); ratio to HAProxy t1; cores = balancer CPU"
-    echo "seconds per second of the run; errors = wrk socket errors + non-2xx, summed over the runs):"
+    echo "seconds per second of the run; other cores = the machine's busy time minus the balancer,"
+    echo "the backends and wrk, per second: other jobs and softirq; errors = wrk socket errors +"
+    echo "non-2xx, summed over the runs):"
     echo
-    echo "| mode | conns | config | req/s | ratio to HAProxy t1 | p50 ms | p99 ms | CPU µs/req | cores | errors |"
-    echo "|---|---|---|---|---|---|---|---|---|---|"
+    echo "| mode | conns | config | req/s | ratio to HAProxy t1 | p50 ms | p99 ms | CPU µs/req | cores | other cores | errors |"
+    echo "|---|---|---|---|---|---|---|---|---|---|---|"
     for mode in "${MODES[@]}"; do for n in "${CONNS[@]}"; do detail_rows "$mode" "$n"; done; done
     echo
     echo "- Backends: 3 replicas of one rcompose pod (host image), each \`nginx -g 'daemon off;'\` with"

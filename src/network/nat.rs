@@ -48,18 +48,24 @@ fn nft(args: &[&str], stdin: Option<&str>) -> Result<(), NetworkError> {
     if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
         let _ = pipe.write_all(text.as_bytes());
     }
-    let out = child
-        .wait_with_output()
-        .map_err(|source| NetworkError::Io {
-            what: what.clone(),
-            source,
-        })?;
-    if out.status.success() {
+    // A supervisor reaps every child of its own (it is a subreaper, and its signal thread
+    // waits for any child), so the status may be gone when `wait` asks for it: then `nft`,
+    // which prints nothing on stderr unless it fails, is judged by its stderr.
+    let mut stderr = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
+    }
+    let ok = match child.wait() {
+        Ok(status) => status.success(),
+        Err(e) if e.raw_os_error() == Some(libc::ECHILD) => stderr.trim().is_empty(),
+        Err(source) => return Err(NetworkError::Io { what, source }),
+    };
+    if ok {
         Ok(())
     } else {
         Err(NetworkError::Netlink {
             what,
-            message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            message: stderr.trim().to_string(),
         })
     }
 }
