@@ -349,9 +349,17 @@ async fn accept(listener: TcpListener, service: Arc<Service>, target: u16) {
     }
 }
 
-/// The endpoints in the order to try them: the strategy's pick first, then the others.
-fn order(service: &Service, endpoints: &[Arc<Endpoint>]) -> Vec<usize> {
+/// The endpoints in the order to try them: the strategy's pick first, then the others
+/// (no allocation: this runs for every connection).
+fn order(service: &Service, endpoints: &[Arc<Endpoint>]) -> Order {
     let n = endpoints.len();
+    if n == 0 {
+        return Order {
+            first: 0,
+            n: 0,
+            k: 0,
+        };
+    }
     let first = match service.balance {
         Balance::RoundRobin => service.next.fetch_add(1, Ordering::Relaxed) % n,
         Balance::LeastConn => {
@@ -363,7 +371,25 @@ fn order(service: &Service, endpoints: &[Arc<Endpoint>]) -> Vec<usize> {
                 .unwrap_or(start)
         }
     };
-    (0..n).map(|k| (first + k) % n).collect()
+    Order { first, n, k: 0 }
+}
+
+/// [`order`]'s iterator: `first`, `first + 1`, ... modulo `n`.
+struct Order {
+    first: usize,
+    n: usize,
+    k: usize,
+}
+
+impl Iterator for Order {
+    type Item = usize;
+
+    fn next(&mut self) -> Option<usize> {
+        (self.k < self.n).then(|| {
+            self.k += 1;
+            (self.first + self.k - 1) % self.n
+        })
+    }
 }
 
 /// Until the first byte comes back from an endpoint, what the client sent (up to this much)
@@ -400,12 +426,7 @@ async fn proxy(mut client: TcpStream, service: Arc<Service>, target: u16) {
     c.active.fetch_add(1, Ordering::Relaxed);
     let _ = client.set_nodelay(true);
     let endpoints = Arc::clone(&service.endpoints.read().unwrap_or_else(|e| e.into_inner()));
-    let mut candidates = if endpoints.is_empty() {
-        Vec::new()
-    } else {
-        order(&service, &endpoints)
-    }
-    .into_iter();
+    let mut candidates = order(&service, &endpoints);
     let mut skipped = 0u64;
     let mut sent: Vec<u8> = Vec::new();
     let mut client_eof = false;

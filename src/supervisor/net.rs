@@ -281,6 +281,16 @@ impl Supervisor {
             }
             if self.balancer.is_none() {
                 let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(2));
+                // The supervisor keeps one malloc arena (memory per container, see `new`);
+                // the balancer's workers allocate for every connection (its task, tokio's
+                // copy buffers), so they get arenas of their own rather than a shared lock.
+                // SAFETY: mallopt only sets a parameter of this process's allocator.
+                unsafe {
+                    libc::mallopt(
+                        libc::M_ARENA_MAX,
+                        i32::try_from(threads + 1).unwrap_or(i32::MAX),
+                    );
+                }
                 self.balancer = Some(balancer::Balancer::new(threads)?);
             }
             if let Some(b) = &self.balancer {
