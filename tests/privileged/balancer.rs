@@ -49,7 +49,7 @@ fn free_port() -> u16 {
 /// GET / through `port`: the body, or the error.
 fn get(port: u16) -> Result<String, String> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))
+    s.set_read_timeout(Some(Duration::from_secs(15)))
         .map_err(|e| e.to_string())?;
     s.write_all(b"GET / HTTP/1.0\r\n\r\n")
         .map_err(|e| e.to_string())?;
@@ -130,7 +130,8 @@ fn a_published_port_spreads_over_the_replicas_and_losing_one_fails_no_request() 
             let t0 = Instant::now();
             while !stop.load(Ordering::Relaxed) {
                 let t = t0.elapsed();
-                let r = get(port).map_err(|e| format!("{e} (sent at {t:?})"));
+                let r = get(port)
+                    .map_err(|e| format!("{e} (sent at {t:?}, failed at {:?})", t0.elapsed()));
                 results.lock().unwrap().push(r);
             }
         })
