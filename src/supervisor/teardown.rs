@@ -91,6 +91,16 @@ fn needs_tmpfs(run_root: &Path, dir: &Path) -> io::Result<bool> {
     Ok(fs::metadata(dir)?.dev() == fs::metadata(run_root)?.dev())
 }
 
+/// Whether something is mounted on the project directory `dir` itself: the tmpfs of
+/// [`make_project_dir`].
+fn is_own_mount(run_root: &Path, dir: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (fs::metadata(dir), fs::metadata(run_root)) {
+        (Ok(d), Ok(r)) => d.dev() != r.dev(),
+        _ => false,
+    }
+}
+
 /// The run root's lock (a `flock` on the directory itself, held for a moment): taken to make
 /// or remove a project directory.
 fn lock_run_root(run_root: &Path) -> io::Result<Flock<File>> {
@@ -271,17 +281,22 @@ pub fn cleanup(
     cgroup::destroy_subtree(mounts, &subtree)
         .map_err(|source| SupervisorError::Cgroup { source })?;
     cgroup::remove_empty_parents(mounts, Path::new(&subtree));
-    let mut namespaces: Vec<PathBuf> = state.map(|s| s.netns.clone()).unwrap_or_default();
-    namespaces.extend(paths.netns_pins());
-    for ns in namespaces {
-        netns::remove(&ns).map_err(|source| SupervisorError::Netns { source })?;
-    }
-    // the project's own tmpfs (if any) is the last of these: then the directory is empty
     let run_root = paths.dir.parent().unwrap_or(Path::new("/"));
     let _root = lock_run_root(run_root).map_err(|source| SupervisorError::Io {
         path: run_root.to_path_buf(),
         source,
     })?;
+    // The project's own tmpfs goes with everything mounted below it (namespace pins, the
+    // pods' /dev/shm, configs, external runtimes' roots) in one lazy unmount: each unmount
+    // waits for an expedited RCU grace period, 50-100 us here, and a pod has four.
+    if is_own_mount(run_root, &paths.dir) {
+        let _ = nix::mount::umount2(&paths.dir, nix::mount::MntFlags::MNT_DETACH);
+    }
+    let mut namespaces: Vec<PathBuf> = state.map(|s| s.netns.clone()).unwrap_or_default();
+    namespaces.extend(paths.netns_pins());
+    for ns in namespaces {
+        netns::remove(&ns).map_err(|source| SupervisorError::Netns { source })?;
+    }
     for mount in mounts_below(&paths.dir) {
         let _ = nix::mount::umount2(&mount, nix::mount::MntFlags::MNT_DETACH);
     }
