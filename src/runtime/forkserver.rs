@@ -9,11 +9,13 @@
 //!
 //! Protocol over a Unix stream socket: the supervisor sends the helper's arguments (NUL
 //! separated) with two descriptors (SCM_RIGHTS): the channel (stdin) and the log (stdout,
-//! stderr); the server answers with the helper's pid (4 bytes, little endian). The server
-//! exits when the socket closes.
+//! stderr). The server does not answer: the helper's first line on its channel is
+//! `helper PID` (or the server writes `error ...` there when it cannot fork), so the
+//! supervisor makes the container's cgroup while the server forks, instead of waiting for
+//! a reply first. The server exits when the socket closes.
 
 use std::ffi::OsString;
-use std::io::{self, IoSlice, IoSliceMut, Read, Write};
+use std::io::{self, IoSlice, IoSliceMut, Read};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::net::UnixStream;
@@ -63,9 +65,10 @@ impl ForkServer {
         self.pid.as_raw()
     }
 
-    /// Forks an init helper with `args` (as after `rcompose __init`), `channel` as its stdin
-    /// and `log` as its stdout and stderr. Returns its pid.
-    pub fn spawn(&self, args: &[OsString], channel: &OwnedFd, log: &OwnedFd) -> io::Result<i32> {
+    /// Asks for an init helper with `args` (as after `rcompose __init`), `channel` as its
+    /// stdin and `log` as its stdout and stderr. Returns once the request is sent: the
+    /// helper's pid comes as its first line on the channel (`helper PID`).
+    pub fn spawn(&self, args: &[OsString], channel: &OwnedFd, log: &OwnedFd) -> io::Result<()> {
         let mut payload = Vec::new();
         for a in args {
             payload.extend_from_slice(a.as_bytes());
@@ -74,7 +77,7 @@ impl ForkServer {
         if payload.len() > MAX_REQUEST {
             return Err(io::Error::other("fork server request too large"));
         }
-        let mut sock = self
+        let sock = self
             .sock
             .lock()
             .map_err(|_| io::Error::other("fork server lock poisoned"))?;
@@ -94,13 +97,7 @@ impl ForkServer {
         if sent != len.len() + payload.len() {
             return Err(io::Error::other("short write to the fork server"));
         }
-        let mut pid = [0u8; 4];
-        sock.read_exact(&mut pid)?;
-        let pid = i32::from_le_bytes(pid);
-        if pid <= 0 {
-            return Err(io::Error::other("the fork server could not fork"));
-        }
-        Ok(pid)
+        Ok(())
     }
 
     /// Closes the socket: the server exits as soon as it reads EOF, and nothing can be
@@ -160,7 +157,7 @@ fn serve(sock: UnixStream) -> ! {
             std::process::exit(0);
         };
         // SAFETY: this server is single-threaded, so the child may run Rust code.
-        let pid = match unsafe { fork() } {
+        match unsafe { fork() } {
             Ok(ForkResult::Child) => {
                 // the init the helper forks must see its children's exits again
                 // SAFETY: restoring the default disposition installs no handler code.
@@ -174,13 +171,15 @@ fn serve(sock: UnixStream) -> ! {
                 let code = helper(&args, &fds);
                 std::process::exit(code);
             }
-            Ok(ForkResult::Parent { child }) => child.as_raw(),
-            Err(_) => -1,
-        };
-        drop(fds);
-        if sock.write_all(&pid.to_le_bytes()).is_err() {
-            std::process::exit(0);
+            Ok(ForkResult::Parent { .. }) => {}
+            Err(e) => {
+                if let Some(channel) = fds.first() {
+                    let line = format!("error the fork server could not fork: {e}\n");
+                    let _ = nix::unistd::write(channel, line.as_bytes());
+                }
+            }
         }
+        drop(fds);
     }
 }
 
@@ -238,6 +237,11 @@ fn helper(args: &[OsString], fds: &[OwnedFd]) -> i32 {
             && libc::dup2(log.as_raw_fd(), 2) >= 0
     };
     if !ok {
+        return 125;
+    }
+    // the supervisor learns the helper's pid from its channel, first of all (one write)
+    let line = format!("{} {}\n", super::HELPER_LINE, std::process::id());
+    if nix::unistd::write(channel, line.as_bytes()).is_err() {
         return 125;
     }
     // init::main closes every descriptor above 2 (the received ones included)
