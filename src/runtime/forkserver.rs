@@ -7,12 +7,17 @@
 //! __init`, about a millisecond per container here. The helper then runs exactly the code
 //! of [`super::init::main`].
 //!
+//! The helper is cloned straight into a new pid namespace (`CLONE_NEWPID`) as a child of the
+//! supervisor (`CLONE_PARENT`), so it is the container's PID 1 from the start and becomes
+//! its init itself: no second fork, and nothing to re-parent (a helper started by
+//! `rcompose __init` still unshares the pid namespace and forks the init).
+//!
 //! Protocol over a Unix stream socket: the supervisor sends the helper's arguments (NUL
 //! separated) with two descriptors (SCM_RIGHTS): the channel (stdin) and the log (stdout,
-//! stderr). The server does not answer: the helper's first line on its channel is
-//! `helper PID` (or the server writes `error ...` there when it cannot fork), so the
-//! supervisor makes the container's cgroup while the server forks, instead of waiting for
-//! a reply first. The server exits when the socket closes.
+//! stderr). The server does not answer on its socket: it writes `helper PID` and `pid PID`
+//! (one write) on the channel once it cloned the helper, or `error ...` when it could not,
+//! so the supervisor makes the container's cgroup meanwhile instead of waiting for a reply
+//! first. The server exits when the socket closes.
 
 use std::ffi::OsString;
 use std::io::{self, IoSlice, IoSliceMut, Read};
@@ -142,8 +147,8 @@ fn serve(sock: UnixStream) -> ! {
     }
     let sock_fd = sock.as_raw_fd();
     keep_only(&[0, 1, 2, sock_fd]);
-    // helpers exit at once (their containers' inits go to the supervisor): let the kernel
-    // reap them instead of leaving zombies until the next request
+    // the helpers are cloned as the supervisor's children (CLONE_PARENT), never this
+    // server's; should a child of its own ever exit, the kernel reaps it (no zombies)
     // SAFETY: setting a disposition to SIG_IGN installs no handler code.
     unsafe {
         let _ = nix::sys::signal::signal(
@@ -156,8 +161,32 @@ fn serve(sock: UnixStream) -> ! {
         let Some((args, fds)) = receive(&mut sock) else {
             std::process::exit(0);
         };
-        // SAFETY: this server is single-threaded, so the child may run Rust code.
-        match unsafe { fork() } {
+        // The raw clone (a fork, with the namespace and parent flags that glibc's fork does
+        // not take): the child's stack is a copy of this one, as with fork.
+        // SAFETY: this server is single-threaded, so the child may run Rust code; its
+        // copy of glibc's thread descriptor keeps this process's tid, which only
+        // pthread_kill-style calls read (none runs in the helper; an abort still ends it).
+        let cloned = unsafe {
+            libc::syscall(
+                libc::SYS_clone,
+                libc::c_ulong::try_from(libc::CLONE_PARENT | libc::CLONE_NEWPID | libc::SIGCHLD)
+                    .unwrap_or_default(),
+                0usize,
+                0usize,
+                0usize,
+                0usize,
+            )
+        };
+        let cloned = match cloned {
+            0 => Ok(ForkResult::Child),
+            -1 => Err(nix::errno::Errno::last()),
+            pid => i32::try_from(pid)
+                .map(|p| ForkResult::Parent {
+                    child: Pid::from_raw(p),
+                })
+                .map_err(|_| nix::errno::Errno::EINVAL),
+        };
+        match cloned {
             Ok(ForkResult::Child) => {
                 // the init the helper forks must see its children's exits again
                 // SAFETY: restoring the default disposition installs no handler code.
@@ -171,7 +200,12 @@ fn serve(sock: UnixStream) -> ! {
                 let code = helper(&args, &fds);
                 std::process::exit(code);
             }
-            Ok(ForkResult::Parent { .. }) => {}
+            Ok(ForkResult::Parent { child }) => {
+                if let Some(channel) = fds.first() {
+                    let line = format!("{} {child}\npid {child}\n", super::HELPER_LINE);
+                    let _ = nix::unistd::write(channel, line.as_bytes());
+                }
+            }
             Err(e) => {
                 if let Some(channel) = fds.first() {
                     let line = format!("error the fork server could not fork: {e}\n");
@@ -239,13 +273,8 @@ fn helper(args: &[OsString], fds: &[OwnedFd]) -> i32 {
     if !ok {
         return 125;
     }
-    // the supervisor learns the helper's pid from its channel, first of all (one write)
-    let line = format!("{} {}\n", super::HELPER_LINE, std::process::id());
-    if nix::unistd::write(channel, line.as_bytes()).is_err() {
-        return 125;
-    }
     // init::main closes every descriptor above 2 (the received ones included)
-    let code = super::init::main_with_args(args);
+    let code = super::init::main_with_args_as(args, true);
     exit_code_number(code)
 }
 
