@@ -322,3 +322,31 @@ fn mounts_below(dir: &Path) -> Vec<PathBuf> {
     found.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
     found
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn is_tmpfs(p: &Path) -> bool {
+        nix::sys::statfs::statfs(p)
+            .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC)
+    }
+
+    #[test]
+    fn a_project_directory_gets_a_tmpfs_only_where_the_run_root_is_not_one() {
+        // /dev/shm is a tmpfs (the usual /run): the project directory is used as it is
+        let shm = Path::new("/dev/shm");
+        assert!(is_tmpfs(shm));
+        let dir = shm.join(format!("rcompose-unit-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        assert!(!needs_tmpfs(shm, &dir).unwrap());
+        assert!(!is_own_mount(shm, &dir));
+        fs::remove_dir(&dir).unwrap();
+        // a directory on the source tree's file system, nothing mounted on it: a tmpfs
+        // exactly when that file system is not one
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let dir = root.join("src");
+        assert_eq!(needs_tmpfs(root, &dir).unwrap(), !is_tmpfs(root));
+        assert!(!is_own_mount(root, &dir));
+    }
+}
