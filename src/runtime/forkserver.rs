@@ -7,13 +7,20 @@
 //! __init`, about a millisecond per container here. The helper then runs exactly the code
 //! of [`super::init::main`].
 //!
+//! The helper is cloned straight into a new pid namespace (`CLONE_NEWPID`) as a child of the
+//! supervisor (`CLONE_PARENT`), so it is the container's PID 1 from the start and becomes
+//! its init itself: no second fork, and nothing to re-parent (a helper started by
+//! `rcompose __init` still unshares the pid namespace and forks the init).
+//!
 //! Protocol over a Unix stream socket: the supervisor sends the helper's arguments (NUL
 //! separated) with two descriptors (SCM_RIGHTS): the channel (stdin) and the log (stdout,
-//! stderr); the server answers with the helper's pid (4 bytes, little endian). The server
-//! exits when the socket closes.
+//! stderr). The server does not answer on its socket: it writes `helper PID` and `pid PID`
+//! (one write) on the channel once it cloned the helper, or `error ...` when it could not,
+//! so the supervisor makes the container's cgroup meanwhile instead of waiting for a reply
+//! first. The server exits when the socket closes.
 
 use std::ffi::OsString;
-use std::io::{self, IoSlice, IoSliceMut, Read, Write};
+use std::io::{self, IoSlice, IoSliceMut, Read};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::net::UnixStream;
@@ -63,9 +70,10 @@ impl ForkServer {
         self.pid.as_raw()
     }
 
-    /// Forks an init helper with `args` (as after `rcompose __init`), `channel` as its stdin
-    /// and `log` as its stdout and stderr. Returns its pid.
-    pub fn spawn(&self, args: &[OsString], channel: &OwnedFd, log: &OwnedFd) -> io::Result<i32> {
+    /// Asks for an init helper with `args` (as after `rcompose __init`), `channel` as its
+    /// stdin and `log` as its stdout and stderr. Returns once the request is sent: the
+    /// helper's pid comes as its first line on the channel (`helper PID`).
+    pub fn spawn(&self, args: &[OsString], channel: &OwnedFd, log: &OwnedFd) -> io::Result<()> {
         let mut payload = Vec::new();
         for a in args {
             payload.extend_from_slice(a.as_bytes());
@@ -74,7 +82,7 @@ impl ForkServer {
         if payload.len() > MAX_REQUEST {
             return Err(io::Error::other("fork server request too large"));
         }
-        let mut sock = self
+        let sock = self
             .sock
             .lock()
             .map_err(|_| io::Error::other("fork server lock poisoned"))?;
@@ -94,13 +102,7 @@ impl ForkServer {
         if sent != len.len() + payload.len() {
             return Err(io::Error::other("short write to the fork server"));
         }
-        let mut pid = [0u8; 4];
-        sock.read_exact(&mut pid)?;
-        let pid = i32::from_le_bytes(pid);
-        if pid <= 0 {
-            return Err(io::Error::other("the fork server could not fork"));
-        }
-        Ok(pid)
+        Ok(())
     }
 
     /// Closes the socket: the server exits as soon as it reads EOF, and nothing can be
@@ -145,8 +147,8 @@ fn serve(sock: UnixStream) -> ! {
     }
     let sock_fd = sock.as_raw_fd();
     keep_only(&[0, 1, 2, sock_fd]);
-    // helpers exit at once (their containers' inits go to the supervisor): let the kernel
-    // reap them instead of leaving zombies until the next request
+    // the helpers are cloned as the supervisor's children (CLONE_PARENT), never this
+    // server's; should a child of its own ever exit, the kernel reaps it (no zombies)
     // SAFETY: setting a disposition to SIG_IGN installs no handler code.
     unsafe {
         let _ = nix::sys::signal::signal(
@@ -159,8 +161,32 @@ fn serve(sock: UnixStream) -> ! {
         let Some((args, fds)) = receive(&mut sock) else {
             std::process::exit(0);
         };
-        // SAFETY: this server is single-threaded, so the child may run Rust code.
-        let pid = match unsafe { fork() } {
+        // The raw clone (a fork, with the namespace and parent flags that glibc's fork does
+        // not take): the child's stack is a copy of this one, as with fork.
+        // SAFETY: this server is single-threaded, so the child may run Rust code; its
+        // copy of glibc's thread descriptor keeps this process's tid, which only
+        // pthread_kill-style calls read (none runs in the helper; an abort still ends it).
+        let cloned = unsafe {
+            libc::syscall(
+                libc::SYS_clone,
+                libc::c_ulong::try_from(libc::CLONE_PARENT | libc::CLONE_NEWPID | libc::SIGCHLD)
+                    .unwrap_or_default(),
+                0usize,
+                0usize,
+                0usize,
+                0usize,
+            )
+        };
+        let cloned = match cloned {
+            0 => Ok(ForkResult::Child),
+            -1 => Err(nix::errno::Errno::last()),
+            pid => i32::try_from(pid)
+                .map(|p| ForkResult::Parent {
+                    child: Pid::from_raw(p),
+                })
+                .map_err(|_| nix::errno::Errno::EINVAL),
+        };
+        match cloned {
             Ok(ForkResult::Child) => {
                 // the init the helper forks must see its children's exits again
                 // SAFETY: restoring the default disposition installs no handler code.
@@ -174,13 +200,20 @@ fn serve(sock: UnixStream) -> ! {
                 let code = helper(&args, &fds);
                 std::process::exit(code);
             }
-            Ok(ForkResult::Parent { child }) => child.as_raw(),
-            Err(_) => -1,
-        };
-        drop(fds);
-        if sock.write_all(&pid.to_le_bytes()).is_err() {
-            std::process::exit(0);
+            Ok(ForkResult::Parent { child }) => {
+                if let Some(channel) = fds.first() {
+                    let line = format!("{} {child}\npid {child}\n", super::HELPER_LINE);
+                    let _ = nix::unistd::write(channel, line.as_bytes());
+                }
+            }
+            Err(e) => {
+                if let Some(channel) = fds.first() {
+                    let line = format!("error the fork server could not fork: {e}\n");
+                    let _ = nix::unistd::write(channel, line.as_bytes());
+                }
+            }
         }
+        drop(fds);
     }
 }
 
@@ -241,7 +274,7 @@ fn helper(args: &[OsString], fds: &[OwnedFd]) -> i32 {
         return 125;
     }
     // init::main closes every descriptor above 2 (the received ones included)
-    let code = super::init::main_with_args(args);
+    let code = super::init::main_with_args_as(args, true);
     exit_code_number(code)
 }
 

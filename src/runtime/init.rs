@@ -65,6 +65,13 @@ impl<S: AsRef<str>, E: std::fmt::Display> From<(S, E)> for Failed {
 /// Runs the helper from its arguments, `CONFIG [--create-netns PATH] [TASKS_FILE...]` (what
 /// follows `rcompose __init`, or what the fork server received).
 pub fn main_with_args(args: &[std::ffi::OsString]) -> ExitCode {
+    main_with_args_as(args, false)
+}
+
+/// [`main_with_args`] in a process that already is PID 1 of the container's new pid
+/// namespace (cloned so by the fork server, see `super::forkserver`): it becomes the
+/// container's init itself instead of forking one.
+pub fn main_with_args_as(args: &[std::ffi::OsString], pid1: bool) -> ExitCode {
     let Some(config) = args.first() else {
         return ExitCode::from(2);
     };
@@ -75,7 +82,7 @@ pub fn main_with_args(args: &[std::ffi::OsString]) -> ExitCode {
         rest = &rest[2..];
     }
     let join: Vec<PathBuf> = rest.iter().map(PathBuf::from).collect();
-    main(Path::new(config), create_netns.as_deref(), &join)
+    run(Path::new(config), create_netns.as_deref(), &join, pid1)
 }
 
 /// Entry point of the hidden `__init` mode:
@@ -84,6 +91,10 @@ pub fn main_with_args(args: &[std::ffi::OsString]) -> ExitCode {
 /// makes the container's cgroup and writes the config; once told to go on, it moves itself
 /// into the cgroups whose v1 `tasks` files are given.
 pub fn main(config: &Path, create_netns: Option<&Path>, join: &[PathBuf]) -> ExitCode {
+    run(config, create_netns, join, false)
+}
+
+fn run(config: &Path, create_netns: Option<&Path>, join: &[PathBuf], pid1: bool) -> ExitCode {
     // Descriptors the supervisor's caller left open without FD_CLOEXEC (a shell's, say) must
     // not reach the container: keep only stdin (the channel), stdout and stderr (the log).
     close_inherited_fds(3);
@@ -127,7 +138,7 @@ pub fn main(config: &Path, create_netns: Option<&Path>, join: &[PathBuf]) -> Exi
             return ExitCode::from(1);
         }
     }
-    match helper(config, create_netns.is_none(), &mut status) {
+    match helper(config, create_netns.is_none(), pid1, &mut status) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failed(msg)) => {
             report_error(&mut status, &msg);
@@ -206,7 +217,7 @@ fn report_error(status: &mut File, msg: &str) {
     eprintln!("rcompose: {msg}");
 }
 
-fn helper(config: &Path, join_netns: bool, status: &mut File) -> Result<(), Failed> {
+fn helper(config: &Path, join_netns: bool, pid1: bool, status: &mut File) -> Result<(), Failed> {
     let raw = fs::read(config).map_err(|e| ("failed to read the container config", e))?;
     let cfg: ContainerConfig =
         serde_json::from_slice(&raw).map_err(|e| ("invalid container config", e))?;
@@ -216,7 +227,10 @@ fn helper(config: &Path, join_netns: bool, status: &mut File) -> Result<(), Fail
     // The pod's network, IPC and UTS namespaces: made by the pod's first container (see
     // `main`), joined by the others and by restarts. Mount and pid namespaces are the
     // container's own.
-    let mut own = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWPID;
+    let mut own = CloneFlags::CLONE_NEWNS;
+    if !pid1 {
+        own |= CloneFlags::CLONE_NEWPID;
+    }
     match &cfg.netns {
         Some(net) if join_netns => {
             for (pin, flag, kind) in super::netns::PodPins::of(net).namespaces() {
@@ -244,6 +258,12 @@ fn helper(config: &Path, join_netns: bool, status: &mut File) -> Result<(), Fail
         set.add(s);
     }
     sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None).map_err(|e| ("sigprocmask", e))?;
+    if pid1 {
+        // already PID 1 of its own pid namespace and the supervisor's child (the fork
+        // server reported the pid): become the container's init here, one fork less
+        let never = container_init(&cfg, status, &set)?;
+        match never {}
+    }
     // SAFETY: this process is single-threaded (a fresh exec of rcompose that started no
     // thread), so the child may run arbitrary code after fork.
     match unsafe { fork() }.map_err(|e| ("fork", e))? {

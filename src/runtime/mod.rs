@@ -181,10 +181,13 @@ pub fn spawn(
         args.push(ns.as_os_str().to_owned());
     }
     args.extend(join.by_itself.iter().map(|p| p.as_os_str().to_owned()));
+    // the helper's pid: known at once when spawned here; from the fork server, the first
+    // line on the channel, read only if needed (joining v2 cgroups by pid), so the cgroup is
+    // made while the server forks
     let pid = match server {
         // forked by the fork server: no exec, no dynamic loading
         Some(server) => {
-            let pid = server
+            server
                 .spawn(&args, &theirs, &log)
                 .map_err(|source| SpawnError::Exec {
                     exe: exe.to_owned(),
@@ -192,7 +195,7 @@ pub fn spawn(
                 })?;
             drop(theirs);
             drop(log);
-            pid.to_string()
+            None
         }
         None => {
             let log2 = log.try_clone().map_err(SpawnError::Pipe)?;
@@ -212,23 +215,10 @@ pub fn spawn(
             let pid = child.id().to_string();
             // the helper is reaped by the caller's reaper, never through `child`
             drop(child);
-            pid
+            Some(pid)
         }
     };
-    let prepared = prepare().and_then(|()| {
-        for procs in &join.by_pid {
-            std::fs::write(procs, &pid)
-                .map_err(|e| format!("failed to join cgroup `{}`: {e}", procs.display()))?;
-        }
-        Ok(())
-    });
     let mut channel = File::from(ours);
-    if prepared.is_ok() {
-        let _ = channel.write_all(b"g");
-    } else {
-        // EOF without a byte tells the helper to give up
-        let _ = nix::sys::socket::shutdown(channel.as_raw_fd(), nix::sys::socket::Shutdown::Write);
-    }
     // A container whose setup hangs (a mount that never returns, say) must not hang the
     // supervisor: give up after START_TIMEOUT and kill what was started.
     let _ = setsockopt(
@@ -238,6 +228,26 @@ pub fn spawn(
     );
     let mut text = String::new();
     let mut fds = Vec::new();
+    let prepared = prepare().and_then(|()| {
+        if join.by_pid.is_empty() {
+            return Ok(());
+        }
+        let pid = match pid {
+            Some(pid) => pid,
+            None => helper_pid(&channel, &mut text, &mut fds)?,
+        };
+        for procs in &join.by_pid {
+            std::fs::write(procs, &pid)
+                .map_err(|e| format!("failed to join cgroup `{}`: {e}", procs.display()))?;
+        }
+        Ok(())
+    });
+    if prepared.is_ok() {
+        let _ = channel.write_all(b"g");
+    } else {
+        // EOF without a byte tells the helper to give up
+        let _ = nix::sys::socket::shutdown(channel.as_raw_fd(), nix::sys::socket::Shutdown::Write);
+    }
     if let Err(e) = read_status(&channel, &mut text, &mut fds)
         && matches!(
             e.kind(),
@@ -273,8 +283,37 @@ pub fn spawn(
     Ok(started)
 }
 
+/// The first status line of a helper forked by the fork server: `helper PID`.
+pub(crate) const HELPER_LINE: &str = "helper";
+
+/// Reads status lines until the first one is complete and returns the helper's pid from it
+/// (`helper PID`); what was read stays in `text` for [`read_status`].
+fn helper_pid(channel: &File, text: &mut String, fds: &mut Vec<OwnedFd>) -> Result<String, String> {
+    while !text.contains('\n') {
+        match read_some(channel, text, fds) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    let first = text.lines().next().unwrap_or_default();
+    if let Some(message) = first.strip_prefix("error ") {
+        return Err(message.to_string());
+    }
+    first
+        .strip_prefix(HELPER_LINE)
+        .map(|p| p.trim().to_string())
+        .filter(|p| p.parse::<i32>().is_ok())
+        .ok_or_else(|| "the container's helper did not start".to_string())
+}
+
 /// Reads the helper's status lines until EOF, and the descriptors sent with them.
 fn read_status(channel: &File, text: &mut String, fds: &mut Vec<OwnedFd>) -> io::Result<()> {
+    while read_some(channel, text, fds)? > 0 {}
+    Ok(())
+}
+
+/// One read of status text (and descriptors) from the channel; 0 at EOF.
+fn read_some(channel: &File, text: &mut String, fds: &mut Vec<OwnedFd>) -> io::Result<usize> {
     use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
     use std::os::fd::FromRawFd;
     let mut buf = [0u8; 1024];
@@ -302,10 +341,8 @@ fn read_status(channel: &File, text: &mut String, fds: &mut Vec<OwnedFd>) -> io:
                 );
             }
         }
-        if n == 0 {
-            return Ok(());
-        }
         text.push_str(&String::from_utf8_lossy(&buf[..n]));
+        return Ok(n);
     }
 }
 
