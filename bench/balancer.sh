@@ -116,7 +116,11 @@ PROJECT=$TAG-lb
 PIDS=() # the processes this script started (haproxy x2, nginx stream's master)
 
 # a process is alive (not gone, not a zombie)
-alive() { [ -r "/proc/$1/stat" ] && [ "$(sed 's/.*) //' "/proc/$1/stat" | cut -d' ' -f1)" != Z ]; }
+alive() {
+    local st
+    st=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1)
+    [ -n "$st" ] && [ "$st" != Z ]
+}
 stop_pid() { # PID: SIGTERM, up to 5 s, then SIGKILL
     local pid=$1 i
     kill "$pid" 2>/dev/null || return 0
@@ -312,11 +316,12 @@ label_of() {
         nginx-stream) echo "nginx stream, 1 worker" ;;
     esac
 }
-# utime+stime (every thread) of the given processes, in clock ticks
+# utime+stime (every thread) of the given processes, in clock ticks (0 for one that is gone)
 ticks() {
-    local t=0 p
+    local t=0 p s
     for p in "$@"; do
-        [ -r "/proc/$p/stat" ] && t=$((t + $(sed 's/.*) //' "/proc/$p/stat" | awk '{print $12 + $13}')))
+        s=$(sed 's/.*) //' "/proc/$p/stat" 2>/dev/null) || continue
+        t=$((t + $(awk '{print $12 + $13}' <<<"$s")))
     done
     echo "$t"
 }
@@ -330,9 +335,11 @@ child_ticks() {
 }
 # the same for the supervisor's balancer threads only
 bal_ticks() {
-    local t=0 d
+    local t=0 d s
     for d in /proc/"$SUP"/task/*; do
-        [ "$(cat "$d/comm" 2>/dev/null)" = balancer ] && t=$((t + $(sed 's/.*) //' "$d/stat" | awk '{print $12 + $13}')))
+        [ "$(cat "$d/comm" 2>/dev/null)" = balancer ] || continue
+        s=$(sed 's/.*) //' "$d/stat" 2>/dev/null) || continue
+        t=$((t + $(awk '{print $12 + $13}' <<<"$s")))
     done
     echo "$t"
 }
@@ -368,7 +375,8 @@ for c in "${CONFIGS[@]}"; do log "  $c: ${SEEN[$c]}"; done
 # the supervisor's CPU while idle (probes, its event loop), over 5 s
 t0=$(ticks "$SUP")
 sleep 5
-IDLE_MS_PER_S=$(awk -v d=$(($(ticks "$SUP") - t0)) -v hz="$CLK_TCK" 'BEGIN{printf "%.1f", d / hz * 1000 / 5}')
+IDLE_MS_PER_S=$(awk -v d=$(($(ticks "$SUP") - t0)) -v hz="$CLK_TCK" \
+    'BEGIN{if (d == 0) printf "under %.0f", 1000 / hz / 5; else printf "%.1f", d / hz * 1000 / 5}')
 
 # ---------------------------------------------------------------------------------------------
 # one wrk run: parse it, store req/s, p50/p99 (us), CPU us/request
@@ -545,14 +553,15 @@ conn_note() { # MODE CONNS: the balancer's counted connections per request in it
     echo "  HAProxy t1: ${SEEN[haproxy-t1]}; nginx stream: ${SEEN[nginx-stream]})."
     echo "  The rcompose balancer's own counter (\`ps --services\`, connections accepted) over its runs:"
     echo "  $(for mode in "${MODES[@]}"; do for n in "${CONNS[@]}"; do conn_note "$mode" "$n"; done; done | sed 's/; $//');"
-    echo "  at the end: $STATS_END."
+    echo "  at the end: $STATS_END. A connection its client closes before sending a byte is counted"
+    echo "  as \"taken by no endpoint\" after a connect to each endpoint in turn (checked by hand):"
+    echo "  wrk opens one such connection before each run and leaves some half-open at its end."
     echo "- CPU: utime+stime of every thread from /proc/PID/stat over the wrk run, divided by its"
     echo "  requests (nginx stream: master + worker). rcompose's is the whole detached supervisor"
-    echo "  (pid $SUP), whose $BAL_THREADS \`balancer\` threads are the tokio runtime; its own work (the"
-    echo "  tcp readiness probes every 10 s, the \`ps --services\` calls between runs are outside the"
-    echo "  window) is included: idle, it used $IDLE_MS_PER_S ms of CPU per second (over 5 s, in clock"
-    echo "  ticks of $((1000 / CLK_TCK)) ms). The balancer threads"
-    echo "  alone were $(med "$WORK/data/bal-share" | awk '{printf "%.0f", $1 * 100}') % (median) of the supervisor's CPU in the measured runs."
+    echo "  (pid $SUP), whose $BAL_THREADS \`balancer\` threads are the tokio runtime; its own work (tcp"
+    echo "  readiness probes every 10 s) is included, the \`ps --services\` calls are made between runs:"
+    echo "  idle, it used $IDLE_MS_PER_S ms of CPU per second (over 5 s, in clock ticks of $((1000 / CLK_TCK)) ms)."
+    echo "  The balancer threads alone were $(med "$WORK/data/bal-share" | awk '{printf "%.0f", $1 * 100}') % (median) of the supervisor's CPU in the measured runs."
     echo "$END_MARK"
 } >"$WORK/section.md"
 # keep what the other parts wrote; replace an earlier section of this script

@@ -430,8 +430,9 @@ async fn proxy(mut client: TcpStream, service: Arc<Service>, target: u16) {
     let mut skipped = 0u64;
     let mut sent: Vec<u8> = Vec::new();
     let mut client_eof = false;
-    let mut from_client = [0u8; 8192];
-    let mut from_server = [0u8; 8192];
+    // small: a request and the start of an answer; `copy_bidirectional` takes over after
+    let mut from_client = [0u8; 4096];
+    let mut from_server = [0u8; 4096];
     // the first endpoint that answers (or takes more than REPLAY_LIMIT bytes)
     let found = 'endpoint: loop {
         let Some((mut server, ep)) =
@@ -458,6 +459,12 @@ async fn proxy(mut client: TcpStream, service: Arc<Service>, target: u16) {
                 }
                 r = server.read(&mut from_server) => match r {
                     Ok(n) if n > 0 => break 'endpoint Some((server, ep, n)),
+                    // the client left without a byte (a TCP check, a port scan) and the
+                    // endpoint closed in turn: a plain close, nothing to replay
+                    Ok(_) if client_eof && sent.is_empty() => {
+                        c.active.fetch_sub(1, Ordering::Relaxed);
+                        return;
+                    }
                     // closed or failed before answering: the next endpoint gets the bytes
                     _ => {
                         skipped += 1;
@@ -655,6 +662,22 @@ mod tests {
         let stats = &b.stats()["api"];
         assert_eq!(stats.errors, 0);
         assert_eq!(stats.retries, 2, "{stats:?}");
+        // a client that leaves without a byte (a TCP check) is no error and no retry
+        for _ in 0..2 {
+            drop(std::net::TcpStream::connect(addr).unwrap());
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while (b.stats()["api"].active > 0 || b.stats()["api"].total < 6)
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let stats = &b.stats()["api"];
+        assert_eq!(
+            (stats.total, stats.errors, stats.retries),
+            (6, 0, 2),
+            "{stats:?}"
+        );
     }
 
     #[test]
