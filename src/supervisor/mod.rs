@@ -895,6 +895,14 @@ impl Supervisor {
                     self.starts.1 = None;
                     let _ = self.save();
                 }
+                // The start's transient allocations (netlink runtimes, launch threads) are
+                // freed but kept by malloc; a supervisor that stays gives them back.
+                if self.opts.stay {
+                    // SAFETY: malloc_trim only returns free memory of this process's heap.
+                    unsafe {
+                        libc::malloc_trim(0);
+                    }
+                }
                 self.emit(&Event::Ready);
                 on_ready(Ok(()));
             }
