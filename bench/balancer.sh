@@ -44,6 +44,9 @@
 #   REPS (3)        repetitions of every (config, mode, connections) run
 #   DURATION (10)   seconds per wrk run
 #   CONNS ("16 64 256")  connection counts
+#   MODES ("keepalive close"), CONFIGS ("direct rcompose haproxy-t1 haproxy-tdef nginx-stream")
+#                   a subset, for a quick look while working on the balancer (the report's
+#                   verdicts need rcompose and haproxy-t1)
 #   QUIET_WAIT (90) before measuring, wait up to this many seconds for CPU pressure (PSI some
 #                   avg10) under 10 % (the machine is shared; the report says what it found)
 #   SKIP_INSTALL=1  do not call apt-get
@@ -57,8 +60,8 @@ REPS=${REPS:-3}
 QUIET_WAIT=${QUIET_WAIT:-90}
 DURATION=${DURATION:-10}
 read -r -a CONNS <<<"${CONNS:-16 64 256}"
-MODES=(keepalive close)
-CONFIGS=(direct rcompose haproxy-t1 haproxy-tdef nginx-stream)
+read -r -a MODES <<<"${MODES:-keepalive close}"
+read -r -a CONFIGS <<<"${CONFIGS:-direct rcompose haproxy-t1 haproxy-tdef nginx-stream}"
 BEGIN_MARK="<!-- bench/balancer.sh: begin -->"
 END_MARK="<!-- bench/balancer.sh: end -->"
 BACKEND_PORT=8000

@@ -5,24 +5,39 @@
 //! the next endpoint, so it costs the client nothing. An endpoint that is removed gets no new
 //! connections at once; its open ones may finish during a grace period, then are closed.
 //! The supervisor sets the endpoints (the replicas that are ready) and reads the counters.
+//!
+//! Threads: one worker per CPU (at most `threads`), each a current-thread tokio runtime of its
+//! own that accepts on its own listening socket (`SO_REUSEPORT`: the kernel spreads the new
+//! connections) and relays the connections it accepted: no task ever moves between threads,
+//! and nothing on a connection's path is shared but the endpoint list (read once per
+//! connection) and its counters (a shard per worker). The relay itself is in `relay`.
+
+mod relay;
 
 use std::collections::BTreeMap;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::task::Waker;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use tokio::runtime::Handle;
+use tokio::task::AbortHandle;
 
 pub use crate::manifest::Balance;
+use relay::{Outcome, Relay, Replay};
 
-/// How long a connect to an endpoint may take before the next one is tried.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// SYN retransmissions of a connect to an endpoint before the next one is tried: with one,
+/// a connect that gets no answer fails after about 3 s (1 s, then 2 s). The kernel keeps
+/// this time: a tokio timer per connect would cost every connection a timer-wheel insert,
+/// and often a wake-up of the worker's own poller.
+const CONNECT_SYN_RETRIES: libc::c_int = 1;
+
+/// Backlog of each listening socket (the kernel caps it at `net.core.somaxconn`).
+const BACKLOG: u32 = 4096;
 
 /// Errors of the balancer.
 #[derive(Debug, thiserror::Error)]
@@ -72,63 +87,218 @@ pub struct ServiceStats {
     pub endpoints: Vec<Ipv4Addr>,
 }
 
+/// One worker's share of a service's counters: only that worker writes them (plain loads
+/// and stores, see `relay::add`), anyone may read them. Aligned to its own cache lines so
+/// that two workers never write the same line.
 #[derive(Default)]
-struct Counters {
-    active: AtomicU64,
+#[repr(align(128))]
+struct Shard {
+    /// Connections accepted.
     total: AtomicU64,
+    /// Connections ended (`total - ended` are open).
+    ended: AtomicU64,
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
     errors: AtomicU64,
     retries: AtomicU64,
 }
 
-/// An endpoint: a ready replica's address, its open connections, and the signal that ends
-/// them once it was removed and its grace period passed.
+/// An endpoint: a ready replica's address, its open connections, and whether it was
+/// closed for good (removed and its grace period over, or its replica gone). The relays
+/// of its connections leave their wakers here so that a close reaches the idle ones.
 struct Endpoint {
     ip: Ipv4Addr,
+    /// Open connections (counted for `least_conn` only: a shared counter costs every
+    /// connection two locked instructions on a cache line both workers write).
     active: AtomicUsize,
-    closed: watch::Sender<bool>,
+    closed: AtomicBool,
+    /// One list per worker (each on cache lines of its own).
+    wakers: Box<[Padded<Mutex<Wakers>>]>,
 }
+
+/// A value on cache lines of its own (two workers writing neighbours would share a line).
+#[derive(Default)]
+#[repr(align(128))]
+struct Padded<T>(T);
+
+/// A slab of wakers: a relay registers once and leaves when it ends.
+#[derive(Default)]
+struct Wakers {
+    slots: Vec<Option<Waker>>,
+    free: Vec<usize>,
+}
+
+impl Endpoint {
+    fn new(ip: Ipv4Addr, workers: usize) -> Self {
+        Endpoint {
+            ip,
+            active: AtomicUsize::new(0),
+            closed: AtomicBool::new(false),
+            wakers: (0..workers).map(|_| Padded::default()).collect(),
+        }
+    }
+
+    /// Registers a relay's waker, to be woken by [`Endpoint::close`]; the slot to give back.
+    /// The relay reads `closed` after this (a close between its read and this registration
+    /// is not lost: `close` sets the flag before it takes the lock).
+    fn watch(&self, worker: usize, waker: &Waker) -> usize {
+        let mut w = self.wakers[worker]
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let waker = Some(waker.clone());
+        match w.free.pop() {
+            Some(i) => {
+                w.slots[i] = waker;
+                i
+            }
+            None => {
+                w.slots.push(waker);
+                w.slots.len() - 1
+            }
+        }
+    }
+
+    fn unwatch(&self, worker: usize, slot: usize) {
+        let mut w = self.wakers[worker]
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = w.slots.get_mut(slot) {
+            *s = None;
+            w.free.push(slot);
+        }
+    }
+
+    /// Ends every connection to this endpoint (each relay sees the flag when woken).
+    fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        let wakers: Vec<Waker> = self
+            .wakers
+            .iter()
+            .flat_map(|list| {
+                let mut w = list.0.lock().unwrap_or_else(|e| e.into_inner());
+                w.slots
+                    .iter_mut()
+                    .filter_map(Option::take)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        for w in wakers {
+            w.wake();
+        }
+    }
+}
+
+/// Counts an endpoint's open connection while it lives, for `least_conn` (none otherwise).
+struct Active<'a>(Option<&'a Endpoint>);
+
+impl<'a> Active<'a> {
+    fn new(ep: &'a Endpoint, balance: Balance) -> Self {
+        if balance != Balance::LeastConn {
+            return Active(None);
+        }
+        ep.active.fetch_add(1, Ordering::Relaxed);
+        Active(Some(ep))
+    }
+}
+
+impl Drop for Active<'_> {
+    fn drop(&mut self) {
+        if let Some(ep) = self.0 {
+            ep.active.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A list of endpoints, as one worker reads it.
+type Endpoints = Arc<Vec<Arc<Endpoint>>>;
 
 struct Service {
     balance: Balance,
-    endpoints: RwLock<Arc<Vec<Arc<Endpoint>>>>,
+    /// The endpoints now (changed under this lock).
+    endpoints: RwLock<Endpoints>,
+    /// The same, one copy per worker: what a new connection reads (the worker's own lock
+    /// and reference count, on cache lines no other worker writes).
+    views: Box<[Padded<Mutex<Endpoints>>]>,
     /// Endpoints removed whose grace period runs.
     draining: Mutex<Vec<Arc<Endpoint>>>,
     next: AtomicUsize,
-    counters: Counters,
-    listeners: Mutex<Vec<JoinHandle<()>>>,
+    /// One per worker.
+    shards: Box<[Shard]>,
+    listeners: Mutex<Vec<AbortHandle>>,
 }
 
-/// The balancer: a tokio runtime and the services it serves.
+/// A worker thread and its current-thread runtime, which runs until `stop` is sent.
+struct Worker {
+    handle: Handle,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Worker {
+    fn start(index: usize) -> io::Result<Self> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("balancer".to_string())
+            .stack_size(256 * 1024)
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_io()
+                    .enable_time()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
+                };
+                let _ = tx.send(Ok(rt.handle().clone()));
+                rt.block_on(async {
+                    let _ = stopped.await;
+                });
+                // dropping the runtime drops its tasks: their sockets close
+            })?;
+        let handle = rx
+            .recv()
+            .map_err(|_| io::Error::other(format!("balancer worker {index} did not start")))??;
+        Ok(Worker {
+            handle,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+}
+
+/// The balancer: its workers and the services it serves.
 pub struct Balancer {
-    rt: tokio::runtime::Runtime,
+    workers: Vec<Worker>,
     services: Mutex<BTreeMap<String, Arc<Service>>>,
 }
 
 impl std::fmt::Debug for Balancer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Balancer").finish_non_exhaustive()
+        f.debug_struct("Balancer")
+            .field("workers", &self.workers.len())
+            .finish_non_exhaustive()
     }
 }
 
 impl Balancer {
-    /// Starts the runtime, with `threads` workers.
+    /// Starts `threads` workers (at least one).
     ///
     /// # Errors
     ///
-    /// The runtime could not start.
+    /// A worker could not start.
     pub fn new(threads: usize) -> Result<Self, BalancerError> {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads.max(1))
-            .thread_name("balancer")
-            .thread_stack_size(256 * 1024)
-            .enable_io()
-            .enable_time()
-            .build()
-            .map_err(BalancerError::Start)?;
+        let mut workers = Vec::with_capacity(threads.max(1));
+        for i in 0..threads.max(1) {
+            workers.push(Worker::start(i).map_err(BalancerError::Start)?);
+        }
         Ok(Balancer {
-            rt,
+            workers,
             services: Mutex::new(BTreeMap::new()),
         })
     }
@@ -145,29 +315,38 @@ impl Balancer {
         ports: &[Listen],
         balance: Balance,
     ) -> Result<(), BalancerError> {
+        // per address, one listening socket per worker
         let mut bound = Vec::new();
         for port in ports {
             for addr in &port.addrs {
-                let listener = self.bind(*addr).map_err(|source| BalancerError::Bind {
+                let sockets = self.bind(*addr).map_err(|source| BalancerError::Bind {
                     service: name.to_string(),
                     addr: *addr,
                     source,
                 })?;
-                bound.push((listener, port.target));
+                bound.push((sockets, port.target));
             }
         }
         let service = Arc::new(Service {
             balance,
             endpoints: RwLock::new(Arc::new(Vec::new())),
+            views: (0..self.workers.len()).map(|_| Padded::default()).collect(),
             draining: Mutex::new(Vec::new()),
             next: AtomicUsize::new(0),
-            counters: Counters::default(),
+            shards: (0..self.workers.len()).map(|_| Shard::default()).collect(),
             listeners: Mutex::new(Vec::new()),
         });
         let mut handles = Vec::new();
-        for (listener, target) in bound {
-            let svc = Arc::clone(&service);
-            handles.push(self.rt.spawn(accept(listener, svc, target)));
+        for (sockets, target) in bound {
+            for (worker, listener) in sockets.into_iter().enumerate() {
+                let svc = Arc::clone(&service);
+                handles.push(
+                    self.workers[worker]
+                        .handle
+                        .spawn(accept(listener, svc, target, worker))
+                        .abort_handle(),
+                );
+            }
         }
         *service.listeners.lock().unwrap_or_else(|e| e.into_inner()) = handles;
         let old = self
@@ -181,12 +360,26 @@ impl Balancer {
         Ok(())
     }
 
-    fn bind(&self, addr: SocketAddr) -> io::Result<TcpListener> {
-        let _guard = self.rt.enter();
+    /// One listening socket on `addr`, registered with every worker's runtime (a duplicate
+    /// descriptor each): whichever worker is free first accepts a new connection.
+    fn bind(&self, addr: SocketAddr) -> io::Result<Vec<TcpListener>> {
         let socket = TcpSocket::new_v4()?;
         socket.set_reuseaddr(true)?;
+        // accepted connections inherit it (one system call per connection fewer)
+        socket.set_nodelay(true)?;
         socket.bind(addr)?;
-        socket.listen(1024)
+        let listener = {
+            let _guard = self.workers[0].handle.enter();
+            socket.listen(BACKLOG)?
+        };
+        let std = listener.into_std()?;
+        let mut out = Vec::with_capacity(self.workers.len());
+        for w in &self.workers {
+            let dup = std.try_clone()?;
+            let _guard = w.handle.enter();
+            out.push(TcpListener::from_std(dup)?);
+        }
+        Ok(out)
     }
 
     /// Stops serving service `name`: its listeners close and its connections end.
@@ -231,11 +424,7 @@ impl Balancer {
         for ip in ips {
             match old.iter().find(|e| e.ip == *ip) {
                 Some(e) => new.push(Arc::clone(e)),
-                None => new.push(Arc::new(Endpoint {
-                    ip: *ip,
-                    active: AtomicUsize::new(0),
-                    closed: watch::channel(false).0,
-                })),
+                None => new.push(Arc::new(Endpoint::new(*ip, self.workers.len()))),
             }
         }
         for gone in old.iter().filter(|e| !ips.contains(&e.ip)) {
@@ -245,14 +434,17 @@ impl Balancer {
                 .unwrap_or_else(|e| e.into_inner())
                 .push(Arc::clone(gone));
             let (gone, svc) = (Arc::clone(gone), Arc::clone(&service));
-            self.rt.spawn(async move {
+            self.workers[0].handle.spawn(async move {
                 tokio::time::sleep(grace).await;
-                let _ = gone.closed.send(true);
+                gone.close();
                 svc.draining
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .retain(|e| !Arc::ptr_eq(e, &gone));
             });
+        }
+        for view in &service.views {
+            *view.0.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(new.clone());
         }
         *slot = Arc::new(new);
     }
@@ -271,7 +463,7 @@ impl Balancer {
         for s in services {
             let mut draining = s.draining.lock().unwrap_or_else(|e| e.into_inner());
             for e in draining.iter().filter(|e| e.ip == ip) {
-                let _ = e.closed.send(true);
+                e.close();
             }
             draining.retain(|e| e.ip != ip);
         }
@@ -284,7 +476,6 @@ impl Balancer {
         services
             .iter()
             .map(|(name, s)| {
-                let c = &s.counters;
                 let endpoints = s
                     .endpoints
                     .read()
@@ -292,15 +483,23 @@ impl Balancer {
                     .iter()
                     .map(|e| e.ip)
                     .collect();
+                let sum = |f: fn(&Shard) -> &AtomicU64| -> u64 {
+                    s.shards
+                        .iter()
+                        .map(|sh| f(sh).load(Ordering::Relaxed))
+                        .sum()
+                };
+                let total = sum(|sh| &sh.total);
                 (
                     name.clone(),
                     ServiceStats {
-                        active: c.active.load(Ordering::Relaxed),
-                        total: c.total.load(Ordering::Relaxed),
-                        bytes_in: c.bytes_in.load(Ordering::Relaxed),
-                        bytes_out: c.bytes_out.load(Ordering::Relaxed),
-                        errors: c.errors.load(Ordering::Relaxed),
-                        retries: c.retries.load(Ordering::Relaxed),
+                        // the shards are read one after the other: never below zero
+                        active: total.saturating_sub(sum(|sh| &sh.ended)),
+                        total,
+                        bytes_in: sum(|sh| &sh.bytes_in),
+                        bytes_out: sum(|sh| &sh.bytes_out),
+                        errors: sum(|sh| &sh.errors),
+                        retries: sum(|sh| &sh.retries),
                         endpoints,
                     },
                 )
@@ -319,6 +518,16 @@ impl Drop for Balancer {
         {
             stop_service(s);
         }
+        for w in &mut self.workers {
+            if let Some(stop) = w.stop.take() {
+                let _ = stop.send(());
+            }
+        }
+        for w in &mut self.workers {
+            if let Some(t) = w.thread.take() {
+                let _ = t.join();
+            }
+        }
     }
 }
 
@@ -333,15 +542,19 @@ fn stop_service(s: &Service) {
         h.abort();
     }
     for e in s.endpoints.read().unwrap_or_else(|e| e.into_inner()).iter() {
-        let _ = e.closed.send(true);
+        e.close();
+    }
+    for e in s.draining.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        e.close();
     }
 }
 
-async fn accept(listener: TcpListener, service: Arc<Service>, target: u16) {
+async fn accept(listener: TcpListener, service: Arc<Service>, target: u16, worker: usize) {
     loop {
         match listener.accept().await {
             Ok((conn, _)) => {
-                tokio::spawn(proxy(conn, Arc::clone(&service), target));
+                // spawned on this worker's runtime: the connection stays on this thread
+                tokio::spawn(proxy(conn, Arc::clone(&service), target, worker));
             }
             // out of descriptors and the like: a moment, then on
             Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
@@ -392,138 +605,90 @@ impl Iterator for Order {
     }
 }
 
-/// Until the first byte comes back from an endpoint, what the client sent (up to this much)
-/// is kept, so that an endpoint that closes or fails without answering (a replica killed
-/// with a request in flight) is replaced by the next one, which gets the same bytes.
-const REPLAY_LIMIT: usize = 64 * 1024;
-
 /// Connects to the next endpoint of `candidates` that accepts (refused or timed out: the
 /// next), counting the ones skipped in `skipped`.
-async fn connect_next(
+async fn connect_next<'e>(
     candidates: &mut impl Iterator<Item = usize>,
-    endpoints: &[Arc<Endpoint>],
+    endpoints: &'e [Arc<Endpoint>],
     target: u16,
     skipped: &mut u64,
-) -> Option<(TcpStream, Arc<Endpoint>)> {
+) -> Option<(TcpStream, &'e Endpoint)> {
     for i in candidates.by_ref() {
         let ep = &endpoints[i];
-        if *ep.closed.borrow() {
+        if ep.closed.load(Ordering::Acquire) {
             continue;
         }
         let addr = SocketAddr::from((ep.ip, target));
-        if let Ok(Ok(s)) = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
-            let _ = s.set_nodelay(true);
-            return Some((s, Arc::clone(ep)));
+        if let Ok(s) = connect(addr).await {
+            return Some((s, ep));
         }
         *skipped += 1;
     }
     None
 }
 
-async fn proxy(mut client: TcpStream, service: Arc<Service>, target: u16) {
-    let c = &service.counters;
-    c.total.fetch_add(1, Ordering::Relaxed);
-    c.active.fetch_add(1, Ordering::Relaxed);
-    let _ = client.set_nodelay(true);
-    let endpoints = Arc::clone(&service.endpoints.read().unwrap_or_else(|e| e.into_inner()));
+/// A connect with `TCP_NODELAY` and [`CONNECT_SYN_RETRIES`].
+async fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
+    let socket = TcpSocket::new_v4()?;
+    socket.set_nodelay(true)?;
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&socket);
+    // SAFETY: `fd` is the socket's own open descriptor and the option value is a c_int
+    // that outlives the call (nix has no TCP_SYNCNT).
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_SYNCNT,
+            std::ptr::from_ref(&CONNECT_SYN_RETRIES).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    socket.connect(addr).await
+}
+
+async fn proxy(mut client: TcpStream, service: Arc<Service>, target: u16, worker: usize) {
+    let shard = &service.shards[worker];
+    relay::add(&shard.total, 1);
+    let endpoints = Arc::clone(
+        &service.views[worker]
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()),
+    );
     let mut candidates = order(&service, &endpoints);
     let mut skipped = 0u64;
-    let mut sent: Vec<u8> = Vec::new();
-    let mut client_eof = false;
-    // small: a request and the start of an answer; `copy_bidirectional` takes over after
-    let mut from_client = [0u8; 4096];
-    let mut from_server = [0u8; 4096];
-    // the first endpoint that answers (or takes more than REPLAY_LIMIT bytes)
-    let found = 'endpoint: loop {
+    let mut replay = Replay::default();
+    let taken = loop {
         let Some((mut server, ep)) =
             connect_next(&mut candidates, &endpoints, target, &mut skipped).await
         else {
-            break None;
+            break false;
         };
-        if (!sent.is_empty() && server.write_all(&sent).await.is_err())
-            || (client_eof && server.shutdown().await.is_err())
-        {
+        let _active = Active::new(ep, service.balance);
+        if relay::resend(&mut server, &replay).await.is_err() {
             skipped += 1;
             continue;
         }
-        let mut gone = ep.closed.subscribe();
-        loop {
-            tokio::select! {
-                // removed and gone (or its grace is over) before answering: the next one
-                r = gone.changed() => {
-                    let is_gone = r.is_err() || *gone.borrow_and_update();
-                    if is_gone {
-                        skipped += 1;
-                        continue 'endpoint;
-                    }
-                }
-                r = server.read(&mut from_server) => match r {
-                    Ok(n) if n > 0 => break 'endpoint Some((server, ep, n)),
-                    // the client left without a byte (a TCP check, a port scan) and the
-                    // endpoint closed in turn: a plain close, nothing to replay
-                    Ok(_) if client_eof && sent.is_empty() => {
-                        c.active.fetch_sub(1, Ordering::Relaxed);
-                        return;
-                    }
-                    // closed or failed before answering: the next endpoint gets the bytes
-                    _ => {
-                        skipped += 1;
-                        continue 'endpoint;
-                    }
-                },
-                r = client.read(&mut from_client), if !client_eof => match r {
-                    Ok(0) => {
-                        client_eof = true;
-                        let _ = server.shutdown().await;
-                    }
-                    Ok(n) => {
-                        sent.extend_from_slice(&from_client[..n]);
-                        if server.write_all(&from_client[..n]).await.is_err() {
-                            skipped += 1;
-                            continue 'endpoint;
-                        }
-                        if sent.len() > REPLAY_LIMIT {
-                            break 'endpoint Some((server, ep, 0));
-                        }
-                    }
-                    // the client is gone
-                    Err(_) => {
-                        c.active.fetch_sub(1, Ordering::Relaxed);
-                        return;
-                    }
-                },
-            }
+        match Relay::new(&mut client, server, ep, worker, shard, &mut replay).await {
+            Outcome::Done | Outcome::Quiet => break true,
+            // closed or failed before answering: the next endpoint gets the bytes
+            Outcome::Retry => skipped += 1,
         }
     };
     if skipped > 0 {
-        c.retries.fetch_add(skipped, Ordering::Relaxed);
+        relay::add(
+            &shard.retries,
+            usize::try_from(skipped).unwrap_or(usize::MAX),
+        );
     }
-    let Some((mut server, ep, first)) = found else {
-        c.errors.fetch_add(1, Ordering::Relaxed);
-        c.active.fetch_sub(1, Ordering::Relaxed);
-        let _ = client.shutdown().await;
-        return;
-    };
-    ep.active.fetch_add(1, Ordering::Relaxed);
-    c.bytes_in.fetch_add(sent.len() as u64, Ordering::Relaxed);
-    drop(sent);
-    let mut closed = ep.closed.subscribe();
-    tokio::select! {
-        r = async {
-            client.write_all(&from_server[..first]).await?;
-            tokio::io::copy_bidirectional(&mut client, &mut server).await
-        } => {
-            c.bytes_out.fetch_add(first as u64, Ordering::Relaxed);
-            if let Ok((to_server, to_client)) = r {
-                c.bytes_in.fetch_add(to_server, Ordering::Relaxed);
-                c.bytes_out.fetch_add(to_client, Ordering::Relaxed);
-            }
-        }
-        // removed, and its grace period is over
-        _ = closed.wait_for(|c| *c) => {}
+    if !taken {
+        relay::add(&shard.errors, 1);
+        let _ = tokio::io::AsyncWriteExt::shutdown(&mut client).await;
     }
-    ep.active.fetch_sub(1, Ordering::Relaxed);
-    c.active.fetch_sub(1, Ordering::Relaxed);
+    relay::add(&shard.ended, 1);
 }
 
 #[cfg(test)]
@@ -538,9 +703,8 @@ mod tests {
         out
     }
 
-    #[test]
-    fn round_robin_spreads_and_a_refused_endpoint_is_skipped() {
-        let b = Balancer::new(1).unwrap();
+    fn round_robin_spreads_and_a_refused_endpoint_is_skipped(threads: usize) {
+        let b = Balancer::new(threads).unwrap();
         let ips = [Ipv4Addr::new(127, 0, 0, 1), Ipv4Addr::new(127, 0, 0, 2)];
         // both backends on one port number, on two loopback addresses
         let l1 = std::net::TcpListener::bind((ips[0], 0)).unwrap();
@@ -610,9 +774,10 @@ mod tests {
         assert!(std::net::TcpStream::connect(addr).is_err());
     }
 
-    #[test]
-    fn an_endpoint_that_dies_before_answering_is_replaced_and_gets_the_request_again() {
-        let b = Balancer::new(1).unwrap();
+    fn an_endpoint_that_dies_before_answering_is_replaced_and_gets_the_request_again(
+        threads: usize,
+    ) {
+        let b = Balancer::new(threads).unwrap();
         // 127.0.0.1 reads the request and closes without a byte (killed mid-request);
         // 127.0.0.2 answers with what it read
         let dying = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -680,9 +845,8 @@ mod tests {
         );
     }
 
-    #[test]
-    fn least_conn_prefers_the_idle_endpoint_and_removed_endpoints_drain() {
-        let b = Balancer::new(1).unwrap();
+    fn least_conn_prefers_the_idle_endpoint_and_removed_endpoints_drain(threads: usize) {
+        let b = Balancer::new(threads).unwrap();
         // an echo-less backend that keeps connections open until told
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
@@ -748,5 +912,167 @@ mod tests {
         // new connections go to the kept endpoint only
         let mut third = std::net::TcpStream::connect(addr).unwrap();
         assert_eq!(read_some(&mut third), b2);
+    }
+
+    #[test]
+    fn round_robin_spreads_and_a_refused_endpoint_is_skipped_1_worker() {
+        round_robin_spreads_and_a_refused_endpoint_is_skipped(1);
+    }
+
+    #[test]
+    fn round_robin_spreads_and_a_refused_endpoint_is_skipped_2_workers() {
+        round_robin_spreads_and_a_refused_endpoint_is_skipped(2);
+    }
+
+    #[test]
+    fn an_endpoint_that_dies_before_answering_is_replaced_and_gets_the_request_again_1_worker() {
+        an_endpoint_that_dies_before_answering_is_replaced_and_gets_the_request_again(1);
+    }
+
+    #[test]
+    fn an_endpoint_that_dies_before_answering_is_replaced_and_gets_the_request_again_2_workers() {
+        an_endpoint_that_dies_before_answering_is_replaced_and_gets_the_request_again(2);
+    }
+
+    #[test]
+    fn least_conn_prefers_the_idle_endpoint_and_removed_endpoints_drain_1_worker() {
+        least_conn_prefers_the_idle_endpoint_and_removed_endpoints_drain(1);
+    }
+
+    #[test]
+    fn least_conn_prefers_the_idle_endpoint_and_removed_endpoints_drain_2_workers() {
+        least_conn_prefers_the_idle_endpoint_and_removed_endpoints_drain(2);
+    }
+
+    /// An echo server on 127.0.0.1 (each connection in a thread of its own): what it reads
+    /// it writes back; at the client's end it writes `bye` and closes.
+    fn echo_server() -> u16 {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for c in l.incoming().take(20).flatten() {
+                std::thread::spawn(move || {
+                    let mut c = c;
+                    let mut buf = vec![0u8; 64 * 1024];
+                    loop {
+                        match c.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => {
+                                if c.write_all(&buf[..n]).is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                    let _ = c.write_all(b"bye");
+                });
+            }
+        });
+        port
+    }
+
+    fn serve(b: &Balancer, name: &str, target: u16) -> SocketAddr {
+        let front = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = front.local_addr().unwrap();
+        drop(front);
+        b.set_service(
+            name,
+            &[Listen {
+                addrs: vec![addr],
+                target,
+            }],
+            Balance::RoundRobin,
+        )
+        .unwrap();
+        b.set_endpoints(name, &[Ipv4Addr::LOCALHOST], Duration::from_secs(5));
+        addr
+    }
+
+    #[test]
+    fn large_transfers_and_half_closes_pass_through_both_ways() {
+        for threads in [1, 2] {
+            let b = Balancer::new(threads).unwrap();
+            let addr = serve(&b, "echo", echo_server());
+            // 4 MiB each way (many buffers' worth), written while the echo is read
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let data: Vec<u8> = (0..4 * 1024 * 1024).map(|i| (i % 251) as u8).collect();
+            let mut w = s.try_clone().unwrap();
+            let sent = data.clone();
+            let writer = std::thread::spawn(move || {
+                w.write_all(&sent).unwrap();
+                // the client's end of sending: the endpoint sees it and answers `bye`
+                w.shutdown(std::net::Shutdown::Write).unwrap();
+            });
+            let mut got = Vec::new();
+            s.read_to_end(&mut got).unwrap();
+            writer.join().unwrap();
+            assert_eq!(got.len(), data.len() + 3, "{threads} worker(s)");
+            assert!(
+                got[..data.len()] == data[..],
+                "{threads} worker(s): bytes differ"
+            );
+            assert_eq!(&got[data.len()..], b"bye");
+            let deadline = std::time::Instant::now() + Duration::from_secs(2);
+            while b.stats()["echo"].active > 0 && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let stats = &b.stats()["echo"];
+            assert_eq!(
+                (stats.active, stats.total, stats.errors),
+                (0, 1, 0),
+                "{stats:?}"
+            );
+            assert_eq!(stats.bytes_in, data.len() as u64);
+            assert_eq!(stats.bytes_out, data.len() as u64 + 3);
+        }
+    }
+
+    #[test]
+    fn an_endpoint_that_speaks_first_is_relayed() {
+        // a greeting before any request (SMTP, MySQL): the endpoint answers first
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for c in l.incoming().take(4).flatten() {
+                let mut c = c;
+                let _ = c.write_all(b"220 hello\r\n");
+                let mut buf = [0u8; 64];
+                let n = c.read(&mut buf).unwrap_or(0);
+                let _ = c.write_all(&buf[..n]);
+            }
+        });
+        let b = Balancer::new(2).unwrap();
+        let addr = serve(&b, "smtp", port);
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 11];
+        s.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"220 hello\r\n");
+        s.write_all(b"QUIT").unwrap();
+        let mut rest = String::new();
+        s.read_to_string(&mut rest).unwrap();
+        assert_eq!(rest, "QUIT");
+    }
+
+    #[test]
+    fn an_address_in_use_is_refused_with_every_worker_count() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = taken.local_addr().unwrap();
+        for threads in [1, 2] {
+            let b = Balancer::new(threads).unwrap();
+            let e = b
+                .set_service(
+                    "web",
+                    &[Listen {
+                        addrs: vec![addr],
+                        target: 80,
+                    }],
+                    Balance::RoundRobin,
+                )
+                .unwrap_err();
+            assert!(matches!(e, BalancerError::Bind { .. }), "{e:?}");
+            assert!(b.services().is_empty());
+        }
     }
 }

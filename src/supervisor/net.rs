@@ -234,6 +234,26 @@ const DRAIN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What the balancer serves for one service (to tell a changed service from an unchanged
 /// one on an apply).
+/// Environment variable: the balancer's worker threads (default: one per two CPUs).
+pub const ENV_BALANCER_THREADS: &str = "RCOMPOSE_BALANCER_THREADS";
+
+/// How many workers the balancer gets: [`ENV_BALANCER_THREADS`], else one per two CPUs
+/// (at least one). The balancer shares the machine with the pods it serves and, on one
+/// machine, with their clients: measured on 2 CPUs (docs/benchmarks.md, part g), a second
+/// worker made each new connection cost about 10 % more CPU (the workers preempt each
+/// other and the pods) and the p99 latency 40 % worse, for more keep-alive throughput.
+fn balancer_threads() -> Result<usize, SupervisorError> {
+    match std::env::var(ENV_BALANCER_THREADS) {
+        Ok(v) => match v.trim().parse::<usize>() {
+            Ok(n) if (1..=64).contains(&n) => Ok(n),
+            _ => Err(SupervisorError::Config(format!(
+                "{ENV_BALANCER_THREADS} must be a number of threads from 1 to 64, not `{v}`"
+            ))),
+        },
+        Err(_) => Ok(std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))),
+    }
+}
+
 pub(super) type Served = (Vec<balancer::Listen>, balancer::Balance);
 
 impl Supervisor {
@@ -280,7 +300,7 @@ impl Supervisor {
                 continue;
             }
             if self.balancer.is_none() {
-                let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(2));
+                let threads = balancer_threads()?;
                 // The supervisor keeps one malloc arena (memory per container, see `new`);
                 // the balancer's workers allocate for every connection (its task, tokio's
                 // copy buffers), so they get arenas of their own rather than a shared lock.
