@@ -245,7 +245,10 @@ pub fn attach(
                     what: format!("attach `{veth}` to bridge `{bridge}`"),
                     message: "the bridge does not exist".into(),
                 })?;
-        let peer = LinkUnspec::new_with_name("eth0").setns_by_fd(fd).build();
+        let peer = LinkUnspec::new_with_name("eth0")
+            .setns_by_fd(fd)
+            .address(super::mac_of(ip).to_vec())
+            .build();
         let message = LinkVeth::new(veth, "eth0")
             .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
             .controller(bridge_index)

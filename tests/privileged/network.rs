@@ -86,6 +86,19 @@ fn replicas_reach_each_other_by_name_and_the_host_through_the_bridge() {
         "{names:?}"
     );
 
+    // the replica's MAC is made from its address (a replica back with the address has it)
+    let mac = exec(
+        d,
+        &p,
+        "client",
+        "print(open('/sys/class/net/eth0/address').read().strip())",
+    );
+    let want: Vec<String> = client
+        .split('.')
+        .map(|o| format!("{:02x}", o.parse::<u8>().unwrap()))
+        .collect();
+    assert_eq!(mac.trim(), format!("02:72:{}", want.join(":")));
+
     // HTTP from one pod to each replica, over the bridge
     let got = exec(
         d,
