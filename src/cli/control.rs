@@ -64,25 +64,33 @@ pub(super) fn send(ctx: &Context, request: &Request) -> Result<ExitCode, Error> 
     }
 }
 
+/// Each service of the project's running supervisor: its address, ports, endpoints and
+/// counters; `None` when the project is not up.
+pub(super) fn fetch_services(
+    project: &str,
+) -> Result<Option<BTreeMap<String, control::ServiceStatus>>, Error> {
+    let paths = ProjectPaths::new(&Context::run_root(), project);
+    match control::send(
+        &paths.control_socket(),
+        project,
+        &Request::Services,
+        Duration::from_secs(10),
+    ) {
+        Ok(r) => Ok(Some(r.services)),
+        Err(ControlError::NotListening { .. }) => Ok(None),
+        Err(e) => Err(Error::Command(crate::supervisor::chain(&e))),
+    }
+}
+
 /// `ps --services`: each service's address, ports, endpoints and counters, from the
 /// running supervisor (a table, or a JSON object by service).
 pub(super) fn services(ctx: &Context, json: bool) -> Result<ExitCode, Error> {
     let project = ctx.project()?;
-    let paths = ProjectPaths::new(&Context::run_root(), &project);
-    let response = match control::send(
-        &paths.control_socket(),
-        &project,
-        &Request::Services,
-        Duration::from_secs(10),
-    ) {
-        Ok(r) => r,
-        Err(ControlError::NotListening { .. }) => {
-            return Err(Error::NotUp { project, hint: "" });
-        }
-        Err(e) => return Err(Error::Command(crate::supervisor::chain(&e))),
+    let Some(services) = fetch_services(&project)? else {
+        return Err(Error::NotUp { project, hint: "" });
     };
     let text = if json {
-        serde_json::to_string_pretty(&response.services).unwrap_or_else(|_| "{}".into())
+        serde_json::to_string_pretty(&services).unwrap_or_else(|_| "{}".into())
     } else {
         let mut table = vec![
             [
@@ -100,7 +108,7 @@ pub(super) fn services(ctx: &Context, json: bool) -> Result<ExitCode, Error> {
             .map(String::from)
             .to_vec(),
         ];
-        for (name, s) in &response.services {
+        for (name, s) in &services {
             let endpoints: Vec<String> =
                 s.stats.endpoints.iter().map(ToString::to_string).collect();
             table.push(vec![

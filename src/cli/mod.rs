@@ -187,6 +187,10 @@ enum Command {
             value_parser = stats::parse_interval
         )]
         interval: Duration,
+        /// Show the services instead: the balancer's connections and bytes per second,
+        /// open connections, errors and retries
+        #[arg(long)]
+        services: bool,
     },
     /// List the processes of each container
     Top {
@@ -395,7 +399,14 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
             format,
             no_stream,
             interval,
+            services: false,
         } => stats::stats(&ctx, format, no_stream, interval),
+        Command::Stats {
+            format,
+            no_stream,
+            interval,
+            services: true,
+        } => stats::services(&ctx, format, no_stream, interval),
         Command::Top { format } => stats::top(&ctx, format),
         Command::Logs { follow, pods } => logs(&ctx, follow, &pods),
         Command::Exec(args) => exec::run(&ctx, args),

@@ -20,6 +20,7 @@ use super::{Context, Format, records};
 use crate::error::Error;
 use crate::runtime::cgroup;
 use crate::runtime::stats::{self, CgroupReader, Usage};
+use crate::supervisor::control::ServiceStatus;
 use crate::supervisor::state::ContainerRecord;
 
 /// The shortest and longest sampling interval `--interval` accepts.
@@ -223,7 +224,7 @@ pub(super) fn stats_table(rows: &[StatsRow]) -> String {
 
 /// `stats --format json`: one array per sample, pretty for a single sample, on one line
 /// each when streaming (JSON Lines).
-fn stats_json(rows: &[StatsRow], one_line: bool) -> String {
+fn json_rows<T: Serialize>(rows: &[T], one_line: bool) -> String {
     let text = if one_line {
         serde_json::to_string(rows)
     } else {
@@ -276,15 +277,61 @@ pub(super) fn stats(
 ) -> Result<ExitCode, Error> {
     let project = ctx.project()?;
     let reader = reader();
+    sample_loop(
+        format,
+        no_stream,
+        interval,
+        || sample(&project, &reader),
+        |before, after, streaming| render(&rows(before, after), format, streaming),
+        || render(&[], format, !no_stream),
+    )
+}
+
+/// `rcompose stats --services`: the balancer's counters of each service, as rates over
+/// the interval.
+pub(super) fn services(
+    ctx: &Context,
+    format: Format,
+    no_stream: bool,
+    interval: Duration,
+) -> Result<ExitCode, Error> {
+    let project = ctx.project()?;
+    let render = move |rows: &[ServiceRow], streaming: bool| match format {
+        Format::Table => services_table(rows),
+        Format::Json => json_rows(rows, streaming),
+    };
+    sample_loop(
+        format,
+        no_stream,
+        interval,
+        || {
+            let at = Instant::now();
+            Ok(super::control::fetch_services(&project)?.map(|s| (at, s)))
+        },
+        |before, after, streaming| render(&service_rows(before, after), streaming),
+        || render(&[], !no_stream),
+    )
+}
+
+/// Samples every `interval` and prints what `show` makes of two samples (once with
+/// `no_stream`, else until a stop signal, a closed stdout or the project's removal);
+/// `empty` is the output when the project is not up (an empty list, as for `ps`).
+fn sample_loop<S>(
+    format: Format,
+    no_stream: bool,
+    interval: Duration,
+    mut take: impl FnMut() -> Result<Option<S>, Error>,
+    show: impl Fn(&S, &S, bool) -> String,
+    empty: impl Fn() -> String,
+) -> Result<ExitCode, Error> {
     let tty = stdout_is_tty();
     let signals = if no_stream {
         None
     } else {
         Some(signal_channel()?)
     };
-    // A project that is not up is an empty list, as for `ps`.
-    let Some(mut before) = sample(&project, &reader)? else {
-        let _ = print(&render(&[], format, !no_stream), false);
+    let Some(mut before) = take()? else {
+        let _ = print(&empty(), false);
         return Ok(ExitCode::SUCCESS);
     };
     let mut shown = false;
@@ -297,9 +344,11 @@ pub(super) fn stats(
             None => thread::sleep(interval),
         }
         // `None`: the project was removed meanwhile; its last table is empty
-        let after = sample(&project, &reader)?;
-        let rows = after.as_ref().map(|a| rows(&before, a)).unwrap_or_default();
-        let mut text = render(&rows, format, !no_stream);
+        let after = take()?;
+        let mut text = match &after {
+            Some(a) => show(&before, a, !no_stream),
+            None => empty(),
+        };
         if shown && !tty && format == Format::Table {
             // plain repeated tables, one blank line apart
             text.insert(0, '\n');
@@ -316,10 +365,102 @@ pub(super) fn stats(
     }
 }
 
+/// A sample of the services: when, and what the supervisor said.
+type ServicesSample = (Instant, BTreeMap<String, ServiceStatus>);
+
+/// One row of `stats --services`. The JSON field names are part of the interface
+/// (docs/cli.md).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub(super) struct ServiceRow {
+    service: String,
+    endpoints: usize,
+    active: u64,
+    connections_per_second: f64,
+    bytes_in_per_second: f64,
+    bytes_out_per_second: f64,
+    total: u64,
+    bytes_in: u64,
+    bytes_out: u64,
+    errors: u64,
+    retries: u64,
+}
+
+/// The rows of `after`, with rates over the time since `before` (a service new since then
+/// counts from zero).
+fn service_rows(before: &ServicesSample, after: &ServicesSample) -> Vec<ServiceRow> {
+    let secs = after.0.saturating_duration_since(before.0).as_secs_f64();
+    #[allow(clippy::cast_precision_loss)] // counts as f64: rates
+    let rate = |a: u64, b: u64| {
+        if secs > 0.0 {
+            round2(a.saturating_sub(b) as f64 / secs)
+        } else {
+            0.0
+        }
+    };
+    after
+        .1
+        .iter()
+        .map(|(name, s)| {
+            let b = before.1.get(name).map(|b| &b.stats);
+            let was = |f: fn(&crate::balancer::ServiceStats) -> u64| b.map_or(0, f);
+            let st = &s.stats;
+            ServiceRow {
+                service: name.clone(),
+                endpoints: st.endpoints.len(),
+                active: st.active,
+                connections_per_second: rate(st.total, was(|s| s.total)),
+                bytes_in_per_second: rate(st.bytes_in, was(|s| s.bytes_in)),
+                bytes_out_per_second: rate(st.bytes_out, was(|s| s.bytes_out)),
+                total: st.total,
+                bytes_in: st.bytes_in,
+                bytes_out: st.bytes_out,
+                errors: st.errors,
+                retries: st.retries,
+            }
+        })
+        .collect()
+}
+
+/// `stats --services` as a table.
+pub(super) fn services_table(rows: &[ServiceRow]) -> String {
+    let mut table = vec![
+        [
+            "SERVICE",
+            "ENDPOINTS",
+            "ACTIVE",
+            "CONN/S",
+            "IN/S",
+            "OUT/S",
+            "TOTAL",
+            "ERRORS",
+            "RETRIES",
+        ]
+        .iter()
+        .map(|s| (*s).to_string())
+        .collect::<Vec<_>>(),
+    ];
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // display only
+    let per_second = |r: f64| format!("{}/s", human_bytes(r.round() as u64));
+    for r in rows {
+        table.push(vec![
+            r.service.clone(),
+            r.endpoints.to_string(),
+            r.active.to_string(),
+            format!("{:.1}", r.connections_per_second),
+            per_second(r.bytes_in_per_second),
+            per_second(r.bytes_out_per_second),
+            r.total.to_string(),
+            r.errors.to_string(),
+            r.retries.to_string(),
+        ]);
+    }
+    align(&table)
+}
+
 fn render(rows: &[StatsRow], format: Format, streaming: bool) -> String {
     match format {
         Format::Table => stats_table(rows),
-        Format::Json => stats_json(rows, streaming),
+        Format::Json => json_rows(rows, streaming),
     }
 }
 
@@ -492,7 +633,7 @@ mod tests {
         assert_eq!(rows[1].cpu_percent, None);
         assert_eq!(rows[1].memory_usage_bytes, Some(5));
         assert_eq!(rows[2].memory_usage_bytes, None);
-        let json: serde_json::Value = serde_json::from_str(&stats_json(&rows, true)).unwrap();
+        let json: serde_json::Value = serde_json::from_str(&json_rows(&rows, true)).unwrap();
         assert_eq!(json[0]["cpu_percent"], 50.0);
         assert_eq!(json[0]["memory_limit_bytes"], 64 << 20);
         assert_eq!(json[0]["pids"], 2);
@@ -543,5 +684,56 @@ mod tests {
             "POD   REPLICA  CONTAINER  PID   PPID  USER  COMMAND\n\
              burn  1        c          4242  4200  root  /bin/sh -c while :; do :; done\n"
         );
+    }
+
+    fn service(total: u64, bytes_in: u64, endpoints: usize) -> ServiceStatus {
+        ServiceStatus {
+            address: None,
+            ports: vec![],
+            balance: "round_robin".into(),
+            stats: crate::balancer::ServiceStats {
+                active: 2,
+                total,
+                bytes_in,
+                bytes_out: bytes_in * 10,
+                errors: 1,
+                retries: 3,
+                endpoints: (0..endpoints)
+                    .map(|i| std::net::Ipv4Addr::new(10, 0, 0, u8::try_from(i).unwrap()))
+                    .collect(),
+            },
+        }
+    }
+
+    #[test]
+    fn service_rows_are_rates_over_the_interval() {
+        let t0 = Instant::now();
+        let before = (
+            t0,
+            BTreeMap::from([("web".to_string(), service(100, 1000, 3))]),
+        );
+        let after = (
+            t0 + Duration::from_secs(2),
+            BTreeMap::from([
+                ("web".to_string(), service(300, 5000, 2)),
+                // new since the first sample: counted from zero
+                ("db".to_string(), service(10, 100, 1)),
+            ]),
+        );
+        let rows = service_rows(&before, &after);
+        assert_eq!(rows.len(), 2);
+        let web = rows.iter().find(|r| r.service == "web").unwrap();
+        assert_eq!(web.connections_per_second, 100.0);
+        assert_eq!(web.bytes_in_per_second, 2000.0);
+        assert_eq!(web.bytes_out_per_second, 20000.0);
+        assert_eq!((web.endpoints, web.active, web.total), (2, 2, 300));
+        assert_eq!((web.errors, web.retries), (1, 3));
+        let db = rows.iter().find(|r| r.service == "db").unwrap();
+        assert_eq!(db.connections_per_second, 5.0);
+        let table = services_table(&rows);
+        assert!(table.starts_with("SERVICE"), "{table}");
+        assert!(table.contains("19.53KiB/s"), "{table}");
+        let json: serde_json::Value = serde_json::from_str(&json_rows(&rows, true)).unwrap();
+        assert_eq!(json[1]["connections_per_second"], 100.0);
     }
 }

@@ -116,6 +116,27 @@ fn a_published_port_spreads_over_the_replicas_and_losing_one_fails_no_request() 
     assert_eq!(s["web"]["endpoints"].as_array().unwrap().len(), 3, "{s}");
     assert_eq!(s["web"]["total"], 36, "{s}");
     assert_eq!(s["web"]["errors"], 0, "{s}");
+    // the same counters in `stats --services`, with rates over its interval
+    let out = rcompose(
+        d,
+        &[
+            "-p",
+            &p,
+            "stats",
+            "--services",
+            "--no-stream",
+            "--interval",
+            "0.2",
+            "--format",
+            "json",
+        ],
+    );
+    assert_code(&out, 0);
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rows[0]["service"], "web", "{rows}");
+    assert_eq!(rows[0]["endpoints"], 3, "{rows}");
+    assert_eq!(rows[0]["total"], 36, "{rows}");
+    assert_eq!(rows[0]["connections_per_second"], 0.0, "{rows}");
 
     // a client loops on the published port while web-1's server is killed (its replica
     // stays up and, its probe being a minute away, ready: connects to it are refused and
