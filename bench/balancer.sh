@@ -77,15 +77,6 @@ die() { log "error: $*"; exit 1; }
 [[ "$DURATION" =~ ^[1-9][0-9]*$ ]] || die "DURATION must be a positive integer (seconds), not '$DURATION'"
 for n in "${CONNS[@]}"; do [[ "$n" =~ ^[1-9][0-9]*$ ]] || die "CONNS must be positive integers, not '$n'"; done
 
-apt_get() {
-    local i
-    for i in $(seq 1 40); do
-        DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=60 -q "$@" && return 0
-        log "apt-get $* failed (attempt $i); retrying in 15 s"
-        sleep 15
-    done
-    return 1
-}
 if [ "${SKIP_INSTALL:-0}" != 1 ]; then
     need=()
     for p in haproxy nginx libnginx-mod-stream wrk jq curl; do

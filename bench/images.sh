@@ -72,15 +72,6 @@ VLC_BEFORE=0
 
 # ---------------------------------------------------------------------------------------------
 # install
-apt_get() {
-    local i
-    for i in $(seq 1 40); do
-        DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=60 -q "$@" && return 0
-        log "apt-get $* failed (attempt $i); retrying in 15 s"
-        sleep 15
-    done
-    return 1
-}
 if [ "${SKIP_INSTALL:-0}" != 1 ]; then
     need=()
     for p in hyperfine umoci skopeo docker-registry jq curl python3; do

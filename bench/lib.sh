@@ -1,6 +1,20 @@
+# shellcheck shell=bash
 # Shared by the parts of `just bench` that append a section to docs/benchmarks.md
-# and their statistics (bench/run.sh, bench/images.sh, bench/memory.sh, bench/lifecycle.sh).
+# and their statistics (bench/run.sh, bench/images.sh, bench/memory.sh, bench/lifecycle.sh,
+# bench/balancer.sh).
 # Source it; it defines functions only.
+
+# apt-get ARGS..., non-interactive, waiting for the dpkg lock and retrying for up to about
+# 10 minutes (another apt run on this shared machine); uses the caller's `log`
+apt_get() {
+    local i
+    for i in $(seq 1 40); do
+        DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=60 -q "$@" && return 0
+        log "apt-get $* failed (attempt $i); retrying in 15 s"
+        sleep 15
+    done
+    return 1
+}
 
 # statistics over a file of one number per line: the median, "min-max" (one decimal each),
 # and whether a < b (or a <= b), both set

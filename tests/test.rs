@@ -59,6 +59,14 @@ pub fn rcompose(dir: &Path, args: &[&str]) -> Output {
         .expect("failed to run rcompose")
 }
 
+/// The rows of `ps --format json` of project `p` (which must succeed), as JSON values.
+pub fn ps_rows(dir: &Path, p: &str) -> Vec<serde_json::Value> {
+    let out = rcompose(dir, &["-p", p, "ps", "--format", "json"]);
+    assert_code(&out, 0);
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("ps --format json is not JSON ({e}): {}", stdout(&out)))
+}
+
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }

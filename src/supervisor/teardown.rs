@@ -278,6 +278,36 @@ pub fn cleanup(
             let project = paths.project.clone();
             move || super::net::remove_bridge(&project)
         });
+    // the bridge thread is joined whatever happens below (an early error must not leave it
+    // running while the caller goes on)
+    let released = release(paths, state, mounts, &subtree);
+    let bridge = match bridge {
+        Ok(handle) => handle.join().unwrap_or(Ok(())),
+        Err(_) => super::net::remove_bridge(&paths.project),
+    };
+    let _root = released?;
+    bridge?;
+    for mount in mounts_below(&paths.dir) {
+        let _ = nix::mount::umount2(&mount, nix::mount::MntFlags::MNT_DETACH);
+    }
+    match fs::remove_dir_all(&paths.dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(SupervisorError::Io {
+            path: paths.dir.clone(),
+            source,
+        }),
+    }
+}
+
+/// [`cleanup`]'s middle part: the processes and cgroups, the project's own tmpfs and the
+/// network namespaces. Returns the run root's lock, held until the directory is gone.
+fn release(
+    paths: &ProjectPaths,
+    state: Option<&ProjectState>,
+    mounts: &[(String, PathBuf)],
+    subtree: &str,
+) -> Result<Flock<File>, SupervisorError> {
     // an external runtime (crun, runc) made the containers' cgroups in every hierarchy
     let every;
     let mounts = if paths.dir.join("oci").exists() {
@@ -287,11 +317,11 @@ pub fn cleanup(
     } else {
         mounts
     };
-    cgroup::destroy_subtree(mounts, &subtree)
+    cgroup::destroy_subtree(mounts, subtree)
         .map_err(|source| SupervisorError::Cgroup { source })?;
-    cgroup::remove_empty_parents(mounts, Path::new(&subtree));
+    cgroup::remove_empty_parents(mounts, Path::new(subtree));
     let run_root = paths.dir.parent().unwrap_or(Path::new("/"));
-    let _root = lock_run_root(run_root).map_err(|source| SupervisorError::Io {
+    let root = lock_run_root(run_root).map_err(|source| SupervisorError::Io {
         path: run_root.to_path_buf(),
         source,
     })?;
@@ -306,21 +336,7 @@ pub fn cleanup(
     for ns in namespaces {
         netns::remove(&ns).map_err(|source| SupervisorError::Netns { source })?;
     }
-    match bridge {
-        Ok(handle) => handle.join().unwrap_or(Ok(()))?,
-        Err(_) => super::net::remove_bridge(&paths.project)?,
-    }
-    for mount in mounts_below(&paths.dir) {
-        let _ = nix::mount::umount2(&mount, nix::mount::MntFlags::MNT_DETACH);
-    }
-    match fs::remove_dir_all(&paths.dir) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(source) => Err(SupervisorError::Io {
-            path: paths.dir.clone(),
-            source,
-        }),
-    }
+    Ok(root)
 }
 
 /// Mount points at or below `dir` in this mount namespace, deepest first.

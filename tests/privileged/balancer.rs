@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::test::{
-    Cleanup, Need, TempDir, assert_code, assert_no_trace, project, rcompose, require, stderr,
-    stdout,
+    Cleanup, Need, TempDir, assert_code, assert_no_trace, project, ps_rows, rcompose, require,
+    stderr, stdout,
 };
 
 /// Three replicas of an HTTP server that answers with its hostname, behind `publish`. A
@@ -168,8 +168,7 @@ fn a_published_port_spreads_over_the_replicas_and_losing_one_fails_no_request() 
     kill9(find(d, &p, 3, |argv| argv.starts_with(b"sh\0")));
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let rows = rcompose(d, &["-p", &p, "ps", "--format", "json"]);
-        let rows: Vec<serde_json::Value> = serde_json::from_slice(&rows.stdout).unwrap();
+        let rows = ps_rows(d, &p);
         if rows
             .iter()
             .any(|r| r["replica"] == 3 && r["restarts"] == 1 && r["ready"] == true)
@@ -300,9 +299,7 @@ fn descendants(pid: i32) -> Vec<i32> {
 
 /// The process of web replica `replica` whose argv (NUL-separated) `pick` accepts.
 fn find(dir: &Path, p: &str, replica: u32, pick: impl Fn(&[u8]) -> bool) -> i32 {
-    let rows: Vec<serde_json::Value> =
-        serde_json::from_slice(&rcompose(dir, &["-p", p, "ps", "--format", "json"]).stdout)
-            .unwrap();
+    let rows = ps_rows(dir, p);
     let init = rows
         .iter()
         .find(|r| r["pod"] == "web" && r["replica"] == replica)

@@ -6,7 +6,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::test::{
-    Cleanup, Need, TempDir, assert_code, assert_no_trace, project, rcompose, require, stderr,
+    Cleanup, Need, TempDir, assert_code, assert_no_trace, project, ps_rows, rcompose, require,
+    stderr,
 };
 
 const STACK: &str = r#"
@@ -26,9 +27,7 @@ pods:
 
 /// `ps --format json` rows by `pod-N`: (state, pid, ready, reason).
 fn rows(dir: &Path, p: &str) -> BTreeMap<String, (String, Option<i64>, bool, String)> {
-    let out = rcompose(dir, &["-p", p, "ps", "--format", "json"]);
-    assert_code(&out, 0);
-    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = ps_rows(dir, p);
     rows.iter()
         .map(|r| {
             (

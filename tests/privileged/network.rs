@@ -4,8 +4,8 @@
 use std::path::Path;
 
 use crate::test::{
-    Cleanup, Need, TempDir, assert_code, assert_no_trace, project, rcompose, require, stderr,
-    stdout,
+    Cleanup, Need, TempDir, assert_code, assert_no_trace, project, ps_rows, rcompose, require,
+    stderr, stdout,
 };
 
 const STACK: &str = r#"
@@ -34,9 +34,7 @@ fn exec(dir: &Path, p: &str, pod: &str, script: &str) -> String {
 
 /// The address of every replica, from `ps --format json`.
 fn addresses(dir: &Path, p: &str) -> Vec<(String, Option<String>)> {
-    let out = rcompose(dir, &["-p", p, "ps", "--format", "json"]);
-    assert_code(&out, 0);
-    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = ps_rows(dir, p);
     rows.iter()
         .map(|r| {
             (

@@ -6,8 +6,8 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use crate::test::{
-    Cleanup, Need, TempDir, assert_code, assert_no_trace, bin, project, rcompose, require, stderr,
-    stdout,
+    Cleanup, Need, TempDir, assert_code, assert_no_trace, bin, project, ps_rows, rcompose, require,
+    stderr, stdout,
 };
 
 const STACK: &str = r#"
@@ -40,9 +40,7 @@ fn up(dir: &Path, p: &str, token: &str) -> Output {
 
 /// Pid of each running pod's container, by pod.
 fn pids(dir: &Path, p: &str) -> BTreeMap<String, i64> {
-    let out = rcompose(dir, &["-p", p, "ps", "--format", "json"]);
-    assert_code(&out, 0);
-    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = ps_rows(dir, p);
     rows.iter()
         .filter_map(|r| Some((r["pod"].as_str()?.to_string(), r["pid"].as_i64()?)))
         .collect()
