@@ -12,9 +12,11 @@
 //!
 //! These pages are clean copies of files in the page cache: dropping them from the page
 //! tables (`MADV_DONTNEED`) loses nothing, and the few the supervisor runs afterwards are
-//! faulted back in (a minor fault each, from the page cache). Only private mappings that are
-//! not writable and hold no anonymous page are dropped: a page copied on write (the
-//! relocated RELRO data, for one) exists nowhere else.
+//! faulted back in (a minor fault each, from the page cache). Only the executable's private
+//! mappings that are not writable and hold no anonymous page are dropped: a page copied on
+//! write (the relocated RELRO data, for one) exists nowhere else, and a library's mapping
+//! could be unmapped by a `dlclose` (and its addresses reused) between reading smaps and the
+//! `madvise`, which the executable's never is.
 //!
 //! Must not depend on anything but std and libc.
 
@@ -27,14 +29,14 @@ pub(super) struct Range {
     pub(super) len: usize,
 }
 
-/// The mappings of `smaps` (the text of `/proc/PID/smaps`) whose pages are clean file pages
-/// only: a file's (the name starts with `/`), private, not writable, no anonymous page.
-pub(super) fn clean_file_mappings(smaps: &str) -> Vec<Range> {
+/// The mappings of `smaps` (the text of `/proc/PID/smaps`) of the file `file` whose pages
+/// are clean file pages only: private, not writable, no anonymous page.
+pub(super) fn clean_file_mappings(smaps: &str, file: &str) -> Vec<Range> {
     let mut out = Vec::new();
     // the current mapping, while it may still be dropped: its range
     let mut current: Option<Range> = None;
     for line in smaps.lines() {
-        if let Some((range, droppable)) = header(line) {
+        if let Some((range, droppable)) = header(line, file) {
             current = droppable.then_some(range);
         } else if let Some(rest) = line.strip_prefix("Anonymous:") {
             let anon = rest.trim().trim_end_matches("kB").trim();
@@ -48,21 +50,30 @@ pub(super) fn clean_file_mappings(smaps: &str) -> Vec<Range> {
     out
 }
 
-/// A header line of smaps: the mapping's range and whether it may be dropped; `None` for a
-/// field line.
-fn header(line: &str) -> Option<(Range, bool)> {
-    let mut fields = line.split_whitespace();
-    let (range, perms) = (fields.next()?, fields.next()?);
+/// A header line of smaps: the mapping's range and whether it may be dropped (a private,
+/// read-only mapping of `file`); `None` for a field line.
+fn header(line: &str, file: &str) -> Option<(Range, bool)> {
+    // range, perms, offset, device, inode, then the name (absent for anonymous memory; it
+    // may hold spaces: ` (deleted)`)
+    let mut rest = line;
+    let mut fields = [""; 5];
+    for f in &mut fields {
+        rest = rest.trim_start();
+        let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+        *f = &rest[..end];
+        rest = &rest[end..];
+    }
+    let [range, perms, ..] = fields;
     let (start, end) = range.split_once('-')?;
     let start = usize::from_str_radix(start, 16).ok()?;
     let end = usize::from_str_radix(end, 16).ok()?;
-    // offset, device, inode, then the name (absent for anonymous memory)
-    let name = fields.nth(3);
+    let name = rest.trim();
     let perms = perms.as_bytes();
     let droppable = perms.len() == 4
         && perms[1] != b'w'
         && perms[3] == b'p'
-        && name.is_some_and(|n| n.starts_with('/'))
+        && !file.is_empty()
+        && name == file
         && end > start;
     Some((
         Range {
@@ -82,13 +93,19 @@ pub(super) fn drop_clean_file_pages() {
     let Ok(smaps) = fs::read_to_string("/proc/self/smaps") else {
         return;
     };
-    for r in clean_file_mappings(&smaps) {
+    // as smaps names it (` (deleted)` after the binary was replaced)
+    let Ok(exe) = fs::read_link("/proc/self/exe") else {
+        return;
+    };
+    for r in clean_file_mappings(&smaps, &exe.to_string_lossy()) {
         // SAFETY: the range is a whole mapping of this process, as smaps listed it: a
         // private, read-only mapping of a file with no page copied on write (nothing can
         // write it but a debugger through ptrace). MADV_DONTNEED only removes its pages
         // from the page tables; the next access reads the same bytes back from the file's
-        // page cache, so no Rust value or code there changes. A mapping that went in the
-        // meantime makes the call fail (ENOMEM) or touch nothing.
+        // page cache, so no Rust value or code there changes. The range cannot have been
+        // unmapped and reused for other memory since smaps was read: it is a mapping of the
+        // process's own executable, which is never unmapped (libraries are left alone: a
+        // `dlclose` could unmap one meanwhile).
         unsafe {
             libc::madvise(r.start as *mut libc::c_void, r.len, libc::MADV_DONTNEED);
         }
@@ -125,9 +142,9 @@ Anonymous:             0 kB
 ";
 
     #[test]
-    fn drops_only_clean_private_read_only_file_mappings() {
+    fn drops_only_clean_private_read_only_mappings_of_the_executable() {
         assert_eq!(
-            clean_file_mappings(SMAPS),
+            clean_file_mappings(SMAPS, "/usr/bin/rcompose"),
             vec![
                 Range {
                     start: 0x55c6_84be_9000,
@@ -137,10 +154,6 @@ Anonymous:             0 kB
                     start: 0x55c6_84de_3000,
                     len: 0x89c000,
                 },
-                Range {
-                    start: 0x7ff3_e48b_1000,
-                    len: 0x156000,
-                },
             ]
         );
     }
@@ -149,6 +162,21 @@ Anonymous:             0 kB
     fn keeps_a_mapping_whose_anonymous_field_is_missing() {
         let smaps = "55c684be9000-55c684de3000 r--p 00000000 fe:00 1 /x\nRss: 4 kB\n\
                      7ff3e4b7e000-7ff3e4b80000 r-xp 00000000 00:00 0 [vdso]\nAnonymous: 0 kB\n";
-        assert_eq!(clean_file_mappings(smaps), vec![]);
+        assert_eq!(clean_file_mappings(smaps, "/x"), vec![]);
+    }
+
+    #[test]
+    fn a_replaced_executable_is_found_by_its_deleted_name() {
+        let smaps = "55c684be9000-55c684de3000 r-xp 00000000 fe:00 1  /usr/bin/rc (deleted)\n\
+                     Anonymous: 0 kB\n\
+                     55c684de3000-55c684de4000 r-xp 00000000 fe:00 2  /usr/bin/rc\n\
+                     Anonymous: 0 kB\n";
+        assert_eq!(
+            clean_file_mappings(smaps, "/usr/bin/rc (deleted)"),
+            vec![Range {
+                start: 0x55c6_84be_9000,
+                len: 0x1fa000,
+            }]
+        );
     }
 }

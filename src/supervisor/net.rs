@@ -301,16 +301,10 @@ impl Supervisor {
             }
             if self.balancer.is_none() {
                 let threads = balancer_threads()?;
-                // The supervisor keeps one malloc arena (memory per container, see `new`);
-                // the balancer's workers allocate for every connection (its task, tokio's
-                // copy buffers), so they get arenas of their own rather than a shared lock.
-                // SAFETY: mallopt only sets a parameter of this process's allocator.
-                unsafe {
-                    libc::mallopt(
-                        libc::M_ARENA_MAX,
-                        i32::try_from(threads + 1).unwrap_or(i32::MAX),
-                    );
-                }
+                // The workers share the supervisor's one malloc arena (see `new`: glibc fixes
+                // the arena limit when the first thread asks for an arena, so it cannot be
+                // raised here): per connection they allocate only the task, the relay keeps
+                // its buffers in a pool of its own (`balancer::relay`).
                 self.balancer = Some(balancer::Balancer::new(threads)?);
             }
             if let Some(b) = &self.balancer {
