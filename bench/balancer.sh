@@ -7,7 +7,7 @@
 #   $hostname` header, `keepalive_requests 10000000`, a tcp readiness probe), on the
 #   project bridge. In front of the SAME three pod addresses:
 #     - rcompose: the service's published port on 127.0.0.1 (the supervisor's balancer,
-#       tokio copy_bidirectional, 2 worker threads on this 2-CPU box, round robin);
+#       current-thread tokio workers, one per two CPUs (1 here), round robin);
 #     - HAProxy `mode tcp`, `balance roundrobin`, `nbthread 1`, and a second row with its
 #       default thread count (= CPUs);
 #     - nginx `stream {}` (libnginx-mod-stream), upstream round robin, `worker_processes 1`;
@@ -547,12 +547,13 @@ conn_note() { # MODE CONNS: the balancer's counted connections per request in it
     echo "  HAProxy t1: ${SEEN[haproxy-t1]}; nginx stream: ${SEEN[nginx-stream]})."
     echo "  The rcompose balancer's own counter (\`ps --services\`, connections accepted) over its runs:"
     echo "  $(for mode in "${MODES[@]}"; do for n in "${CONNS[@]}"; do conn_note "$mode" "$n"; done; done | sed 's/; $//');"
-    echo "  at the end: $STATS_END. A connection its client closes before sending a byte is counted"
-    echo "  as \"taken by no endpoint\" after a connect to each endpoint in turn (checked by hand):"
-    echo "  wrk opens one such connection before each run and leaves some half-open at its end."
+    echo "  at the end: $STATS_END. wrk opens a connection before each run that it closes without"
+    echo "  a byte, and leaves some half-open at its end: the balancer counts them as accepted (hence"
+    echo "  a few more connections than requests in close mode) and closes them quietly, no error."
     echo "- CPU: utime+stime of every thread from /proc/PID/stat over the wrk run, divided by its"
     echo "  requests (nginx stream: master + worker). rcompose's is the whole detached supervisor"
-    echo "  (pid $SUP), whose $BAL_THREADS \`balancer\` threads are the tokio runtime; its own work (tcp"
+    echo "  (pid $SUP), whose $BAL_THREADS \`balancer\` thread(s) run the balancer (current-thread tokio"
+    echo "  runtimes; one per two CPUs unless RCOMPOSE_BALANCER_THREADS says otherwise); its own work (tcp"
     echo "  readiness probes every 10 s) is included, the \`ps --services\` calls are made between runs:"
     echo "  idle, it used $IDLE_MS_PER_S ms of CPU per second (over 5 s, in clock ticks of $((1000 / CLK_TCK)) ms)."
     echo "  The balancer threads alone were $(med "$WORK/data/bal-share" | awk '{printf "%.0f", $1 * 100}') % (median) of the supervisor's CPU in the measured runs."
