@@ -232,16 +232,15 @@ impl Supervisor {
 /// How long connections to a replica that stopped being an endpoint may go on.
 const DRAIN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// What the balancer serves for one service (to tell a changed service from an unchanged
-/// one on an apply).
 /// Environment variable: the balancer's worker threads (default: one per two CPUs).
 pub const ENV_BALANCER_THREADS: &str = "RCOMPOSE_BALANCER_THREADS";
 
 /// How many workers the balancer gets: [`ENV_BALANCER_THREADS`], else one per two CPUs
 /// (at least one). The balancer shares the machine with the pods it serves and, on one
-/// machine, with their clients: measured on 2 CPUs (docs/benchmarks.md, part g), a second
-/// worker made each new connection cost about 10 % more CPU (the workers preempt each
-/// other and the pods) and the p99 latency 40 % worse, for more keep-alive throughput.
+/// machine, with their clients: measured on 2 CPUs with part g's setup (docs/architecture.md,
+/// Network), a second worker made each new connection cost about 10 % more CPU (the workers
+/// preempt each other and the pods) and the p99 latency 40 % worse, for more keep-alive
+/// throughput.
 fn balancer_threads() -> Result<usize, SupervisorError> {
     match std::env::var(ENV_BALANCER_THREADS) {
         Ok(v) => match v.trim().parse::<usize>() {
@@ -254,6 +253,8 @@ fn balancer_threads() -> Result<usize, SupervisorError> {
     }
 }
 
+/// What the balancer serves for one service (to tell a changed service from an unchanged
+/// one on an apply).
 pub(super) type Served = (Vec<balancer::Listen>, balancer::Balance);
 
 impl Supervisor {
