@@ -696,6 +696,19 @@ mod tests {
     use super::*;
     use std::io::{Read, Write};
 
+    /// Service `name`'s counters once `done` holds for them (the counters are updated as
+    /// each connection ends, just after its client saw it end), or after 2 s.
+    fn settled(b: &Balancer, name: &str, done: impl Fn(&ServiceStats) -> bool) -> ServiceStats {
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        loop {
+            let stats = b.stats()[name].clone();
+            if done(&stats) || std::time::Instant::now() >= deadline {
+                return stats;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     fn fetch(addr: SocketAddr) -> String {
         let mut s = std::net::TcpStream::connect(addr).unwrap();
         let mut out = String::new();
@@ -742,11 +755,7 @@ mod tests {
         let got: Vec<String> = (0..4).map(|_| fetch(addr)).collect();
         assert!(got.iter().all(|g| g == "one"), "{got:?}");
         // the counters are updated as each connection ends, just after the client saw it end
-        let deadline = std::time::Instant::now() + Duration::from_secs(2);
-        while b.stats()["web"].active > 0 && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let stats = &b.stats()["web"];
+        let stats = &settled(&b, "web", |s| s.active == 0);
         assert_eq!(stats.active, 0);
         assert_eq!(stats.total, 9);
         assert_eq!(stats.errors, 1);
@@ -831,13 +840,7 @@ mod tests {
         for _ in 0..2 {
             drop(std::net::TcpStream::connect(addr).unwrap());
         }
-        let deadline = std::time::Instant::now() + Duration::from_secs(2);
-        while (b.stats()["api"].active > 0 || b.stats()["api"].total < 6)
-            && std::time::Instant::now() < deadline
-        {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let stats = &b.stats()["api"];
+        let stats = &settled(&b, "api", |s| s.active == 0 && s.total >= 6);
         assert_eq!(
             (stats.total, stats.errors, stats.retries),
             (6, 0, 2),
@@ -1013,11 +1016,7 @@ mod tests {
                 "{threads} worker(s): bytes differ"
             );
             assert_eq!(&got[data.len()..], b"bye");
-            let deadline = std::time::Instant::now() + Duration::from_secs(2);
-            while b.stats()["echo"].active > 0 && std::time::Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            let stats = &b.stats()["echo"];
+            let stats = &settled(&b, "echo", |s| s.active == 0);
             assert_eq!(
                 (stats.active, stats.total, stats.errors),
                 (0, 1, 0),

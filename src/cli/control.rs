@@ -92,22 +92,18 @@ pub(super) fn services(ctx: &Context, json: bool) -> Result<ExitCode, Error> {
     let text = if json {
         serde_json::to_string_pretty(&services).unwrap_or_else(|_| "{}".into())
     } else {
-        let mut table = vec![
-            [
-                "SERVICE",
-                "ADDRESS",
-                "PORTS",
-                "BALANCE",
-                "ENDPOINTS",
-                "ACTIVE",
-                "TOTAL",
-                "IN",
-                "OUT",
-                "ERRORS",
-            ]
-            .map(String::from)
-            .to_vec(),
-        ];
+        let mut table = vec![super::output::cells(&[
+            "SERVICE",
+            "ADDRESS",
+            "PORTS",
+            "BALANCE",
+            "ENDPOINTS",
+            "ACTIVE",
+            "TOTAL",
+            "IN",
+            "OUT",
+            "ERRORS",
+        ])];
         for (name, s) in &services {
             let endpoints: Vec<String> =
                 s.stats.endpoints.iter().map(ToString::to_string).collect();

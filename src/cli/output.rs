@@ -93,7 +93,7 @@ pub(super) fn ps_table(records: &[ContainerRecord]) -> String {
         "EXIT",
         "REASON",
     ];
-    let mut table: Vec<Vec<String>> = vec![header.iter().map(|s| (*s).to_string()).collect()];
+    let mut table: Vec<Vec<String>> = vec![cells(&header)];
     for r in rows(records) {
         table.push(vec![
             r.pod.to_string(),
@@ -116,6 +116,11 @@ pub(super) fn ps_table(records: &[ContainerRecord]) -> String {
 
 /// Rows of cells as columns two spaces apart, each as wide as its widest cell (in
 /// characters), without trailing blanks.
+/// A table row of fixed texts (a header).
+pub(super) fn cells(texts: &[&str]) -> Vec<String> {
+    texts.iter().map(|s| (*s).to_string()).collect()
+}
+
 pub(super) fn align(table: &[Vec<String>]) -> String {
     let columns = table.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..columns)

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
 use serde::Serialize;
 
-use super::output::{align, stdout_is_tty};
+use super::output::{align, cells, stdout_is_tty};
 use super::{Context, Format, records};
 use crate::error::Error;
 use crate::runtime::cgroup;
@@ -181,21 +181,16 @@ pub(super) fn human_bytes(n: u64) -> String {
 
 /// `stats` as a table.
 pub(super) fn stats_table(rows: &[StatsRow]) -> String {
-    let mut table = vec![
-        [
-            "POD",
-            "REPLICA",
-            "CONTAINER",
-            "STATE",
-            "CPU %",
-            "MEM USAGE / LIMIT",
-            "MEM %",
-            "PIDS",
-        ]
-        .iter()
-        .map(|s| (*s).to_string())
-        .collect::<Vec<_>>(),
-    ];
+    let mut table = vec![cells(&[
+        "POD",
+        "REPLICA",
+        "CONTAINER",
+        "STATE",
+        "CPU %",
+        "MEM USAGE / LIMIT",
+        "MEM %",
+        "PIDS",
+    ])];
     let dash = || "-".to_string();
     for r in rows {
         let memory = match (r.memory_usage_bytes, r.memory_limit_bytes) {
@@ -423,22 +418,17 @@ fn service_rows(before: &ServicesSample, after: &ServicesSample) -> Vec<ServiceR
 
 /// `stats --services` as a table.
 pub(super) fn services_table(rows: &[ServiceRow]) -> String {
-    let mut table = vec![
-        [
-            "SERVICE",
-            "ENDPOINTS",
-            "ACTIVE",
-            "CONN/S",
-            "IN/S",
-            "OUT/S",
-            "TOTAL",
-            "ERRORS",
-            "RETRIES",
-        ]
-        .iter()
-        .map(|s| (*s).to_string())
-        .collect::<Vec<_>>(),
-    ];
+    let mut table = vec![cells(&[
+        "SERVICE",
+        "ENDPOINTS",
+        "ACTIVE",
+        "CONN/S",
+        "IN/S",
+        "OUT/S",
+        "TOTAL",
+        "ERRORS",
+        "RETRIES",
+    ])];
     #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // display only
     let per_second = |r: f64| format!("{}/s", human_bytes(r.round() as u64));
     for r in rows {
@@ -493,20 +483,15 @@ pub(super) struct TopRow {
 
 /// `top` as a table.
 pub(super) fn top_table(rows: &[TopRow]) -> String {
-    let mut table = vec![
-        [
-            "POD",
-            "REPLICA",
-            "CONTAINER",
-            "PID",
-            "PPID",
-            "USER",
-            "COMMAND",
-        ]
-        .iter()
-        .map(|s| (*s).to_string())
-        .collect::<Vec<_>>(),
-    ];
+    let mut table = vec![cells(&[
+        "POD",
+        "REPLICA",
+        "CONTAINER",
+        "PID",
+        "PPID",
+        "USER",
+        "COMMAND",
+    ])];
     for r in rows {
         table.push(vec![
             r.pod.clone(),
