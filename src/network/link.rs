@@ -99,6 +99,12 @@ async fn index_of(handle: &Handle, name: &str) -> Result<Option<u32>, NetworkErr
 /// Creates bridge `name` (up) with `gateway/prefix` of `subnet`, or finds it (a re-`up`);
 /// returns its index.
 ///
+/// Its MAC is set, to [`super::mac_of`] the gateway: a bridge whose MAC was never set takes
+/// the lowest of its ports' (random) MACs, so that it changes when a replica's veth leaves,
+/// and the replicas' neighbour entries for the gateway then name a MAC nobody has: their
+/// answers to the balancer were lost until the entries expired (a request hung 15 s when
+/// sent just as a replica was scaled away).
+///
 /// # Errors
 ///
 /// A netlink request failed.
@@ -106,20 +112,38 @@ pub fn create_bridge(name: &str, subnet: Subnet, gateway: Ipv4Addr) -> Result<u3
     with_handle(None, |handle| async move {
         let made = handle
             .link()
-            .add(LinkBridge::new(name).up().build())
+            .add(
+                LinkBridge::new(name)
+                    .address(super::mac_of(gateway).to_vec())
+                    .up()
+                    .build(),
+            )
             .execute()
             .await;
-        match made {
-            Ok(()) => {}
-            Err(e) if errno(&e) == Some(libc::EEXIST) => {}
+        let existed = match made {
+            Ok(()) => false,
+            Err(e) if errno(&e) == Some(libc::EEXIST) => true,
             Err(e) => return Err(failed(format!("create bridge `{name}`"))(e)),
-        }
+        };
         let index = index_of(&handle, name)
             .await?
             .ok_or_else(|| NetworkError::Netlink {
                 what: format!("create bridge `{name}`"),
                 message: "it vanished after its creation".into(),
             })?;
+        if existed {
+            // made by an earlier `up`, perhaps of a version that left its MAC unset
+            handle
+                .link()
+                .set(
+                    LinkUnspec::new_with_index(index)
+                        .address(super::mac_of(gateway).to_vec())
+                        .build(),
+                )
+                .execute()
+                .await
+                .map_err(failed(format!("set the MAC of bridge `{name}`")))?;
+        }
         add_address_at(&handle, index, gateway, subnet.prefix(), name).await?;
         Ok(index)
     })

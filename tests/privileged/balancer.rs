@@ -166,23 +166,36 @@ fn a_published_port_spreads_over_the_replicas_and_losing_one_fails_no_request() 
     std::thread::sleep(Duration::from_millis(300));
     steps.push(("kill web-3 sh", t0.elapsed()));
     kill9(find(d, &p, 3, |argv| argv.starts_with(b"sh\0")));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let rows = ps_rows(d, &p);
-        if rows
-            .iter()
-            .any(|r| r["replica"] == 3 && r["restarts"] == 1 && r["ready"] == true)
-        {
-            break;
+    // until web-3 is ready (after `restarts` restarts)
+    let web3_ready = |restarts: u32| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let rows = ps_rows(d, &p);
+            if rows.iter().any(|r| {
+                r["pod"] == "web"
+                    && r["replica"] == 3
+                    && r["restarts"] == restarts
+                    && r["ready"] == true
+            }) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "web-3 did not come back: {rows:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
         }
-        assert!(
-            Instant::now() < deadline,
-            "web-3 did not come back: {rows:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    // (no scale down during the loop: a request sent just as a replica is scaled away can
-    // still go unanswered for 15 s, 1 in ~800 in a CI run; open in issue 6)
+    };
+    web3_ready(1);
+    // web-3 scaled away and back (with its address, and its MAC) while the client loops
+    std::thread::sleep(Duration::from_millis(300));
+    steps.push(("scale web=2", t0.elapsed()));
+    assert_code(&rcompose(d, &["-p", &p, "scale", "web=2"]), 0);
+    std::thread::sleep(Duration::from_millis(300));
+    steps.push(("scale web=3", t0.elapsed()));
+    assert_code(&rcompose(d, &["-p", &p, "scale", "web=3"]), 0);
+    web3_ready(0);
+    steps.push(("web-3 ready", t0.elapsed()));
     std::thread::sleep(Duration::from_millis(300));
     stop.store(true, Ordering::Relaxed);
     load.join().unwrap();

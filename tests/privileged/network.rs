@@ -120,6 +120,32 @@ fn replicas_reach_each_other_by_name_and_the_host_through_the_bridge() {
         ),
     );
     assert_eq!(reached.trim(), "111", "connect to the gateway: {reached}");
+    // the bridge's MAC is made from the gateway's address too, and set: it never changes
+    // as replicas' veths join and leave (an unset one follows the lowest port MAC, and the
+    // replicas' neighbour entries for the gateway would go stale: answers lost)
+    let bridge_mac = || {
+        std::fs::read_to_string(format!(
+            "/sys/class/net/{}/address",
+            rcompose::network::bridge_name(&p)
+        ))
+        .unwrap()
+        .trim()
+        .to_string()
+    };
+    let gateway_mac = {
+        let octets: Vec<String> = gateway
+            .split('.')
+            .map(|o| format!("{:02x}", o.parse::<u8>().unwrap()))
+            .collect();
+        format!("02:72:{}", octets.join(":"))
+    };
+    assert_eq!(bridge_mac(), gateway_mac);
+    let arp = exec(d, &p, "client", "print(open('/proc/net/arp').read())");
+    assert!(
+        arp.lines()
+            .any(|l| l.starts_with(&format!("{gateway} ")) && l.contains(&gateway_mac)),
+        "{arp}"
+    );
     // the resolver file has no loopback nameserver; a pod without the network has only lo
     let resolv = exec(d, &p, "client", "print(open('/etc/resolv.conf').read())");
     assert!(!resolv.contains("nameserver 127."), "{resolv}");
@@ -136,6 +162,7 @@ fn replicas_reach_each_other_by_name_and_the_host_through_the_bridge() {
     let hosts = exec(d, &p, "client", "print(open('/etc/hosts').read())");
     assert!(hosts.contains("\tweb-3\n"), "{hosts}");
     assert_code(&rcompose(d, &["-p", &p, "scale", "web=1"]), 0);
+    assert_eq!(bridge_mac(), gateway_mac);
     let hosts = exec(d, &p, "client", "print(open('/etc/hosts').read())");
     assert!(
         !hosts.contains("web-2") && !hosts.contains("web-3"),
