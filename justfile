@@ -7,9 +7,15 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 default:
     @just --list
 
-# release build (target/release/rcompose)
+# release build, glibc linked in statically (target/<host triple>/release/rcompose: no
+# dynamic loader at each start; bench/lib.sh rc_build_release, which `just bench` measures)
 build:
-    cargo build --release --locked
+    #!/usr/bin/env bash
+    set -euo pipefail
+    REPO=$PWD
+    source bench/lib.sh
+    rc_build_release
+    echo "built $(rc_release_path)"
 
 # every test tier, privileged integration tests included: run as root, as CI does
 test:

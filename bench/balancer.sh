@@ -39,7 +39,7 @@
 #
 # Environment:
 #   RCOMPOSE_BIN    use this binary (rcompose-init next to it) instead of building
-#                   ${CARGO_TARGET_DIR:-target}/release/rcompose
+#                   ${CARGO_TARGET_DIR:-target}/<host triple>/release/rcompose (static, see rc_build_release in bench/lib.sh)
 #   OUT             report path (default docs/benchmarks.md)
 #   REPS (3)        repetitions of every (config, mode, connections) run
 #   DURATION (10)   seconds per wrk run
@@ -101,8 +101,8 @@ if [ -n "${RCOMPOSE_BIN:-}" ]; then
 else
     BUILT="commit $COMMIT"
     log "building rcompose (release)"
-    (cd "$REPO" && cargo build --release --locked -q)
-    RC=${CARGO_TARGET_DIR:-$REPO/target}/release/rcompose
+    rc_build_release -q
+    RC=$(rc_release_path)
 fi
 [ -x "$RC" ] || die "no rcompose binary at $RC"
 TAG=bb$$

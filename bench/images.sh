@@ -18,8 +18,8 @@
 # Environment:
 #   RCBENCH_DIR   work dir (default /tmp/rcbench-images; must not exist or be a leftover of
 #                 this script)
-#   RCOMPOSE_BIN  use this binary instead of building target/release/rcompose
-#                 (${CARGO_TARGET_DIR:-target}/release/rcompose)
+#   RCOMPOSE_BIN  use this binary instead of building the static release binary
+#                 (${CARGO_TARGET_DIR:-target}/<host triple>/release/rcompose (static, see rc_build_release in bench/lib.sh))
 #   OUT           report path (default docs/benchmarks.md)
 #   ROUNDS (3) x RUNS (5)   hyperfine runs per command (plus 1 warm-up per round); the order
 #                           of the commands rotates every round
@@ -95,10 +95,10 @@ RC_ERR=""
 if [ -n "${RCOMPOSE_BIN:-}" ]; then
     RC=$(readlink -f "$RCOMPOSE_BIN")
 else
-    RC=${CARGO_TARGET_DIR:-$REPO/target}/release/rcompose
-    log "cargo build --release"
+    RC=$(rc_release_path)
+    log "cargo build --release (static, as \`just build\`)"
     build_log=$(mktemp /tmp/rcbench-images-build.XXXXXX)
-    if ! (cd "$REPO" && cargo build --release --locked) >"$build_log" 2>&1; then
+    if ! rc_build_release >"$build_log" 2>&1; then
         RC_STATUS="cargo build --release failed: $(grep -m1 -E '^error' "$build_log" || tail -1 "$build_log")"
     fi
     rm -f "$build_log"
@@ -561,7 +561,7 @@ log "writing the images section of $OUT"
     echo
     echo "| tool | version |"
     echo "|---|---|"
-    echo "| rcompose | ${RC_VERSION:-?} (commit $RC_COMMIT, \`cargo build --release\`) |"
+    echo "| rcompose | ${RC_VERSION:-?} (commit $RC_COMMIT, \`just build\`: static) |"
     echo "| tar | $(vers tar --version) |"
     echo "| gzip | $(vers gzip --version) |"
     echo "| umoci | $(vers umoci --version) |"

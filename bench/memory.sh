@@ -24,7 +24,7 @@
 #   RCBENCH_DIR   work dir (default /tmp/rcbench-memory; must not exist or be a leftover of
 #                 this script)
 #   RCOMPOSE_BIN  use this binary (rcompose-init next to it) instead of building
-#                 ${CARGO_TARGET_DIR:-target}/release/rcompose
+#                 ${CARGO_TARGET_DIR:-target}/<host triple>/release/rcompose (static, see rc_build_release in bench/lib.sh)
 #   OUT           report path (default docs/benchmarks.md)
 #   ROUNDS (5)    rounds; each measures both tools at both sizes, the tool order alternating
 #   N_SMALL (1), N_LARGE (20)   the two stack sizes
@@ -91,10 +91,10 @@ RC_ERR=""
 if [ -n "${RCOMPOSE_BIN:-}" ]; then
     RC=$(readlink -f "$RCOMPOSE_BIN")
 else
-    RC=${CARGO_TARGET_DIR:-$REPO/target}/release/rcompose
-    log "cargo build --release"
+    RC=$(rc_release_path)
+    log "cargo build --release (static, as \`just build\`)"
     build_log=$(mktemp /tmp/rcbench-memory-build.XXXXXX)
-    if ! (cd "$REPO" && cargo build --release --locked) >"$build_log" 2>&1; then
+    if ! rc_build_release >"$build_log" 2>&1; then
         RC_STATUS="cargo build --release failed: $(grep -m1 -E '^error' "$build_log" || tail -1 "$build_log")"
     fi
     rm -f "$build_log"
@@ -480,7 +480,7 @@ row() { # label file -> "| label | runs | median | min-max |"
     echo
     echo "| tool | version |"
     echo "|---|---|"
-    echo "| rcompose | ${RC_VERSION:-?} (commit $RC_COMMIT, \`cargo build --release\`) |"
+    echo "| rcompose | ${RC_VERSION:-?} (commit $RC_COMMIT, \`just build\`: static) |"
     echo "| podman | $(vers podman --version) (\`--runtime runc --network none\`) |"
     echo "| conmon | $(vers conmon --version) |"
     echo "| runc | $(vers runc --version) |"

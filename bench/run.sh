@@ -13,7 +13,7 @@
 #
 # Environment:
 #   RCBENCH_DIR   work dir (default /tmp/rcbench; must not exist or be a leftover of this script)
-#   RCOMPOSE_BIN  use this binary instead of building target/release/rcompose
+#   RCOMPOSE_BIN  use this binary instead of building the static release binary
 #   OUT           report path (default docs/benchmarks.md)
 #   A_ROUNDS (3) x A_RUNS (10)   runs of benchmark a per tool (rounds rotate the tool order)
 #   B_ROUNDS (5)                 rounds of benchmark b (tool order alternates)
@@ -104,9 +104,9 @@ RC_STATUS=ok  # ok | "reason why rcompose could not be measured"
 if [ -n "${RCOMPOSE_BIN:-}" ]; then
     RC=$(readlink -f "$RCOMPOSE_BIN")
 else
-    log "cargo build --release"
-    RC=$REPO/target/release/rcompose
-    if ! (cd "$REPO" && cargo build --release --locked) >"$RC_BUILD_LOG" 2>&1; then
+    log "cargo build --release (static, as \`just build\`)"
+    RC=$(rc_release_path)
+    if ! rc_build_release >"$RC_BUILD_LOG" 2>&1; then
         RC_STATUS="cargo build --release failed: $(grep -m1 -E '^error' "$RC_BUILD_LOG" || tail -1 "$RC_BUILD_LOG")"
     fi
 fi
@@ -624,7 +624,7 @@ row_ms() { # label file
     echo
     echo "| tool | version |"
     echo "|---|---|"
-    echo "| rcompose | ${RC_VERSION:-?} (commit $RC_COMMIT, \`cargo build --release\`) |"
+    echo "| rcompose | ${RC_VERSION:-?} (commit $RC_COMMIT, \`just build\`: static) |"
     echo "| crun | $(crun --version | head -1) |"
     echo "| runc | $(runc --version | head -1) |"
     echo "| podman | $(podman --version) |"
