@@ -18,6 +18,37 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Sends `request` to the supervisor of the project and prints what it did to each pod.
 pub(super) fn send(ctx: &Context, request: &Request) -> Result<ExitCode, Error> {
+    let (project, response) = ask(ctx, request, ANSWER_TIMEOUT)?;
+    let progress = CliProgress::new(&project);
+    for (pod, change) in &response.pods {
+        let line = match (change, request) {
+            (Change::Unchanged, Request::Start { .. }) => "already running".to_string(),
+            (Change::Scaled, Request::Scale { replicas }) => match replicas.get(pod) {
+                Some(n) => format!("scaled to {n}"),
+                None => "scaled".to_string(),
+            },
+            (Change::Unchanged, _) => continue,
+            (Change::RolledOut, _) if response.error.is_some() => {
+                "rollout failed (rolled back)".to_string()
+            }
+            (c, _) => c.as_str().to_string(),
+        };
+        progress.println(&format!("pod `{pod}`: {line}"));
+    }
+    progress.finish();
+    match response.error {
+        Some(e) => Err(Error::Command(e)),
+        None => Ok(ExitCode::SUCCESS),
+    }
+}
+
+/// Sends `request` to the supervisor of the project (waiting up to `timeout` for its
+/// answer): the project and the answer, whatever its `error`.
+pub(super) fn ask(
+    ctx: &Context,
+    request: &Request,
+    timeout: Duration,
+) -> Result<(String, control::Response), Error> {
     let project = ctx.project()?;
     let paths = ProjectPaths::new(&Context::run_root(), &project);
     let not_up = |hint| Error::NotUp {
@@ -39,28 +70,10 @@ pub(super) fn send(ctx: &Context, request: &Request) -> Result<ExitCode, Error> 
     ) {
         return Err(not_up(dead));
     }
-    let response = match control::send(&paths.control_socket(), &project, request, ANSWER_TIMEOUT) {
-        Ok(r) => r,
-        Err(ControlError::NotListening { .. }) => return Err(not_up(dead)),
-        Err(e) => return Err(Error::Command(crate::supervisor::chain(&e))),
-    };
-    let progress = CliProgress::new(&project);
-    for (pod, change) in &response.pods {
-        let line = match (change, request) {
-            (Change::Unchanged, Request::Start { .. }) => "already running".to_string(),
-            (Change::Scaled, Request::Scale { replicas }) => match replicas.get(pod) {
-                Some(n) => format!("scaled to {n}"),
-                None => "scaled".to_string(),
-            },
-            (Change::Unchanged, _) => continue,
-            (c, _) => c.as_str().to_string(),
-        };
-        progress.println(&format!("pod `{pod}`: {line}"));
-    }
-    progress.finish();
-    match response.error {
-        Some(e) => Err(Error::Command(e)),
-        None => Ok(ExitCode::SUCCESS),
+    match control::send(&paths.control_socket(), &project, request, timeout) {
+        Ok(r) => Ok((project, r)),
+        Err(ControlError::NotListening { .. }) => Err(not_up(dead)),
+        Err(e) => Err(Error::Command(crate::supervisor::chain(&e))),
     }
 }
 

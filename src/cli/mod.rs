@@ -5,6 +5,7 @@ mod control;
 mod exec;
 mod image;
 mod output;
+mod rollout;
 mod stats;
 mod up;
 
@@ -156,6 +157,13 @@ enum Command {
         /// Only these pods [default: every pod]
         pods: Vec<String>,
     },
+    /// A pod's rolling updates: how the one in progress stands, the revisions, and back to
+    /// an earlier one
+    Rollout {
+        /// What to do
+        #[command(subcommand)]
+        action: RolloutAction,
+    },
     /// Set the number of replicas of running pods: `scale api=3 worker=0`
     Scale {
         /// POD=REPLICAS
@@ -260,6 +268,40 @@ enum Command {
         #[arg(long)]
         wait_timeout: Option<u64>,
         pods: Vec<String>,
+    },
+}
+
+/// `rollout` subcommands.
+#[derive(Debug, Subcommand)]
+enum RolloutAction {
+    /// Wait for the pod's rollout in progress to end, showing its progress; exit code 1
+    /// when the last rollout failed (and was rolled back)
+    Status {
+        /// The pod
+        pod: String,
+        /// Show how it stands now, do not wait
+        #[arg(long)]
+        no_wait: bool,
+        /// Output format
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// List the pod's revisions (the last 10)
+    History {
+        /// The pod
+        pod: String,
+        /// Output format
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Roll the pod out to the spec of the revision before the current one (or of
+    /// --to-revision), and wait until it is done
+    Undo {
+        /// The pod
+        pod: String,
+        /// The revision to go back to
+        #[arg(long, value_name = "N")]
+        to_revision: Option<u32>,
     },
 }
 
@@ -379,6 +421,26 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
             &Request::Restart {
                 pods,
                 grace_ms: control::grace_ms(timeout),
+            },
+        ),
+        Command::Rollout {
+            action:
+                RolloutAction::Status {
+                    pod,
+                    no_wait,
+                    format,
+                },
+        } => rollout::status(&ctx, &pod, no_wait, format),
+        Command::Rollout {
+            action: RolloutAction::History { pod, format },
+        } => rollout::history(&ctx, &pod, format),
+        Command::Rollout {
+            action: RolloutAction::Undo { pod, to_revision },
+        } => control::send(
+            &ctx,
+            &Request::RolloutUndo {
+                pod,
+                to: to_revision,
             },
         ),
         Command::Scale { replicas } => control::send(

@@ -55,6 +55,8 @@ struct PsRow<'a> {
     reason: Option<&'a str>,
     /// The replica's address on the project network.
     ip: Option<std::net::Ipv4Addr>,
+    /// The revision of its pod's spec it runs (two run side by side during a rollout).
+    revision: u32,
 }
 
 fn rows(records: &[ContainerRecord]) -> Vec<PsRow<'_>> {
@@ -71,6 +73,7 @@ fn rows(records: &[ContainerRecord]) -> Vec<PsRow<'_>> {
             exit_code: c.exit_code,
             reason: c.reason.as_deref(),
             ip: c.ip,
+            revision: c.revision,
         })
         .collect()
 }
@@ -89,6 +92,7 @@ pub(super) fn ps_table(records: &[ContainerRecord]) -> String {
         "STATE",
         "READY",
         "PID",
+        "REVISION",
         "RESTARTS",
         "EXIT",
         "REASON",
@@ -106,6 +110,7 @@ pub(super) fn ps_table(records: &[ContainerRecord]) -> String {
                 "-".to_string()
             },
             r.pid.map_or("-".into(), |p| p.to_string()),
+            r.revision.to_string(),
             r.restarts.to_string(),
             r.exit_code.map_or("-".into(), |c| c.to_string()),
             r.reason.unwrap_or("").to_string(),
@@ -205,6 +210,15 @@ pub(super) fn format_event(event: &Event) -> Option<String> {
         Event::Warning { message } => format!("warning: {message}"),
         Event::Stopping { reason } => format!("stopping: {reason}"),
         Event::Removed => "removed".to_string(),
+        Event::Rollout {
+            pod,
+            revision,
+            phase,
+            detail,
+        } => match detail {
+            Some(d) => format!("{pod}: rollout of revision {revision} {phase}: {d}"),
+            None => format!("{pod}: rollout of revision {revision} {phase}"),
+        },
     })
 }
 

@@ -573,6 +573,7 @@ mod tests {
             init: false,
             ready: false,
             ip: None,
+            revision: 1,
         }
     }
 

@@ -231,7 +231,9 @@ fn apply_to_running(
     };
     let progress = CliProgress::new(&desired.project);
     for (pod, change) in &response.pods {
-        if *change != Change::Unchanged {
+        if *change == Change::RolledOut && response.error.is_some() {
+            progress.println(&format!("pod `{pod}`: rollout failed (rolled back)"));
+        } else if *change != Change::Unchanged {
             progress.println(&format!("pod `{pod}`: {}", change.as_str()));
         }
     }

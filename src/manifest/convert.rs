@@ -8,12 +8,12 @@ use std::path::Path;
 use crate::manifest::error::{ManifestError, Problem, SourceLocation};
 use crate::manifest::node::{self, Key, Kind, Loc, Node, ScalarType};
 use crate::manifest::{
-    BackoffSpec, Balance, CommandSpec, Condition, ContainerSpec, DependencySpec, DependsOnSpec,
-    EmptyDirSpec, EnvSpec, FileSourceSpec, FileUseSpec, HealthcheckSpec, HttpProbeSpec, ImageSpec,
-    LayerMount, LayerSpec, LongFileUseSpec, LongMountSpec, Manifest, MountSpec, MountType,
-    NetworkMode, NetworkSpec, PodSpec, PodVolumeSpec, PortMapping, PortSpec, ProbeSpec, PullPolicy,
-    Quantity, ResourcesSpec, Restart, RuntimeKind, ServiceSpec, TcpProbeSpec, Text, TmpfsSpec,
-    VolumeSpec,
+    BackoffSpec, Balance, CommandSpec, Condition, ContainerSpec, CountOrPercent, DependencySpec,
+    DependsOnSpec, EmptyDirSpec, EnvSpec, FileSourceSpec, FileUseSpec, HealthcheckSpec,
+    HttpProbeSpec, ImageSpec, LayerMount, LayerSpec, LongFileUseSpec, LongMountSpec, Manifest,
+    MountSpec, MountType, NetworkMode, NetworkSpec, PodSpec, PodVolumeSpec, PortMapping, PortSpec,
+    ProbeSpec, PullPolicy, Quantity, ResourcesSpec, Restart, RuntimeKind, ServiceSpec,
+    TcpProbeSpec, Text, TmpfsSpec, UpdateSpec, VolumeSpec,
 };
 
 /// Which part of a `key: value` entry a problem points at.
@@ -585,7 +585,7 @@ const RESOURCE_KEYS: [&str; 3] = ["cpu", "memory", "pids"];
 const SERVICE_KEYS: [&str; 3] = ["selector", "ports", "balance"];
 const PORT_KEYS: [&str; 4] = ["port", "target", "publish", "host_ip"];
 const BALANCES: [&str; 2] = ["round_robin", "least_conn"];
-const POD_KEYS: [&str; 10] = [
+const POD_KEYS: [&str; 11] = [
     "replicas",
     "labels",
     "depends_on",
@@ -596,12 +596,51 @@ const POD_KEYS: [&str; 10] = [
     "init_containers",
     "containers",
     "network_mode",
+    "update",
+];
+const UPDATE_KEYS: [&str; 4] = [
+    "max_surge",
+    "max_unavailable",
+    "min_ready",
+    "progress_deadline",
 ];
 const NETWORK_MODES: [&str; 2] = ["project", "none"];
 const POD_VOLUME_KEYS: [&str; 1] = ["empty_dir"];
 const BACKOFF_KEYS: [&str; 2] = ["initial", "max"];
 const MOUNT_KEYS: [&str; 5] = ["type", "source", "target", "read_only", "tmpfs"];
 const TMPFS_KEYS: [&str; 1] = ["size"];
+
+/// A pod's `update:` (the values are checked in `validate`).
+fn update(cx: &mut Issues, node: &Node, path: &str, pod: &str) -> Option<UpdateSpec> {
+    let what = format!("`update` of {pod}");
+    let e = cx.map(node, path, &what, &UPDATE_KEYS, &format!("in {what}"))?;
+    let mut spec = UpdateSpec::default();
+    for (key, slot) in [
+        ("max_surge", &mut spec.max_surge),
+        ("max_unavailable", &mut spec.max_unavailable),
+    ] {
+        if let Some(v) = e.get(key) {
+            let vpath = join(path, key);
+            *slot = match &v.kind {
+                Kind::Scalar(s) if s.ty == ScalarType::Int => cx
+                    .integer(v, &vpath, &format!("`{key}` of {what}"), "0 or more")
+                    .map(CountOrPercent::Count),
+                _ => cx
+                    .text(v, &vpath, &format!("`{key}` of {what}"))
+                    .map(CountOrPercent::Percent),
+            };
+        }
+    }
+    for (key, slot) in [
+        ("min_ready", &mut spec.min_ready),
+        ("progress_deadline", &mut spec.progress_deadline),
+    ] {
+        if let Some(v) = e.get(key) {
+            *slot = cx.text(v, &join(path, key), &format!("`{key}` of {what}"));
+        }
+    }
+    Some(spec)
+}
 
 fn pod(cx: &mut Issues, node: &Node, path: &str, name: &str) -> PodSpec {
     let mut spec = PodSpec::default();
@@ -642,6 +681,9 @@ fn pod(cx: &mut Issues, node: &Node, path: &str, name: &str) -> PodSpec {
             }
             spec.backoff = Some(spec_b);
         }
+    }
+    if let Some(n) = e.get("update") {
+        spec.update = update(cx, n, &join(path, "update"), &what);
     }
     if let Some(n) = e.get("runtime") {
         let rpath = join(path, "runtime");
@@ -1545,7 +1587,7 @@ mod tests {
         BACKOFF_KEYS, CONTAINER_KEYS, DEPENDENCY_KEYS, FILE_SOURCE_KEYS, FILE_USE_KEYS,
         HEALTHCHECK_KEYS, HTTP_PROBE_KEYS, IMAGE_KEYS, LAYER_KEYS, MOUNT_KEYS, POD_KEYS,
         POD_VOLUME_KEYS, PORT_KEYS, PROBE_KEYS, RESOURCE_KEYS, SERVICE_KEYS, TCP_PROBE_KEYS,
-        TMPFS_KEYS, TOP_KEYS, suggest,
+        TMPFS_KEYS, TOP_KEYS, UPDATE_KEYS, suggest,
     };
     use crate::manifest::schema_json;
 
@@ -1583,6 +1625,7 @@ mod tests {
             ("TcpProbeSpec", &TCP_PROBE_KEYS[..]),
             ("HealthcheckSpec", &HEALTHCHECK_KEYS[..]),
             ("BackoffSpec", &BACKOFF_KEYS[..]),
+            ("UpdateSpec", &UPDATE_KEYS[..]),
         ] {
             assert_eq!(keys(&schema["$defs"][def]), set(list), "{def}");
         }

@@ -28,8 +28,8 @@ use serde::{Deserialize, Serialize, Serializer};
 pub use self::error::{ManifestError, Problem, SourceLocation};
 pub use self::quantity::{Bytes, MilliCpu};
 pub use self::valid::{
-    Backoff, Container, Dependency, FileSource, FileUse, Image, ImageBase, Layer, Mount, MountKind,
-    Pod, Port, Probe, ProbeAction, Resources, Security, Service, ValidManifest,
+    Amount, Backoff, Container, Dependency, FileSource, FileUse, Image, ImageBase, Layer, Mount,
+    MountKind, Pod, Port, Probe, ProbeAction, Resources, Security, Service, Update, ValidManifest,
 };
 
 /// The name of the builtin image: the host's root filesystem, read-only.
@@ -207,6 +207,42 @@ pub struct PodSpec {
     /// `project` (default): an address on the project network; `none`: loopback only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network_mode: Option<NetworkMode>,
+    /// How running replicas are replaced when the pod's spec changes: a rolling update
+    /// (`{ max_surge: 25%, max_unavailable: 25%, min_ready: 0s, progress_deadline: 60s }`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update: Option<UpdateSpec>,
+}
+
+/// A pod's rolling update: new replicas start and become ready before old ones stop, at
+/// most `max_surge` above and `max_unavailable` below the replica count at any time; one
+/// that does not get ready within `progress_deadline` (or crashes) rolls the pod back.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateSpec {
+    /// Replicas started above the count during the update: a number, or a percentage of
+    /// the count rounded up (`25%`, the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_surge: Option<CountOrPercent>,
+    /// Ready replicas the update may take below the count: a number, or a percentage
+    /// rounded down (`25%`, the default). Not 0 together with `max_surge`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_unavailable: Option<CountOrPercent>,
+    /// How long a new replica must have been ready to count as available (default `0s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_ready: Option<String>,
+    /// How long the update may take before it is rolled back (default `60s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress_deadline: Option<String>,
+}
+
+/// A number of replicas, or a percentage of the replica count (`25%`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum CountOrPercent {
+    /// A number of replicas.
+    Count(u32),
+    /// `N%` of the replica count.
+    Percent(String),
 }
 
 /// Where a config's or secret's content comes from: exactly one of the three.

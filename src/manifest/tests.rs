@@ -1116,6 +1116,56 @@ fn backoff_defaults_and_checks() {
 }
 
 #[test]
+fn update_defaults_counts_and_checks() {
+    use crate::manifest::{Amount, Update};
+    let m = ok(
+        "pods:\n  a:\n    replicas: 4\n    containers: [ { name: x, command: y } ]\n  b:\n    update: { max_surge: 2, max_unavailable: 50%, min_ready: 1s, progress_deadline: 30s }\n    containers: [ { name: x, command: y } ]\n",
+    );
+    assert_eq!(m.pods["a"].update, Update::DEFAULT);
+    let b = m.pods["b"].update;
+    assert_eq!(b.max_surge, Amount::Count(2));
+    assert_eq!(b.max_unavailable, Amount::Percent(50));
+    assert_eq!(b.min_ready, Duration::from_secs(1));
+    assert_eq!(b.progress_deadline, Duration::from_secs(30));
+    // percentages: the surge rounded up, the unavailability down (as Kubernetes)
+    assert_eq!(Update::DEFAULT.counts(4), (1, 1));
+    assert_eq!(Update::DEFAULT.counts(3), (1, 0));
+    assert_eq!(Update::DEFAULT.counts(10), (3, 2));
+    assert_eq!(b.counts(3), (2, 1));
+    // both 0 after rounding: one may be unavailable, or nothing could be replaced
+    let u = Update {
+        max_surge: Amount::Count(0),
+        ..Update::DEFAULT
+    };
+    assert_eq!(u.counts(3), (0, 1));
+    let text = err(
+        "pods:\n  a:\n    update: { max_surge: 0, max_unavailable: 0% }\n    containers: [ { name: x, command: y } ]\n",
+    );
+    assert!(
+        text.starts_with("error: `max_surge` and `max_unavailable` of the update of pod `a` are both 0: no replica could ever be replaced\n  --> rcompose.yaml:3:46"),
+        "{text}"
+    );
+    let text = err(
+        "pods:\n  a:\n    update: { max_surge: 150%, progress_deadline: 0s }\n    containers: [ { name: x, command: y } ]\n",
+    );
+    assert!(
+        text.contains("error: `max_surge` of the update of pod `a` must be a number of replicas or a percentage from 0% to 100%, found `150%`\n  --> rcompose.yaml:3:26"),
+        "{text}"
+    );
+    assert!(
+        text.contains("error: `progress_deadline` of the update of pod `a` must be more than 0"),
+        "{text}"
+    );
+    let text = err(
+        "pods:\n  a:\n    update: { max_surge: -1, surge: 1 }\n    containers: [ { name: x, command: y } ]\n",
+    );
+    assert!(
+        text.contains("unknown field `surge` in `update` of pod `a`"),
+        "{text}"
+    );
+}
+
+#[test]
 fn network_subnet_and_network_mode_are_checked_with_locations() {
     let yaml = "\
 network: { subnet: 10.90.3.7/24, mask: x }

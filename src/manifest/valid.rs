@@ -221,6 +221,9 @@ pub struct Pod {
     /// On the project network (`network_mode: project`, the default) or not (`none`).
     #[serde(skip_serializing_if = "is_project_network")]
     pub network_mode: crate::manifest::NetworkMode,
+    /// The rolling update (written back when not the defaults).
+    #[serde(skip_serializing_if = "Update::is_default")]
+    pub update: Update,
     /// `empty_dir` volumes of each replica.
     #[serde(
         skip_serializing_if = "BTreeSet::is_empty",
@@ -319,6 +322,76 @@ impl Backoff {
 
     fn is_default(&self) -> bool {
         *self == Self::DEFAULT
+    }
+}
+
+/// A pod's rolling update with defaults filled (see [`crate::manifest::UpdateSpec`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Update {
+    /// Replicas started above the count.
+    #[serde(serialize_with = "amount_text")]
+    pub max_surge: Amount,
+    /// Ready replicas the update may take below the count.
+    #[serde(serialize_with = "amount_text")]
+    pub max_unavailable: Amount,
+    /// How long a new replica must have been ready to count as available.
+    #[serde(serialize_with = "duration_text")]
+    pub min_ready: std::time::Duration,
+    /// How long the update may take before it is rolled back.
+    #[serde(serialize_with = "duration_text")]
+    pub progress_deadline: std::time::Duration,
+}
+
+impl Update {
+    /// Kubernetes' surge and unavailability (25 % each); ready at once; 60 s to finish
+    /// (Kubernetes gives 600 s, and only flags a rollout that exceeds it).
+    pub const DEFAULT: Update = Update {
+        max_surge: Amount::Percent(25),
+        max_unavailable: Amount::Percent(25),
+        min_ready: std::time::Duration::ZERO,
+        progress_deadline: std::time::Duration::from_secs(60),
+    };
+
+    fn is_default(&self) -> bool {
+        *self == Self::DEFAULT
+    }
+
+    /// The surge and the unavailability for `replicas` replicas: percentages of the count,
+    /// the surge rounded up and the unavailability down; both 0 (possible only by rounding)
+    /// allows one unavailable, as Kubernetes does.
+    #[must_use]
+    pub fn counts(&self, replicas: u32) -> (u32, u32) {
+        let of = |a: Amount, up: bool| match a {
+            Amount::Count(n) => n,
+            Amount::Percent(p) => {
+                let x = u64::from(p) * u64::from(replicas);
+                let n = if up { x.div_ceil(100) } else { x / 100 };
+                u32::try_from(n).unwrap_or(u32::MAX)
+            }
+        };
+        let (surge, unavailable) = (of(self.max_surge, true), of(self.max_unavailable, false));
+        if surge == 0 && unavailable == 0 {
+            (0, 1)
+        } else {
+            (surge, unavailable)
+        }
+    }
+}
+
+/// A number of replicas, or a percentage of the count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Amount {
+    /// A number of replicas.
+    Count(u32),
+    /// A percentage (0 to 100).
+    Percent(u32),
+}
+
+fn amount_text<S: Serializer>(a: &Amount, s: S) -> Result<S::Ok, S::Error> {
+    match a {
+        Amount::Count(n) => s.serialize_u32(*n),
+        Amount::Percent(p) => s.serialize_str(&format!("{p}%")),
     }
 }
 

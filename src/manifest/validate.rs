@@ -9,13 +9,14 @@ use crate::manifest::caps::{self, Cap};
 use crate::manifest::convert::{Anchor, Issues, index, join, suggest};
 use crate::manifest::subnet::Subnet;
 use crate::manifest::valid::{
-    Backoff, Container, Dependency, FileSource, FileUse, Image, ImageBase, Layer, Mount, MountKind,
-    Pod, Port, Probe, ProbeAction, Resources, Security, Service, ValidManifest,
+    Amount, Backoff, Container, Dependency, FileSource, FileUse, Image, ImageBase, Layer, Mount,
+    MountKind, Pod, Port, Probe, ProbeAction, Resources, Security, Service, Update, ValidManifest,
 };
 use crate::manifest::{
-    Bytes, CommandSpec, Condition, ContainerSpec, DependsOnSpec, EnvSpec, FileSourceSpec,
-    FileUseSpec, HOST_IMAGE, LayerSpec, LongFileUseSpec, Manifest, MilliCpu, MountSpec, MountType,
-    NetworkMode, PodSpec, PortSpec, ProbeSpec, Restart, RuntimeKind, ServiceSpec, shell,
+    Bytes, CommandSpec, Condition, ContainerSpec, CountOrPercent, DependsOnSpec, EnvSpec,
+    FileSourceSpec, FileUseSpec, HOST_IMAGE, LayerSpec, LongFileUseSpec, Manifest, MilliCpu,
+    MountSpec, MountType, NetworkMode, PodSpec, PortSpec, ProbeSpec, Restart, RuntimeKind,
+    ServiceSpec, shell,
 };
 
 /// Longest pod name: the hostname `<pod>-<replica>` must stay well under 64 characters.
@@ -502,6 +503,7 @@ fn pod(m: &Manifest, name: &str, spec: &PodSpec, issues: &mut Issues, facts: &Fa
         runtime: spec.runtime.unwrap_or_default(),
         network_mode: spec.network_mode.unwrap_or_default(),
         backoff: backoff(spec, name, &path, issues),
+        update: update(spec, name, &path, issues),
         volumes: spec.volumes.keys().cloned().collect(),
         init_containers,
         containers,
@@ -729,6 +731,97 @@ fn container(
 
 /// The restart delays of pod `name`: 100 ms doubling up to 10 s unless `backoff` says
 /// otherwise; `max` must not be below `initial`.
+fn update(spec: &PodSpec, name: &str, path: &str, issues: &mut Issues) -> Update {
+    let upath = join(path, "update");
+    let Some(u) = &spec.update else {
+        return Update::DEFAULT;
+    };
+    let label = format!("pod `{name}`");
+    let amount = |value: &Option<CountOrPercent>,
+                  default: Amount,
+                  key: &str,
+                  issues: &mut Issues| {
+        let bad = |issues: &mut Issues, text: &str| {
+            issues.report(
+                &join(&upath, key),
+                Anchor::Value,
+                format!("`{key}` of the update of {label} must be a number of replicas or a percentage from 0% to 100%, found `{text}`"),
+            );
+            default
+        };
+        match value {
+            None => default,
+            Some(CountOrPercent::Count(n)) => Amount::Count(*n),
+            Some(CountOrPercent::Percent(text)) => match text
+                .strip_suffix('%')
+                .and_then(|p| p.trim().parse::<u32>().ok())
+            {
+                Some(p) if p <= 100 => Amount::Percent(p),
+                _ => bad(issues, text),
+            },
+        }
+    };
+    let max_surge = amount(&u.max_surge, Update::DEFAULT.max_surge, "max_surge", issues);
+    let max_unavailable = amount(
+        &u.max_unavailable,
+        Update::DEFAULT.max_unavailable,
+        "max_unavailable",
+        issues,
+    );
+    let zero = |a: Amount| matches!(a, Amount::Count(0) | Amount::Percent(0));
+    if zero(max_surge) && zero(max_unavailable) {
+        issues.report(
+            &join(&upath, "max_unavailable"),
+            Anchor::Value,
+            format!("`max_surge` and `max_unavailable` of the update of {label} are both 0: no replica could ever be replaced"),
+        );
+    }
+    let duration =
+        |text: &Option<String>, default: Duration, key: &str, issues: &mut Issues| match text
+            .as_deref()
+            .map(crate::manifest::quantity::parse_duration)
+        {
+            None => default,
+            Some(Ok(d)) => d,
+            Some(Err(why)) => {
+                issues.report(
+                    &join(&upath, key),
+                    Anchor::Value,
+                    format!("{why} ({label})"),
+                );
+                default
+            }
+        };
+    let min_ready = duration(&u.min_ready, Update::DEFAULT.min_ready, "min_ready", issues);
+    let progress_deadline = duration(
+        &u.progress_deadline,
+        Update::DEFAULT.progress_deadline,
+        "progress_deadline",
+        issues,
+    );
+    if progress_deadline.is_zero() {
+        issues.report(
+            &join(&upath, "progress_deadline"),
+            Anchor::Value,
+            format!("`progress_deadline` of the update of {label} must be more than 0"),
+        );
+    } else if progress_deadline <= min_ready {
+        issues.report(
+            &join(&upath, "progress_deadline"),
+            Anchor::Value,
+            format!(
+                "`progress_deadline` of the update of {label} must be longer than its `min_ready`"
+            ),
+        );
+    }
+    Update {
+        max_surge,
+        max_unavailable,
+        min_ready,
+        progress_deadline,
+    }
+}
+
 fn backoff(spec: &PodSpec, name: &str, path: &str, issues: &mut Issues) -> Backoff {
     let bpath = join(path, "backoff");
     let label = format!("pod `{name}`");

@@ -46,6 +46,9 @@ pub struct PodPlan {
     /// The first and the longest delay before a restart.
     #[serde(default = "default_backoff")]
     pub backoff: (std::time::Duration, std::time::Duration),
+    /// How running replicas are replaced when the plan changes.
+    #[serde(default)]
+    pub update: UpdatePlan,
     /// `empty_dir` volumes, one set per replica.
     pub empty_dirs: Vec<String>,
     /// The pod's containers: its init containers (`init`) first, then the others, each in
@@ -55,6 +58,51 @@ pub struct PodPlan {
 
 fn yes() -> bool {
     true
+}
+
+/// A pod's rolling update (see [`crate::manifest::Update`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdatePlan {
+    /// Replicas started above the count.
+    pub max_surge: crate::manifest::Amount,
+    /// Ready replicas the update may take below the count.
+    pub max_unavailable: crate::manifest::Amount,
+    /// How long a new replica must have been ready to count as available.
+    pub min_ready: std::time::Duration,
+    /// How long the update may take before it is rolled back.
+    pub progress_deadline: std::time::Duration,
+}
+
+impl Default for UpdatePlan {
+    fn default() -> Self {
+        Self::from(crate::manifest::Update::DEFAULT)
+    }
+}
+
+impl From<crate::manifest::Update> for UpdatePlan {
+    fn from(u: crate::manifest::Update) -> Self {
+        UpdatePlan {
+            max_surge: u.max_surge,
+            max_unavailable: u.max_unavailable,
+            min_ready: u.min_ready,
+            progress_deadline: u.progress_deadline,
+        }
+    }
+}
+
+impl UpdatePlan {
+    /// The surge and the unavailability for `replicas` replicas (see
+    /// [`crate::manifest::Update::counts`]).
+    #[must_use]
+    pub fn counts(&self, replicas: u32) -> (u32, u32) {
+        crate::manifest::Update {
+            max_surge: self.max_surge,
+            max_unavailable: self.max_unavailable,
+            min_ready: self.min_ready,
+            progress_deadline: self.progress_deadline,
+        }
+        .counts(replicas)
+    }
 }
 
 fn default_backoff() -> (std::time::Duration, std::time::Duration) {

@@ -46,6 +46,7 @@ pub fn desired_state(m: &ValidManifest, project: &str, base_dir: &Path) -> Desir
                     manifest::Restart::Never => RestartPolicy::Never,
                 },
                 backoff: (pod.backoff.initial, pod.backoff.max),
+                update: pod.update.into(),
                 empty_dirs: pod.volumes.iter().cloned().collect(),
                 // init containers first: the supervisor runs them, in order, before the rest
                 containers: pod

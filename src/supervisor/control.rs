@@ -75,6 +75,24 @@ pub enum Request {
         /// Replicas per pod.
         replicas: BTreeMap<String, u32>,
     },
+    /// `rollout status POD`: the revision it runs and the rollout in progress.
+    RolloutStatus {
+        /// The pod.
+        pod: String,
+    },
+    /// `rollout history POD`: its revisions.
+    RolloutHistory {
+        /// The pod.
+        pod: String,
+    },
+    /// `rollout undo POD [--to-revision N]`: roll the pod out to an earlier revision's
+    /// spec (default: the one before the current).
+    RolloutUndo {
+        /// The pod.
+        pod: String,
+        /// The revision.
+        to: Option<u32>,
+    },
 }
 
 /// What happened to a pod in an [`Request::Apply`].
@@ -97,6 +115,8 @@ pub enum Change {
     Started,
     /// Stopped and started again (`restart`).
     Restarted,
+    /// Its new spec rolled out: new replicas replaced the old ones as they became ready.
+    RolledOut,
 }
 
 impl Change {
@@ -112,6 +132,7 @@ impl Change {
             Change::Stopped => "stopped",
             Change::Started => "started",
             Change::Restarted => "restarted",
+            Change::RolledOut => "rolled out",
         }
     }
 }
@@ -126,6 +147,12 @@ pub struct Response {
     /// `Services`: each service, by name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub services: BTreeMap<String, ServiceStatus>,
+    /// `RolloutStatus`: the pod's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<super::rollout::RolloutStatus>,
+    /// `RolloutHistory`: the pod's revisions, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<super::rollout::RevisionInfo>,
 }
 
 /// A service as `ps --services` shows it.
@@ -150,6 +177,8 @@ impl Response {
             pods: BTreeMap::new(),
             error: None,
             services: BTreeMap::new(),
+            rollout: None,
+            history: Vec::new(),
         }
     }
 
@@ -160,6 +189,8 @@ impl Response {
             pods: BTreeMap::new(),
             error: Some(why.into()),
             services: BTreeMap::new(),
+            rollout: None,
+            history: Vec::new(),
         }
     }
 }

@@ -17,7 +17,7 @@ pub struct EventRecord {
     /// When, in milliseconds since the Unix epoch.
     pub time_ms: u64,
     /// `waiting`, `started`, `failed`, `oom_killed`, `exited`, `restarting`, `ready`,
-    /// `unready`, `unhealthy`, `up`, `warning`, `stopping`, `removed`.
+    /// `unready`, `unhealthy`, `up`, `warning`, `stopping`, `removed`, `rollout`.
     pub event: String,
     /// The container (`pod-N` or `pod-N/container`), or the pod for `waiting`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -97,6 +97,18 @@ impl EventRecord {
                 ..r("stopping", None)
             },
             Event::Removed => r("removed", None),
+            Event::Rollout {
+                pod,
+                revision,
+                phase,
+                detail,
+            } => EventRecord {
+                reason: Some(match detail {
+                    Some(d) => format!("revision {revision} {phase}: {d}"),
+                    None => format!("revision {revision} {phase}"),
+                }),
+                ..r("rollout", Some(pod))
+            },
         }
     }
 

@@ -281,6 +281,7 @@ mod tests {
             init: false,
             ready: false,
             ip: None,
+            revision: 1,
         }
     }
 

@@ -19,6 +19,7 @@ pub mod net;
 pub mod probe;
 mod reconcile;
 pub mod restart;
+pub mod rollout;
 pub mod state;
 pub mod teardown;
 
@@ -224,6 +225,17 @@ pub enum Event {
     },
     /// Everything was removed.
     Removed,
+    /// A rollout of a pod's new revision began, completed, failed or was rolled back.
+    Rollout {
+        /// The pod.
+        pod: String,
+        /// The revision rolled out to.
+        revision: u32,
+        /// `started`, `complete`, `failed`, `rolled back`.
+        phase: &'static str,
+        /// Why it failed, and what it goes back to.
+        detail: Option<String>,
+    },
 }
 
 /// Receives [`Event`]s (the CLI draws them).
@@ -372,6 +384,14 @@ pub struct Supervisor {
     served: BTreeMap<String, net::Served>,
     /// The endpoints it was last given, by service.
     endpoints: BTreeMap<String, Vec<std::net::Ipv4Addr>>,
+    /// Rollouts in progress, by pod (see `rollout`).
+    rollouts: BTreeMap<String, rollout::Rollout>,
+    /// Each pod's revisions, oldest first.
+    history: BTreeMap<String, Vec<rollout::Revision>>,
+    /// How the last rollout of a pod failed, by pod (told to the client of the apply).
+    rollout_failures: BTreeMap<String, String>,
+    /// Replicas (by instance) a rollout stopped: removed once they exited.
+    replaced: std::collections::BTreeSet<String>,
     _lock: teardown::ProjectLock,
 }
 
@@ -484,6 +504,10 @@ impl Supervisor {
             balancer: None,
             served: BTreeMap::new(),
             endpoints: BTreeMap::new(),
+            rollouts: BTreeMap::new(),
+            history: BTreeMap::new(),
+            rollout_failures: BTreeMap::new(),
+            replaced: std::collections::BTreeSet::new(),
             paths,
             progress,
             sink,
@@ -513,6 +537,7 @@ impl Supervisor {
         // the files were just read, so this cannot fail but for a race: then no pod matches
         // and a later `up` recreates them all
         sup.fingerprints = sup.fingerprints().unwrap_or_default();
+        sup.record_first_revisions();
         let socket = sup.paths.control_socket();
         if let Err(e) = control::listen(&socket, move |request, reply| {
             control_tx.send(Msg::Control(request, reply)).is_ok()
@@ -540,13 +565,25 @@ impl Supervisor {
         self.add_replicas(pod, 1..=pod.replicas)
     }
 
-    /// Appends the slots of replicas `replicas` of `pod`, `Waiting`.
+    /// Appends the slots of replicas `replicas` of `pod`, `Waiting`, at its current
+    /// revision.
     fn add_replicas(
         &mut self,
         pod: &PodPlan,
         replicas: std::ops::RangeInclusive<u32>,
     ) -> Result<(), SupervisorError> {
-        for mut slot in self.slots_of(pod, replicas)? {
+        let revision = self.revision_of(&pod.name);
+        self.add_replicas_at(pod, replicas, revision)
+    }
+
+    /// Appends the slots of replicas `replicas` of `pod` at `revision`, `Waiting`.
+    fn add_replicas_at(
+        &mut self,
+        pod: &PodPlan,
+        replicas: std::ops::RangeInclusive<u32>,
+        revision: u32,
+    ) -> Result<(), SupervisorError> {
+        for mut slot in self.slots_of(pod, replicas, revision)? {
             slot.id = self.next_id;
             self.next_id += 1;
             self.slots.push(slot);
@@ -560,11 +597,13 @@ impl Supervisor {
         &self,
         pod: &PodPlan,
         replicas: std::ops::RangeInclusive<u32>,
+        revision: u32,
     ) -> Result<Vec<Slot>, SupervisorError> {
         let mut out: Vec<Slot> = Vec::new();
         let mut made: Vec<std::net::Ipv4Addr> = Vec::new();
         for replica in replicas {
-            let replica_name = format!("{}-{replica}", pod.name);
+            // what names its files, cgroups and namespaces (`web-1`, `web-1_r2`)
+            let replica_name = state::instance_name(&pod.name, replica, revision);
             let ip = if pod.network {
                 let ip = self.replica_address(&replica_name, &made)?;
                 made.push(ip);
@@ -608,6 +647,7 @@ impl Supervisor {
                         init: c.init,
                         ready: false,
                         ip,
+                        revision,
                     },
                     plan: self.with_empty_dirs(c, &replica_name)?,
                     restart: pod.restart,
@@ -830,6 +870,8 @@ impl Supervisor {
                 let _ = sup.save();
                 None
             };
+            // rollouts start new replicas and stop old ones as readiness allows
+            self.step_rollouts();
             // the balancer sends new connections to the replicas that are ready now
             self.update_endpoints();
             // start every waiting pod whose dependencies are met; the others say in `ps`
@@ -932,6 +974,7 @@ impl Supervisor {
                 .iter()
                 .filter_map(|s| s.due)
                 .chain(self.next_probe())
+                .chain(self.next_rollout_timer())
                 .chain(wait_until.filter(|_| !ready_sent))
                 .min()
                 .map_or(Duration::from_secs(3600), |d| {
@@ -970,7 +1013,31 @@ impl Supervisor {
                         ..control::Response::done()
                     });
                 }
+                Ok(Msg::Control(control::Request::RolloutStatus { pod }, reply)) => {
+                    let _ = reply.send(match self.rollout_status(&pod) {
+                        Ok(status) => control::Response {
+                            rollout: Some(status),
+                            ..control::Response::done()
+                        },
+                        Err(message) => control::Response::refused(message),
+                    });
+                }
+                Ok(Msg::Control(control::Request::RolloutHistory { pod }, reply)) => {
+                    let _ = reply.send(match self.rollout_history(&pod) {
+                        Ok(history) => control::Response {
+                            history,
+                            ..control::Response::done()
+                        },
+                        Err(message) => control::Response::refused(message),
+                    });
+                }
                 Ok(Msg::Control(request, reply)) => {
+                    if let Some(pod) = self.rollouts.keys().next() {
+                        let _ = reply.send(control::Response::refused(format!(
+                            "pod `{pod}` is being rolled out (`rcompose rollout status {pod}`); try again once it is done"
+                        )));
+                        continue;
+                    }
                     if !ready_sent || self.pending.is_some() {
                         let _ = reply.send(control::Response::refused(
                             "the project is still starting; try again",
@@ -1023,7 +1090,14 @@ impl Supervisor {
                 Ok((changes, signal))
             }
             control::Request::Scale { replicas } => self.scale(&replicas),
-            control::Request::Down { .. } | control::Request::Services => {
+            control::Request::RolloutUndo { pod, to } => {
+                self.undo(&pod, to)?;
+                Ok((BTreeMap::from([(pod, control::Change::RolledOut)]), None))
+            }
+            control::Request::Down { .. }
+            | control::Request::Services
+            | control::Request::RolloutStatus { .. }
+            | control::Request::RolloutHistory { .. } => {
                 Err("not a command that changes the stack".to_string())
             }
         }
@@ -1972,7 +2046,7 @@ fn oci_names(opts: &UpOptions, slot: &Slot) -> (PathBuf, String) {
         opts.run_root.join(project).join("oci"),
         format!(
             "{project}.{}.{}",
-            slot.record.replica_name(),
+            slot.record.instance(),
             slot.record.container
         ),
     )

@@ -212,13 +212,26 @@ impl Supervisor {
         let Some(net) = &self.net else {
             return Ok(());
         };
-        let mut replicas: Vec<(String, String, Ipv4Addr)> = Vec::new();
+        // during a rollout two revisions of a replica run under its name: the name goes to
+        // the one that is ready, the newer when both are (the older is being replaced)
+        let mut best: BTreeMap<String, ((bool, u32), String, Ipv4Addr)> = BTreeMap::new();
         for s in &self.slots {
             if let Some(ip) = s.record.ip {
+                let rank = (
+                    s.record.state == super::ContainerState::Running && s.record.ready,
+                    s.record.revision,
+                );
                 let name = s.record.replica_name();
-                if !replicas.iter().any(|(_, r, _)| *r == name) {
-                    replicas.push((s.record.pod.clone(), name, ip));
+                if best.get(&name).is_none_or(|(r, _, _)| rank > *r) {
+                    best.insert(name, (rank, s.record.pod.clone(), ip));
                 }
+            }
+        }
+        let mut replicas: Vec<(String, String, Ipv4Addr)> = Vec::new();
+        for s in &self.slots {
+            let name = s.record.replica_name();
+            if let Some((_, pod, ip)) = best.remove(&name) {
+                replicas.push((pod, name, ip));
             }
         }
         network::write_in_place(

@@ -43,11 +43,13 @@ impl Supervisor {
 
     /// The digest of everything that makes pod `pod` what it is: its plan and the content
     /// of its configs and secrets.
-    /// The replica count is not part of it: a pod that differs only there is scaled.
     pub(super) fn fingerprint(&self, pod: &PodPlan) -> Result<[u8; 32], String> {
         let mut h = Sha256::new();
+        // neither the count (a pod that differs only there is scaled) nor the update
+        // strategy (it says how to replace replicas, not what they run)
         let one = PodPlan {
             replicas: 0,
+            update: crate::plan::desired::UpdatePlan::default(),
             ..pod.clone()
         };
         h.update(serde_json::to_vec(&one).map_err(|e| e.to_string())?);
@@ -151,6 +153,17 @@ impl Supervisor {
                 changes.insert(name.clone(), Change::Removed);
             }
         }
+        // a changed pod that runs is rolled out (see `rollout`): its replicas are replaced
+        // by the main loop as the new ones get ready, not stopped here
+        let rolling: Vec<String> = changes
+            .iter()
+            .filter(|(n, c)| **c == Change::Recreated && self.rolls_out(n))
+            .filter(|(n, _)| desired.pods.get(*n).is_some_and(|p| p.replicas > 0))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in &rolling {
+            changes.insert(name.clone(), Change::RolledOut);
+        }
         // stop what goes, dependents first (the old waves, backwards): whole pods, and the
         // replicas a scaled pod has too many
         let going_pods: Vec<String> = changes
@@ -191,6 +204,25 @@ impl Supervisor {
             .collect();
         self.opts.desired = desired;
         self.fingerprints = new;
+        // each pod's revisions: a removed pod's go, a recreated one gets a new one, a
+        // rolled out one a new one in progress (its replicas come from the main loop)
+        for (name, change) in &changes {
+            let plan = self.opts.desired.pods.get(name).cloned();
+            let fp = self.fingerprints.get(name).copied();
+            match (change, plan, fp) {
+                (Change::Removed, ..) => {
+                    self.history.remove(name);
+                }
+                (Change::Recreated, Some(plan), Some(fp)) => {
+                    self.record_revision(plan, fp, "apply".to_string());
+                }
+                (Change::RolledOut, Some(plan), Some(fp)) => {
+                    self.begin_rollout(plan, fp, "apply".to_string());
+                }
+                _ => {}
+            }
+        }
+        self.record_first_revisions();
         let first_new = self.slots.len();
         let first_id = self.next_id;
         // a first pod on the network makes it; services get (or lose) their addresses
@@ -233,7 +265,7 @@ impl Supervisor {
     /// Removes the slots `going` picks (stopped; whole replicas) with everything their
     /// replicas had: cgroups, container directories, logs, config and secret copies,
     /// `empty_dir` volumes and the replicas' namespace pins.
-    fn remove_where(&mut self, going: impl Fn(&super::Slot) -> bool) {
+    pub(super) fn remove_where(&mut self, going: impl Fn(&super::Slot) -> bool) {
         let (going, staying): (Vec<_>, Vec<_>) = std::mem::take(&mut self.slots)
             .into_iter()
             .partition(|s| going(s));
@@ -263,7 +295,7 @@ impl Supervisor {
             if !pins.contains(&s.netns) {
                 pins.push(s.netns.clone());
             }
-            let replica = s.record.replica_name();
+            let replica = s.record.instance();
             if let Some(pod) = self.opts.desired.pods.get(&s.record.pod) {
                 for name in &pod.empty_dirs {
                     let _ = fs::remove_dir_all(self.paths.empty_dir(&replica, name));
@@ -282,6 +314,11 @@ impl Supervisor {
     /// Answers the client of the last apply, if it waits, once no pod is left to start;
     /// `error` when a pod failed to start.
     pub(super) fn answer_pending(&mut self, error: Option<String>) {
+        // a rollout answers when it is over (a replica that failed to start fails it, and
+        // it rolls back: the failure is told then)
+        if !self.rollouts.is_empty() {
+            return;
+        }
         let starting = self.slots.iter().any(|s| {
             matches!(
                 s.record.state,
@@ -292,6 +329,16 @@ impl Supervisor {
             return;
         }
         if let Some((reply, pods)) = self.pending.take() {
+            let failures: Vec<String> = pods
+                .iter()
+                .filter(|(_, c)| **c == Change::RolledOut)
+                .filter_map(|(p, _)| self.rollout_failures.get(p).cloned())
+                .collect();
+            let error = if failures.is_empty() {
+                error
+            } else {
+                Some(failures.join("; "))
+            };
             let _ = reply.send(Response {
                 pods,
                 error,

@@ -118,6 +118,16 @@ impl ProjectPaths {
     }
 }
 
+/// See [`ContainerRecord::instance`].
+#[must_use]
+pub fn instance_name(pod: &str, replica: u32, revision: u32) -> String {
+    if revision <= 1 {
+        format!("{pod}-{replica}")
+    } else {
+        format!("{pod}-{replica}_r{revision}")
+    }
+}
+
 /// The name prefix of network namespace pins in the project directory.
 const NETNS_PREFIX: &str = "netns.";
 
@@ -170,6 +180,13 @@ pub struct ContainerRecord {
     /// Its replica's address on the project network, if the pod is on it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip: Option<std::net::Ipv4Addr>,
+    /// The revision of its pod's spec it runs (1 at `up`; each rollout adds one).
+    #[serde(default = "first_revision")]
+    pub revision: u32,
+}
+
+fn first_revision() -> u32 {
+    1
 }
 
 impl ContainerRecord {
@@ -177,6 +194,14 @@ impl ContainerRecord {
     #[must_use]
     pub fn replica_name(&self) -> String {
         format!("{}-{}", self.pod, self.replica)
+    }
+
+    /// What names its replica's files, cgroups and namespaces: [`Self::replica_name`] for
+    /// revision 1, `pod-N_rR` for revision R after it (during a rollout two revisions of
+    /// replica N run side by side). `_` is not in DNS labels, so no replica name has it.
+    #[must_use]
+    pub fn instance(&self) -> String {
+        instance_name(&self.pod, self.replica, self.revision)
     }
 }
 
@@ -383,6 +408,7 @@ mod tests {
             init: false,
             ready: false,
             ip: None,
+            revision: 1,
         }
     }
 

@@ -122,7 +122,7 @@ fn ps_of_a_project_that_is_not_up_is_an_empty_list() {
     assert_code(&out, 0);
     assert_eq!(
         stdout(&out),
-        "POD  REPLICA  CONTAINER  STATE  READY  PID  RESTARTS  EXIT  REASON\n"
+        "POD  REPLICA  CONTAINER  STATE  READY  PID  REVISION  RESTARTS  EXIT  REASON\n"
     );
 }
 

@@ -1,16 +1,14 @@
 //! The built-in balancer: a service's virtual address and published port spread connections
 //! over the ready replicas; replicas that go away cost no failed request.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::test::{
-    Cleanup, Need, TempDir, assert_code, assert_no_trace, project, ps_rows, rcompose, require,
-    stderr, stdout,
+    Cleanup, Need, TempDir, assert_code, assert_no_trace, free_port, http_get as get, project,
+    ps_rows, rcompose, require, stderr, stdout,
 };
 
 /// Three replicas of an HTTP server that answers with its hostname, behind `publish`. A
@@ -35,35 +33,6 @@ services:
   web: {{ selector: {{ app: web }}, ports: [ {{ port: 80, target: 8000, publish: {publish} }} ] }}
 "#
     )
-}
-
-/// A free port on 127.0.0.1 (for a moment).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// GET / through `port`: the body, or the error.
-fn get(port: u16) -> Result<String, String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(Duration::from_secs(15)))
-        .map_err(|e| e.to_string())?;
-    s.write_all(b"GET / HTTP/1.0\r\n\r\n")
-        .map_err(|e| e.to_string())?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).map_err(|e| e.to_string())?;
-    let body = out
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.trim().to_string())
-        .ok_or_else(|| format!("no HTTP answer: {out:?}"))?;
-    if out.starts_with("HTTP/1.0 200") {
-        Ok(body)
-    } else {
-        Err(format!("answer {out:?}"))
-    }
 }
 
 fn services(dir: &Path, p: &str) -> serde_json::Value {

@@ -15,6 +15,7 @@ mod probes;
 mod reconcile;
 mod registry;
 mod registry_token;
+mod rollout;
 mod security;
 mod stats;
 mod stopping;

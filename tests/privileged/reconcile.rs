@@ -1,5 +1,6 @@
 //! `up` on a project that is already up: only the pods whose plan or config/secret content
-//! changed are recreated; new pods start, removed ones go; the others keep their processes.
+//! changed are replaced (rolled out while they run); new pods start, removed ones go; the
+//! others keep their processes.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -78,7 +79,7 @@ fn up_again_recreates_only_the_pods_whose_config_secret_or_plan_changed() {
     let out = up(dir.path(), &p, "a");
     assert_code(&out, 0);
     let err = stderr(&out);
-    assert!(err.contains("pod `api`: recreated"), "{err}");
+    assert!(err.contains("pod `api`: rolled out"), "{err}");
     assert!(
         !err.contains("pod `db`") && !err.contains("pod `web`"),
         "{err}"
@@ -96,7 +97,7 @@ fn up_again_recreates_only_the_pods_whose_config_secret_or_plan_changed() {
     let out = up(dir.path(), &p, "b");
     assert_code(&out, 0);
     let err = stderr(&out);
-    assert!(err.contains("pod `web`: recreated"), "{err}");
+    assert!(err.contains("pod `web`: rolled out"), "{err}");
     assert!(
         !err.contains("pod `api`") && !err.contains("pod `db`"),
         "{err}"
@@ -135,7 +136,7 @@ fn up_again_recreates_only_the_pods_whose_config_secret_or_plan_changed() {
     assert_code(&out, 0);
     let err = stderr(&out);
     for line in [
-        "pod `db`: recreated",
+        "pod `db`: rolled out",
         "pod `cache`: created",
         "pod `web`: removed",
     ] {
