@@ -73,10 +73,11 @@ check: lint layers forbid test
 example:
     cargo run --release -- -f examples/hello/rcompose.yaml up
 
-# rcompose vs crun/runc/podman-compose, image unpack/pull vs tar/umoci/skopeo, memory per container vs conmon, readiness gating (vs docker-compose, podman-compose) and restart latency, the built-in L4 balancer vs HAProxy and nginx stream (wrk), side by side; writes docs/benchmarks.md (root; about 40 min; bench/run.sh installs the peers; PEERS=0 skips the readiness peers)
+# rcompose vs crun/runc/podman-compose, image unpack/pull vs tar/umoci/skopeo, memory per container vs conmon, readiness gating (vs docker-compose, podman-compose) and restart latency, the built-in L4 balancer vs HAProxy and nginx stream (wrk), rolling updates under load, side by side; writes docs/benchmarks.md (root; about 40 min; bench/run.sh installs the peers; PEERS=0 skips the readiness peers)
 bench:
     bash bench/run.sh
     bash bench/images.sh
     bash bench/memory.sh
     bash bench/lifecycle.sh
     bash bench/balancer.sh
+    bash bench/rollout.sh
