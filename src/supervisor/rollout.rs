@@ -514,9 +514,13 @@ impl Supervisor {
         failed_revision: u32,
         why: String,
         back: u32,
-        plan: PodPlan,
+        mut plan: PodPlan,
         fp: [u8; 32],
     ) {
+        // the spec goes back, the count stays (a `scale` since that revision holds)
+        if let Some(now) = self.opts.desired.pods.get(pod) {
+            plan.replicas = now.replicas;
+        }
         let message = format!(
             "the rollout of pod `{pod}` to revision {failed_revision} failed: {why}; rolled back to revision {back}"
         );
