@@ -170,6 +170,18 @@ impl Endpoint {
         }
     }
 
+    /// Connections relayed to this endpoint now: the relays registered in its slabs (a
+    /// relay registers at its first poll, right after its connect, and leaves when it ends).
+    fn open(&self) -> usize {
+        self.wakers
+            .iter()
+            .map(|list| {
+                let w = list.0.lock().unwrap_or_else(|e| e.into_inner());
+                w.slots.len() - w.free.len()
+            })
+            .sum()
+    }
+
     /// Ends every connection to this endpoint (each relay sees the flag when woken).
     fn close(&self) {
         self.closed.store(true, Ordering::Release);
@@ -467,6 +479,41 @@ impl Balancer {
             }
             draining.retain(|e| e.ip != ip);
         }
+    }
+
+    /// Connections relayed to `ip` now, over every service (endpoints listed or draining):
+    /// what a replica about to be stopped waits for, so that no request is cut.
+    #[must_use]
+    pub fn open_connections(&self, ip: Ipv4Addr) -> usize {
+        let services: Vec<Arc<Service>> = self
+            .services
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        services
+            .iter()
+            .map(|s| {
+                let listed: usize = s
+                    .endpoints
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .iter()
+                    .filter(|e| e.ip == ip)
+                    .map(|e| e.open())
+                    .sum();
+                let draining: usize = s
+                    .draining
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .iter()
+                    .filter(|e| e.ip == ip)
+                    .map(|e| e.open())
+                    .sum();
+                listed + draining
+            })
+            .sum()
     }
 
     /// Each service's counters and endpoints.

@@ -392,6 +392,8 @@ pub struct Supervisor {
     rollout_failures: BTreeMap<String, String>,
     /// Replicas (by instance) a rollout stopped: removed once they exited.
     replaced: std::collections::BTreeSet<String>,
+    /// Slots (by id) stopping once their connections have drained, since when.
+    draining: Vec<(u64, Instant)>,
     _lock: teardown::ProjectLock,
 }
 
@@ -508,6 +510,7 @@ impl Supervisor {
             history: BTreeMap::new(),
             rollout_failures: BTreeMap::new(),
             replaced: std::collections::BTreeSet::new(),
+            draining: Vec::new(),
             paths,
             progress,
             sink,

@@ -30,6 +30,16 @@ use crate::plan::desired::PodPlan;
 /// Revisions kept per pod (as Kubernetes' `revisionHistoryLimit`).
 const HISTORY: usize = 10;
 
+/// A replica being replaced drains at least this long before its stop signal: a
+/// connection accepted just before it left the endpoints may still be connecting to it.
+const DRAIN_MIN: Duration = Duration::from_millis(50);
+
+/// ... and at most this long (clients that keep connections open forever).
+const DRAIN_MAX: Duration = Duration::from_secs(10);
+
+/// How often draining replicas are looked at.
+const DRAIN_POLL: Duration = Duration::from_millis(20);
+
 /// A rollout in progress.
 pub(super) struct Rollout {
     /// The revision rolled out to.
@@ -335,6 +345,7 @@ impl Supervisor {
 
     /// Takes every rollout one step on (see the module doc); called after every event.
     pub(super) fn step_rollouts(&mut self) {
+        self.signal_drained();
         let pods: Vec<String> = self.rollouts.keys().cloned().collect();
         for pod in pods {
             self.step_rollout(&pod);
@@ -590,20 +601,18 @@ impl Supervisor {
         let _ = self.save();
     }
 
-    /// Stops the slots with ids `ids` without waiting: out of the endpoints first, then
+    /// Stops the slots with ids `ids` without waiting: out of the endpoints first; once the
+    /// connections the balancer relays to them have ended (see [`Supervisor::signal_drained`]),
     /// their stop signal, SIGKILL after their grace period (see `run_due_probes`); their
     /// exits are collected by the main loop. Slots that do not run are done at once.
     fn stop_without_waiting(&mut self, ids: &[u64]) {
         let now = Instant::now();
-        let mut signal = Vec::new();
         for s in self.slots.iter_mut().filter(|s| ids.contains(&s.id)) {
             s.due = None;
             match s.record.pid {
-                Some(pid) if s.record.state.is_live() => {
+                Some(_) if s.record.state.is_live() => {
                     s.record.state = ContainerState::Stopping;
-                    let grace = s.plan.stop_grace_period.unwrap_or(self.opts.grace);
-                    s.kill_at = Some(now + grace);
-                    signal.push((pid, s.plan.stop_signal));
+                    self.draining.push((s.id, now));
                 }
                 _ => {
                     if !s.record.state.is_final() {
@@ -615,10 +624,47 @@ impl Supervisor {
         }
         // no new connection reaches them from here on
         self.update_endpoints();
-        for (pid, sig) in signal {
-            let sig = Signal::try_from(sig).unwrap_or(Signal::SIGTERM);
-            let _ = kill(Pid::from_raw(pid), sig);
+        self.signal_drained();
+    }
+
+    /// Sends their stop signal to the replicas being replaced whose connections through the
+    /// balancer have ended (after at least [`DRAIN_MIN`], for connects already under way),
+    /// or that drained for [`DRAIN_MAX`]: a request in flight is never cut by the stop (an
+    /// HTTP server that dies on SIGTERM would close it half answered).
+    pub(super) fn signal_drained(&mut self) {
+        if self.draining.is_empty() {
+            return;
         }
+        let now = Instant::now();
+        let mut keep = Vec::new();
+        for (id, since) in std::mem::take(&mut self.draining) {
+            let Some(s) = self.slots.iter().find(|s| s.id == id) else {
+                continue;
+            };
+            let Some(pid) = s
+                .record
+                .pid
+                .filter(|_| s.record.state == ContainerState::Stopping)
+            else {
+                continue;
+            };
+            let open = match (&self.balancer, s.record.ip) {
+                (Some(b), Some(ip)) => b.open_connections(ip),
+                _ => 0,
+            };
+            let waited = now.saturating_duration_since(since);
+            if (open > 0 || waited < DRAIN_MIN) && waited < DRAIN_MAX {
+                keep.push((id, since));
+                continue;
+            }
+            let grace = s.plan.stop_grace_period.unwrap_or(self.opts.grace);
+            let sig = Signal::try_from(s.plan.stop_signal).unwrap_or(Signal::SIGTERM);
+            let _ = kill(Pid::from_raw(pid), sig);
+            if let Some(s) = self.slots.iter_mut().find(|s| s.id == id) {
+                s.kill_at = Some(now + grace);
+            }
+        }
+        self.draining = keep;
     }
 
     /// Keeps the start order (as `ps` shows it): by wave, replica and revision.
@@ -636,6 +682,7 @@ impl Supervisor {
     /// The next time a rollout must look again without an event: a new replica's
     /// `min_ready`, or the deadline.
     pub(super) fn next_rollout_timer(&self) -> Option<Instant> {
+        let drain = (!self.draining.is_empty()).then(|| Instant::now() + DRAIN_POLL);
         self.rollouts
             .values()
             .flat_map(|r| {
@@ -646,6 +693,7 @@ impl Supervisor {
                     .chain(r.back_to.as_ref().map(|_| r.deadline))
             })
             .filter(|t| *t > Instant::now())
+            .chain(drain)
             .min()
     }
 
