@@ -79,7 +79,9 @@ impl Supervisor {
                     wave.contains(&r.pod) && pods.contains(&r.pod) && r.state.is_live()
                 })
                 .collect();
-            if let Some(sig) = self.stop(&members) {
+            let drained = self.drain_before_stop(&members);
+            let stopped = self.stop(&members);
+            if let Some(sig) = drained.or(stopped) {
                 signalled.get_or_insert(sig);
             }
         }

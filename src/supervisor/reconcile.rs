@@ -193,7 +193,9 @@ impl Supervisor {
                     self.slots[i].due = None;
                 }
             }
-            if let Some(sig) = self.stop(&members) {
+            let drained = self.drain_before_stop(&members);
+            let stopped = self.stop(&members);
+            if let Some(sig) = drained.or(stopped) {
                 signalled.get_or_insert(sig);
             }
         }

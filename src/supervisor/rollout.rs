@@ -667,6 +667,67 @@ impl Supervisor {
         self.draining = keep;
     }
 
+    /// Before a blocking stop of `members` (`scale` down, `stop`, `restart`, a pod
+    /// recreated or removed by an apply; not teardown): takes them out of the endpoints and
+    /// waits, as a rollout does, until the balancer relays no connection to them (between
+    /// [`DRAIN_MIN`] and [`DRAIN_MAX`]), so that their stop signal cuts no request. Exits are
+    /// collected meanwhile; a termination signal or `down` ends the wait (the signal is
+    /// returned, for the caller's stop to act on).
+    pub(super) fn drain_before_stop(&mut self, members: &[usize]) -> Option<i32> {
+        let ips: Vec<std::net::Ipv4Addr> = members
+            .iter()
+            .filter(|&&i| self.slots[i].record.state.is_live())
+            .filter_map(|&i| self.slots[i].record.ip)
+            .collect();
+        if self.balancer.is_none()
+            || ips.is_empty()
+            || !ips
+                .iter()
+                .any(|ip| self.endpoints.values().any(|e| e.contains(ip)))
+        {
+            return None;
+        }
+        for &i in members {
+            if self.slots[i].record.state.is_live() {
+                self.slots[i].record.state = ContainerState::Stopping;
+            }
+        }
+        self.update_endpoints();
+        let start = Instant::now();
+        loop {
+            let open: usize = match &self.balancer {
+                Some(b) => ips.iter().map(|ip| b.open_connections(*ip)).sum(),
+                None => 0,
+            };
+            let waited = start.elapsed();
+            if (open == 0 && waited >= DRAIN_MIN) || waited >= DRAIN_MAX {
+                return None;
+            }
+            match self.rx.recv_timeout(DRAIN_POLL) {
+                Ok(super::Msg::Exit(pid, status)) => {
+                    self.exits.insert(pid, status);
+                    self.collect_exits();
+                }
+                Ok(super::Msg::Signal(sig)) => return Some(sig as i32),
+                Ok(super::Msg::Probe(_)) => {}
+                Ok(super::Msg::Control(super::control::Request::Down { grace_ms }, reply)) => {
+                    if let Some(grace) = grace_ms.map(Duration::from_millis) {
+                        self.grace_override = Some(grace);
+                    }
+                    let _ = reply.send(super::control::Response::done());
+                    return None;
+                }
+                Ok(super::Msg::Control(_, reply)) => {
+                    let _ = reply.send(super::control::Response::refused(
+                        "the project is stopping containers; try again",
+                    ));
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return None,
+            }
+        }
+    }
+
     /// Keeps the start order (as `ps` shows it): by wave, replica and revision.
     pub(super) fn sort_slots(&mut self) {
         let order: Vec<&String> = self.opts.desired.waves.iter().flatten().collect();
