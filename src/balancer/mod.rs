@@ -495,23 +495,11 @@ impl Balancer {
         services
             .iter()
             .map(|s| {
-                let listed: usize = s
-                    .endpoints
-                    .read()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .iter()
-                    .filter(|e| e.ip == ip)
-                    .map(|e| e.open())
-                    .sum();
-                let draining: usize = s
-                    .draining
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .iter()
-                    .filter(|e| e.ip == ip)
-                    .map(|e| e.open())
-                    .sum();
-                listed + draining
+                let of = |list: &[Arc<Endpoint>]| -> usize {
+                    list.iter().filter(|e| e.ip == ip).map(|e| e.open()).sum()
+                };
+                of(&s.endpoints.read().unwrap_or_else(|e| e.into_inner()))
+                    + of(&s.draining.lock().unwrap_or_else(|e| e.into_inner()))
             })
             .sum()
     }

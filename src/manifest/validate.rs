@@ -776,22 +776,9 @@ fn update(spec: &PodSpec, name: &str, path: &str, issues: &mut Issues) -> Update
             format!("`max_surge` and `max_unavailable` of the update of {label} are both 0: no replica could ever be replaced"),
         );
     }
-    let duration =
-        |text: &Option<String>, default: Duration, key: &str, issues: &mut Issues| match text
-            .as_deref()
-            .map(crate::manifest::quantity::parse_duration)
-        {
-            None => default,
-            Some(Ok(d)) => d,
-            Some(Err(why)) => {
-                issues.report(
-                    &join(&upath, key),
-                    Anchor::Value,
-                    format!("{why} ({label})"),
-                );
-                default
-            }
-        };
+    let duration = |text: &Option<String>, default: Duration, key: &str, issues: &mut Issues| {
+        setting_duration(text, default, &join(&upath, key), &label, issues)
+    };
     let min_ready = duration(&u.min_ready, Update::DEFAULT.min_ready, "min_ready", issues);
     let progress_deadline = duration(
         &u.progress_deadline,
@@ -822,26 +809,35 @@ fn update(spec: &PodSpec, name: &str, path: &str, issues: &mut Issues) -> Update
     }
 }
 
+/// A pod setting's duration at `path` (`default` when absent or invalid, which is reported
+/// with `label`).
+fn setting_duration(
+    text: &Option<String>,
+    default: Duration,
+    path: &str,
+    label: &str,
+    issues: &mut Issues,
+) -> Duration {
+    match text
+        .as_deref()
+        .map(crate::manifest::quantity::parse_duration)
+    {
+        None => default,
+        Some(Ok(d)) => d,
+        Some(Err(why)) => {
+            issues.report(path, Anchor::Value, format!("{why} ({label})"));
+            default
+        }
+    }
+}
+
 fn backoff(spec: &PodSpec, name: &str, path: &str, issues: &mut Issues) -> Backoff {
     let bpath = join(path, "backoff");
     let label = format!("pod `{name}`");
     let b = spec.backoff.clone().unwrap_or_default();
-    let parse =
-        |text: &Option<String>, default: Duration, key: &str, issues: &mut Issues| match text
-            .as_deref()
-            .map(crate::manifest::quantity::parse_duration)
-        {
-            None => default,
-            Some(Ok(d)) => d,
-            Some(Err(why)) => {
-                issues.report(
-                    &join(&bpath, key),
-                    Anchor::Value,
-                    format!("{why} ({label})"),
-                );
-                default
-            }
-        };
+    let parse = |text: &Option<String>, default: Duration, key: &str, issues: &mut Issues| {
+        setting_duration(text, default, &join(&bpath, key), &label, issues)
+    };
     let initial = parse(&b.initial, Backoff::DEFAULT.initial, "initial", issues);
     let max = parse(&b.max, Backoff::DEFAULT.max, "max", issues);
     if max < initial {

@@ -104,6 +104,17 @@ fn revisions(dir: &Path, p: &str) -> Vec<(u64, u64, bool)> {
     out
 }
 
+/// The names in project `p`'s directory that belong to replicas of `web` (container
+/// directories and logs).
+fn replica_files(p: &str) -> Vec<String> {
+    std::fs::read_dir(format!("/run/rcompose/{p}"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("web-"))
+        .collect()
+}
+
 fn history(dir: &Path, p: &str) -> serde_json::Value {
     let out = rcompose(
         dir,
@@ -124,12 +135,7 @@ fn a_changed_pod_rolls_out_with_no_failed_request_and_a_broken_one_rolls_back() 
     dir.write("rcompose.yaml", &stack(port, "v1", None, "60s"));
     assert_code(&rcompose(d, &["-p", &p, "up", "-d", "--wait"]), 0);
     assert_eq!(http_get(port).unwrap(), "v1");
-    let dirs_before: Vec<String> = std::fs::read_dir(format!("/run/rcompose/{p}"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with("web-"))
-        .collect();
+    let dirs_before = replica_files(&p);
     assert!(
         dirs_before.contains(&"web-1.web".to_string()),
         "{dirs_before:?}"
@@ -157,12 +163,7 @@ fn a_changed_pod_rolls_out_with_no_failed_request_and_a_broken_one_rolls_back() 
     }
     // three replicas of revision 2, the old ones gone with their directories
     assert_eq!(revisions(d, &p), [(1, 2, true), (2, 2, true), (3, 2, true)]);
-    let dirs: Vec<String> = std::fs::read_dir(format!("/run/rcompose/{p}"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with("web-"))
-        .collect();
+    let dirs = replica_files(&p);
     assert!(
         dirs.iter().all(|n| n.contains("_r2")),
         "left by revision 1: {dirs:?}"
