@@ -270,15 +270,11 @@ pub(super) fn attach(ctx: &Context, debounce: Duration) -> Result<ExitCode, Erro
             hint: "; start it with `rcompose up -d` (or `rcompose up --watch`)",
         });
     }
-    let progress = Arc::new(CliProgress::new(&desired.project));
-    let say = {
-        let progress = progress.clone();
-        move |line: &str| progress.println(line)
-    };
+    // plain lines on stderr, as `up` prints its progress without a terminal
+    let project = desired.project.clone();
+    let say = move |line: &str| eprintln!("[{project}] {line}");
     let stop = || matches!(signals.read_signal(), Ok(Some(_)));
-    let result = run(ctx, &m, desired, &manifest, debounce, &stop, &say);
-    progress.finish();
-    result.map(|()| ExitCode::SUCCESS)
+    run(ctx, &m, desired, &manifest, debounce, &stop, &say).map(|()| ExitCode::SUCCESS)
 }
 
 /// Starts the watch loop on a thread (`up --watch`, once the stack is up); it ends when
