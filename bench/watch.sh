@@ -93,7 +93,7 @@ start_watcher() {
     die "rcompose watch did not start: $(cat "$WORK/watch-$1.log")"
 }
 stop_watcher() {
-    kill -INT "$WATCHER" 2>/dev/null
+    kill -INT "$WATCHER" 2>/dev/null || true
     wait "$WATCHER" 2>/dev/null || true
     WATCHER=""
 }
@@ -176,7 +176,7 @@ for r in $(seq 1 "$ROUNDS"); do
 done
 stop_watcher
 "$RC" -p "$p" down -t 1 >/dev/null 2>&1
-kill -INT "$EVENTS" 2>/dev/null
+kill -INT "$EVENTS" 2>/dev/null || true
 wait "$EVENTS" 2>/dev/null || true
 EVENTS=""
 
