@@ -87,7 +87,7 @@ start_watcher() {
     "$RC" -f "$2" -p "$1" watch --debounce "$DEBOUNCE" >"$WORK/watch-$1.log" 2>&1 &
     WATCHER=$!
     for _ in $(seq 1 500); do
-        grep -q 'Ctrl-C stops watching' "$WORK/watch-$1.log" && return 0
+        grep -qF '(debounce ' "$WORK/watch-$1.log" && return 0
         sleep 0.01
     done
     die "rcompose watch did not start: $(cat "$WORK/watch-$1.log")"

@@ -370,13 +370,13 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
         } => {
             let code = up::detached(&ctx, timeout, up::Wait::of(wait, wait_timeout), &pods)?;
             if watching {
-                watch::attach(&ctx, debounce.unwrap_or(watch::DEFAULT_DEBOUNCE))
+                watch::attach(&ctx, debounce.unwrap_or(watch::DEFAULT_DEBOUNCE), &pods)
             } else {
                 Ok(code)
             }
         }
         Command::Watch { debounce } => {
-            watch::attach(&ctx, debounce.unwrap_or(watch::DEFAULT_DEBOUNCE))
+            watch::attach(&ctx, debounce.unwrap_or(watch::DEFAULT_DEBOUNCE), &[])
         }
         Command::Events { format } => events(&ctx, format),
         Command::Run {

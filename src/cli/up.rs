@@ -322,10 +322,11 @@ pub(super) fn foreground(
     if let Some(code) = apply_to_running(ctx, &mut desired, !pods.is_empty(), &watched)? {
         // already up: watch it from here
         return match watch {
-            Some(debounce) => super::watch::attach(ctx, debounce),
+            Some(debounce) => super::watch::attach(ctx, debounce, pods),
             None => Ok(code),
         };
     }
+    let watch = watch.map(|d| (d, pods.to_vec()));
     supervise_here(ctx, desired, manifest, grace, abort, &watched, watch)
 }
 
@@ -366,7 +367,8 @@ pub(super) fn run(
 }
 
 /// Runs the supervisor of `desired` in this process (`up` in the foreground, `run`); with
-/// `watch` (a debounce), a watcher thread applies the watch rules once the stack is up.
+/// `watch` (a debounce, and the pods `up` names), a watcher thread applies the watch rules
+/// once the stack is up.
 fn supervise_here(
     ctx: &Context,
     mut desired: DesiredState,
@@ -374,7 +376,7 @@ fn supervise_here(
     grace: Duration,
     abort: Abort,
     watched: &[PathBuf],
-    watch: Option<Duration>,
+    watch: Option<(Duration, Vec<String>)>,
 ) -> Result<ExitCode, Error> {
     // first, while this process has a single thread (the progress bar starts one)
     let server = start_forkserver();
@@ -411,12 +413,13 @@ fn supervise_here(
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut watcher = None;
     let outcome = sup.run(&mut |r| {
-        if let (Ok(()), Some(debounce)) = (r, watch)
+        if let (Ok(()), Some((debounce, only))) = (r, &watch)
             && watcher.is_none()
         {
             watcher = Some(super::watch::spawn(
                 ctx.clone(),
-                debounce,
+                *debounce,
+                only.clone(),
                 stop.clone(),
                 progress.clone(),
             ));

@@ -146,6 +146,9 @@ struct Compiled {
 #[derive(Debug)]
 struct Setup {
     project: String,
+    /// `up --watch POD...`: only these pods (and their dependencies) are applied.
+    only: Vec<String>,
+    debounce: Duration,
     manifest: PathBuf,
     desired: DesiredState,
     redeploy: Vec<PathBuf>,
@@ -167,6 +170,7 @@ impl Setup {
         desired: DesiredState,
         manifest: &Path,
         debounce: Duration,
+        only: &[String],
     ) -> Result<Self, Error> {
         let manifest = absolute(manifest);
         let base = manifest.parent().unwrap_or(Path::new("/")).to_path_buf();
@@ -225,6 +229,8 @@ impl Setup {
         let watcher = Watcher::new(&recursive, &flat, debounce)?;
         Ok(Setup {
             project: desired.project.clone(),
+            only: only.to_vec(),
+            debounce,
             redeploy: redeploy_dirs(m, &manifest),
             manifest,
             desired,
@@ -246,9 +252,13 @@ fn is_up(project: &str) -> bool {
             })
 }
 
-/// `rcompose watch` (and `up -d --watch` once the stack is up): runs until SIGINT, SIGTERM
-/// or SIGHUP, or until the project is down.
-pub(super) fn attach(ctx: &Context, debounce: Duration) -> Result<ExitCode, Error> {
+/// `rcompose watch` (and `up -d --watch [POD...]` once the stack is up; `only`: those pods):
+/// runs until SIGINT, SIGTERM or SIGHUP, or until the project is down.
+pub(super) fn attach(
+    ctx: &Context,
+    debounce: Duration,
+    only: &[String],
+) -> Result<ExitCode, Error> {
     use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
     use nix::sys::signalfd::{SfdFlags, SignalFd};
     let io_err = |what: &str, e: nix::Error| Error::Io {
@@ -274,7 +284,15 @@ pub(super) fn attach(ctx: &Context, debounce: Duration) -> Result<ExitCode, Erro
     let project = desired.project.clone();
     let say = move |line: &str| eprintln!("[{project}] {line}");
     let stop = || matches!(signals.read_signal(), Ok(Some(_)));
-    run(ctx, &m, desired, &manifest, debounce, &stop, &say).map(|()| ExitCode::SUCCESS)
+    let setup = Setup::new(ctx, &m, desired, &manifest, debounce, only)?;
+    run(
+        ctx,
+        setup,
+        "Ctrl-C stops watching, the stack stays up",
+        &stop,
+        &say,
+    )
+    .map(|()| ExitCode::SUCCESS)
 }
 
 /// Starts the watch loop on a thread (`up --watch`, once the stack is up); it ends when
@@ -282,22 +300,26 @@ pub(super) fn attach(ctx: &Context, debounce: Duration) -> Result<ExitCode, Erro
 pub(super) fn spawn(
     ctx: Context,
     debounce: Duration,
+    only: Vec<String>,
     stop: Arc<AtomicBool>,
     progress: Arc<CliProgress>,
 ) -> JoinHandle<()> {
     std::thread::spawn(move || {
         let say = |line: &str| progress.println(line);
-        let result = ctx.load().and_then(|(m, desired, manifest)| {
-            run(
-                &ctx,
-                &m,
-                desired,
-                &manifest,
-                debounce,
-                &|| stop.load(Ordering::Relaxed),
-                &say,
-            )
-        });
+        let result = ctx
+            .load()
+            .and_then(|(m, desired, manifest)| {
+                Setup::new(&ctx, &m, desired, &manifest, debounce, &only)
+            })
+            .and_then(|setup| {
+                run(
+                    &ctx,
+                    setup,
+                    "Ctrl-C stops watching and removes the stack",
+                    &|| stop.load(Ordering::Relaxed),
+                    &say,
+                )
+            });
         if let Err(e) = result {
             say(&format!("watch: error: {}", output::error_text(&e)));
         }
@@ -307,20 +329,17 @@ pub(super) fn spawn(
 /// The loop: batches of changed paths until `stop` says so or the project is down.
 fn run(
     ctx: &Context,
-    m: &ValidManifest,
-    desired: DesiredState,
-    manifest: &Path,
-    debounce: Duration,
+    mut setup: Setup,
+    ctrl_c: &str,
     stop: &dyn Fn() -> bool,
     say: &dyn Fn(&str),
 ) -> Result<(), Error> {
-    let mut setup = Setup::new(ctx, m, desired, manifest, debounce)?;
     say(&format!(
-        "watch: {} rule{} and `{}` (debounce {} ms); Ctrl-C stops watching, the stack stays up",
+        "watch: {} rule{} and `{}` (debounce {} ms); {ctrl_c}",
         setup.rules.len(),
         if setup.rules.len() == 1 { "" } else { "s" },
         setup.manifest.display(),
-        debounce.as_millis()
+        setup.debounce.as_millis()
     ));
     loop {
         if stop() {
@@ -334,7 +353,7 @@ fn run(
             return Ok(());
         }
         if let Some(batch) = setup.watcher.next(TICK) {
-            handle(ctx, &mut setup, &batch, debounce, say);
+            handle(ctx, &mut setup, &batch, say);
         }
     }
 }
@@ -380,13 +399,7 @@ fn classify(setup: &Setup, batch: &BTreeSet<PathBuf>) -> Work {
     work
 }
 
-fn handle(
-    ctx: &Context,
-    setup: &mut Setup,
-    batch: &BTreeSet<PathBuf>,
-    debounce: Duration,
-    say: &dyn Fn(&str),
-) {
+fn handle(ctx: &Context, setup: &mut Setup, batch: &BTreeSet<PathBuf>, say: &dyn Fn(&str)) {
     let work = classify(setup, batch);
     for (i, paths) in &work.sync {
         sync(setup, *i, paths, say);
@@ -407,9 +420,9 @@ fn handle(
                 } else {
                     let redeploy = redeploy_dirs(&m, &manifest);
                     say("watch: the manifest changed: applying it");
-                    apply(ctx, desired.clone(), &redeploy, say);
+                    apply(ctx, desired.clone(), &redeploy, &setup.only, say);
                     applied = true;
-                    match Setup::new(ctx, &m, desired, &manifest, debounce) {
+                    match Setup::new(ctx, &m, desired, &manifest, setup.debounce, &setup.only) {
                         Ok(new) => *setup = new,
                         Err(e) => say(&format!(
                             "watch: error: {}; the previous watch rules stay",
@@ -422,7 +435,13 @@ fn handle(
     }
     if work.redeploy && !applied {
         say("watch: layer files changed: rebuilding and applying");
-        apply(ctx, setup.desired.clone(), &setup.redeploy, say);
+        apply(
+            ctx,
+            setup.desired.clone(),
+            &setup.redeploy,
+            &setup.only,
+            say,
+        );
     }
     if !work.restart.is_empty() {
         let pods: Vec<String> = work.restart.into_iter().collect();
@@ -444,9 +463,24 @@ fn handle(
     }
 }
 
-/// Applies `desired` to the running project (as `up` does), printing what changed.
-fn apply(ctx: &Context, mut desired: DesiredState, redeploy: &[PathBuf], say: &dyn Fn(&str)) {
-    match super::up::apply_to_running(ctx, &mut desired, false, redeploy) {
+/// Applies `desired` to the running project (as `up` does; with `only`, as `up POD...`
+/// does), printing what changed.
+fn apply(
+    ctx: &Context,
+    desired: DesiredState,
+    redeploy: &[PathBuf],
+    only: &[String],
+    say: &dyn Fn(&str),
+) {
+    let mut desired = if only.is_empty() {
+        desired
+    } else {
+        match crate::plan::select(&desired, only) {
+            Ok(d) => d,
+            Err(e) => return say(&format!("watch: error: {e}")),
+        }
+    };
+    match super::up::apply_to_running(ctx, &mut desired, !only.is_empty(), redeploy) {
         Ok(Some(_)) => {}
         Ok(None) => say("watch: the project is not up; nothing applied"),
         Err(e) => say(&format!("watch: error: {}", output::error_text(&e))),

@@ -59,7 +59,7 @@ impl Watching {
             });
         }
         let w = Watching { child, output };
-        w.wait_for("Ctrl-C stops watching");
+        w.wait_for("(debounce ");
         w
     }
 
