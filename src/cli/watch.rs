@@ -26,7 +26,7 @@ use crate::error::Error;
 use crate::manifest::{ValidManifest, WatchEffect, WatchRule};
 use crate::plan::desired::{DesiredState, LayerPlan};
 use crate::supervisor::control::{self, Change, ControlError, Request};
-use crate::supervisor::state::{ProjectPaths, ProjectState, is_same_process};
+use crate::supervisor::state::{ProjectPaths, ProjectState, display_name, is_same_process};
 use crate::watch::ignore::IgnoreRules;
 use crate::watch::sync::{ContainerRoot, SyncOp};
 use crate::watch::{WatchError, Watcher, snapshot, target_of};
@@ -560,6 +560,9 @@ fn sync(setup: &Setup, i: usize, paths: &BTreeSet<PathBuf>, say: &dyn Fn(&str)) 
             continue;
         };
         let root = match ContainerRoot::open(proc_root, pid) {
+            // the pid was checked before the open: once more, so that a pid reused meanwhile
+            // by another process is not written into
+            Ok(_) if !is_same_process(proc_root, pid, record.pid_start) => continue,
             Ok(r) => r,
             Err(e) => {
                 say(&format!(
@@ -586,19 +589,18 @@ fn sync(setup: &Setup, i: usize, paths: &BTreeSet<PathBuf>, say: &dyn Fn(&str)) 
             }
         }
         if ok {
-            reached.push(
-                if state
-                    .containers
-                    .iter()
-                    .filter(|r| r.pod == record.pod && r.replica == record.replica && !r.init)
-                    .count()
-                    > 1
-                {
-                    format!("{}/{}", record.replica_name(), record.container)
-                } else {
-                    record.replica_name()
-                },
-            );
+            let single = state
+                .containers
+                .iter()
+                .filter(|r| r.pod == record.pod && r.replica == record.replica && !r.init)
+                .count()
+                == 1;
+            reached.push(display_name(
+                &record.pod,
+                record.replica,
+                &record.container,
+                single,
+            ));
         }
     }
     let n = ops.len();
