@@ -102,6 +102,24 @@ impl ContainerRoot {
         Ok(ContainerRoot { fd })
     }
 
+    /// Opens directory `dir` as the root (a container's root is [`ContainerRoot::open`]).
+    ///
+    /// # Errors
+    /// [`WatchError::Sync`] when it cannot be opened.
+    pub fn at(dir: &Path) -> Result<Self, WatchError> {
+        let fd = nix::fcntl::open(
+            dir,
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| WatchError::Sync {
+            target: dir.display().to_string(),
+            what: "open",
+            source: io::Error::from(e),
+        })?;
+        Ok(ContainerRoot { fd })
+    }
+
     /// Opens `path` (absolute in the container), resolved inside the root.
     fn resolve(&self, path: &str, flags: OFlag) -> nix::Result<OwnedFd> {
         let how = OpenHow::new()
@@ -325,7 +343,143 @@ fn remove_at(dir: &OwnedFd, name: &str) -> nix::Result<bool> {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::symlink;
+
     use super::*;
+
+    struct Scratch(PathBuf);
+
+    impl Scratch {
+        fn new(name: &str) -> Self {
+            let dir =
+                std::env::temp_dir().join(format!("rcompose-sync-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(dir.join("root")).unwrap();
+            std::fs::create_dir_all(dir.join("host")).unwrap();
+            std::fs::create_dir_all(dir.join("outside")).unwrap();
+            Scratch(dir)
+        }
+        fn host(&self, rel: &str, content: &str) -> PathBuf {
+            let p = self.0.join("host").join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, content).unwrap();
+            p
+        }
+        fn root(&self) -> ContainerRoot {
+            ContainerRoot::at(&self.0.join("root")).unwrap()
+        }
+        fn read(&self, path: &str) -> Option<String> {
+            std::fs::read_to_string(self.0.join("root").join(path.trim_start_matches('/'))).ok()
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn write(source: PathBuf, target: &str) -> SyncOp {
+        SyncOp::Write {
+            source,
+            target: target.to_string(),
+        }
+    }
+
+    #[test]
+    fn a_file_is_written_with_its_parents_and_not_rewritten_when_unchanged() {
+        let s = Scratch::new("write");
+        let root = s.root();
+        let src = s.host("a.txt", "one\n");
+        std::fs::set_permissions(&src, std::fs::Permissions::from_mode(0o640)).unwrap();
+        assert!(
+            root.apply(&write(src.clone(), "/srv/site/css/a.txt"))
+                .unwrap()
+        );
+        assert_eq!(s.read("/srv/site/css/a.txt").as_deref(), Some("one\n"));
+        let mode = std::fs::metadata(s.0.join("root/srv/site/css/a.txt"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o7777, 0o640);
+        // the same content and mode: nothing to do
+        assert!(
+            !root
+                .apply(&write(src.clone(), "/srv/site/css/a.txt"))
+                .unwrap()
+        );
+        std::fs::write(&src, "two\n").unwrap();
+        assert!(root.apply(&write(src, "/srv/site/css/a.txt")).unwrap());
+        assert_eq!(s.read("/srv/site/css/a.txt").as_deref(), Some("two\n"));
+        // no temporary file is left
+        let names: Vec<_> = std::fs::read_dir(s.0.join("root/srv/site/css"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("a.txt")]);
+    }
+
+    #[test]
+    fn a_directory_is_copied_whole_and_removed_whole() {
+        let s = Scratch::new("dir");
+        let root = s.root();
+        s.host("d/x", "x");
+        s.host("d/sub/y", "y");
+        symlink("x", s.0.join("host/d/link")).unwrap();
+        assert!(root.apply(&write(s.0.join("host/d"), "/app/d")).unwrap());
+        assert_eq!(s.read("/app/d/sub/y").as_deref(), Some("y"));
+        assert_eq!(
+            std::fs::read_link(s.0.join("root/app/d/link")).unwrap(),
+            PathBuf::from("x")
+        );
+        let remove = SyncOp::Remove {
+            target: "/app/d".into(),
+        };
+        assert!(root.apply(&remove).unwrap());
+        assert!(!s.0.join("root/app/d").exists());
+        // gone already: nothing to do
+        assert!(!root.apply(&remove).unwrap());
+    }
+
+    #[test]
+    fn symlinks_and_dot_dots_in_the_root_never_lead_out_of_it() {
+        let s = Scratch::new("escape");
+        let root = s.root();
+        let outside = s.0.join("outside");
+        // absolute links to a directory outside: resolved inside the root, where the
+        // directory does not exist
+        symlink(&outside, s.0.join("root/dir")).unwrap();
+        let err = root
+            .apply(&write(s.host("x", "escaped"), "/dir/x"))
+            .unwrap_err();
+        assert!(matches!(err, WatchError::Sync { .. }), "{err:?}");
+        // a relative link climbing out stops at the root: `../../outside` is `/outside`
+        symlink("../../outside", s.0.join("root/up")).unwrap();
+        assert!(root.apply(&write(s.host("y", "y"), "/up/y")).is_err());
+        // a link where the file goes is replaced, not written through
+        symlink(outside.join("victim"), s.0.join("root/file")).unwrap();
+        assert!(root.apply(&write(s.host("f", "mine"), "/file")).unwrap());
+        assert!(
+            std::fs::symlink_metadata(s.0.join("root/file"))
+                .unwrap()
+                .file_type()
+                .is_file()
+        );
+        // and a removal through a link removes nothing outside
+        std::fs::write(outside.join("keep"), "keep").unwrap();
+        assert!(
+            !root
+                .apply(&SyncOp::Remove {
+                    target: "/dir/keep".into()
+                })
+                .unwrap()
+        );
+        let left: Vec<_> = std::fs::read_dir(&outside)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, vec![std::ffi::OsString::from("keep")]);
+    }
 
     #[test]
     fn container_paths_split_into_parent_and_name() {
