@@ -550,7 +550,11 @@ fn sync(setup: &Setup, i: usize, paths: &BTreeSet<PathBuf>, say: &dyn Fn(&str)) 
     let mut reached = Vec::new();
     let mut changed = 0usize;
     for record in &state.containers {
-        if record.init || !c.rule.pods.contains(&record.pod) || !record.state.is_live() {
+        if record.init
+            || !c.rule.pods.contains(&record.pod)
+            || !(c.rule.containers.is_empty() || c.rule.containers.contains(&record.container))
+            || !record.state.is_live()
+        {
             continue;
         }
         let Some(pid) = record

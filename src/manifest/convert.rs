@@ -485,6 +485,7 @@ pub(crate) fn convert(source: &str, cx: &mut Issues) -> Option<Manifest> {
                     ignore: Vec::new(),
                     target: None,
                     cascade: None,
+                    containers: Vec::new(),
                 }
             });
             m.watch.push(rule);
@@ -531,6 +532,7 @@ fn watch_rule(cx: &mut Issues, node: &Node, path: &str, n: usize) -> Option<Watc
     let paths = list(cx, "paths", true);
     let pods = list(cx, "pods", true);
     let ignore = list(cx, "ignore", false);
+    let containers = list(cx, "containers", false);
     let action = match e.get("action") {
         None => {
             cx.missing(path, "action", &what);
@@ -570,6 +572,7 @@ fn watch_rule(cx: &mut Issues, node: &Node, path: &str, n: usize) -> Option<Watc
         ignore,
         target,
         cascade,
+        containers,
     })
 }
 
@@ -673,7 +676,15 @@ fn layer(cx: &mut Issues, node: &Node, path: &str, image: &str) -> LayerSpec {
 const TOP_KEYS: [&str; 9] = [
     "name", "images", "pods", "services", "volumes", "configs", "secrets", "network", "watch",
 ];
-const WATCH_KEYS: [&str; 6] = ["paths", "action", "pods", "ignore", "target", "cascade"];
+const WATCH_KEYS: [&str; 7] = [
+    "paths",
+    "action",
+    "pods",
+    "ignore",
+    "target",
+    "cascade",
+    "containers",
+];
 const WATCH_ACTIONS: [&str; 3] = ["sync", "restart", "redeploy"];
 const NETWORK_KEYS: [&str; 1] = ["subnet"];
 const FILE_SOURCE_KEYS: [&str; 3] = ["file", "environment", "content"];

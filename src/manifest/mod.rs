@@ -101,6 +101,10 @@ pub struct WatchSpec {
     /// `false`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cascade: Option<bool>,
+    /// `sync` only: the containers (by name) that get the files; default: every container
+    /// of the pods (init containers excepted).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub containers: Vec<String>,
 }
 
 /// What a watch rule does.

@@ -1225,7 +1225,7 @@ pods:
 fn watch_rules_are_validated_into_their_effects() {
     let m = ok(&format!(
         "{WATCH_BASE}watch:
-  - {{ paths: [site], action: sync, pods: [web], target: /srv/site/, ignore: ['*.css'] }}
+  - {{ paths: [site], action: sync, pods: [web], target: /srv/site/, ignore: ['*.css'], containers: [app] }}
   - {{ paths: [conf], action: restart, pods: [db], cascade: true }}
   - {{ paths: [src/app], action: redeploy, pods: [web] }}
 "
@@ -1239,6 +1239,8 @@ fn watch_rules_are_validated_into_their_effects() {
         }
     );
     assert_eq!(rules[0].ignore, vec!["*.css".to_string()]);
+    assert_eq!(rules[0].containers, vec!["app".to_string()]);
+    assert!(rules[1].containers.is_empty());
     assert_eq!(
         rules[1].effect,
         crate::manifest::WatchEffect::Restart { cascade: true }
@@ -1327,5 +1329,23 @@ error: watch rule 5 redeploys pod `db`, but watches none of its images' `layers:
     |
  11 |   - { paths: [docs], action: redeploy, pods: [db] }
     |                                               ^^",
+    );
+}
+
+#[test]
+fn watch_sync_containers_must_be_in_every_pod() {
+    assert_error(
+        &format!("{WATCH_BASE}watch:\n  - {{ paths: [site], action: sync, pods: [web, db], target: /srv, containers: [ap] }}\n"),
+        "error: watch rule 1 names container `ap`, which pod `web` does not have; did you mean `app`?
+  --> rcompose.yaml:7:80
+   |
+ 7 |   - { paths: [site], action: sync, pods: [web, db], target: /srv, containers: [ap] }
+   |                                                                                ^^
+
+error: watch rule 1 names container `ap`, which pod `db` does not have
+  --> rcompose.yaml:7:80
+   |
+ 7 |   - { paths: [site], action: sync, pods: [web, db], target: /srv, containers: [ap] }
+   |                                                                                ^^",
     );
 }

@@ -46,6 +46,8 @@ pub struct WatchRule {
     pub ignore: Vec<String>,
     /// The pods it applies to (each a pod of the manifest).
     pub pods: Vec<String>,
+    /// `sync`: the containers that get the files (each in every pod); empty: all of them.
+    pub containers: Vec<String>,
     /// What it does.
     pub effect: WatchEffect,
 }
@@ -79,6 +81,9 @@ impl Serialize for WatchRule {
         };
         map.serialize_entry("action", action)?;
         map.serialize_entry("pods", &self.pods)?;
+        if !self.containers.is_empty() {
+            map.serialize_entry("containers", &self.containers)?;
+        }
         if !self.ignore.is_empty() {
             map.serialize_entry("ignore", &self.ignore)?;
         }

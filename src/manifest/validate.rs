@@ -1800,6 +1800,34 @@ fn watch_rule(
             format!("`target` applies to `sync` rules only; {what} is a `{action}` rule"),
         );
     }
+    if spec.action != WatchAction::Sync && !spec.containers.is_empty() {
+        issues.report(
+            &join(&path, "containers"),
+            Anchor::Key,
+            format!("`containers` applies to `sync` rules only; {what} is a `{action}` rule"),
+        );
+    }
+    let cpath = join(&path, "containers");
+    for (j, name) in spec.containers.iter().enumerate() {
+        for pod in spec
+            .pods
+            .iter()
+            .filter_map(|p| m.pods.get(p).map(|s| (p, s)))
+        {
+            let (pod_name, pod_spec) = pod;
+            let names: Vec<String> = pod_spec.containers.iter().map(|c| c.name.clone()).collect();
+            if !names.contains(name) {
+                issues.report(
+                    &index(&cpath, j),
+                    Anchor::Value,
+                    format!(
+                        "{what} names container `{name}`, which pod `{pod_name}` does not have{}",
+                        did_you_mean(name, names.iter())
+                    ),
+                );
+            }
+        }
+    }
     if spec.action != WatchAction::Restart && spec.cascade.is_some() {
         issues.report(
             &join(&path, "cascade"),
@@ -1860,6 +1888,7 @@ fn watch_rule(
         paths: spec.paths.clone(),
         ignore: spec.ignore.clone(),
         pods: spec.pods.clone(),
+        containers: spec.containers.clone(),
         effect,
     })
 }

@@ -432,9 +432,11 @@ fn up_watch_in_the_foreground_syncs_and_ctrl_c_removes_the_stack() {
 pods:
   web:
     replicas: 2
-    containers: [ { name: web, command: [ sleep, "1000" ] } ]
+    containers:
+      - { name: web, command: [ sleep, "1000" ] }
+      - { name: side, command: [ sleep, "1000" ] }
 watch:
-  - { paths: [site], action: sync, pods: [web], target: /srv }
+  - { paths: [site], action: sync, pods: [web], containers: [web], target: /srv }
 "#,
     );
     dir.write("site/index.html", "v1\n");
@@ -443,14 +445,27 @@ watch:
         dir.path(),
         &["-p", &p, "up", "--watch", "--debounce", "50ms"],
     );
-    let pids = pids(dir.path(), &p);
-    assert_eq!(pids.len(), 2, "{pids:?}");
+    // the pids of the `web` and the `side` containers
+    let rows = ps_rows(dir.path(), &p);
+    let of = |name: &str| -> Vec<i64> {
+        rows.iter()
+            .filter(|r| r["container"] == name)
+            .map(|r| r["pid"].as_i64().unwrap())
+            .collect()
+    };
+    let (web, side) = (of("web"), of("side"));
+    assert_eq!((web.len(), side.len()), (2, 2), "{rows:?}");
     dir.write("site/index.html", "v2\n");
-    for pid in pids.values() {
+    for pid in &web {
         eventually("the file in both replicas", || {
             std::fs::read_to_string(in_container(*pid, "/srv/index.html")).ok()
                 == Some("v2\n".into())
         });
+    }
+    w.wait_for("into web-1/web, web-2/web in");
+    // the other container of the pod is not one the rule names
+    for pid in &side {
+        assert!(!in_container(*pid, "/srv/index.html").exists());
     }
     // Ctrl-C ends `up` in the foreground, and with it the stack and the watcher
     drop(w);
