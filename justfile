@@ -57,6 +57,7 @@ layers:
     check 'std::(fs|process)\b|std::\{[^}]*\b(fs|process)\b|std::net::(Tcp|Udp|ToSocket)|\bnix::' src/manifest src/plan
     check 'crate::(supervisor|cli|network)\b|crate::\{[^}]*\b(supervisor|cli|network)\b' src/runtime
     check 'crate::(supervisor|cli|runtime|image)\b|crate::\{[^}]*\b(supervisor|cli|runtime|image)\b' src/network
+    check 'crate::(supervisor|cli|runtime|network|image|balancer)\b|crate::\{[^}]*\b(supervisor|cli|runtime|network|image|balancer)\b' src/watch
     check '\b(clap|indicatif)::|use (clap|indicatif)\b' src/supervisor
     [ "$fail" = 0 ] && echo "layers: ok"
     exit "$fail"
@@ -73,11 +74,12 @@ check: lint layers forbid test
 example:
     cargo run --release -- -f examples/hello/rcompose.yaml up
 
-# rcompose vs crun/runc/podman-compose, image unpack/pull vs tar/umoci/skopeo, memory per container vs conmon, readiness gating (vs docker-compose, podman-compose) and restart latency, the built-in L4 balancer vs HAProxy and nginx stream (wrk), rolling updates under load, side by side; writes docs/benchmarks.md (root; about 40 min; bench/run.sh installs the peers; PEERS=0 skips the readiness peers)
+# rcompose vs crun/runc/podman-compose, image unpack/pull vs tar/umoci/skopeo, memory per container vs conmon, readiness gating (vs docker-compose, podman-compose) and restart latency, the built-in L4 balancer vs HAProxy and nginx stream (wrk), file watching (sync and restart latency vs the debounce floors of Compose Watch and Tilt), rolling updates under load, side by side; writes docs/benchmarks.md (root; about 40 min; bench/run.sh installs the peers; PEERS=0 skips the readiness peers)
 bench:
     bash bench/run.sh
     bash bench/images.sh
     bash bench/memory.sh
     bash bench/lifecycle.sh
     bash bench/balancer.sh
+    bash bench/watch.sh
     bash bench/rollout.sh

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# `just bench`, part h: rolling updates under load (issue 7).
+# `just bench`, part i: rolling updates under load (issue 7).
 #
-#   h1. Three replicas of an HTTP server (python3's http.server on the `host` image, ready by
+#   i1. Three replicas of an HTTP server (python3's http.server on the `host` image, ready by
 #       a TCP probe every 1 s) behind a published port, with the update `max_surge: 1,
 #       max_unavailable: 0`; four clients loop GET / on the port the whole time. Each round
 #       changes the container's environment (V=vN) and runs `up -d`, which returns once the
 #       rollout is complete: its time, ROUNDS times, and every request's outcome. Target:
 #       zero failed requests during every rollout (issue 7, point 5).
-#   h2. The same, with a version whose command exits at once (ROLLBACKS times): `up -d`
+#   i2. The same, with a version whose command exits at once (ROLLBACKS times): `up -d`
 #       fails once the rollout is rolled back; its time, and the requests during it (the old
 #       version keeps serving: zero failed requests too).
 #
@@ -163,7 +163,7 @@ if [ "$FAILED" = 0 ] && [ "$SERVED_BROKEN" = 0 ]; then VERDICT="**met**"; else V
 {
     echo "$BEGIN_MARK"
     echo
-    echo "## h. Rolling updates under load"
+    echo "## i. Rolling updates under load"
     echo
     echo "bench/rollout.sh (commit $COMMIT), $(date -u '+%Y-%m-%d %H:%M UTC'): three replicas of python3's"
     echo "http.server behind a published port (\`update: { max_surge: 1, max_unavailable: 0 }\`, TCP readiness"

@@ -100,6 +100,9 @@ pub enum Error {
     /// The supervisor refused a request or failed to carry it out.
     #[error("{0}")]
     Command(String),
+    /// `up --watch` / `watch` failed to watch or to act on a change.
+    #[error(transparent)]
+    Watch(#[from] crate::watch::WatchError),
     /// Another I/O failure.
     #[error("failed to {what}")]
     Io {

@@ -8,6 +8,7 @@
 //! L1 plan         model -> desired state, dependency graph (pure)
 //! L2 image        content-addressed store: blobs, unpacked layers, imports, registry pulls
 //! L2 runtime      one container: namespaces, overlayfs root, cgroups, init
+//! L2 watch        file events, debounce, ignore rules, container file sync, layer snapshots
 //! L3 supervisor   state files, start waves, logs, restarts, teardown
 //! L4 cli          clap, tables, progress, error rendering
 //! ```
@@ -22,3 +23,4 @@ pub mod network;
 pub mod plan;
 pub mod runtime;
 pub mod supervisor;
+pub mod watch;

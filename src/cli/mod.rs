@@ -8,6 +8,7 @@ mod output;
 mod rollout;
 mod stats;
 mod up;
+mod watch;
 
 use std::ffi::OsString;
 use std::fs;
@@ -86,9 +87,24 @@ enum Command {
             default_value_t = 10
         )]
         timeout: u64,
+        /// Watch the files of the manifest's `watch:` rules (and the manifest) once the
+        /// stack is up, and sync, restart or redeploy on changes, until Ctrl-C (with -d: the
+        /// stack stays up, this command watches in the foreground)
+        #[arg(long, conflicts_with_all = ["abort_on_exit", "exit_code_from"])]
+        watch: bool,
+        /// With --watch: the quiet time after a change before acting (`100ms`, `0.5s`)
+        #[arg(long, value_name = "DURATION", requires = "watch", value_parser = watch::parse_debounce)]
+        debounce: Option<Duration>,
         /// Only these pods and what they depend on [default: every pod]
         #[arg(value_name = "POD")]
         pods: Vec<String>,
+    },
+    /// Watch the files of the manifest's `watch:` rules and the manifest itself, and apply
+    /// the rules (sync, restart, redeploy) to the running project, until Ctrl-C
+    Watch {
+        /// The quiet time after a change before acting (`100ms`, `0.5s`)
+        #[arg(long, value_name = "DURATION", value_parser = watch::parse_debounce)]
+        debounce: Option<Duration>,
     },
     /// Stream the project's events (started, ready, unready, exited, restarting, ...) with
     /// their times, from its start, until the project is removed
@@ -371,6 +387,8 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
             pods,
             abort_on_exit,
             exit_code_from,
+            watch: watching,
+            debounce,
             ..
         } => up::foreground(
             &ctx,
@@ -381,14 +399,27 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
                 on_exit: abort_on_exit || exit_code_from.is_some(),
                 code_from: exit_code_from,
             },
+            watching.then(|| debounce.unwrap_or(watch::DEFAULT_DEBOUNCE)),
         ),
         Command::Up {
             timeout,
             wait,
             wait_timeout,
             pods,
+            watch: watching,
+            debounce,
             ..
-        } => up::detached(&ctx, timeout, up::Wait::of(wait, wait_timeout), &pods),
+        } => {
+            let code = up::detached(&ctx, timeout, up::Wait::of(wait, wait_timeout), &pods)?;
+            if watching {
+                watch::attach(&ctx, debounce.unwrap_or(watch::DEFAULT_DEBOUNCE), &pods)
+            } else {
+                Ok(code)
+            }
+        }
+        Command::Watch { debounce } => {
+            watch::attach(&ctx, debounce.unwrap_or(watch::DEFAULT_DEBOUNCE), &[])
+        }
         Command::Events { format } => events(&ctx, format),
         Command::Run {
             timeout,
@@ -517,7 +548,7 @@ fn print_str(text: &str) {
 }
 
 /// The global options, resolved lazily.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Context {
     file: Option<PathBuf>,
     project: Option<String>,
@@ -601,6 +632,13 @@ impl Context {
     }
 
     fn desired_with_path(&self) -> Result<(DesiredState, PathBuf), Error> {
+        let (_, desired, path) = self.load()?;
+        Ok((desired, path))
+    }
+
+    /// The validated manifest, the desired state made from it, and the manifest's
+    /// absolute path.
+    fn load(&self) -> Result<(ValidManifest, DesiredState, PathBuf), Error> {
         let (m, path) = self.manifest()?;
         let abs = absolute(&path)?;
         let base = abs
@@ -619,7 +657,7 @@ impl Context {
                 c.runtime = runtime;
             }
         }
-        Ok((desired, abs))
+        Ok((m, desired, abs))
     }
 
     /// The project name without needing a manifest when `-p` is given.

@@ -122,7 +122,15 @@ fn start_forkserver() -> Option<Arc<ForkServer>> {
 
 /// Resolves stored images and tarball layers into layer directories (see
 /// [`crate::image::prepare`]); `offline` never contacts a registry.
-fn prepare_images(ctx: &Context, desired: &mut DesiredState, offline: bool) -> Result<(), Error> {
+///
+/// Layer directories within `watched` (those redeploy watch rules watch) are replaced by
+/// their snapshots in the store (see [`crate::watch::snapshot`]).
+pub(super) fn prepare_images(
+    ctx: &Context,
+    desired: &mut DesiredState,
+    offline: bool,
+    watched: &[PathBuf],
+) -> Result<(), Error> {
     prepare_volumes(ctx, desired)?;
     let options = PrepareOptions {
         offline,
@@ -136,7 +144,7 @@ fn prepare_images(ctx: &Context, desired: &mut DesiredState, offline: bool) -> R
         progress.finish();
         result?;
     }
-    Ok(())
+    super::watch::snapshot_layers(&ctx.store, desired, watched)
 }
 
 /// The directory of a project's named volumes: `<data dir>/volumes/<project>` (the data dir
@@ -192,10 +200,11 @@ fn is_up(paths: &crate::supervisor::state::ProjectPaths) -> bool {
 /// `up` on a project whose supervisor runs: sends it the new desired state (see
 /// [`crate::supervisor::control`]), which recreates only the pods that changed, and reports
 /// what it did. `None` when no supervisor of the project runs (a new one is started then).
-fn apply_to_running(
+pub(super) fn apply_to_running(
     ctx: &Context,
     desired: &mut DesiredState,
     partial: bool,
+    watched: &[PathBuf],
 ) -> Result<Option<ExitCode>, Error> {
     use crate::supervisor::control::{self, Change, ControlError, Request};
     use crate::supervisor::state::ProjectPaths;
@@ -204,7 +213,7 @@ fn apply_to_running(
     if !is_up(&paths) {
         return Ok(None);
     }
-    prepare_images(ctx, desired, false)?;
+    prepare_images(ctx, desired, false, watched)?;
     // configs and secrets from environment variables take this process's values
     let mut env = std::collections::BTreeMap::new();
     for pod in desired.pods.values() {
@@ -273,14 +282,18 @@ fn check_runtimes(desired: &DesiredState) -> Result<(), Error> {
 }
 
 /// The desired state and its manifest, restricted to `pods` and their dependencies when
-/// some are named.
-fn selected(ctx: &Context, pods: &[String]) -> Result<(DesiredState, PathBuf), Error> {
-    let (desired, manifest) = ctx.desired_with_path()?;
+/// some are named, and the layer directories that redeploy watch rules watch.
+fn selected(
+    ctx: &Context,
+    pods: &[String],
+) -> Result<(DesiredState, PathBuf, Vec<PathBuf>), Error> {
+    let (m, desired, manifest) = ctx.load()?;
+    let watched = super::watch::redeploy_dirs(&m, &manifest);
     if pods.is_empty() {
-        return Ok((desired, manifest));
+        return Ok((desired, manifest, watched));
     }
     let desired = crate::plan::select(&desired, pods).map_err(Error::Up)?;
-    Ok((desired, manifest))
+    Ok((desired, manifest, watched))
 }
 
 /// `up --abort-on-exit` / `--exit-code-from POD`.
@@ -292,24 +305,31 @@ pub(super) struct Abort {
     pub(super) code_from: Option<String>,
 }
 
-/// `up` in the foreground.
+/// `up` in the foreground; with `watch` (`--watch`, its debounce), the watch rules are
+/// applied from the moment the stack is up until it stops.
 pub(super) fn foreground(
     ctx: &Context,
     grace: Duration,
     pods: &[String],
     abort: Abort,
+    watch: Option<Duration>,
 ) -> Result<ExitCode, Error> {
-    let (mut desired, manifest) = selected(ctx, pods)?;
+    let (mut desired, manifest, watched) = selected(ctx, pods)?;
     if let Some(pod) = &abort.code_from {
         crate::plan::select(&desired, std::slice::from_ref(pod))
             .map_err(|e| Error::Up(format!("--exit-code-from: {e}")))?;
     }
     prerequisites()?;
     check_runtimes(&desired)?;
-    if let Some(code) = apply_to_running(ctx, &mut desired, !pods.is_empty())? {
-        return Ok(code);
+    if let Some(code) = apply_to_running(ctx, &mut desired, !pods.is_empty(), &watched)? {
+        // already up: watch it from here
+        return match watch {
+            Some(debounce) => super::watch::attach(ctx, debounce, pods),
+            None => Ok(code),
+        };
     }
-    supervise_here(ctx, desired, manifest, grace, abort)
+    let watch = watch.map(|d| (d, pods.to_vec()));
+    supervise_here(ctx, desired, manifest, grace, abort, &watched, watch)
 }
 
 /// `run [--rm] POD [COMMAND...]`: the pod's dependencies, then one replica of the pod (its
@@ -322,7 +342,7 @@ pub(super) fn run(
     pod: &str,
     command: &[String],
 ) -> Result<ExitCode, Error> {
-    let (desired, manifest) = selected(ctx, &[pod.to_string()])?;
+    let (desired, manifest, watched) = selected(ctx, &[pod.to_string()])?;
     let mut desired = desired;
     if let Some(p) = desired.pods.get_mut(pod) {
         p.replicas = 1;
@@ -345,20 +365,24 @@ pub(super) fn run(
         on_exit: false,
         code_from: Some(pod.to_string()),
     };
-    supervise_here(ctx, desired, manifest, grace, abort)
+    supervise_here(ctx, desired, manifest, grace, abort, &watched, None)
 }
 
-/// Runs the supervisor of `desired` in this process (`up` in the foreground, `run`).
+/// Runs the supervisor of `desired` in this process (`up` in the foreground, `run`); with
+/// `watch` (a debounce, and the pods `up` names), a watcher thread applies the watch rules
+/// once the stack is up.
 fn supervise_here(
     ctx: &Context,
     mut desired: DesiredState,
     manifest: PathBuf,
     grace: Duration,
     abort: Abort,
+    watched: &[PathBuf],
+    watch: Option<(Duration, Vec<String>)>,
 ) -> Result<ExitCode, Error> {
     // first, while this process has a single thread (the progress bar starts one)
     let server = start_forkserver();
-    if let Err(e) = prepare_images(ctx, &mut desired, false) {
+    if let Err(e) = prepare_images(ctx, &mut desired, false, watched) {
         stop_unused(server.as_ref());
         return Err(e);
     }
@@ -388,7 +412,22 @@ fn supervise_here(
         }
     };
     drop(server);
-    let outcome = sup.run(&mut |_| {});
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut watcher = None;
+    let outcome = sup.run(&mut |r| {
+        if let (Ok(()), Some((debounce, only))) = (r, &watch)
+            && watcher.is_none()
+        {
+            watcher = Some(super::watch::spawn(
+                ctx.clone(),
+                *debounce,
+                only.clone(),
+                stop.clone(),
+                progress.clone(),
+            ));
+        }
+    });
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
     progress.finish();
     match outcome {
         Outcome::AllExited => Ok(ExitCode::SUCCESS),
@@ -405,15 +444,15 @@ pub(super) fn detached(
     wait: Wait,
     pods: &[String],
 ) -> Result<ExitCode, Error> {
-    let (mut desired, manifest) = selected(ctx, pods)?;
+    let (mut desired, manifest, watched) = selected(ctx, pods)?;
     prerequisites()?;
     check_runtimes(&desired)?;
-    if let Some(code) = apply_to_running(ctx, &mut desired, !pods.is_empty())? {
+    if let Some(code) = apply_to_running(ctx, &mut desired, !pods.is_empty(), &watched)? {
         return Ok(code);
     }
     // imports and pulls happen here, with progress on this terminal; the supervisor finds
     // everything in the store
-    prepare_images(ctx, &mut desired, false)?;
+    prepare_images(ctx, &mut desired, false, &watched)?;
     let io_err = |what: &str| {
         let what = what.to_string();
         move |source| Error::Io { what, source }
@@ -540,13 +579,13 @@ pub(super) fn supervise(
         progress.send(&format!("failed {text}"));
         Ok(ExitCode::from(e.exit_status() as u8))
     };
-    let (mut desired, manifest) = match selected(ctx, pods) {
+    let (mut desired, manifest, watched) = match selected(ctx, pods) {
         Ok(v) => v,
         Err(e) => return fail(e),
     };
     // this process has no thread yet
     let server = start_forkserver();
-    if let Err(e) = prepare_images(ctx, &mut desired, true) {
+    if let Err(e) = prepare_images(ctx, &mut desired, true, &watched) {
         stop_unused(server.as_ref());
         return fail(e);
     }

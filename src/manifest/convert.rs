@@ -13,7 +13,7 @@ use crate::manifest::{
     HttpProbeSpec, ImageSpec, LayerMount, LayerSpec, LongFileUseSpec, LongMountSpec, Manifest,
     MountSpec, MountType, NetworkMode, NetworkSpec, PodSpec, PodVolumeSpec, PortMapping, PortSpec,
     ProbeSpec, PullPolicy, Quantity, ResourcesSpec, Restart, RuntimeKind, ServiceSpec,
-    TcpProbeSpec, Text, TmpfsSpec, UpdateSpec, VolumeSpec,
+    TcpProbeSpec, Text, TmpfsSpec, UpdateSpec, VolumeSpec, WatchAction, WatchSpec,
 };
 
 /// Which part of a `key: value` entry a problem points at.
@@ -62,6 +62,11 @@ fn parent(path: &str) -> Option<&str> {
 }
 
 impl Issues {
+    /// How many problems were recorded so far.
+    pub(crate) fn count(&self) -> usize {
+        self.list.len()
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.syntax.is_none() && self.visible() == 0
     }
@@ -464,7 +469,111 @@ pub(crate) fn convert(source: &str, cx: &mut Issues) -> Option<Manifest> {
                 .insert(key.name.clone(), service(cx, node, &path, &key.name));
         }
     }
+    if let Some(node) = entries.get("watch")
+        && let Some(items) = cx.list(node, "watch", "`watch`")
+    {
+        for (i, item) in items.iter().enumerate() {
+            let path = index("watch", i);
+            // a rule that did not convert keeps its place (so later rules keep their
+            // numbers), its path marked broken
+            let rule = watch_rule(cx, item, &path, i + 1).unwrap_or_else(|| {
+                cx.mark_broken(&path);
+                WatchSpec {
+                    paths: Vec::new(),
+                    action: WatchAction::Restart,
+                    pods: Vec::new(),
+                    ignore: Vec::new(),
+                    target: None,
+                    cascade: None,
+                    containers: Vec::new(),
+                }
+            });
+            m.watch.push(rule);
+        }
+    }
     Some(m)
+}
+
+/// A list of strings (`paths`, `pods`, `ignore` of a watch rule).
+fn strings(cx: &mut Issues, node: &Node, path: &str, what: &str) -> Option<Vec<String>> {
+    let items = cx.list(node, path, what)?;
+    let mut out = Vec::new();
+    let mut ok = true;
+    for (i, item) in items.iter().enumerate() {
+        match cx.text(item, &index(path, i), &format!("an item of {what}")) {
+            Some(t) => out.push(t),
+            None => ok = false,
+        }
+    }
+    ok.then_some(out)
+}
+
+/// Watch rule number `n` (from 1).
+fn watch_rule(cx: &mut Issues, node: &Node, path: &str, n: usize) -> Option<WatchSpec> {
+    let what = format!("watch rule {n}");
+    let e = cx.map(node, path, &what, &WATCH_KEYS, &format!("in {what}"))?;
+    let mut complete = true;
+    let mut list = |cx: &mut Issues, key: &str, required: bool| -> Vec<String> {
+        match e.get(key) {
+            Some(v) => strings(cx, v, &join(path, key), &format!("`{key}` of {what}"))
+                .unwrap_or_else(|| {
+                    complete = false;
+                    Vec::new()
+                }),
+            None => {
+                if required {
+                    cx.missing(path, key, &what);
+                    complete = false;
+                }
+                Vec::new()
+            }
+        }
+    };
+    let paths = list(cx, "paths", true);
+    let pods = list(cx, "pods", true);
+    let ignore = list(cx, "ignore", false);
+    let containers = list(cx, "containers", false);
+    let action = match e.get("action") {
+        None => {
+            cx.missing(path, "action", &what);
+            None
+        }
+        Some(v) => {
+            let apath = join(path, "action");
+            cx.text(v, &apath, &format!("`action` of {what}"))
+                .and_then(|text| match WatchAction::parse(&text) {
+                    Some(a) => Some(a),
+                    None => {
+                        let hint = suggest(&text, &WATCH_ACTIONS)
+                            .map_or_else(String::new, |s| format!("; did you mean `{s}`?"));
+                        cx.shape(
+                            &apath,
+                            Anchor::Value,
+                            format!(
+                                "unknown action `{text}` in {what}: use `sync`, `restart` or `redeploy`{hint}"
+                            ),
+                        );
+                        None
+                    }
+                })
+        }
+    };
+    let target = e
+        .get("target")
+        .and_then(|v| cx.text(v, &join(path, "target"), &format!("`target` of {what}")));
+    let cascade = e
+        .get("cascade")
+        .and_then(|v| cx.boolean(v, &join(path, "cascade"), &format!("`cascade` of {what}")));
+    let action = action?;
+    complete.then_some(WatchSpec {
+        paths,
+        action,
+        pods,
+        ignore,
+        target,
+        cascade,
+        containers,
+    })
 }
 
 fn image(cx: &mut Issues, node: &Node, path: &str, name: &str) -> ImageSpec {
@@ -564,9 +673,19 @@ fn layer(cx: &mut Issues, node: &Node, path: &str, image: &str) -> LayerSpec {
     }
 }
 
-const TOP_KEYS: [&str; 8] = [
-    "name", "images", "pods", "services", "volumes", "configs", "secrets", "network",
+const TOP_KEYS: [&str; 9] = [
+    "name", "images", "pods", "services", "volumes", "configs", "secrets", "network", "watch",
 ];
+const WATCH_KEYS: [&str; 7] = [
+    "paths",
+    "action",
+    "pods",
+    "ignore",
+    "target",
+    "cascade",
+    "containers",
+];
+const WATCH_ACTIONS: [&str; 3] = ["sync", "restart", "redeploy"];
 const NETWORK_KEYS: [&str; 1] = ["subnet"];
 const FILE_SOURCE_KEYS: [&str; 3] = ["file", "environment", "content"];
 const FILE_USE_KEYS: [&str; 5] = ["source", "target", "uid", "gid", "mode"];

@@ -30,6 +30,7 @@ pub use self::quantity::{Bytes, MilliCpu};
 pub use self::valid::{
     Amount, Backoff, Container, Dependency, FileSource, FileUse, Image, ImageBase, Layer, Mount,
     MountKind, Pod, Port, Probe, ProbeAction, Resources, Security, Service, Update, ValidManifest,
+    WatchEffect, WatchRule,
 };
 
 /// The name of the builtin image: the host's root filesystem, read-only.
@@ -69,6 +70,67 @@ pub struct Manifest {
     /// The project network: a bridge, and an address per pod replica from its subnet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<NetworkSpec>,
+    /// File watch rules, for `up --watch` and `rcompose watch`: what a change under their
+    /// paths does to which pods.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub watch: Vec<WatchSpec>,
+}
+
+/// A watch rule: changes of files under `paths` (not ignored) trigger `action` on `pods`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WatchSpec {
+    /// Files or directories to watch, relative to the manifest's directory (or absolute);
+    /// directories are watched recursively.
+    pub paths: Vec<String>,
+    /// What a change does: `sync` (copy the changed files into the running containers),
+    /// `restart` (restart the pods) or `redeploy` (rebuild the image layers it watches and
+    /// replace the pods).
+    pub action: WatchAction,
+    /// The pods the action applies to.
+    pub pods: Vec<String>,
+    /// .gitignore-style patterns of files whose changes are ignored (on top of the
+    /// project's `.gitignore`, editor temporary files and rcompose's own directories).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ignore: Vec<String>,
+    /// `sync` only (required): the absolute path in the containers that each watched path
+    /// maps to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// `restart` only: restart the pods that depend on `pods` too (transitively); default
+    /// `false`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cascade: Option<bool>,
+    /// `sync` only: the containers (by name) that get the files; default: every container
+    /// of the pods (init containers excepted).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub containers: Vec<String>,
+}
+
+/// What a watch rule does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum WatchAction {
+    /// Copy changed files (and deletions) into every running replica, without a restart.
+    Sync,
+    /// Restart the pods' containers.
+    Restart,
+    /// Rebuild the watched image layers and re-apply the manifest (changed pods are
+    /// replaced).
+    Redeploy,
+}
+
+impl WatchAction {
+    /// From its spelling.
+    #[must_use]
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "sync" => Some(WatchAction::Sync),
+            "restart" => Some(WatchAction::Restart),
+            "redeploy" => Some(WatchAction::Redeploy),
+            _ => None,
+        }
+    }
 }
 
 /// The project network.

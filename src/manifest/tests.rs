@@ -48,7 +48,7 @@ fn rejects_unknown_key_with_suggestion() {
 fn unknown_key_without_close_match_lists_expected_keys() {
     assert_error(
         "plugins: {}\npods: {}\n",
-        "error: unknown field `plugins` at the top level; expected one of `name`, `images`, `pods`, `services`, `volumes`, `configs`, `secrets`, `network`
+        "error: unknown field `plugins` at the top level; expected one of `name`, `images`, `pods`, `services`, `volumes`, `configs`, `secrets`, `network`, `watch`
   --> rcompose.yaml:1:1
    |
  1 | plugins: {}
@@ -1262,4 +1262,140 @@ fn service_ports_take_a_host_address_and_services_a_strategy() {
     ] {
         assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
     }
+}
+
+const WATCH_BASE: &str = "images:
+  app: { layers: [src] }
+pods:
+  web: { containers: [ { name: app, image: app, command: x } ] }
+  db: { containers: [ { name: db, command: x } ] }
+";
+
+#[test]
+fn watch_rules_are_validated_into_their_effects() {
+    let m = ok(&format!(
+        "{WATCH_BASE}watch:
+  - {{ paths: [site], action: sync, pods: [web], target: /srv/site/, ignore: ['*.css'], containers: [app] }}
+  - {{ paths: [conf], action: restart, pods: [db], cascade: true }}
+  - {{ paths: [src/app], action: redeploy, pods: [web] }}
+"
+    ));
+    let rules = m.watch();
+    assert_eq!(rules.len(), 3);
+    assert_eq!(
+        rules[0].effect,
+        crate::manifest::WatchEffect::Sync {
+            target: "/srv/site".into()
+        }
+    );
+    assert_eq!(rules[0].ignore, vec!["*.css".to_string()]);
+    assert_eq!(rules[0].containers, vec!["app".to_string()]);
+    assert!(rules[1].containers.is_empty());
+    assert_eq!(
+        rules[1].effect,
+        crate::manifest::WatchEffect::Restart { cascade: true }
+    );
+    assert_eq!(rules[2].effect, crate::manifest::WatchEffect::Redeploy);
+    // and the normalized manifest loads back unchanged
+    assert_eq!(ok(&m.to_yaml()), m);
+}
+
+#[test]
+fn watch_rule_unknown_key_suggests_and_unknown_pod_is_named() {
+    assert_error(
+        &format!(
+            "{WATCH_BASE}watch:\n  - {{ paths: [site], action: restart, pods: [webb], cascde: true }}\n"
+        ),
+        "error: watch rule 1 names pod `webb`, which is not a pod; did you mean `web`?
+  --> rcompose.yaml:7:46
+   |
+ 7 |   - { paths: [site], action: restart, pods: [webb], cascde: true }
+   |                                              ^^^^
+
+error: unknown field `cascde` in watch rule 1; did you mean `cascade`?
+  --> rcompose.yaml:7:53
+   |
+ 7 |   - { paths: [site], action: restart, pods: [webb], cascde: true }
+   |                                                     ^^^^^^",
+    );
+}
+
+#[test]
+fn watch_rule_settings_must_fit_the_action() {
+    assert_error(
+        &format!(
+            "{WATCH_BASE}watch:
+  - {{ paths: [site], action: sync, pods: [web] }}
+  - {{ paths: [site], action: sync, pods: [web], target: srv, cascade: true }}
+  - {{ paths: [site], action: restrat, pods: [web] }}
+  - {{ paths: [], action: restart, pods: [], target: /x }}
+  - {{ paths: [docs], action: redeploy, pods: [db] }}
+"
+        ),
+        "error: missing field `target` in watch rule 1: a `sync` rule needs the path in the containers its files go to
+  --> rcompose.yaml:7:5
+   |
+ 7 |   - { paths: [site], action: sync, pods: [web] }
+   |     ^
+
+error: invalid `target` `srv` in watch rule 2: use an absolute path without `..`
+  --> rcompose.yaml:8:57
+   |
+ 8 |   - { paths: [site], action: sync, pods: [web], target: srv, cascade: true }
+   |                                                         ^^^
+
+error: `cascade` applies to `restart` rules only; watch rule 2 is a `sync` rule
+  --> rcompose.yaml:8:62
+   |
+ 8 |   - { paths: [site], action: sync, pods: [web], target: srv, cascade: true }
+   |                                                              ^^^^^^^
+
+error: unknown action `restrat` in watch rule 3: use `sync`, `restart` or `redeploy`; did you mean `restart`?
+  --> rcompose.yaml:9:30
+   |
+ 9 |   - { paths: [site], action: restrat, pods: [web] }
+   |                              ^^^^^^^
+
+error: watch rule 4 watches no path: list at least one file or directory in `paths`
+   --> rcompose.yaml:10:14
+    |
+ 10 |   - { paths: [], action: restart, pods: [], target: /x }
+    |              ^
+
+error: watch rule 4 applies to no pod: list at least one in `pods`
+   --> rcompose.yaml:10:41
+    |
+ 10 |   - { paths: [], action: restart, pods: [], target: /x }
+    |                                         ^
+
+error: `target` applies to `sync` rules only; watch rule 4 is a `restart` rule
+   --> rcompose.yaml:10:45
+    |
+ 10 |   - { paths: [], action: restart, pods: [], target: /x }
+    |                                             ^^^^^^
+
+error: watch rule 5 redeploys pod `db`, but watches none of its images' `layers:` directories: a redeploy rebuilds the layers it watches
+   --> rcompose.yaml:11:47
+    |
+ 11 |   - { paths: [docs], action: redeploy, pods: [db] }
+    |                                               ^^",
+    );
+}
+
+#[test]
+fn watch_sync_containers_must_be_in_every_pod() {
+    assert_error(
+        &format!("{WATCH_BASE}watch:\n  - {{ paths: [site], action: sync, pods: [web, db], target: /srv, containers: [ap] }}\n"),
+        "error: watch rule 1 names container `ap`, which pod `web` does not have; did you mean `app`?
+  --> rcompose.yaml:7:80
+   |
+ 7 |   - { paths: [site], action: sync, pods: [web, db], target: /srv, containers: [ap] }
+   |                                                                                ^^
+
+error: watch rule 1 names container `ap`, which pod `db` does not have
+  --> rcompose.yaml:7:80
+   |
+ 7 |   - { paths: [site], action: sync, pods: [web, db], target: /srv, containers: [ap] }
+   |                                                                                ^^",
+    );
 }

@@ -31,6 +31,69 @@ pub struct ValidManifest {
     /// The project network's subnet, when the manifest names one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) subnet: Option<crate::manifest::subnet::Subnet>,
+    /// Watch rules, in the manifest's order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(crate) watch: Vec<WatchRule>,
+}
+
+/// A validated watch rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchRule {
+    /// Watched files or directories as written (relative to the manifest's directory, or
+    /// absolute).
+    pub paths: Vec<String>,
+    /// The rule's own ignore patterns (.gitignore syntax).
+    pub ignore: Vec<String>,
+    /// The pods it applies to (each a pod of the manifest).
+    pub pods: Vec<String>,
+    /// `sync`: the containers that get the files (each in every pod); empty: all of them.
+    pub containers: Vec<String>,
+    /// What it does.
+    pub effect: WatchEffect,
+}
+
+/// What a watch rule does, with its settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WatchEffect {
+    /// Copy changed files into the containers; each watched path maps to `target`.
+    Sync {
+        /// Absolute path in the containers.
+        target: String,
+    },
+    /// Restart the pods, and the pods that depend on them when `cascade`.
+    Restart {
+        /// Dependents too.
+        cascade: bool,
+    },
+    /// Rebuild the watched layers and re-apply the manifest.
+    Redeploy,
+}
+
+impl Serialize for WatchRule {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(None)?;
+        map.serialize_entry("paths", &self.paths)?;
+        let action = match &self.effect {
+            WatchEffect::Sync { .. } => "sync",
+            WatchEffect::Restart { .. } => "restart",
+            WatchEffect::Redeploy => "redeploy",
+        };
+        map.serialize_entry("action", action)?;
+        map.serialize_entry("pods", &self.pods)?;
+        if !self.containers.is_empty() {
+            map.serialize_entry("containers", &self.containers)?;
+        }
+        if !self.ignore.is_empty() {
+            map.serialize_entry("ignore", &self.ignore)?;
+        }
+        match &self.effect {
+            WatchEffect::Sync { target } => map.serialize_entry("target", target)?,
+            WatchEffect::Restart { cascade } => map.serialize_entry("cascade", cascade)?,
+            WatchEffect::Redeploy => {}
+        }
+        map.end()
+    }
 }
 
 /// Where a config's or secret's content comes from.
@@ -139,6 +202,12 @@ impl ValidManifest {
     /// Secrets by name.
     pub fn secrets(&self) -> &BTreeMap<String, FileSource> {
         &self.secrets
+    }
+
+    /// The watch rules, in the manifest's order.
+    #[must_use]
+    pub fn watch(&self) -> &[WatchRule] {
+        &self.watch
     }
 
     /// Services by name.

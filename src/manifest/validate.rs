@@ -11,12 +11,13 @@ use crate::manifest::subnet::Subnet;
 use crate::manifest::valid::{
     Amount, Backoff, Container, Dependency, FileSource, FileUse, Image, ImageBase, Layer, Mount,
     MountKind, Pod, Port, Probe, ProbeAction, Resources, Security, Service, Update, ValidManifest,
+    WatchEffect, WatchRule,
 };
 use crate::manifest::{
     Bytes, CommandSpec, Condition, ContainerSpec, CountOrPercent, DependsOnSpec, EnvSpec,
     FileSourceSpec, FileUseSpec, HOST_IMAGE, LayerSpec, LongFileUseSpec, Manifest, MilliCpu,
     MountSpec, MountType, NetworkMode, PodSpec, PortSpec, ProbeSpec, Restart, RuntimeKind,
-    ServiceSpec, shell,
+    ServiceSpec, WatchAction, WatchSpec, shell,
 };
 
 /// Longest pod name: the hostname `<pod>-<replica>` must stay well under 64 characters.
@@ -135,7 +136,14 @@ pub(crate) fn validate(m: &Manifest, issues: &mut Issues, facts: &Facts<'_>) -> 
         }
     }
     let subnet = network(m, &pods, &services, issues, facts);
+    let watch = m
+        .watch
+        .iter()
+        .enumerate()
+        .filter_map(|(i, spec)| watch_rule(m, &images, &pods, spec, i, issues))
+        .collect();
     ValidManifest {
+        watch,
         name: m.name.clone(),
         subnet,
         images,
@@ -1755,4 +1763,220 @@ fn port(service: &str, spec: &PortSpec, path: &str, issues: &mut Issues) -> Opti
         return None;
     }
     Some(port)
+}
+
+/// A path as written, for comparing: without `./` segments and trailing `/`.
+fn normal_path(path: &str) -> String {
+    let absolute = path.starts_with('/');
+    let parts: Vec<&str> = path
+        .split('/')
+        .filter(|p| !p.is_empty() && *p != ".")
+        .collect();
+    let joined = parts.join("/");
+    if absolute {
+        format!("/{joined}")
+    } else {
+        joined
+    }
+}
+
+/// Whether `inner` is `outer` or below it (both normalized).
+fn path_within(inner: &str, outer: &str) -> bool {
+    outer.is_empty()
+        || inner == outer
+        || inner
+            .strip_prefix(outer)
+            .is_some_and(|rest| rest.starts_with('/') || outer.ends_with('/'))
+}
+
+/// The `layers:` sources of the images a pod's containers use (following `from` chains).
+fn pod_layer_sources(images: &BTreeMap<String, Image>, pod: &Pod) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut seen = BTreeSet::new();
+    for c in pod.init_containers.iter().chain(&pod.containers) {
+        let mut next = Some(c.image.clone());
+        while let Some(name) = next.take() {
+            if !seen.insert(name.clone()) {
+                break;
+            }
+            let Some(image) = images.get(&name) else {
+                break;
+            };
+            out.extend(image.layers.iter().map(|l| normal_path(&l.source)));
+            if let ImageBase::From(base) = &image.base {
+                next = Some(base.clone());
+            }
+        }
+    }
+    out
+}
+
+/// Watch rule `i` (from 0): paths and pods given, pods declared, settings that fit the
+/// action.
+fn watch_rule(
+    m: &Manifest,
+    images: &BTreeMap<String, Image>,
+    pods: &BTreeMap<String, Pod>,
+    spec: &WatchSpec,
+    i: usize,
+    issues: &mut Issues,
+) -> Option<WatchRule> {
+    let path = index("watch", i);
+    let what = format!("watch rule {}", i + 1);
+    let before = issues.count();
+    if spec.paths.is_empty() {
+        issues.report(
+            &join(&path, "paths"),
+            Anchor::Value,
+            format!("{what} watches no path: list at least one file or directory in `paths`"),
+        );
+    }
+    for (j, p) in spec.paths.iter().enumerate() {
+        if p.is_empty() {
+            issues.report(
+                &index(&join(&path, "paths"), j),
+                Anchor::Value,
+                format!("an empty path in `paths` of {what}"),
+            );
+        }
+    }
+    for (j, g) in spec.ignore.iter().enumerate() {
+        if g.trim().is_empty() {
+            issues.report(
+                &index(&join(&path, "ignore"), j),
+                Anchor::Value,
+                format!("an empty pattern in `ignore` of {what}"),
+            );
+        }
+    }
+    let ppath = join(&path, "pods");
+    if spec.pods.is_empty() {
+        issues.report(
+            &ppath,
+            Anchor::Value,
+            format!("{what} applies to no pod: list at least one in `pods`"),
+        );
+    }
+    let mut seen = BTreeSet::new();
+    for (j, pod) in spec.pods.iter().enumerate() {
+        if !m.pods.contains_key(pod) {
+            issues.report(
+                &index(&ppath, j),
+                Anchor::Value,
+                format!(
+                    "{what} names pod `{pod}`, which is not a pod{}",
+                    did_you_mean(pod, m.pods.keys())
+                ),
+            );
+        } else if !seen.insert(pod) {
+            issues.report(
+                &index(&ppath, j),
+                Anchor::Value,
+                format!("{what} names pod `{pod}` twice"),
+            );
+        }
+    }
+    let action = match spec.action {
+        WatchAction::Sync => "sync",
+        WatchAction::Restart => "restart",
+        WatchAction::Redeploy => "redeploy",
+    };
+    if spec.action != WatchAction::Sync && spec.target.is_some() {
+        issues.report(
+            &join(&path, "target"),
+            Anchor::Key,
+            format!("`target` applies to `sync` rules only; {what} is a `{action}` rule"),
+        );
+    }
+    if spec.action != WatchAction::Sync && !spec.containers.is_empty() {
+        issues.report(
+            &join(&path, "containers"),
+            Anchor::Key,
+            format!("`containers` applies to `sync` rules only; {what} is a `{action}` rule"),
+        );
+    }
+    let cpath = join(&path, "containers");
+    for (j, name) in spec.containers.iter().enumerate() {
+        for pod in spec
+            .pods
+            .iter()
+            .filter_map(|p| m.pods.get(p).map(|s| (p, s)))
+        {
+            let (pod_name, pod_spec) = pod;
+            let names: Vec<String> = pod_spec.containers.iter().map(|c| c.name.clone()).collect();
+            if !names.contains(name) {
+                issues.report(
+                    &index(&cpath, j),
+                    Anchor::Value,
+                    format!(
+                        "{what} names container `{name}`, which pod `{pod_name}` does not have{}",
+                        did_you_mean(name, names.iter())
+                    ),
+                );
+            }
+        }
+    }
+    if spec.action != WatchAction::Restart && spec.cascade.is_some() {
+        issues.report(
+            &join(&path, "cascade"),
+            Anchor::Key,
+            format!("`cascade` applies to `restart` rules only; {what} is a `{action}` rule"),
+        );
+    }
+    let effect = match spec.action {
+        WatchAction::Sync => match &spec.target {
+            None => {
+                issues.report(
+                    &path,
+                    Anchor::Value,
+                    format!("missing field `target` in {what}: a `sync` rule needs the path in the containers its files go to"),
+                );
+                None
+            }
+            Some(t) if !t.starts_with('/') || t.split('/').any(|c| c == "..") => {
+                issues.report(
+                    &join(&path, "target"),
+                    Anchor::Value,
+                    format!("invalid `target` `{t}` in {what}: use an absolute path without `..`"),
+                );
+                None
+            }
+            Some(t) => Some(WatchEffect::Sync {
+                target: normal_path(t),
+            }),
+        },
+        WatchAction::Restart => Some(WatchEffect::Restart {
+            cascade: spec.cascade.unwrap_or(false),
+        }),
+        WatchAction::Redeploy => {
+            let watched: Vec<String> = spec.paths.iter().map(|p| normal_path(p)).collect();
+            for (j, name) in spec.pods.iter().enumerate() {
+                let Some(pod) = pods.get(name) else { continue };
+                let layers = pod_layer_sources(images, pod);
+                let covered = layers.iter().any(|l| {
+                    watched
+                        .iter()
+                        .any(|w| path_within(l, w) || path_within(w, l))
+                });
+                if !covered {
+                    issues.report(
+                        &index(&ppath, j),
+                        Anchor::Value,
+                        format!(
+                            "{what} redeploys pod `{name}`, but watches none of its images' `layers:` directories: a redeploy rebuilds the layers it watches"
+                        ),
+                    );
+                }
+            }
+            Some(WatchEffect::Redeploy)
+        }
+    };
+    let effect = effect?;
+    (issues.count() == before).then(|| WatchRule {
+        paths: spec.paths.clone(),
+        ignore: spec.ignore.clone(),
+        pods: spec.pods.clone(),
+        containers: spec.containers.clone(),
+        effect,
+    })
 }

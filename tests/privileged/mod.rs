@@ -23,4 +23,5 @@ mod teardown;
 mod tty;
 mod unpack;
 mod volumes;
+mod watch;
 mod with_crun;

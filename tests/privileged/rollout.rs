@@ -40,14 +40,14 @@ services:
 }
 
 /// Clients looping GET on the published port until stopped: every answer or error.
-struct Load {
+pub(super) struct Load {
     stop: Arc<AtomicBool>,
     results: Arc<Mutex<Vec<Result<String, String>>>>,
     threads: Vec<JoinHandle<()>>,
 }
 
 impl Load {
-    fn start(port: u16, clients: usize) -> Self {
+    pub(super) fn start(port: u16, clients: usize) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let results = Arc::new(Mutex::new(Vec::new()));
         let threads = (0..clients)
@@ -71,7 +71,7 @@ impl Load {
     }
 
     /// Stops the clients: the answers, by body, and the errors.
-    fn finish(self) -> (std::collections::BTreeMap<String, usize>, Vec<String>) {
+    pub(super) fn finish(self) -> (std::collections::BTreeMap<String, usize>, Vec<String>) {
         self.stop.store(true, Ordering::Relaxed);
         for t in self.threads {
             t.join().unwrap();
