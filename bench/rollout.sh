@@ -10,6 +10,12 @@
 #   i2. The same, with a version whose command exits at once (ROLLBACKS times): `up -d`
 #       fails once the rollout is rolled back; its time, and the requests during it (the old
 #       version keeps serving: zero failed requests too).
+#   i3. redeploy: the same three replicas serving a `layers:` directory of their image
+#       (`site`, at /srv), a `redeploy` rule on it and `rcompose watch` (debounce 100 ms)
+#       beside the stack, the clients still looping. Each round writes site/index.html and
+#       times, from just before the write, until the watcher prints that the pod was rolled
+#       out (REDEPLOYS times). Target (issue 7): zero failed requests during every rollout;
+#       the time is reported.
 #
 # No peer: Docker Compose recreates a changed service (stop, then start: no rolling update,
 # docker/compose#13149) and podman-compose likewise; Kubernetes' Deployment is the model.
@@ -24,6 +30,7 @@
 #   OUT             report path (default docs/benchmarks.md)
 #   ROUNDS (10)     rollouts measured
 #   ROLLBACKS (3)   rollbacks measured
+#   REDEPLOYS (5)   redeploys measured
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -32,6 +39,7 @@ source "$REPO/bench/lib.sh"
 OUT=${OUT:-$REPO/docs/benchmarks.md}
 ROUNDS=${ROUNDS:-10}
 ROLLBACKS=${ROLLBACKS:-3}
+REDEPLOYS=${REDEPLOYS:-5}
 BEGIN_MARK="<!-- bench/rollout.sh: begin -->"
 END_MARK="<!-- bench/rollout.sh: end -->"
 
@@ -54,11 +62,13 @@ COMMIT=$(git -C "$REPO" describe --always --dirty 2>/dev/null || echo unknown)
 PROJECT=br$$-ro
 WORK=$(mktemp -d /tmp/rcbench-rollout.XXXXXX)
 LOADER_PID=""
+WATCH_PID=""
 
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM
     [ -n "$LOADER_PID" ] && kill "$LOADER_PID" 2>/dev/null && wait "$LOADER_PID" 2>/dev/null
+    [ -n "$WATCH_PID" ] && kill -INT "$WATCH_PID" 2>/dev/null && wait "$WATCH_PID" 2>/dev/null
     "$RC" -p "$PROJECT" down -t 1 >/dev/null 2>&1 || true
     rm -rf "$WORK"
     exit "$rc"
@@ -67,6 +77,30 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+# the manifest of i3: the server serves the image's `site` layer; a redeploy rule on it
+site_manifest() {
+    sed -e "s|@PORT@|$PORT|" >"$WORK/rcompose.yaml" <<'YAML'
+images:
+  site:
+    layers: [ { source: site, target: /srv } ]
+pods:
+  web:
+    replicas: 3
+    restart: always
+    labels: { app: web }
+    update: { max_surge: 1, max_unavailable: 0, progress_deadline: 60s }
+    containers:
+      - name: web
+        image: site
+        command: [ python3, -m, http.server, "8000", --directory, /srv ]
+        readiness: { tcp: { port: 8000 }, period: 1s }
+services:
+  web: { selector: { app: web }, ports: [ { port: 80, target: 8000, publish: @PORT@ } ] }
+watch:
+  - { paths: [site], action: redeploy, pods: [web] }
+YAML
+}
+
 # manifest VERSION [COMMAND]
 manifest() {
     local cmd=${2:-'mkdir -p /tmp/h \&\& echo $V > /tmp/h/index.html \&\& cd /tmp/h \&\& exec python3 -m http.server 8000'}
@@ -148,6 +182,45 @@ for r in $(seq 1 "$ROLLBACKS"); do
     ROLL_NOTES+=("rollback $r: $((t1 - t0)) ms, $((after - before)) requests, $failed failed")
     log "${ROLL_NOTES[-1]}"
 done
+# i3: the site's image, and `rcompose watch` beside the stack (its store in the work dir)
+mkdir -p "$WORK/site"
+echo site0 >"$WORK/site/index.html"
+site_manifest
+STORE=(--store "$WORK/store")
+if ! "$RC" "${STORE[@]}" -p "$PROJECT" up -d >"$WORK/roll.log" 2>&1; then
+    die "up of the site's manifest failed: $(tail -3 "$WORK/roll.log")"
+fi
+"$RC" "${STORE[@]}" -p "$PROJECT" watch >"$WORK/watch.log" 2>&1 &
+WATCH_PID=$!
+for _ in $(seq 1 200); do grep -q '(debounce ' "$WORK/watch.log" && break; sleep 0.05; done
+grep -q '(debounce ' "$WORK/watch.log" || die "rcompose watch did not start: $(tail -3 "$WORK/watch.log")"
+: >"$WORK/i3.ms"
+for r in $(seq 1 "$REDEPLOYS"); do
+    done_before=$(grep -c 'rolled out' "$WORK/watch.log" || true)
+    before=$(wc -l <"$WORK/requests.txt")
+    t0=$(now_ms)
+    echo "site$r" >"$WORK/site/index.html"
+    t1=""
+    for _ in $(seq 1 3000); do
+        if [ "$(grep -c 'rolled out' "$WORK/watch.log" || true)" -gt "$done_before" ]; then
+            t1=$(now_ms)
+            break
+        fi
+        sleep 0.01
+    done
+    [ -n "$t1" ] || die "redeploy $r did not roll out within 30 s: $(tail -3 "$WORK/watch.log")"
+    grep -q 'rollout failed' "$WORK/watch.log" && die "redeploy $r failed: $(tail -3 "$WORK/watch.log")"
+    echo $((t1 - t0)) >>"$WORK/i3.ms"
+    sleep 0.5
+    after=$(wc -l <"$WORK/requests.txt")
+    failed=$(sed -n "$((before + 1)),${after}p" "$WORK/requests.txt" | grep -c '^ERR' || true)
+    ROLL_NOTES+=("redeploy $r: $((t1 - t0)) ms, $((after - before)) requests, $failed failed")
+    log "${ROLL_NOTES[-1]}"
+done
+SERVED_SITE=$(grep -c "^site$REDEPLOYS\$" "$WORK/requests.txt" || true)
+kill -INT "$WATCH_PID" 2>/dev/null || true
+wait "$WATCH_PID" || true
+WATCH_PID=""
 touch "$WORK/stop"
 wait "$LOADER_PID" || true
 LOADER_PID=""
@@ -155,10 +228,11 @@ TOTAL=$(wc -l <"$WORK/requests.txt")
 FAILED=$(grep -c '^ERR' "$WORK/requests.txt" || true)
 SERVED_LAST=$(grep -c "^v$ROUNDS\$" "$WORK/requests.txt" || true)
 SERVED_BROKEN=$(grep -c '^broken' "$WORK/requests.txt" || true)
-"$RC" -p "$PROJECT" down -t 1 >/dev/null 2>&1 || die "down failed"
+"$RC" "${STORE[@]}" -p "$PROJECT" down -t 1 >/dev/null 2>&1 || die "down failed"
 
 H1_MED=$(med "$WORK/h1.ms")
 H2_MED=$(med "$WORK/h2.ms")
+I3_MED=$(med "$WORK/i3.ms")
 if [ "$FAILED" = 0 ] && [ "$SERVED_BROKEN" = 0 ]; then VERDICT="**met**"; else VERDICT="**MISSED**"; fi
 {
     echo "$BEGIN_MARK"
@@ -169,7 +243,8 @@ if [ "$FAILED" = 0 ] && [ "$SERVED_BROKEN" = 0 ]; then VERDICT="**met**"; else V
     echo "http.server behind a published port (\`update: { max_surge: 1, max_unavailable: 0 }\`, TCP readiness"
     echo "every 1 s), four clients looping GET on the port throughout. Each rollout changes the"
     echo "container's environment and runs \`up -d\`, which returns when the rollout is complete; each"
-    echo "rollback runs \`up -d\` with a command that exits at once, which fails once it is rolled back."
+    echo "rollback runs \`up -d\` with a command that exits at once, which fails once it is rolled back;"
+    echo "each redeploy writes a page of the image's watched \`layers:\` directory beside \`rcompose watch\`."
     echo "No peer: Docker Compose and podman-compose stop and recreate a changed service."
     echo
     echo "| target | rcompose | verdict |"
@@ -180,8 +255,12 @@ if [ "$FAILED" = 0 ] && [ "$SERVED_BROKEN" = 0 ]; then VERDICT="**met**"; else V
     echo "|---|---|---|---|"
     echo "| rollout of 3 replicas, \`up -d\` until complete | $(count "$WORK/h1.ms") | $H1_MED | $(minmax "$WORK/h1.ms") |"
     echo "| rollback of a version that exits at once, \`up -d\` until it fails | $(count "$WORK/h2.ms") | $H2_MED | $(minmax "$WORK/h2.ms") |"
+    echo "| redeploy: a write to a watched layer until \`rcompose watch\` printed the rollout complete | $(count "$WORK/i3.ms") | $I3_MED | $(minmax "$WORK/i3.ms") |"
     echo
-    echo "Requests answered by the last version after its rollout: $SERVED_LAST; by a broken one: $SERVED_BROKEN."
+    echo "Requests answered by the last version after its rollout: $SERVED_LAST; by a broken one: $SERVED_BROKEN;"
+    echo "by the last redeployed page: $SERVED_SITE. The redeploy time includes the watcher's 100 ms debounce,"
+    echo "the copy of the layer into the store, the image preparation and the rollout; Compose Watch waits"
+    echo "500 ms before it acts and then recreates (no rollout), Tilt 200 ms (documented constants, not measured)."
     echo
     echo "<details><summary>per round</summary>"
     echo

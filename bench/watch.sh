@@ -23,7 +23,7 @@
 #
 # Environment:
 #   RCOMPOSE_BIN    use this binary (rcompose-init next to it) instead of building
-#                   ${CARGO_TARGET_DIR:-target}/release/rcompose
+#                   ${CARGO_TARGET_DIR:-target}/<host triple>/release/rcompose (static, see rc_build_release in bench/lib.sh)
 #   OUT             report path (default docs/benchmarks.md)
 #   ROUNDS (10)     rounds of each measurement
 #   DEBOUNCE (100ms) the watcher's --debounce
@@ -53,9 +53,9 @@ case "$ROUNDS" in '' | *[!0-9]* | 0) die "ROUNDS must be a positive integer, not
 if [ -n "${RCOMPOSE_BIN:-}" ]; then
     RC=$RCOMPOSE_BIN
 else
-    log "building rcompose (release)"
-    (cd "$REPO" && cargo build --release --locked -q)
-    RC=${CARGO_TARGET_DIR:-$REPO/target}/release/rcompose
+    log "building rcompose (release, static)"
+    rc_build_release -q
+    RC=$(rc_release_path)
 fi
 [ -x "$RC" ] || die "no rcompose binary at $RC"
 TAG=bw$$
