@@ -412,6 +412,11 @@ fn resolv_conf() -> String {
     network::resolv_conf(&fs::read_to_string("/etc/resolv.conf").unwrap_or_default())
 }
 
+/// Whether the project's bridge exists.
+pub(super) fn has_bridge(project: &str) -> bool {
+    link::exists(&network::bridge_name(project))
+}
+
 /// Removes the project's bridge (its veths go with the replicas' namespaces); missing is
 /// fine.
 pub(super) fn remove_bridge(project: &str) -> Result<(), SupervisorError> {

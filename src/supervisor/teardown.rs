@@ -270,20 +270,24 @@ pub fn cleanup(
 ) -> Result<(), SupervisorError> {
     let subtree = paths.cgroup_subtree();
     // the bridge goes meanwhile: its deletion waits about 50 ms in the kernel (an RCU grace
-    // period), most of the teardown's time; its veths go with the namespaces below
-    let bridge = std::thread::Builder::new()
-        .name("bridge".into())
-        .stack_size(256 * 1024)
-        .spawn({
-            let project = paths.project.clone();
-            move || super::net::remove_bridge(&project)
-        });
+    // period), most of the teardown's time; its veths go with the namespaces below. No
+    // thread when there is no bridge (a project without the network)
+    let bridge = super::net::has_bridge(&paths.project).then(|| {
+        std::thread::Builder::new()
+            .name("bridge".into())
+            .stack_size(256 * 1024)
+            .spawn({
+                let project = paths.project.clone();
+                move || super::net::remove_bridge(&project)
+            })
+    });
     // the bridge thread is joined whatever happens below (an early error must not leave it
     // running while the caller goes on)
     let released = release(paths, state, mounts, &subtree);
     let bridge = match bridge {
-        Ok(handle) => handle.join().unwrap_or(Ok(())),
-        Err(_) => super::net::remove_bridge(&paths.project),
+        None => Ok(()),
+        Some(Ok(handle)) => handle.join().unwrap_or(Ok(())),
+        Some(Err(_)) => super::net::remove_bridge(&paths.project),
     };
     let _root = released?;
     bridge?;

@@ -279,7 +279,7 @@ fn a_changed_pod_rolls_out_with_no_failed_request_and_a_broken_one_rolls_back() 
 }
 
 #[test]
-fn without_surge_an_old_replica_stops_before_its_new_one_starts() {
+fn without_surge_an_old_replica_stops_before_its_new_one_starts_and_min_ready_holds() {
     require(&[Need::Root]);
     let dir = TempDir::new("rollout-nosurge");
     let p = project("rollout-nosurge");
@@ -291,7 +291,7 @@ fn without_surge_an_old_replica_stops_before_its_new_one_starts() {
 pods:
   w:
     replicas: 2
-    update: {{ max_surge: 0, max_unavailable: 1 }}
+    update: {{ max_surge: 0, max_unavailable: 1, min_ready: 400ms }}
     containers: [ {{ name: c, command: [ sleep, "100{v}" ] }} ]
 "#
         )
@@ -315,6 +315,21 @@ pods:
         most = most.max(running);
     }
     assert_eq!(most, 2, "{events}");
+    // the second new replica started only once the first had been ready for `min_ready`
+    // (the other old one could go only then: one unavailable at most)
+    let rollout_started = events
+        .lines()
+        .position(|l| l.contains(r#""event":"rollout""#))
+        .expect("a rollout event");
+    let starts: Vec<u64> = events
+        .lines()
+        .skip(rollout_started)
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["event"] == "started")
+        .map(|e| e["time_ms"].as_u64().unwrap())
+        .collect();
+    assert_eq!(starts.len(), 2, "{events}");
+    assert!(starts[1] - starts[0] >= 400, "{events}");
     assert_code(&rcompose(d, &["-p", &p, "down", "-t", "1"]), 0);
     assert_no_trace(&p);
 }
