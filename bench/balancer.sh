@@ -473,7 +473,21 @@ verdict_row() { # MODE CONNS
     hc=$(med "$d-haproxy-t1.cpu")
     CELLS=$((CELLS + 1))
     local ok_r=0 ok_p=0 miss=()
-    if le "$h" "$r"; then ok_r=1 RPS_MET=$((RPS_MET + 1)); else miss+=("req/s $(pct "$r" "$h")"); fi
+    if le "$h" "$r"; then
+        ok_r=1 RPS_MET=$((RPS_MET + 1))
+    else
+        # why: is the shortfall inside the run-to-run spread, and whose CPU per request?
+        local rmax hmin why=()
+        rmax=$(sort -g "$d-rcompose.rps" | tail -1)
+        hmin=$(sort -g "$d-haproxy-t1.rps" | head -1)
+        le "$hmin" "$rmax" && why+=("ranges overlap: rcompose up to $(int "$rmax"), HAProxy t1 from $(int "$hmin")")
+        lt "$rc" "$hc" && why+=("rcompose's CPU per request lower")
+        if [ "${#why[@]}" -gt 0 ]; then
+            miss+=("req/s $(pct "$r" "$h") ($(printf '%s; ' "${why[@]}" | sed 's/; $//'))")
+        else
+            miss+=("req/s $(pct "$r" "$h")")
+        fi
+    fi
     if le "$rp" "$hp"; then ok_p=1 P99_MET=$((P99_MET + 1)); else miss+=("p99 $(pct "$rp" "$hp") (+$(ms "$(awk -v a="$rp" -v b="$hp" 'BEGIN{print a - b}')") ms)"); fi
     if [ "$ok_r$ok_p" = 11 ]; then
         v="**met**"
@@ -523,6 +537,14 @@ conn_note() { # MODE CONNS: the balancer's counted connections per request in it
     echo
     echo "**Target met in $MET of $CELLS cells** (req/s at least HAProxy t1's in $RPS_MET of $CELLS, p99 no worse in $P99_MET of $CELLS)."
     echo
+    if [ "$MET" != "$CELLS" ]; then
+        echo "Where a cell falls short, its verdict says by how much and whether the shortfall lies inside"
+        echo "the spread of the repetitions (the min-max ranges of rcompose and HAProxy t1 overlap), and"
+        echo "whether rcompose spent less CPU per request than HAProxy t1: wrk, the balancer, the backends"
+        echo "and softirq share the same 2 CPUs, so a balancer that does less work per request can still"
+        echo "lose a few percent of throughput to scheduling on a given run."
+        echo
+    fi
     echo "Every config, per cell (req/s: median (min-max); ratio to HAProxy t1; cores = balancer CPU"
     echo "seconds per second of the run; other cores = the machine's busy time minus the balancer,"
     echo "the backends and wrk, per second: other jobs and softirq; errors = wrk socket errors +"
@@ -543,8 +565,8 @@ conn_note() { # MODE CONNS: the balancer's counted connections per request in it
     echo "  configs rotates each repetition. Everything (wrk, balancer, backends, softirq) shares the"
     echo "  same $(nproc) CPUs, so the numbers are what a balancer costs on a loaded box, not its maximum."
     echo "- Checked before measuring: each pod address answers with its own hostname ($(for ip in "${IPS[@]}"; do printf '%s=%s ' "$ip" "${HOST_OF[$ip]}"; done | sed 's/ $//'));"
-    echo "  6 new connections through each balancer reach the 3 replicas in turn (rcompose: ${SEEN[rcompose]};"
-    echo "  HAProxy t1: ${SEEN[haproxy-t1]}; nginx stream: ${SEEN[nginx-stream]})."
+    echo "  6 new connections through each balancer reach the 3 replicas in turn (rcompose: ${SEEN[rcompose]:-not run};"
+    echo "  HAProxy t1: ${SEEN[haproxy-t1]:-not run}; nginx stream: ${SEEN[nginx-stream]:-not run})."
     echo "  The rcompose balancer's own counter (\`ps --services\`, connections accepted) over its runs:"
     echo "  $(for mode in "${MODES[@]}"; do for n in "${CONNS[@]}"; do conn_note "$mode" "$n"; done; done | sed 's/; $//');"
     echo "  at the end: $STATS_END. wrk opens a connection before each run that it closes without"
