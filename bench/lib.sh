@@ -28,6 +28,18 @@ rc_build_release() {
         cargo build --release --locked --target "$(rc_target)" "$@")
 }
 
+# rc_binary NAME: RCOMPOSE_BIN if set, else the static release binary, built (quietly) now;
+# logs through the caller's `log`
+rc_binary() {
+    if [ -n "${RCOMPOSE_BIN:-}" ]; then
+        echo "$RCOMPOSE_BIN"
+    else
+        log "building rcompose (release, static)"
+        rc_build_release -q >&2
+        rc_release_path
+    fi
+}
+
 # statistics over a file of one number per line: the median, "min-max" (one decimal each),
 # and whether a < b (or a <= b), both set
 med() { sort -g "$1" | awk '{a[NR]=$1} END{if(NR==0){print "";exit} if(NR%2){m=a[(NR+1)/2]}else{m=(a[NR/2]+a[NR/2+1])/2} printf "%.1f\n", m}'; }

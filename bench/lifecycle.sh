@@ -95,13 +95,7 @@ if [ "$PEERS" = 1 ]; then
     [ "${#missing[@]}" = 0 ] || die "missing for the f1 peers (install them, or PEERS=0 to measure rcompose only): ${list%; }"
 fi
 
-if [ -n "${RCOMPOSE_BIN:-}" ]; then
-    RC=$RCOMPOSE_BIN
-else
-    log "building rcompose (release)"
-    rc_build_release -q
-    RC=$(rc_release_path)
-fi
+RC=$(rc_binary)
 [ -x "$RC" ] || die "no rcompose binary at $RC"
 TAG=bl$$
 DOCKER_IMG=rcbench-$TAG:latest

@@ -50,13 +50,7 @@ now_ms() { echo $(( ${EPOCHREALTIME/./} / 1000 )); }
 [ "$(id -u)" = 0 ] || die "run as root (containers need namespaces and cgroups)"
 command -v python3 >/dev/null || die "python3 is missing (apt python3)"
 
-if [ -n "${RCOMPOSE_BIN:-}" ]; then
-    RC=$RCOMPOSE_BIN
-else
-    log "building rcompose (release, static)"
-    rc_build_release -q
-    RC=$(rc_release_path)
-fi
+RC=$(rc_binary)
 [ -x "$RC" ] || die "no rcompose binary at $RC"
 COMMIT=$(git -C "$REPO" describe --always --dirty 2>/dev/null || echo unknown)
 PROJECT=br$$-ro
@@ -151,6 +145,17 @@ sleep 1
 : >"$WORK/h1.ms"
 : >"$WORK/h2.ms"
 ROLL_NOTES=()
+# tally KIND FILE ROUND BEFORE T0 T1: the round's time into $WORK/FILE.ms and, half a second
+# later, its line: the requests since line BEFORE of requests.txt and how many failed
+tally() {
+    local after failed
+    echo $(($6 - $5)) >>"$WORK/$2.ms"
+    sleep 0.5
+    after=$(wc -l <"$WORK/requests.txt")
+    failed=$(sed -n "$(($4 + 1)),${after}p" "$WORK/requests.txt" | grep -c '^ERR' || true)
+    ROLL_NOTES+=("$1 $3: $(($6 - $5)) ms, $((after - $4)) requests, $failed failed")
+    log "${ROLL_NOTES[-1]}"
+}
 for r in $(seq 1 "$ROUNDS"); do
     manifest "v$r"
     before=$(wc -l <"$WORK/requests.txt")
@@ -159,12 +164,7 @@ for r in $(seq 1 "$ROUNDS"); do
         die "rollout $r failed: $(tail -3 "$WORK/roll.log")"
     fi
     t1=$(now_ms)
-    echo $((t1 - t0)) >>"$WORK/h1.ms"
-    sleep 0.5
-    after=$(wc -l <"$WORK/requests.txt")
-    failed=$(sed -n "$((before + 1)),${after}p" "$WORK/requests.txt" | grep -c '^ERR' || true)
-    ROLL_NOTES+=("rollout $r: $((t1 - t0)) ms, $((after - before)) requests, $failed failed")
-    log "${ROLL_NOTES[-1]}"
+    tally rollout h1 "$r" "$before" "$t0" "$t1"
 done
 for r in $(seq 1 "$ROLLBACKS"); do
     manifest "broken$r" 'exit 3'
@@ -175,12 +175,7 @@ for r in $(seq 1 "$ROLLBACKS"); do
     fi
     t1=$(now_ms)
     grep -q "rolled back to revision" "$WORK/roll.log" || die "no rollback message: $(tail -3 "$WORK/roll.log")"
-    echo $((t1 - t0)) >>"$WORK/h2.ms"
-    sleep 0.5
-    after=$(wc -l <"$WORK/requests.txt")
-    failed=$(sed -n "$((before + 1)),${after}p" "$WORK/requests.txt" | grep -c '^ERR' || true)
-    ROLL_NOTES+=("rollback $r: $((t1 - t0)) ms, $((after - before)) requests, $failed failed")
-    log "${ROLL_NOTES[-1]}"
+    tally rollback h2 "$r" "$before" "$t0" "$t1"
 done
 # i3: the site's image, and `rcompose watch` beside the stack (its store in the work dir)
 mkdir -p "$WORK/site"
@@ -210,12 +205,7 @@ for r in $(seq 1 "$REDEPLOYS"); do
     done
     [ -n "$t1" ] || die "redeploy $r did not roll out within 30 s: $(tail -3 "$WORK/watch.log")"
     grep -q 'rollout failed' "$WORK/watch.log" && die "redeploy $r failed: $(tail -3 "$WORK/watch.log")"
-    echo $((t1 - t0)) >>"$WORK/i3.ms"
-    sleep 0.5
-    after=$(wc -l <"$WORK/requests.txt")
-    failed=$(sed -n "$((before + 1)),${after}p" "$WORK/requests.txt" | grep -c '^ERR' || true)
-    ROLL_NOTES+=("redeploy $r: $((t1 - t0)) ms, $((after - before)) requests, $failed failed")
-    log "${ROLL_NOTES[-1]}"
+    tally redeploy i3 "$r" "$before" "$t0" "$t1"
 done
 SERVED_SITE=$(grep -c "^site$REDEPLOYS\$" "$WORK/requests.txt" || true)
 kill -INT "$WATCH_PID" 2>/dev/null || true

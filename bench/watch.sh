@@ -50,13 +50,7 @@ now_ms() { echo $(( ${EPOCHREALTIME/./} / 1000 )); }
 [ "$(id -u)" = 0 ] || die "run as root (containers need namespaces and cgroups)"
 case "$ROUNDS" in '' | *[!0-9]* | 0) die "ROUNDS must be a positive integer, not '$ROUNDS'" ;; esac
 
-if [ -n "${RCOMPOSE_BIN:-}" ]; then
-    RC=$RCOMPOSE_BIN
-else
-    log "building rcompose (release, static)"
-    rc_build_release -q
-    RC=$(rc_release_path)
-fi
+RC=$(rc_binary)
 [ -x "$RC" ] || die "no rcompose binary at $RC"
 TAG=bw$$
 WATCHER=""

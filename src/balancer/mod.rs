@@ -461,18 +461,21 @@ impl Balancer {
         *slot = Arc::new(new);
     }
 
-    /// Ends at once every connection to `ip` of an endpoint that was removed (its replica
-    /// is gone, with its network: nothing would answer or close them). One that has not had
-    /// an answer yet is replayed on another endpoint.
-    pub fn forget(&self, ip: Ipv4Addr) {
-        let services: Vec<Arc<Service>> = self
-            .services
+    /// The services served now (a copy: the lock is not held while they are read).
+    fn service_list(&self) -> Vec<Arc<Service>> {
+        self.services
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .values()
             .cloned()
-            .collect();
-        for s in services {
+            .collect()
+    }
+
+    /// Ends at once every connection to `ip` of an endpoint that was removed (its replica
+    /// is gone, with its network: nothing would answer or close them). One that has not had
+    /// an answer yet is replayed on another endpoint.
+    pub fn forget(&self, ip: Ipv4Addr) {
+        for s in self.service_list() {
             let mut draining = s.draining.lock().unwrap_or_else(|e| e.into_inner());
             for e in draining.iter().filter(|e| e.ip == ip) {
                 e.close();
@@ -485,14 +488,7 @@ impl Balancer {
     /// what a replica about to be stopped waits for, so that no request is cut.
     #[must_use]
     pub fn open_connections(&self, ip: Ipv4Addr) -> usize {
-        let services: Vec<Arc<Service>> = self
-            .services
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect();
-        services
+        self.service_list()
             .iter()
             .map(|s| {
                 let of = |list: &[Arc<Endpoint>]| -> usize {

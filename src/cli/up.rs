@@ -186,7 +186,7 @@ fn stop_unused(server: Option<&Arc<ForkServer>>) {
 
 /// Whether the project's supervisor runs (its control socket is there and its recorded
 /// process is alive).
-fn is_up(paths: &crate::supervisor::state::ProjectPaths) -> bool {
+pub(super) fn is_up(paths: &crate::supervisor::state::ProjectPaths) -> bool {
     use crate::supervisor::state::{ProjectState, is_same_process};
     paths.control_socket().exists()
         && ProjectState::load(&paths.state_file())

@@ -242,14 +242,7 @@ impl Setup {
 
 /// Whether the project's supervisor runs.
 fn is_up(project: &str) -> bool {
-    let paths = ProjectPaths::new(&Context::run_root(), project);
-    paths.control_socket().exists()
-        && ProjectState::load(&paths.state_file())
-            .ok()
-            .flatten()
-            .is_some_and(|s| {
-                is_same_process(Path::new("/proc"), s.supervisor_pid, s.supervisor_start)
-            })
+    super::up::is_up(&ProjectPaths::new(&Context::run_root(), project))
 }
 
 /// `rcompose watch` (and `up -d --watch [POD...]` once the stack is up; `only`: those pods):
