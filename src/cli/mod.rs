@@ -36,9 +36,15 @@ pub const DEFAULT_RUN_ROOT: &str = "/run/rcompose";
 #[derive(Debug, Parser)]
 #[command(name = "rcompose", version, about, max_term_width = 100)]
 struct Cli {
-    /// The manifest [default: rcompose.yaml in the current directory]
-    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    /// The manifest: an rcompose.yaml or a Compose file [default: the first of rcompose.yaml,
+    /// compose.yaml, compose.yml, docker-compose.yaml, docker-compose.yml in the current
+    /// directory]
+    #[arg(short = 'f', long = "file", value_name = "FILE", env = "RCOMPOSE_FILE")]
     file: Option<PathBuf>,
+    /// Enable the Compose services of this profile (repeatable; also `COMPOSE_PROFILES`, comma
+    /// separated; `*` enables all)
+    #[arg(long = "profile", value_name = "PROFILE")]
+    profiles: Vec<String>,
     /// Project name [default: the manifest's `name`, else its directory's name]
     #[arg(short = 'p', long = "project-name", value_name = "NAME")]
     project: Option<String>,
@@ -241,6 +247,12 @@ enum Command {
         #[arg(short, long)]
         quiet: bool,
     },
+    /// Print the rcompose.yaml equivalent to a Compose file
+    Convert {
+        /// The Compose file [default: `-f`, else the file found in the current directory]
+        #[arg(value_name = "FILE")]
+        file: Option<PathBuf>,
+    },
     /// Print the start order, or the dependency graph
     Graph {
         /// Output format
@@ -378,6 +390,7 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
         project: cli.project,
         store: cli.store,
         runtime: cli.runtime,
+        profiles: cli.profiles,
     };
     match cli.command {
         Command::Up {
@@ -514,6 +527,15 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Convert { file } => {
+            let ctx = Context {
+                file: file.or_else(|| ctx.file.clone()),
+                ..ctx.clone()
+            };
+            let text = ctx.convert()?;
+            print_str(&text);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Graph { format } => {
             let desired = ctx.desired()?;
             let text = match format {
@@ -554,6 +576,42 @@ struct Context {
     project: Option<String>,
     store: PathBuf,
     runtime: Option<crate::manifest::RuntimeKind>,
+    profiles: Vec<String>,
+}
+
+/// The file names `rcompose` looks for when no `-f` is given, in order.
+const MANIFEST_NAMES: [&str; 5] = [
+    "rcompose.yaml",
+    "compose.yaml",
+    "compose.yml",
+    "docker-compose.yaml",
+    "docker-compose.yml",
+];
+
+/// What the Compose loader reads: files relative to the project directory, the process
+/// environment.
+struct ComposeHost {
+    dir: PathBuf,
+}
+
+impl manifest::compose::Host for ComposeHost {
+    fn read_file(&self, path: &Path) -> Result<String, String> {
+        fs::read_to_string(self.dir.join(path)).map_err(|e| {
+            let text = e.to_string();
+            // "No such file or directory (os error 2)" -> "no such file or directory"
+            let text = text.split(" (os error").next().unwrap_or(&text);
+            let mut chars = text.chars();
+            chars.next().map_or_else(String::new, |c| {
+                c.to_lowercase().collect::<String>() + chars.as_str()
+            })
+        })
+    }
+    fn file_exists(&self, path: &Path) -> bool {
+        self.dir.join(path).is_file()
+    }
+    fn env(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
 }
 
 fn parse_runtime(s: &str) -> Result<crate::manifest::RuntimeKind, String> {
@@ -567,7 +625,8 @@ impl Context {
             .map_or_else(|| PathBuf::from(DEFAULT_RUN_ROOT), PathBuf::from)
     }
 
-    /// The manifest path: `-f`, else `rcompose.yaml` in the current directory.
+    /// The manifest path: `-f`, else the first of [`MANIFEST_NAMES`] in the current
+    /// directory.
     fn manifest_path(&self) -> Result<PathBuf, Error> {
         if let Some(f) = &self.file {
             return Ok(f.clone());
@@ -576,12 +635,51 @@ impl Context {
             what: "read the current directory".into(),
             source,
         })?;
-        let default = cwd.join("rcompose.yaml");
-        if default.exists() {
-            Ok(PathBuf::from("rcompose.yaml"))
-        } else {
-            Err(Error::NoManifest { dir: cwd })
+        MANIFEST_NAMES
+            .iter()
+            .find(|name| cwd.join(name).is_file())
+            .map(PathBuf::from)
+            .ok_or(Error::NoManifest { dir: cwd })
+    }
+
+    /// The rcompose.yaml equivalent to the Compose file (`convert`): the project is loaded and
+    /// validated, without asking whether the files it names exist.
+    fn convert(&self) -> Result<String, Error> {
+        let path = self.manifest_path()?;
+        let source = fs::read_to_string(&path).map_err(|source| Error::ReadManifest {
+            path: path.clone(),
+            source,
+        })?;
+        let facts = manifest::Facts {
+            path_exists: &|_| true,
+            env_set: &|_| true,
+            subnet_conflict: &|_, _| None,
+        };
+        let loaded = self.load_compose(&source, &path, &facts)?;
+        Ok(loaded.manifest.to_yaml())
+    }
+
+    /// Loads a Compose file, printing its warnings to stderr.
+    fn load_compose(
+        &self,
+        source: &str,
+        path: &Path,
+        facts: &manifest::Facts<'_>,
+    ) -> Result<manifest::compose::Loaded, Error> {
+        let host = ComposeHost {
+            dir: path
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .map_or_else(|| PathBuf::from("."), Path::to_path_buf),
+        };
+        let options = manifest::compose::Options {
+            profiles: self.profiles.clone(),
+        };
+        let outcome = manifest::compose::load(source, path, &host, &options, facts);
+        if !outcome.warnings.is_empty() {
+            eprintln!("{}", manifest::render_warnings(path, &outcome.warnings));
         }
+        Ok(outcome.result?)
     }
 
     /// The validated manifest and its path.
@@ -624,6 +722,10 @@ impl Context {
             env_set: &|name| std::env::var_os(name).is_some(),
             subnet_conflict: &subnet_conflict,
         };
+        if manifest::compose::is_compose(&path, &source) {
+            let loaded = self.load_compose(&source, &path, &facts)?;
+            return Ok((loaded.valid, path));
+        }
         Ok((manifest::load_checked(&source, &path, &facts)?, path))
     }
 

@@ -28,6 +28,8 @@ struct Issue {
     path: String,
     anchor: Anchor,
     message: String,
+    /// Where it is, when the caller knows better than the path index (Compose files).
+    at: Option<Loc>,
     /// Shape problems always show; semantic ones are dropped under a broken path (they would
     /// only repeat the shape problem).
     shape: bool,
@@ -41,6 +43,8 @@ pub(crate) struct Issues {
     keys: HashMap<String, Loc>,
     values: HashMap<String, Loc>,
     syntax: Option<node::SyntaxError>,
+    /// Other files problems may be in (`Loc::file` N is `files[N - 1]`): name and text.
+    files: Vec<(std::path::PathBuf, String)>,
 }
 
 /// Joins a map key onto a path.
@@ -90,8 +94,38 @@ impl Issues {
             path: path.to_string(),
             anchor,
             message,
+            at: None,
             shape: false,
         });
+    }
+
+    /// A problem at a known place (Compose files), shown whatever else is broken.
+    pub(crate) fn at(&mut self, path: &str, loc: Loc, message: String) {
+        self.list.push(Issue {
+            path: path.to_string(),
+            anchor: Anchor::Value,
+            message,
+            at: Some(loc),
+            shape: true,
+        });
+    }
+
+    /// Records that `path` (of a manifest built from another format) is at `key`/`value`,
+    /// so validation problems point there; the first place recorded for a path stays.
+    pub(crate) fn place(&mut self, path: &str, key: Loc, value: Loc) {
+        self.keys.entry(path.to_string()).or_insert(key);
+        self.values.entry(path.to_string()).or_insert(value);
+    }
+
+    /// Takes over the other files of `from` (for a second list, of warnings).
+    pub(crate) fn copy_files(&mut self, from: &Issues) {
+        self.files.clone_from(&from.files);
+    }
+
+    /// Registers another file problems may be in; its number for [`Loc::file`].
+    pub(crate) fn add_file(&mut self, name: std::path::PathBuf, text: String) -> u32 {
+        self.files.push((name, text));
+        u32::try_from(self.files.len()).unwrap_or(u32::MAX)
     }
 
     /// A shape problem; later semantic problems under `path` are dropped.
@@ -101,6 +135,7 @@ impl Issues {
             path: path.to_string(),
             anchor,
             message,
+            at: None,
             shape: true,
         });
     }
@@ -132,9 +167,19 @@ impl Issues {
     }
 
     pub(crate) fn into_error(self, source: &str, origin: &Path) -> ManifestError {
-        let lines: Vec<&str> = source.lines().collect();
+        let main: Vec<&str> = source.lines().collect();
+        let others: Vec<Vec<&str>> = self
+            .files
+            .iter()
+            .map(|(_, t)| t.lines().collect())
+            .collect();
         let location = |loc: Option<Loc>| {
-            loc.filter(|l| l.line > 0).map(|l| SourceLocation {
+            let l = loc.filter(|l| l.line > 0)?;
+            let lines = match l.file {
+                0 => &main,
+                n => others.get(n as usize - 1)?,
+            };
+            Some(SourceLocation {
                 line: l.line,
                 column: l.column.max(1),
                 len: l.len.max(1),
@@ -143,19 +188,26 @@ impl Issues {
                     .map_or(String::new(), |t| (*t).to_string()),
             })
         };
+        let file = |loc: Option<Loc>| match loc {
+            Some(l) if l.file > 0 => self.files.get(l.file as usize - 1).map(|(n, _)| n.clone()),
+            _ => None,
+        };
         let mut problems = Vec::new();
         if let Some(syntax) = &self.syntax {
             problems.push(Problem {
                 path: String::new(),
                 message: syntax.message.clone(),
                 location: location(syntax.loc),
+                file: None,
             });
         }
         for issue in self.list.iter().filter(|i| self.shows(i)) {
+            let loc = issue.at.or_else(|| self.locate(&issue.path, issue.anchor));
             problems.push(Problem {
                 path: issue.path.clone(),
                 message: issue.message.clone(),
-                location: location(self.locate(&issue.path, issue.anchor)),
+                location: location(loc),
+                file: file(loc),
             });
         }
         ManifestError::new(origin.to_path_buf(), problems)
@@ -216,6 +268,7 @@ impl Issues {
                                 path: join(path, &key.name),
                                 anchor: Anchor::Key,
                                 message,
+                                at: None,
                                 shape: true,
                             });
                         }
@@ -241,6 +294,7 @@ impl Issues {
                         path: join(path, &key.name),
                         anchor: Anchor::Key,
                         message: format!("{what} takes no options yet: remove `{}`", key.name),
+                        at: None,
                         shape: true,
                     });
                 }

@@ -26,6 +26,9 @@ pub struct Problem {
     pub message: String,
     /// Where it is, when known.
     pub location: Option<SourceLocation>,
+    /// The file it is in when that is not the manifest itself (a file a Compose file
+    /// includes or extends).
+    pub file: Option<PathBuf>,
 }
 
 /// Everything wrong with a manifest, all problems at once.
@@ -71,14 +74,35 @@ impl ManifestError {
         let origin = self.origin.display().to_string();
         self.problems
             .iter()
-            .map(|p| render_problem(&origin, p))
+            .map(|p| match &p.file {
+                Some(file) => render_problem(&file.display().to_string(), p),
+                None => render_problem(&origin, p),
+            })
             .collect::<Vec<_>>()
             .join("\n\n")
     }
 }
 
+/// Renders warnings like [`ManifestError::render`] renders errors (`warning: ...`, its place
+/// and snippet); `origin` names the manifest. No trailing newline.
+pub fn render_warnings(origin: &std::path::Path, warnings: &[Problem]) -> String {
+    let origin = origin.display().to_string();
+    warnings
+        .iter()
+        .map(|p| {
+            let file = p.file.as_ref().map(|f| f.display().to_string());
+            render_as("warning", file.as_deref().unwrap_or(&origin), p)
+        })
+        .collect::<Vec<_>>()
+        .join("\n\n")
+}
+
 fn render_problem(origin: &str, p: &Problem) -> String {
-    let mut out = format!("error: {}\n", p.message);
+    render_as("error", origin, p)
+}
+
+fn render_as(level: &str, origin: &str, p: &Problem) -> String {
+    let mut out = format!("{level}: {}\n", p.message);
     match &p.location {
         None => {
             let _ = write!(out, "  --> {origin}");
@@ -117,6 +141,7 @@ mod tests {
                     len: 7,
                     line_text: "    replcas: 3".into(),
                 }),
+                file: None,
             }],
         );
         assert_eq!(

@@ -7,6 +7,7 @@
 //! reference checked), reporting all problems of the file in one [`ManifestError`].
 
 pub mod caps;
+pub mod compose;
 mod convert;
 mod error;
 mod node;
@@ -25,7 +26,7 @@ use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 
-pub use self::error::{ManifestError, Problem, SourceLocation};
+pub use self::error::{ManifestError, Problem, SourceLocation, render_warnings};
 pub use self::quantity::{Bytes, MilliCpu};
 pub use self::valid::{
     Amount, Backoff, Container, Dependency, FileSource, FileUse, Image, ImageBase, Layer, Mount,
@@ -74,6 +75,15 @@ pub struct Manifest {
     /// paths does to which pods.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub watch: Vec<WatchSpec>,
+}
+
+impl Manifest {
+    /// The manifest as YAML, as written (short forms kept; what `rcompose convert` prints).
+    #[must_use]
+    pub fn to_yaml(&self) -> String {
+        serde_saphyr::to_string(self)
+            .expect("invariant: plain structs, maps, strings and integers always serialize")
+    }
 }
 
 /// A watch rule: changes of files under `paths` (not ignored) trigger `action` on `pods`.

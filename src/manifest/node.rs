@@ -18,6 +18,9 @@ pub(crate) struct Loc {
     pub(crate) line: u32,
     pub(crate) column: u32,
     pub(crate) len: u32,
+    /// Which file: 0 for the manifest itself, N for the N-th other file a Compose project
+    /// read (`include`, `extends`), see `Issues::add_file`.
+    pub(crate) file: u32,
 }
 
 /// One YAML node with its location.
@@ -100,6 +103,10 @@ pub(crate) fn parse_tree(source: &str) -> Result<Node, SyntaxError> {
                 format!("duplicate key `{key}`")
             } else if message.starts_with("multiple YAML documents detected") {
                 "the manifest must be a single YAML document, found another `---` document".into()
+            } else if message.starts_with("budget breached") {
+                "the document expands to too many nodes through its aliases (more than 250000): an alias bomb?".into()
+            } else if message.starts_with("recursive references require") {
+                "an alias refers to a node that contains it (a cycle)".into()
             } else if message == "expected string scalar" {
                 "mapping keys must be strings".into()
             } else {
@@ -119,6 +126,7 @@ fn loc_of(l: &Location) -> Option<Loc> {
         line: u32::try_from(l.line()).unwrap_or(u32::MAX),
         column: u32::try_from(l.column()).unwrap_or(u32::MAX),
         len: u32::try_from(l.span().len()).unwrap_or(1),
+        file: 0,
     })
 }
 
