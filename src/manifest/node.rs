@@ -105,6 +105,8 @@ pub(crate) fn parse_tree(source: &str) -> Result<Node, SyntaxError> {
                 "the manifest must be a single YAML document, found another `---` document".into()
             } else if message.starts_with("budget breached") {
                 "the document expands to too many nodes through its aliases (more than 250000): an alias bomb?".into()
+            } else if message.starts_with("YAML merge value must be") {
+                "the value of a merge key `<<` must be a mapping or a list of mappings".into()
             } else if message.starts_with("recursive references require") {
                 "an alias refers to a node that contains it (a cycle)".into()
             } else if message == "expected string scalar" {

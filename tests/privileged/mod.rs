@@ -2,6 +2,7 @@
 
 mod balancer;
 mod commands;
+mod compose;
 mod examples;
 mod exec;
 mod files;

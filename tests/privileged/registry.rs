@@ -44,7 +44,7 @@ pub(crate) const PASSWORD: &str = "s3cret-rcompose";
 const HTPASSWD: &str = "alice:$2b$04$dKQwT3U0QlitLcB.USUIi.E3uE7hqi2gGLbpFc.XzrXYCjuehvIBe\n";
 
 /// Fails loudly when a tool the tests need is missing.
-fn require_tools() {
+pub(crate) fn require_tools() {
     require(&[Need::Busybox]);
     let path = std::env::var_os("PATH").unwrap_or_default();
     for tool in ["docker-registry", "skopeo"] {

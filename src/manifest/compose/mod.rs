@@ -884,7 +884,7 @@ fn collect(ld: &mut Loader<'_>, file: &File, all: &mut Collected, stack: &mut Ve
                     let chain: Vec<String> = stack
                         .iter()
                         .chain([&target])
-                        .map(|p| p.display().to_string())
+                        .map(|p| format!("`{}`", p.display()))
                         .collect();
                     ld.error(&path, loc, format!("include cycle: {}", chain.join(" -> ")));
                     continue;
@@ -934,38 +934,38 @@ fn collect(ld: &mut Loader<'_>, file: &File, all: &mut Collected, stack: &mut Ve
             }
         }
     }
-    if let Some(node) = get(root, "services") {
-        if let Some(list) = ld.map(node, "services", "`services`") {
-            for (key, value) in list {
-                let path = join("services", &key.name);
-                if !matches!(value.kind, Kind::Map(_)) {
-                    let found = value.kind.describe();
-                    ld.error(
-                        &path,
-                        value.loc,
-                        format!(
-                            "wrong type for the service `{}`: expected a mapping, found {found}",
-                            key.name
-                        ),
-                    );
-                    continue;
-                }
-                if all.services.contains_key(&key.name) {
-                    ld.error(
-                        &path,
-                        key.loc,
-                        format!(
-                            "the service `{}` is already defined by an included file",
-                            key.name
-                        ),
-                    );
-                    continue;
-                }
-                all.services.insert(
-                    key.name.clone(),
-                    (key.clone(), value.clone(), file.dir.clone()),
+    if let Some(node) = get(root, "services")
+        && let Some(list) = ld.map(node, "services", "`services`")
+    {
+        for (key, value) in list {
+            let path = join("services", &key.name);
+            if !matches!(value.kind, Kind::Map(_)) {
+                let found = value.kind.describe();
+                ld.error(
+                    &path,
+                    value.loc,
+                    format!(
+                        "wrong type for the service `{}`: expected a mapping, found {found}",
+                        key.name
+                    ),
                 );
+                continue;
             }
+            if all.services.contains_key(&key.name) {
+                ld.error(
+                    &path,
+                    key.loc,
+                    format!(
+                        "the service `{}` is already defined by an included file",
+                        key.name
+                    ),
+                );
+                continue;
+            }
+            all.services.insert(
+                key.name.clone(),
+                (key.clone(), value.clone(), file.dir.clone()),
+            );
         }
     }
     if let Some(node) = get(root, "volumes")
@@ -1017,16 +1017,20 @@ fn volume(ld: &mut Loader<'_>, node: &Node, path: &str, name: &str) {
     for (key, value) in list {
         let p = join(path, &key.name);
         match key.name.as_str() {
-            "driver" => {
-                if scalar(value) != Some("local") {
-                    ld.error(&p, value.loc, format!("the volume driver `{}` is not supported: volumes are directories of the data dir (driver `local`)", scalar(value).unwrap_or_default()));
-                }
+            "driver" if scalar(value) != Some("local") => {
+                let driver = scalar(value).unwrap_or_default();
+                ld.error(&p, value.loc, format!("the volume driver `{driver}` is not supported: volumes are directories of the data dir (driver `local`)"));
             }
             "driver_opts" => ld.error(&p, key.loc, "`driver_opts` of a volume is not supported: use a bind mount (`./dir:/target`) for a host directory".into()),
             "external" => {
+                let external = match &value.kind {
+                    // the legacy `external: { name: x }`
+                    Kind::Map(_) => Some(true),
+                    _ => ld.boolean(value, &p, "`external`"),
+                };
                 if get(node, "driver").is_some() {
                     ld.error(&p, key.loc, format!("conflicting parameters `external` and `driver` for the volume `{name}`"));
-                } else if ld.boolean(value, &p, "`external`") != Some(false) {
+                } else if external != Some(false) {
                     ld.error(&p, key.loc, format!("the external volume `{name}` is not supported: rcompose makes and keeps the project's volumes itself"));
                 }
             }
@@ -1071,11 +1075,9 @@ fn file_source(
             "file" => spec.file = ld.text(value, &p, "`file`").map(|f| rebase(dir, &f)),
             "environment" => spec.environment = ld.text(value, &p, "`environment`"),
             "content" => spec.content = ld.text(value, &p, "`content`"),
-            "external" => {
-                if ld.boolean(value, &p, "`external`") == Some(true) {
-                    ld.error(&p, key.loc, format!("{what} is `external`: not supported (there is no swarm or secret store); use `file`, `environment` or `content`"));
-                    return None;
-                }
+            "external" if ld.boolean(value, &p, "`external`") == Some(true) => {
+                ld.error(&p, key.loc, format!("{what} is `external`: not supported (there is no swarm or secret store); use `file`, `environment` or `content`"));
+                return None;
             }
             "name" | "labels" => {
                 ld.warn(&p, key.loc, format!("`{}` of {what} is ignored", key.name))

@@ -1407,10 +1407,10 @@ fn deploy(
                 if let Some(t) = ld.text(v, &p, "`replicas`") {
                     match t.trim().parse::<i64>() {
                         Ok(n) if n >= 0 => pod.replicas = u32::try_from(n).ok(),
-                        Ok(_) => ld.error(
+                        Ok(n) => ld.error(
                             &p,
                             v.loc,
-                            "deploy.replicas must be greater than or equal to 0".into(),
+                            format!("`deploy.replicas` must be 0 or more, found `{n}`"),
                         ),
                         Err(_) => ld.error(
                             &p,
@@ -1547,7 +1547,7 @@ pub(crate) fn docker_bytes(text: &str) -> Result<String, String> {
     )]
     let bytes = (value * (1u64 << shift) as f64) as u64;
     for (suffix, s) in [("Gi", 30), ("Mi", 20), ("Ki", 10)] {
-        if bytes > 0 && bytes % (1u64 << s) == 0 {
+        if bytes > 0 && bytes.is_multiple_of(1u64 << s) {
             return Ok(format!("{}{suffix}", bytes >> s));
         }
     }
