@@ -54,7 +54,7 @@ layers:
     }
     check 'crate::(cli|supervisor|runtime)\b|crate::\{[^}]*\b(cli|supervisor|runtime)\b' src/manifest src/plan
     # std::net's address types are plain values; its sockets are I/O
-    check 'std::(fs|process)\b|std::\{[^}]*\b(fs|process)\b|std::net::(Tcp|Udp|ToSocket)|\bnix::' src/manifest src/plan
+    check 'std::(fs|process|env)\b|std::\{[^}]*\b(fs|process|env)\b|std::net::(Tcp|Udp|ToSocket)|\bnix::' src/manifest src/plan
     check 'crate::(supervisor|cli|network)\b|crate::\{[^}]*\b(supervisor|cli|network)\b' src/runtime
     check 'crate::(supervisor|cli|runtime|image)\b|crate::\{[^}]*\b(supervisor|cli|runtime|image)\b' src/network
     check 'crate::(supervisor|cli|runtime|network|image|balancer)\b|crate::\{[^}]*\b(supervisor|cli|runtime|network|image|balancer)\b' src/watch

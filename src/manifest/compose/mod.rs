@@ -806,9 +806,12 @@ fn project(
     }
     for (name, (key, node)) in &all.networks {
         let path = join("networks", name);
-        if let Some(ext) = get(node, "external")
-            && ld.boolean(ext, &join(&path, "external"), "`external`") == Some(true)
-        {
+        let external = get(node, "external").and_then(|ext| match &ext.kind {
+            // the legacy `external: { name: x }`
+            Kind::Map(_) => Some(true),
+            _ => ld.boolean(ext, &join(&path, "external"), "`external`"),
+        });
+        if external == Some(true) {
             ld.error(&path, key.loc, format!("the external network `{name}` is not supported: every project has one network of its own"));
         } else {
             ld.warn(
@@ -939,7 +942,7 @@ fn collect(ld: &mut Loader<'_>, file: &File, all: &mut Collected, stack: &mut Ve
     {
         for (key, value) in list {
             let path = join("services", &key.name);
-            if !matches!(value.kind, Kind::Map(_)) {
+            if !matches!(value.kind, Kind::Map(_) | Kind::Null) {
                 let found = value.kind.describe();
                 ld.error(
                     &path,
@@ -1075,7 +1078,10 @@ fn file_source(
             "file" => spec.file = ld.text(value, &p, "`file`").map(|f| rebase(dir, &f)),
             "environment" => spec.environment = ld.text(value, &p, "`environment`"),
             "content" => spec.content = ld.text(value, &p, "`content`"),
-            "external" if ld.boolean(value, &p, "`external`") == Some(true) => {
+            "external"
+                if matches!(value.kind, Kind::Map(_))
+                    || ld.boolean(value, &p, "`external`") == Some(true) =>
+            {
                 ld.error(&p, key.loc, format!("{what} is `external`: not supported (there is no swarm or secret store); use `file`, `environment` or `content`"));
                 return None;
             }
