@@ -1794,6 +1794,25 @@ fn networks(ld: &mut Loader<'_>, node: &Node, path: &str, key_loc: Loc) {
     );
 }
 
+/// A Compose watch `ignore` pattern (relative to the watched path) as an rcompose one
+/// (.gitignore syntax, relative to the project directory): a pattern with a `/` (or
+/// starting with `./`) is anchored under the watched path; a bare name matches anywhere, in
+/// both.
+fn ignore_pattern(watched: &str, pattern: &str) -> String {
+    let rest = pattern.strip_prefix("./").unwrap_or(pattern);
+    let anchored = pattern.starts_with("./") || rest.trim_end_matches('/').contains('/');
+    if !anchored || Path::new(watched).is_absolute() {
+        return pattern.to_string();
+    }
+    let rest = rest.trim_start_matches('/');
+    let base = watched.trim_start_matches("./").trim_end_matches('/');
+    if base.is_empty() || base == "." {
+        format!("/{rest}")
+    } else {
+        format!("/{base}/{rest}")
+    }
+}
+
 fn develop(ld: &mut Loader<'_>, node: &Node, path: &str, svc: &str, watch: &mut Vec<WatchSpec>) {
     ld.unknown_keys(node, path, &["watch"], "in `develop`");
     let Some(w) = get(node, "watch") else { return };
@@ -1863,10 +1882,13 @@ fn develop(ld: &mut Loader<'_>, node: &Node, path: &str, svc: &str, watch: &mut 
         let wi = watch.len();
         ld.cx.place(&index("watch", wi), item.loc, item.loc);
         watch.push(WatchSpec {
-            paths: vec![wpath],
+            paths: vec![wpath.clone()],
             action,
             pods: vec![svc.to_string()],
-            ignore: ignore.into_iter().map(|(t, _)| t).collect(),
+            ignore: ignore
+                .into_iter()
+                .map(|(t, _)| ignore_pattern(&wpath, &t))
+                .collect(),
             target: if action == WatchAction::Sync {
                 target
             } else {

@@ -489,13 +489,15 @@ fn develop_watch_becomes_watch_rules() {
     image: x
     develop:
       watch:
-        - { action: sync, path: ./src, target: /app/src, ignore: [\"*.tmp\"] }
+        - { action: sync, path: ./src, target: /app/src, ignore: [\"*.tmp\", ./gen, lib/x/] }
         - { action: restart, path: ./conf }
 ");
     assert_eq!(m.watch.len(), 2);
     assert_eq!(m.watch[0].action, WatchAction::Sync);
     assert_eq!(m.watch[0].target.as_deref(), Some("/app/src"));
     assert_eq!(m.watch[0].pods, vec!["a".to_string()]);
+    // Compose's patterns are relative to the watched path, rcompose's to the project
+    assert_eq!(m.watch[0].ignore, vec!["*.tmp", "/src/gen", "/src/lib/x/"]);
     assert_eq!(m.watch[1].action, WatchAction::Restart);
     let e = err("services:
   a:
