@@ -723,21 +723,6 @@ fn project(
     {
         ld.error("", root.loc, "Compose file format v1 (services at the top level) is not supported: put them under `services:`".into());
     }
-    ld.unknown_keys(root, "", &TOP_KEYS, "at the top level of a Compose file");
-    if let Some((key, _)) = entries(root).iter().find(|(k, _)| k.name == "version") {
-        ld.warn(
-            "version",
-            key.loc,
-            "`version` is obsolete and ignored (as by Compose)".into(),
-        );
-    }
-    if let Some((key, _)) = entries(root).iter().find(|(k, _)| k.name == "models") {
-        ld.error(
-            "models",
-            key.loc,
-            "`models` is not supported: rcompose runs no AI models".into(),
-        );
-    }
     let mut m = Manifest::default();
     if let Some(n) = get(root, "name") {
         m.name = ld.text(n, "name", "`name`");
@@ -837,6 +822,21 @@ fn all_services_of(all: &Collected) -> BTreeMap<String, (Node, PathBuf)> {
 /// it includes (depth first; `stack` holds the include chain, for cycles).
 fn collect(ld: &mut Loader<'_>, file: &File, all: &mut Collected, stack: &mut Vec<PathBuf>) {
     let root = &file.tree;
+    ld.unknown_keys(root, "", &TOP_KEYS, "at the top level of a Compose file");
+    if let Some((key, _)) = entries(root).iter().find(|(k, _)| k.name == "version") {
+        ld.warn(
+            "version",
+            key.loc,
+            "`version` is obsolete and ignored (as by Compose)".into(),
+        );
+    }
+    if let Some((key, _)) = entries(root).iter().find(|(k, _)| k.name == "models") {
+        ld.error(
+            "models",
+            key.loc,
+            "`models` is not supported: rcompose runs no AI models".into(),
+        );
+    }
     if let Some(inc) = get(root, "include")
         && let Some(items) = ld.list(inc, "include", "`include`")
     {

@@ -924,6 +924,17 @@ pub(super) fn service(
                 continue;
             }
             list.retain(|l: &PortMapping| !(l.port == p.port && l.publish.is_none()));
+            let mut p = p;
+            // a container port published twice (`8080:80`, `8081:80`): the second listens
+            // on its host port number on the service address too, forwarding to the same
+            // container port
+            if let Some(publish) = p.publish
+                && list.iter().any(|l| l.port == p.port)
+                && !list.iter().any(|l| l.port == publish)
+            {
+                p.target = Some(p.port);
+                p.port = publish;
+            }
             ld.cx
                 .place(&index(&join(&spath, "ports"), list.len()), loc, loc);
             list.push(p);

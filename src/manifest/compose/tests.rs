@@ -154,6 +154,23 @@ fn ports_make_a_service_of_the_same_name_through_the_balancer() {
 }
 
 #[test]
+fn a_container_port_published_twice_gets_two_service_ports() {
+    let m = ok("services: { a: { image: x, ports: [\"8080:80\", \"8081:80\"] } }");
+    let ports: Vec<(u16, Option<u16>, Option<u16>)> = m.services["a"]
+        .ports
+        .iter()
+        .map(|p| match p {
+            PortSpec::Long(l) => (l.port, l.target, l.publish),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        ports,
+        vec![(80, None, Some(8080)), (8081, Some(80), Some(8081))]
+    );
+}
+
+#[test]
 fn port_ranges_expand_and_udp_is_refused_at_its_line() {
     let m = ok("services:
   a: { image: x, ports: [\"8000-8001:9000-9001\"] }
@@ -606,6 +623,16 @@ services:
         &host,
     );
     assert!(l.manifest.pods.contains_key("db"));
+}
+
+#[test]
+fn unknown_top_level_keys_of_included_files_are_reported_in_their_file() {
+    let host = fake(&[("db.yaml", "servces: {}\n")], &[]);
+    let e = err_with(
+        "include: [db.yaml]\nservices: { web: { image: x } }\n",
+        &host,
+    );
+    assert!(e.starts_with("error: unknown key `servces` at the top level of a Compose file; did you mean `services`?\n  --> db.yaml:1:1"), "{e}");
 }
 
 #[test]
