@@ -473,6 +473,10 @@ pub(super) fn detached(
     if let Some(runtime) = ctx.runtime {
         cmd.arg("--runtime").arg(runtime.as_str());
     }
+    // the supervisor loads the manifest again: with the same Compose profiles
+    for profile in &ctx.profiles {
+        cmd.arg("--profile").arg(profile);
+    }
     cmd.arg("__supervise")
         .arg("--timeout")
         .arg(timeout.to_string())

@@ -2,7 +2,8 @@
 //! `deploy.replicas` behind one published port, `depends_on` with `service_healthy` and a
 //! `healthcheck`, an `env_file`, `${VAR:-default}` and `$$` interpolation with `.env` under
 //! the process environment, a named volume shared by two services, a tmpfs; found by the
-//! default file search (`compose.yaml`), and nothing left after `down -v`.
+//! default file search (`compose.yaml`), a service of a profile enabled by `--profile`, and
+//! nothing left after `down -v`.
 
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
@@ -97,13 +98,22 @@ services:
       - -c
       - echo "${{MESSAGE:-the default}}" > /data/msg && /bin/busybox wget -q -O - http://web/ > /data/seen && exec /bin/busybox sleep 1000
     volumes: [data:/data]
+  tools:
+    <<: *busybox
+    profiles: [tools]
+    command: [/bin/busybox, sleep, "1000"]
 volumes:
   data:
 "#
         ),
     );
     let env = [("PORT", port.as_str())];
-    let out = run(dir.path(), &env, &["--store", store, "up", "-d"]);
+    // a profile enabled on the command line reaches the detached supervisor too
+    let out = run(
+        dir.path(),
+        &env,
+        &["--store", store, "--profile", "tools", "up", "-d"],
+    );
     assert_code(&out, 0);
 
     // both replicas answer through the published port
@@ -144,6 +154,7 @@ volumes:
         exec("web-1", "cat /www/greeting"),
         "hello from the env file\n"
     );
+    assert_eq!(exec("tools", "echo up"), "up\n");
     let mounts = exec("web-1", "cat /proc/mounts");
     assert!(
         mounts

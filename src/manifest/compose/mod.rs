@@ -739,7 +739,7 @@ fn project(
 
     // profiles
     let mut active: BTreeSet<String> = options.profiles.iter().cloned().collect();
-    if let Some(env) = ld.host.env("COMPOSE_PROFILES") {
+    if let Some(env) = ld.var("COMPOSE_PROFILES") {
         active.extend(
             env.split(',')
                 .map(str::trim)

@@ -380,6 +380,15 @@ fn profiles_disable_services_unless_enabled() {
             .pods
             .contains_key("debug")
     );
+    let dotenv = fake(&[(".env", "COMPOSE_PROFILES=debug\n")], &[]);
+    assert!(
+        run_with(source, &dotenv, &[])
+            .result
+            .unwrap()
+            .manifest
+            .pods
+            .contains_key("debug")
+    );
     let all = run_with(source, &host, &["*"]).result.unwrap();
     assert!(all.manifest.pods.contains_key("debug"));
     let e = run_with(
