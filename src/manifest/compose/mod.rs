@@ -113,6 +113,44 @@ pub(crate) struct Loader<'a> {
     files: BTreeMap<PathBuf, Option<File>>,
     /// The main file's directory as the user named it (to name the other files in messages).
     origin_dir: PathBuf,
+    /// Mapping keys tagged `!reset` or `!override`, by their place (file, line, column).
+    pub(crate) tagged: BTreeMap<(u32, u32, u32), Tag>,
+}
+
+/// Compose's merge tags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Tag {
+    /// `!reset`: the key is removed from the merged result.
+    Reset,
+    /// `!override`: the value replaces the one it is merged over, without merging.
+    Override,
+}
+
+impl Loader<'_> {
+    /// The tag of a mapping key, if it has one.
+    pub(crate) fn tag(&self, key: &Key) -> Option<Tag> {
+        self.tagged
+            .get(&(key.loc.file, key.loc.line, key.loc.column))
+            .copied()
+    }
+}
+
+/// The locations of every mapping key of a tree.
+fn map_keys(node: &Node, out: &mut Vec<Loc>) {
+    match &node.kind {
+        Kind::Map(entries) => {
+            for (key, value) in entries {
+                out.push(key.loc);
+                map_keys(value, out);
+            }
+        }
+        Kind::Seq(items) => {
+            for item in items {
+                map_keys(item, out);
+            }
+        }
+        Kind::Scalar(_) | Kind::Null => {}
+    }
 }
 
 impl std::fmt::Debug for Loader<'_> {
@@ -192,7 +230,7 @@ impl Loader<'_> {
             }
         };
         set_file(&mut tree, number);
-        self.tags(text, number);
+        self.tags(text, number, &tree);
         let lines: Vec<&str> = text.lines().collect();
         self.key_types(&tree, &lines, "");
         self.interpolate(&mut tree, "", env);
@@ -206,7 +244,8 @@ impl Loader<'_> {
 
     /// The YAML tags Compose gives a meaning to (`!reset`, `!override`) are not applied by
     /// the YAML reader: refuse them where they are, rather than load something else.
-    fn tags(&mut self, text: &str, number: u32) {
+    fn tags(&mut self, text: &str, number: u32, tree: &Node) {
+        let mut found: Vec<(Loc, Tag)> = Vec::new();
         for (n, line) in text.lines().enumerate() {
             // the code before a comment (`#` at the start or after a blank)
             let end = line
@@ -214,20 +253,58 @@ impl Loader<'_> {
                 .find(|&(i, c)| c == '#' && (i == 0 || line[..i].ends_with([' ', '\t'])))
                 .map_or(line.len(), |(i, _)| i);
             let code = &line[..end];
-            for tag in ["!reset", "!override"] {
-                if let Some(col) = code.find(tag)
+            for (name, tag) in [("!reset", Tag::Reset), ("!override", Tag::Override)] {
+                if let Some(col) = code.find(name)
                     && !code[..col].contains(['"', '\''])
                 {
                     let loc = Loc {
                         line: u32::try_from(n + 1).unwrap_or(u32::MAX),
                         column: u32::try_from(code[..col].chars().count() + 1).unwrap_or(1),
-                        len: u32::try_from(tag.len()).unwrap_or(1),
+                        len: u32::try_from(name.len()).unwrap_or(1),
                         file: number,
                     };
+                    found.push((loc, tag));
+                }
+            }
+        }
+        if found.is_empty() {
+            return;
+        }
+        // tags are honoured inside services (where `extends` merges): the keys under them
+        let mut in_services = Vec::new();
+        if let Some(services) = get(tree, "services") {
+            for (_, service) in entries(services) {
+                map_keys(service, &mut in_services);
+            }
+        }
+        // the YAML reader drops tags: a tag belongs to the mapping entry whose key is on its
+        // line, before it (`ports: !reset []`)
+        let mut keys = Vec::new();
+        map_keys(tree, &mut keys);
+        for (loc, tag) in found {
+            let owner = keys
+                .iter()
+                .filter(|k| k.line == loc.line && k.column < loc.column)
+                .max_by_key(|k| k.column);
+            let name = if tag == Tag::Reset {
+                "!reset"
+            } else {
+                "!override"
+            };
+            match owner {
+                Some(k) if in_services.contains(k) => {
+                    self.tagged.insert((k.file, k.line, k.column), tag);
+                }
+                Some(_) => self.error(
+                    "",
+                    loc,
+                    format!("the YAML tag `{name}` is only supported on keys written inside a service (not through an anchor)"),
+                ),
+                None => {
                     self.error(
                         "",
                         loc,
-                        format!("the YAML tag `{tag}` is not supported yet: write the merged value out instead"),
+                        format!("the YAML tag `{name}` is only supported on the value of a mapping key (`ports: {name} []`)"),
                     );
                 }
             }
@@ -553,6 +630,7 @@ pub fn load(
         warned: BTreeSet::new(),
         files: BTreeMap::new(),
         origin_dir: origin.parent().map_or_else(PathBuf::new, Path::to_path_buf),
+        tagged: BTreeMap::new(),
     };
     ld.read_dotenv(Path::new(".env"), None);
     let manifest = project(&mut ld, source, origin, options);

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use super::{Loader, entries, get, normalize, rebase, scalar};
+use super::{Loader, Tag, entries, get, normalize, rebase, scalar};
 use crate::manifest::convert::{index, join};
 use crate::manifest::node::{Key, Kind, Loc, Node, Scalar, ScalarType};
 use crate::manifest::{
@@ -287,7 +287,7 @@ pub(super) fn extends(
     let mut stack = vec![(PathBuf::new(), name.to_string())];
     let node = rebased(node, dir);
     let merged = resolve(ld, &node, Path::new(""), all, path, &mut stack);
-    (merged, PathBuf::new())
+    (strip_resets(ld, &merged), PathBuf::new())
 }
 
 fn resolve(
@@ -394,7 +394,28 @@ fn resolve(
     stack.push(id);
     let base = resolve(ld, &base, &base_dir, all, path, stack);
     stack.pop();
-    merge(&base, &without(node, "extends"))
+    merge(ld, &base, &without(node, "extends"))
+}
+
+/// Removes the keys tagged `!reset` (what is left once nothing is merged under them).
+fn strip_resets(ld: &Loader<'_>, node: &Node) -> Node {
+    match &node.kind {
+        Kind::Map(entries) => Node {
+            kind: Kind::Map(
+                entries
+                    .iter()
+                    .filter(|(k, _)| ld.tag(k) != Some(Tag::Reset))
+                    .map(|(k, v)| (k.clone(), strip_resets(ld, v)))
+                    .collect(),
+            ),
+            loc: node.loc,
+        },
+        Kind::Seq(items) => Node {
+            kind: Kind::Seq(items.iter().map(|i| strip_resets(ld, i)).collect()),
+            loc: node.loc,
+        },
+        Kind::Scalar(_) | Kind::Null => node.clone(),
+    }
 }
 
 fn without(node: &Node, key: &str) -> Node {
@@ -405,13 +426,26 @@ fn without(node: &Node, key: &str) -> Node {
     n
 }
 
-/// Compose's merge of `over` onto `base` (services of `extends`).
-fn merge(base: &Node, over: &Node) -> Node {
+/// Compose's merge of `over` onto `base` (services of `extends`); a key of `over` tagged
+/// `!reset` removes the key, one tagged `!override` replaces the value without merging.
+fn merge(ld: &Loader<'_>, base: &Node, over: &Node) -> Node {
     let (Kind::Map(b), Kind::Map(o)) = (&base.kind, &over.kind) else {
         return over.clone();
     };
     let mut out: Vec<(Key, Node)> = b.clone();
     for (key, value) in o {
+        match ld.tag(key) {
+            Some(Tag::Reset) => {
+                out.retain(|(k, _)| k.name != key.name);
+                continue;
+            }
+            Some(Tag::Override) => {
+                out.retain(|(k, _)| k.name != key.name);
+                out.push((key.clone(), value.clone()));
+                continue;
+            }
+            None => {}
+        }
         let Some(slot) = out.iter_mut().find(|(k, _)| k.name == key.name) else {
             out.push((key.clone(), value.clone()));
             continue;
@@ -422,11 +456,11 @@ fn merge(base: &Node, over: &Node) -> Node {
         } else if MERGE_BY.contains(&name) {
             append(&slot.1, value, |n| mount_key(name, n))
         } else if AS_MAP.contains(&name) {
-            merge(&as_map(&slot.1), &as_map(value))
+            merge(ld, &as_map(&slot.1), &as_map(value))
         } else if matches!((&slot.1.kind, &value.kind), (Kind::Map(_), Kind::Map(_)))
             && !matches!(name, "command" | "entrypoint" | "test")
         {
-            merge(&slot.1, value)
+            merge(ld, &slot.1, value)
         } else {
             value.clone()
         };
@@ -686,9 +720,6 @@ pub(super) fn service(
         match kname {
             "image" => {
                 if let Some(t) = ld.text(value, &kp, "`image`") {
-                    if matches!(&value.kind, Kind::Scalar(s) if s.ty != ScalarType::Str) {
-                        ld.error(&kp, value.loc, "services.image must be a string".into());
-                    }
                     image.reference = Some(t);
                     has_image = true;
                     ld.cx.place(&join("images", name), k.loc, value.loc);

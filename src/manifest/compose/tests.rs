@@ -735,12 +735,59 @@ services:
 }
 
 #[test]
-fn reset_tags_and_non_string_keys_are_refused() {
-    let e = err("services:\n  a:\n    image: x\n    ports: !reset []\n");
+fn reset_and_override_tags_apply_to_extends() {
+    let m = ok("services:
+  base:
+    image: x
+    command: sleep 1
+    ports: [\"8080:80\"]
+    environment: { A: \"1\", B: \"1\" }
+  web:
+    extends: base
+    command: !reset null
+    ports: !reset []
+    environment: !override { C: \"1\" }
+");
+    let c = &m.pods["web"].containers[0];
+    assert_eq!(c.command, None);
+    assert!(!m.services.contains_key("web"));
+    let Some(EnvSpec::Map(env)) = &c.env else {
+        panic!()
+    };
+    assert_eq!(env.keys().collect::<Vec<_>>(), vec!["C"]);
+    // a tag outside a service (or reaching one through an anchor), or not on a mapping
+    // value, is an error
+    let e = err("x-a: &a
+  ports: !reset []
+services:
+  other:
+    <<: *a
+    image: y
+");
     assert!(
-        e.starts_with("error: the YAML tag `!reset` is not supported yet"),
+        e.starts_with(
+            "error: the YAML tag `!reset` is only supported on keys written inside a service"
+        ),
         "{e}"
     );
+    let e = err("volumes: !reset {}\nservices: { a: { image: x } }\n");
+    assert!(
+        e.starts_with(
+            "error: the YAML tag `!reset` is only supported on keys written inside a service"
+        ),
+        "{e}"
+    );
+    let e = err("services:\n  a:\n    image: x\n    ports:\n      - !reset \"80:80\"\n");
+    assert!(
+        e.starts_with(
+            "error: the YAML tag `!reset` is only supported on the value of a mapping key"
+        ),
+        "{e}"
+    );
+}
+
+#[test]
+fn non_string_keys_are_refused() {
     let e = err("services:\n  123:\n    image: x\n");
     assert!(
         e.starts_with("error: non-string key `123` in `services`"),
