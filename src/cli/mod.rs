@@ -650,6 +650,15 @@ impl Context {
             path: path.clone(),
             source,
         })?;
+        if !manifest::compose::is_compose(&path, &source)
+            && source.lines().any(|l| l.starts_with("pods:"))
+        {
+            return Err(Error::Usage(format!(
+                "`{}` is an rcompose.yaml, not a Compose file: `rcompose -f {} config` prints it normalized",
+                path.display(),
+                path.display()
+            )));
+        }
         let facts = manifest::Facts {
             path_exists: &|_| true,
             env_set: &|_| true,

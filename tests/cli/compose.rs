@@ -148,6 +148,13 @@ fn the_default_search_finds_compose_files_after_rcompose_yaml() {
     let out = run(dir.path(), &[], &["config"]);
     assert_code(&out, 0);
     assert!(stdout(&out).contains("  c:\n"), "{}", stdout(&out));
+    // `convert` wants a Compose file
+    let out = run(dir.path(), &[], &["convert"]);
+    assert_code(&out, 2);
+    assert_eq!(
+        stderr(&out),
+        "error: `rcompose.yaml` is an rcompose.yaml, not a Compose file: `rcompose -f rcompose.yaml config` prints it normalized\n"
+    );
     // -f (or RCOMPOSE_FILE) names any file; a Compose file is recognized by its content
     dir.write("stack.yml", "services: { d: { image: busybox } }\n");
     let out = run(dir.path(), &[("RCOMPOSE_FILE", "stack.yml")], &["config"]);
