@@ -4,6 +4,7 @@
 mod control;
 mod exec;
 mod image;
+mod info;
 mod output;
 mod rollout;
 mod stats;
@@ -34,14 +35,24 @@ pub const DEFAULT_RUN_ROOT: &str = "/run/rcompose";
 
 /// rcompose: run a stack of pods from one manifest, with namespaces and cgroups.
 #[derive(Debug, Parser)]
-#[command(name = "rcompose", version, about, max_term_width = 100)]
+#[command(name = "rcompose", version = info::LONG_VERSION, about, max_term_width = 100)]
 struct Cli {
-    /// The manifest [default: rcompose.yaml in the current directory]
-    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    /// The manifest [default: rcompose.yaml in the project directory]
+    #[arg(short = 'f', long = "file", value_name = "FILE", env = "RCOMPOSE_FILE")]
     file: Option<PathBuf>,
-    /// Project name [default: the manifest's `name`, else its directory's name]
-    #[arg(short = 'p', long = "project-name", value_name = "NAME")]
+    /// Project name [default: the manifest's `name`, else the project directory's name]
+    #[arg(
+        short = 'p',
+        long = "project-name",
+        value_name = "NAME",
+        env = "RCOMPOSE_PROJECT_NAME"
+    )]
     project: Option<String>,
+    /// The directory relative paths of the manifest start from, where the manifest is
+    /// looked for without -f, and whose name names the project [default: the manifest's
+    /// directory]
+    #[arg(long = "project-directory", value_name = "DIR")]
+    project_directory: Option<PathBuf>,
     /// The image store
     #[arg(
         long = "store",
@@ -249,6 +260,34 @@ enum Command {
     },
     /// Print the manifest's JSON Schema
     Schema,
+    /// List the projects on this machine with the state of their containers
+    Ls {
+        /// Output format
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Print the version, the commit it was built from and the target
+    Version {
+        /// Output format
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+        /// Only the version number
+        #[arg(long)]
+        short: bool,
+    },
+    /// Print a shell completion script: `source <(rcompose completion bash)`
+    Completion {
+        /// The shell
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page rcompose(1) in roff (`rcompose man | man -l -`), or write the pages
+    /// of every command to a directory
+    Man {
+        /// Write rcompose.1, rcompose-up.1, ... here instead
+        #[arg(short = 'o', long = "output", value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
     /// Pull images from registries: the given references, else the manifest's `ref:` images
     Pull {
         /// References (`busybox:1.36`, `localhost:5000/app@sha256:...`)
@@ -336,6 +375,7 @@ enum ConfigFormat {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum GraphFormat {
     Text,
+    Json,
     Dot,
     Mermaid,
 }
@@ -376,6 +416,7 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
     let ctx = Context {
         file: cli.file,
         project: cli.project,
+        project_dir: cli.project_directory,
         store: cli.store,
         runtime: cli.runtime,
     };
@@ -518,6 +559,7 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
             let desired = ctx.desired()?;
             let text = match format {
                 GraphFormat::Text => plan::graph::render_order(&desired),
+                GraphFormat::Json => info::graph_json(&desired),
                 GraphFormat::Dot => plan::graph::render_dot(&desired),
                 GraphFormat::Mermaid => plan::graph::render_mermaid(&desired),
             };
@@ -528,6 +570,10 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
             print_str(&manifest::schema_json());
             Ok(ExitCode::SUCCESS)
         }
+        Command::Ls { format } => info::ls(format),
+        Command::Version { format, short } => info::version(format, short),
+        Command::Completion { shell } => info::completion(shell),
+        Command::Man { dir } => info::man(dir.as_deref()),
         Command::Images { format } => image::list(&ctx, format),
         Command::Pull {
             images,
@@ -552,6 +598,8 @@ fn print_str(text: &str) {
 struct Context {
     file: Option<PathBuf>,
     project: Option<String>,
+    /// `--project-directory`.
+    project_dir: Option<PathBuf>,
     store: PathBuf,
     runtime: Option<crate::manifest::RuntimeKind>,
 }
@@ -567,20 +615,52 @@ impl Context {
             .map_or_else(|| PathBuf::from(DEFAULT_RUN_ROOT), PathBuf::from)
     }
 
-    /// The manifest path: `-f`, else `rcompose.yaml` in the current directory.
+    /// The manifest path: `-f`, else `rcompose.yaml` in the project directory (the current
+    /// one without `--project-directory`).
     fn manifest_path(&self) -> Result<PathBuf, Error> {
         if let Some(f) = &self.file {
             return Ok(f.clone());
         }
-        let cwd = std::env::current_dir().map_err(|source| Error::Io {
-            what: "read the current directory".into(),
-            source,
-        })?;
-        let default = cwd.join("rcompose.yaml");
+        let dir = match &self.project_dir {
+            Some(d) => d.clone(),
+            None => std::env::current_dir().map_err(|source| Error::Io {
+                what: "read the current directory".into(),
+                source,
+            })?,
+        };
+        let default = dir.join("rcompose.yaml");
         if default.exists() {
-            Ok(PathBuf::from("rcompose.yaml"))
+            Ok(match &self.project_dir {
+                Some(_) => default,
+                None => PathBuf::from("rcompose.yaml"),
+            })
         } else {
-            Err(Error::NoManifest { dir: cwd })
+            Err(Error::NoManifest { dir })
+        }
+    }
+
+    /// Where the manifest's relative paths start and whose name names the project:
+    /// `--project-directory`, else the manifest's directory (absolute).
+    fn base(&self, manifest: &Path) -> PathBuf {
+        let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+        match &self.project_dir {
+            Some(d) => abs(d),
+            None => abs(manifest)
+                .parent()
+                .map_or_else(|| PathBuf::from("/"), Path::to_path_buf),
+        }
+    }
+
+    /// [`Self::base`], which must be a directory.
+    fn base_dir(&self, manifest: &Path) -> Result<PathBuf, Error> {
+        let dir = self.base(manifest);
+        if dir.is_dir() {
+            Ok(dir)
+        } else {
+            Err(Error::Usage(format!(
+                "the project directory `{}` is not a directory; name an existing one with --project-directory",
+                dir.display()
+            )))
         }
     }
 
@@ -591,10 +671,8 @@ impl Context {
             path: path.clone(),
             source,
         })?;
-        // bind mount sources are relative to the manifest's directory
-        let base = path
-            .parent()
-            .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+        // bind mount sources are relative to the project directory
+        let base = self.base_dir(&path)?;
         let exists = |source: &str| {
             let p = Path::new(source);
             if p.is_absolute() {
@@ -607,10 +685,7 @@ impl Context {
         // excepted, on a re-`up`)
         let routes = crate::network::host_routes(Path::new("/proc")).unwrap_or_default();
         let cli_project = self.project.clone();
-        let dir_project = absolute(&path)
-            .ok()
-            .and_then(|a| a.parent().map(Path::to_path_buf))
-            .and_then(|d| project_from_dir(&d).ok());
+        let dir_project = project_from_dir(&base).ok();
         let subnet_conflict = |subnet, name: Option<&str>| {
             let project = cli_project
                 .as_deref()
@@ -641,9 +716,7 @@ impl Context {
     fn load(&self) -> Result<(ValidManifest, DesiredState, PathBuf), Error> {
         let (m, path) = self.manifest()?;
         let abs = absolute(&path)?;
-        let base = abs
-            .parent()
-            .map_or_else(|| PathBuf::from("/"), Path::to_path_buf);
+        let base = self.base_dir(&path)?;
         let project = match &self.project {
             Some(p) => checked_project(p)?,
             None => match m.name() {
@@ -841,7 +914,7 @@ fn logs(ctx: &Context, follow: bool, pods: &[String]) -> Result<ExitCode, Error>
         .iter()
         .map(|c| display_name(&c.pod, c.replica, &c.container, single(c)))
         .collect();
-    let printer = output::LinePrinter::new(&names, output::stdout_is_tty());
+    let printer = output::LinePrinter::new(&names, output::stdout_colour());
     let mut offsets = vec![0u64; selected.len()];
     let mut partial = vec![Vec::new(); selected.len()];
     loop {

@@ -1,5 +1,7 @@
 //! CLI tests: exact output and exit codes of commands that need no root.
 
+mod comforts;
+mod docs;
 mod errors;
 pub mod examples;
 mod output;
