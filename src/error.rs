@@ -103,6 +103,9 @@ pub enum Error {
     /// `up --watch` / `watch` failed to watch or to act on a change.
     #[error(transparent)]
     Watch(#[from] crate::watch::WatchError),
+    /// `export kubernetes` could not map the manifest.
+    #[error(transparent)]
+    Export(#[from] crate::export::kubernetes::ExportError),
     /// Another I/O failure.
     #[error("failed to {what}")]
     Io {
@@ -128,6 +131,10 @@ impl Error {
             Self::Manifest(_) | Self::NoManifest { .. } | Self::ReadManifest { .. } => {
                 ExitStatus::InvalidManifest
             }
+            Self::Export(
+                crate::export::kubernetes::ExportError::NameClash { .. }
+                | crate::export::kubernetes::ExportError::BadName { .. },
+            ) => ExitStatus::InvalidManifest,
             Self::Prerequisite(_) => ExitStatus::MissingPrerequisite,
             Self::ProjectName { .. } | Self::Usage(_) => ExitStatus::Usage,
             Self::Exec(ExecError::Failed { code: 126, .. }) => ExitStatus::CannotRun,
