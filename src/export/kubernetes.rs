@@ -282,7 +282,23 @@ impl Exporter<'_> {
 
     /// `raw` as a DNS-1123 label, warning when it had to change.
     fn label_name(&mut self, raw: &str, path: &str, what: &str) -> Result<String, ExportError> {
-        let name = dns_label(raw).ok_or_else(|| ExportError::BadName {
+        self.k8s_name(raw, path, what, dns_label)
+    }
+
+    /// `raw` as a DNS-1123 subdomain (ConfigMap, Secret and PersistentVolumeClaim names
+    /// may have dots), warning when it had to change.
+    fn subdomain_name(&mut self, raw: &str, path: &str, what: &str) -> Result<String, ExportError> {
+        self.k8s_name(raw, path, what, dns_subdomain)
+    }
+
+    fn k8s_name(
+        &mut self,
+        raw: &str,
+        path: &str,
+        what: &str,
+        make: fn(&str) -> Option<String>,
+    ) -> Result<String, ExportError> {
+        let name = make(raw).ok_or_else(|| ExportError::BadName {
             path: path.to_string(),
             name: raw.to_string(),
         })?;
@@ -383,7 +399,7 @@ impl Exporter<'_> {
         let names: Vec<String> = self.m().configs().keys().cloned().collect();
         for raw in names {
             let path = format!("configs.{raw}");
-            let name = self.label_name(&raw, &path, "config")?;
+            let name = self.subdomain_name(&raw, &path, "config")?;
             self.claim("ConfigMap", &name, &path)?;
             let content =
                 self.input
@@ -415,7 +431,7 @@ impl Exporter<'_> {
         let names: Vec<String> = self.m().secrets().keys().cloned().collect();
         for raw in names {
             let path = format!("secrets.{raw}");
-            let name = self.label_name(&raw, &path, "secret")?;
+            let name = self.subdomain_name(&raw, &path, "secret")?;
             self.claim("Secret", &name, &path)?;
             let content =
                 self.input
@@ -445,7 +461,7 @@ impl Exporter<'_> {
         let volumes: Vec<String> = self.m().volumes().iter().cloned().collect();
         for raw in volumes {
             let path = format!("volumes.{raw}");
-            let name = self.label_name(&raw, &path, "volume")?;
+            let name = self.subdomain_name(&raw, &path, "volume")?;
             self.claim("PersistentVolumeClaim", &name, &path)?;
             // who mounts it: more than one pod or replica needs storage that many nodes
             // can mount at once
@@ -853,7 +869,7 @@ impl Exporter<'_> {
                     n.clone(),
                     Volume {
                         persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
-                            claim_name: dns_label(n).unwrap_or_default(),
+                            claim_name: dns_subdomain(n).unwrap_or_default(),
                             ..PersistentVolumeClaimVolumeSource::default()
                         }),
                         ..Volume::default()
@@ -1023,7 +1039,7 @@ impl Exporter<'_> {
         volumes: &mut Volumes,
     ) -> VolumeMount {
         let what = if secret { "secrets" } else { "configs" };
-        let object = dns_label(&u.source).unwrap_or_default();
+        let object = dns_subdomain(&u.source).unwrap_or_default();
         if u.uid != 0 || u.gid != 0 {
             self.warn(
                 format!("{path}.{what}.{}", u.source),
@@ -1297,6 +1313,17 @@ pub fn dns_label(raw: &str) -> Option<String> {
     let mut out = out.trim_matches('-').to_string();
     out.truncate(63);
     let out = out.trim_end_matches('-').to_string();
+    (!out.is_empty()).then_some(out)
+}
+
+/// `raw` as a DNS-1123 subdomain: dot-separated DNS labels ([`dns_label`] each, empty
+/// ones dropped), at most 253 characters; `None` if nothing is left.
+#[must_use]
+pub fn dns_subdomain(raw: &str) -> Option<String> {
+    let parts: Vec<String> = raw.split('.').filter_map(dns_label).collect();
+    let mut out = parts.join(".");
+    out.truncate(253);
+    let out = out.trim_end_matches(['-', '.']).to_string();
     (!out.is_empty()).then_some(out)
 }
 

@@ -2,4 +2,5 @@
 
 mod errors;
 pub mod examples;
+pub mod export;
 mod output;

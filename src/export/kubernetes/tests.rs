@@ -160,7 +160,7 @@ fn every_object_of_the_manifest_is_exported_in_kind_order() {
     assert_eq!(
         names(&e),
         [
-            "ConfigMap/app-conf",
+            "ConfigMap/app.conf",
             "ConfigMap/blob",
             "Secret/db-password",
             "PersistentVolumeClaim/data",
@@ -404,7 +404,7 @@ fn volumes_become_empty_dirs_claims_host_paths_and_file_mounts() {
         "hostPath `/srv/shop/conf`"
     ));
     let config = volume(spec, "config-app-conf").config_map.as_ref().unwrap();
-    assert_eq!(config.name, "app-conf");
+    assert_eq!(config.name, "app.conf");
     let item = &config.items.as_ref().unwrap()[0];
     assert_eq!(
         (item.key.as_str(), item.path.as_str()),
@@ -491,11 +491,12 @@ fn volumes_become_empty_dirs_claims_host_paths_and_file_mounts() {
 #[test]
 fn configs_and_secrets_carry_their_contents() {
     let e = full(&Options::default());
-    let Object::ConfigMap(text) = find(&e, "ConfigMap", "app-conf") else {
+    let Object::ConfigMap(text) = find(&e, "ConfigMap", "app.conf") else {
         unreachable!()
     };
     assert_eq!(text.data.as_ref().unwrap()["app.conf"], "greeting=hi\n");
-    assert!(warned(&e, "configs.app.conf", "becomes `app-conf`"));
+    // ConfigMap names may have dots
+    assert!(!e.warnings.iter().any(|w| w.path == "configs.app.conf"));
     let Object::ConfigMap(binary) = find(&e, "ConfigMap", "blob") else {
         unreachable!()
     };
@@ -686,11 +687,11 @@ fn a_plain_manifest_exports_without_warnings() {
 #[test]
 fn names_that_clash_after_sanitizing_are_an_error() {
     let m = crate::manifest::load(
-        "configs:\n  a_b: { content: x }\n  a.b: { content: y }\npods:\n  p: { containers: [ { name: c, command: [x] } ] }\n",
+        "configs:\n  a_b: { content: x }\n  a-b: { content: y }\npods:\n  p: { containers: [ { name: c, command: [x] } ] }\n",
         Path::new("rcompose.yaml"),
     )
     .unwrap();
-    let configs = BTreeMap::from([(s("a_b"), b"x".to_vec()), (s("a.b"), b"y".to_vec())]);
+    let configs = BTreeMap::from([(s("a_b"), b"x".to_vec()), (s("a-b"), b"y".to_vec())]);
     let empty = BTreeMap::new();
     let err = export(
         &Input {
@@ -705,7 +706,7 @@ fn names_that_clash_after_sanitizing_are_an_error() {
     .unwrap_err();
     assert_eq!(
         err.to_string(),
-        "`configs.a.b` and `configs.a_b` would both be the ConfigMap `a-b`: rename one"
+        "`configs.a-b` and `configs.a_b` would both be the ConfigMap `a-b`: rename one"
     );
 }
 
@@ -749,6 +750,9 @@ fn dns_labels_are_lower_case_letters_digits_and_inner_dashes() {
     );
     assert_eq!(dns_label("___"), None);
     assert_eq!(label_value("my_proj-"), "my_proj");
+    assert_eq!(dns_subdomain("App.Conf").as_deref(), Some("app.conf"));
+    assert_eq!(dns_subdomain(".a..b_c.").as_deref(), Some("a.b-c"));
+    assert_eq!(dns_subdomain("._."), None);
 }
 
 #[test]
