@@ -141,6 +141,8 @@ pub enum ExportError {
 }
 
 /// One exported object.
+// a few objects per export, each made once and written once: boxing would buy nothing
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Object {
     /// A pod that runs until stopped.
