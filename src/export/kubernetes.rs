@@ -313,6 +313,17 @@ impl Exporter<'_> {
         Ok(name)
     }
 
+    /// ConfigMaps and Secrets hold at most 1 MiB: the API server refuses more.
+    fn size_check(&mut self, path: &str, kind: &str, len: usize) {
+        const MAX: usize = 1 << 20;
+        if len > MAX {
+            self.warn(
+                path,
+                format!("{len} bytes: a {kind} holds at most 1 MiB, the cluster will refuse it; mount the file from a volume instead"),
+            );
+        }
+    }
+
     fn project_labels(&self) -> BTreeMap<String, String> {
         BTreeMap::from([
             (PART_OF.to_string(), label_value(self.input.project)),
@@ -411,6 +422,7 @@ impl Exporter<'_> {
                         what: "config",
                         name: raw.clone(),
                     })?;
+            self.size_check(&path, "ConfigMap", content.len());
             let mut map = ConfigMap {
                 metadata: self.meta(&name, &BTreeMap::new()),
                 ..ConfigMap::default()
@@ -443,6 +455,7 @@ impl Exporter<'_> {
                         what: "secret",
                         name: raw.clone(),
                     })?;
+            self.size_check(&path, "Secret", content.len());
             self.warn(
                 &path,
                 format!("written into Secret `{name}` base64-encoded, not encrypted: keep the exported file private"),

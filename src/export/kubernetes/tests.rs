@@ -777,3 +777,37 @@ fn yaml_keeps_yaml_1_1_look_alikes_as_strings() {
         "deployment-api.yaml"
     );
 }
+
+#[test]
+fn configs_over_a_mebibyte_are_warned_about() {
+    let m = crate::manifest::load(
+        "configs: { big: { file: ./big } }\npods:\n  p: { containers: [ { name: c, command: [x] } ] }\n",
+        Path::new("rcompose.yaml"),
+    )
+    .unwrap();
+    let empty = BTreeMap::new();
+    let export_with = |len: usize| {
+        let configs = BTreeMap::from([(s("big"), vec![b'x'; len])]);
+        export(
+            &Input {
+                manifest: &m,
+                project: "p",
+                base_dir: Path::new("/"),
+                configs: &configs,
+                secrets: &empty,
+            },
+            &Options::default(),
+        )
+        .unwrap()
+    };
+    assert!(!warned(
+        &export_with(1 << 20),
+        "configs.big",
+        "at most 1 MiB"
+    ));
+    assert!(warned(
+        &export_with((1 << 20) + 1),
+        "configs.big",
+        "1048577 bytes: a ConfigMap holds at most 1 MiB"
+    ));
+}
