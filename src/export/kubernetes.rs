@@ -215,7 +215,8 @@ pub struct Export {
     /// ConfigMaps, Secrets, PersistentVolumeClaims, workloads (Deployments and Jobs), then
     /// Services, each kind by name.
     pub objects: Vec<Object>,
-    /// What did not map, in manifest order (images, pods, services, top level).
+    /// What did not map: configs, secrets, volumes, images, pods, services, then `network`
+    /// and `watch`; each by name, a pod's containers in manifest order.
     pub warnings: Vec<Warning>,
 }
 
