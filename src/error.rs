@@ -103,6 +103,9 @@ pub enum Error {
     /// `up --watch` / `watch` failed to watch or to act on a change.
     #[error(transparent)]
     Watch(#[from] crate::watch::WatchError),
+    /// `export kubernetes` could not map the manifest.
+    #[error(transparent)]
+    Export(#[from] crate::export::kubernetes::ExportError),
     /// Another I/O failure.
     #[error("failed to {what}")]
     Io {
@@ -186,6 +189,15 @@ impl Error {
                 "`rcompose ps` and `rcompose events` show the project's state; try again once it has settled"
             }
             Self::Watch(_) => "fix the watch rule or the path, and start watching again",
+            Self::Export(crate::export::kubernetes::ExportError::NameClash { .. }) => {
+                return None;
+            }
+            Self::Export(crate::export::kubernetes::ExportError::BadName { .. }) => {
+                "rename it in the manifest (Kubernetes names are lowercase letters, digits and `-`) and export again"
+            }
+            Self::Export(_) => {
+                "check the config's or secret's `file`, `environment` or `content` in the manifest"
+            }
             Self::Io { .. } => {
                 "check that the path exists and that rcompose may use it (permissions, free space)"
             }
@@ -200,6 +212,10 @@ impl Error {
             Self::Manifest(_) | Self::NoManifest { .. } | Self::ReadManifest { .. } => {
                 ExitStatus::InvalidManifest
             }
+            Self::Export(
+                crate::export::kubernetes::ExportError::NameClash { .. }
+                | crate::export::kubernetes::ExportError::BadName { .. },
+            ) => ExitStatus::InvalidManifest,
             Self::Prerequisite(_) => ExitStatus::MissingPrerequisite,
             Self::ProjectName { .. } | Self::Usage(_) => ExitStatus::Usage,
             Self::Exec(ExecError::Failed { code: 126, .. }) => ExitStatus::CannotRun,

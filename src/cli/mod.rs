@@ -3,6 +3,7 @@
 
 mod control;
 mod exec;
+mod export;
 mod image;
 mod info;
 mod output;
@@ -252,6 +253,12 @@ enum Command {
         #[arg(short, long)]
         quiet: bool,
     },
+    /// Write the manifest as another tool's manifests
+    Export {
+        /// The target
+        #[command(subcommand)]
+        target: ExportTarget,
+    },
     /// Print the start order, or the dependency graph
     Graph {
         /// Output format
@@ -324,6 +331,15 @@ enum Command {
         wait_timeout: Option<u64>,
         pods: Vec<String>,
     },
+}
+
+/// `export` targets.
+#[derive(Debug, Subcommand)]
+enum ExportTarget {
+    /// Kubernetes objects: a Deployment (or a Job) per pod, Services, ConfigMaps, Secrets
+    /// and PersistentVolumeClaims; what does not map is printed as warnings (docs/kubernetes.md)
+    #[command(visible_alias = "k8s")]
+    Kubernetes(export::KubernetesArgs),
 }
 
 /// `rollout` subcommands.
@@ -555,6 +571,9 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Export {
+            target: ExportTarget::Kubernetes(args),
+        } => export::kubernetes(&ctx, &args),
         Command::Graph { format } => {
             let desired = ctx.desired()?;
             let text = match format {

@@ -4,4 +4,5 @@ mod comforts;
 mod docs;
 mod errors;
 pub mod examples;
+pub mod export;
 mod output;
