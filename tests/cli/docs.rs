@@ -80,6 +80,9 @@ fn cli_reference_names_every_command() {
         .next()
         .unwrap()
         .lines()
+        // a command's line is indented by two spaces, its description's wrapped lines more
+        .filter_map(|l| l.strip_prefix("  "))
+        .filter(|l| !l.starts_with(' '))
         .filter_map(|l| l.split_whitespace().next())
         .filter(|c| *c != "help")
         .collect();
