@@ -59,6 +59,9 @@ layers:
     check 'crate::(supervisor|cli|runtime|image)\b|crate::\{[^}]*\b(supervisor|cli|runtime|image)\b' src/network
     check 'crate::(supervisor|cli|runtime|network|image|balancer)\b|crate::\{[^}]*\b(supervisor|cli|runtime|network|image|balancer)\b' src/watch
     check '\b(clap|indicatif)::|use (clap|indicatif)\b' src/supervisor
+    # export is pure and sits on manifest and plan only: the CLI reads and writes its files
+    check 'crate::(cli|supervisor|runtime|network|image|balancer|watch)\b|crate::\{[^}]*\b(cli|supervisor|runtime|network|image|balancer|watch)\b' src/export
+    check 'std::(fs|process)\b|std::\{[^}]*\b(fs|process)\b|std::net::(Tcp|Udp|ToSocket)|\bnix::' src/export
     [ "$fail" = 0 ] && echo "layers: ok"
     exit "$fail"
 

@@ -103,6 +103,9 @@ pub enum Error {
     /// `up --watch` / `watch` failed to watch or to act on a change.
     #[error(transparent)]
     Watch(#[from] crate::watch::WatchError),
+    /// `export kubernetes` could not map the manifest.
+    #[error(transparent)]
+    Export(#[from] crate::export::kubernetes::ExportError),
     /// Another I/O failure.
     #[error("failed to {what}")]
     Io {
@@ -121,6 +124,90 @@ impl From<crate::image::store::StoreError> for Error {
 }
 
 impl Error {
+    /// What to do about the error, printed after it (and its causes) as `hint: ...`, so
+    /// that every message starts with what went wrong and ends with what to do. `None`
+    /// where the message already says it (`NoManifest`, `ProjectName`, a busy project, a
+    /// pod with several containers) or where the failure is the user's command's own
+    /// (`exec`'s exit code).
+    #[must_use]
+    pub fn hint(&self) -> Option<String> {
+        use crate::image::store::StoreError;
+        let text = match self {
+            Self::ReadManifest { .. } => {
+                "check the path, or name the manifest with `-f FILE` (or RCOMPOSE_FILE)"
+            }
+            Self::Manifest(e) if e.is_compose() => {
+                "fix the problems above; docs/coming-from-compose.md says how each Compose key maps and why some are not supported"
+            }
+            Self::Manifest(_) => {
+                "fix the problems above; docs/manifest.md describes every key and `rcompose schema` prints the JSON Schema"
+            }
+            Self::Prerequisite(_) => {
+                "run rcompose as root on a Linux machine with cgroups, overlayfs and network namespaces (README: \"What runs where\")"
+            }
+            Self::NotUp { project, hint: "" } => {
+                return Some(format!(
+                    "start it with `rcompose -p {project} up -d` (or from its directory); `rcompose ls` lists the projects on this machine"
+                ));
+            }
+            Self::Supervisor(SupervisorError::Busy { .. })
+            | Self::NoManifest { .. }
+            | Self::ProjectName { .. }
+            | Self::NotUp { .. }
+            | Self::Usage(_)
+            | Self::ExecTarget(TargetError::ContainerRequired { .. })
+            | Self::Exec(ExecError::Failed { .. }) => return None,
+            Self::Supervisor(SupervisorError::Config(_) | SupervisorError::User { .. }) => {
+                "fix the manifest and run `rcompose up` again"
+            }
+            Self::Supervisor(SupervisorError::Layer { .. }) => {
+                "check the image's `layers`, `archive` or `ref` in the manifest and run `rcompose up` again"
+            }
+            Self::Supervisor(_) => {
+                "`rcompose down` removes whatever the failure left; then run `rcompose up` again"
+            }
+            Self::Image(ImageError::Store(StoreError::NoImage(_))) => {
+                "`rcompose images` lists the store; `rcompose pull REFERENCE` or `rcompose image import FILE` adds an image"
+            }
+            Self::Image(ImageError::Store(StoreError::InUse { .. })) => {
+                "run `rcompose down` in the projects that use it first"
+            }
+            Self::Image(ImageError::Pull { .. }) => {
+                "check the reference and that the registry answers; plain HTTP beyond localhost needs `--insecure-registry HOST`, and credentials come from RCOMPOSE_REGISTRY_USER/_PASSWORD/_TOKEN or ~/.docker/config.json"
+            }
+            Self::Image(ImageError::NoCommand { .. }) => {
+                "give the container a `command:` in the manifest"
+            }
+            Self::Image(_) => {
+                "the image or archive was refused or could not be stored: check its source, and the store's space (`--store`, RCOMPOSE_STORE)"
+            }
+            Self::Stats(_) => "`rcompose ps` shows which containers of the project run",
+            Self::ExecTarget(TargetError::NotUp { project }) => {
+                return Some(format!("start it with `rcompose -p {project} up -d`"));
+            }
+            Self::ExecTarget(_) => "`rcompose ps` lists the containers and their states",
+            Self::Exec(_) => "check the command and that the container still runs (`rcompose ps`)",
+            Self::Up(_) => "fix what the message names and run `rcompose up` again",
+            Self::Command(_) => {
+                "`rcompose ps` and `rcompose events` show the project's state; try again once it has settled"
+            }
+            Self::Watch(_) => "fix the watch rule or the path, and start watching again",
+            Self::Export(crate::export::kubernetes::ExportError::NameClash { .. }) => {
+                return None;
+            }
+            Self::Export(crate::export::kubernetes::ExportError::BadName { .. }) => {
+                "rename it in the manifest (Kubernetes names are lowercase letters, digits and `-`) and export again"
+            }
+            Self::Export(_) => {
+                "check the config's or secret's `file`, `environment` or `content` in the manifest"
+            }
+            Self::Io { .. } => {
+                "check that the path exists and that rcompose may use it (permissions, free space)"
+            }
+        };
+        Some(text.to_string())
+    }
+
     /// The exit status this error ends the process with.
     #[must_use]
     pub fn exit_status(&self) -> ExitStatus {
@@ -128,6 +215,10 @@ impl Error {
             Self::Manifest(_) | Self::NoManifest { .. } | Self::ReadManifest { .. } => {
                 ExitStatus::InvalidManifest
             }
+            Self::Export(
+                crate::export::kubernetes::ExportError::NameClash { .. }
+                | crate::export::kubernetes::ExportError::BadName { .. },
+            ) => ExitStatus::InvalidManifest,
             Self::Prerequisite(_) => ExitStatus::MissingPrerequisite,
             Self::ProjectName { .. } | Self::Usage(_) => ExitStatus::Usage,
             Self::Exec(ExecError::Failed { code: 126, .. }) => ExitStatus::CannotRun,

@@ -9,6 +9,7 @@
 //! L2 image        content-addressed store: blobs, unpacked layers, imports, registry pulls
 //! L2 runtime      one container: namespaces, overlayfs root, cgroups, init
 //! L2 watch        file events, debounce, ignore rules, container file sync, layer snapshots
+//! L2 export       model -> Kubernetes objects and warnings (pure)
 //! L3 supervisor   state files, start waves, logs, restarts, teardown
 //! L4 cli          clap, tables, progress, error rendering
 //! ```
@@ -17,6 +18,7 @@
 pub mod balancer;
 pub mod cli;
 pub mod error;
+pub mod export;
 pub mod image;
 pub mod manifest;
 pub mod network;

@@ -3,7 +3,9 @@
 
 mod control;
 mod exec;
+mod export;
 mod image;
+mod info;
 mod output;
 mod rollout;
 mod stats;
@@ -34,10 +36,10 @@ pub const DEFAULT_RUN_ROOT: &str = "/run/rcompose";
 
 /// rcompose: run a stack of pods from one manifest, with namespaces and cgroups.
 #[derive(Debug, Parser)]
-#[command(name = "rcompose", version, about, max_term_width = 100)]
+#[command(name = "rcompose", version = info::LONG_VERSION, about, max_term_width = 100)]
 struct Cli {
     /// The manifest: an rcompose.yaml or a Compose file [default: the first of rcompose.yaml,
-    /// compose.yaml, compose.yml, docker-compose.yaml, docker-compose.yml in the current
+    /// compose.yaml, compose.yml, docker-compose.yaml, docker-compose.yml in the project
     /// directory]
     #[arg(short = 'f', long = "file", value_name = "FILE", env = "RCOMPOSE_FILE")]
     file: Option<PathBuf>,
@@ -45,9 +47,19 @@ struct Cli {
     /// separated; `*` enables all)
     #[arg(long = "profile", value_name = "PROFILE")]
     profiles: Vec<String>,
-    /// Project name [default: the manifest's `name`, else its directory's name]
-    #[arg(short = 'p', long = "project-name", value_name = "NAME")]
+    /// Project name [default: the manifest's `name`, else the project directory's name]
+    #[arg(
+        short = 'p',
+        long = "project-name",
+        value_name = "NAME",
+        env = "RCOMPOSE_PROJECT_NAME"
+    )]
     project: Option<String>,
+    /// The directory relative paths of the manifest start from, where the manifest is
+    /// looked for without -f, and whose name names the project [default: the manifest's
+    /// directory]
+    #[arg(long = "project-directory", value_name = "DIR")]
+    project_directory: Option<PathBuf>,
     /// The image store
     #[arg(
         long = "store",
@@ -253,6 +265,12 @@ enum Command {
         #[arg(value_name = "FILE")]
         file: Option<PathBuf>,
     },
+    /// Write the manifest as another tool's manifests
+    Export {
+        /// The target
+        #[command(subcommand)]
+        target: ExportTarget,
+    },
     /// Print the start order, or the dependency graph
     Graph {
         /// Output format
@@ -261,6 +279,34 @@ enum Command {
     },
     /// Print the manifest's JSON Schema
     Schema,
+    /// List the projects on this machine with the state of their containers
+    Ls {
+        /// Output format
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Print the version, the commit it was built from and the target
+    Version {
+        /// Output format
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+        /// Only the version number
+        #[arg(long)]
+        short: bool,
+    },
+    /// Print a shell completion script: `source <(rcompose completion bash)`
+    Completion {
+        /// The shell
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page rcompose(1) in roff (`rcompose man | man -l -`), or write the pages
+    /// of every command to a directory
+    Man {
+        /// Write rcompose.1, rcompose-up.1, ... here instead
+        #[arg(short = 'o', long = "output", value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
     /// Pull images from registries: the given references, else the manifest's `ref:` images
     Pull {
         /// References (`busybox:1.36`, `localhost:5000/app@sha256:...`)
@@ -297,6 +343,15 @@ enum Command {
         wait_timeout: Option<u64>,
         pods: Vec<String>,
     },
+}
+
+/// `export` targets.
+#[derive(Debug, Subcommand)]
+enum ExportTarget {
+    /// Kubernetes objects: a Deployment (or a Job) per pod, Services, ConfigMaps, Secrets
+    /// and PersistentVolumeClaims; what does not map is printed as warnings (docs/kubernetes.md)
+    #[command(visible_alias = "k8s")]
+    Kubernetes(export::KubernetesArgs),
 }
 
 /// `rollout` subcommands.
@@ -348,6 +403,7 @@ enum ConfigFormat {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum GraphFormat {
     Text,
+    Json,
     Dot,
     Mermaid,
 }
@@ -388,6 +444,7 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
     let ctx = Context {
         file: cli.file,
         project: cli.project,
+        project_dir: cli.project_directory,
         store: cli.store,
         runtime: cli.runtime,
         profiles: cli.profiles,
@@ -536,10 +593,14 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
             print_str(&text);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Export {
+            target: ExportTarget::Kubernetes(args),
+        } => export::kubernetes(&ctx, &args),
         Command::Graph { format } => {
             let desired = ctx.desired()?;
             let text = match format {
                 GraphFormat::Text => plan::graph::render_order(&desired),
+                GraphFormat::Json => info::graph_json(&desired),
                 GraphFormat::Dot => plan::graph::render_dot(&desired),
                 GraphFormat::Mermaid => plan::graph::render_mermaid(&desired),
             };
@@ -550,6 +611,10 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
             print_str(&manifest::schema_json());
             Ok(ExitCode::SUCCESS)
         }
+        Command::Ls { format } => info::ls(format),
+        Command::Version { format, short } => info::version(format, short),
+        Command::Completion { shell } => info::completion(shell),
+        Command::Man { dir } => info::man(dir.as_deref()),
         Command::Images { format } => image::list(&ctx, format),
         Command::Pull {
             images,
@@ -574,6 +639,8 @@ fn print_str(text: &str) {
 struct Context {
     file: Option<PathBuf>,
     project: Option<String>,
+    /// `--project-directory`.
+    project_dir: Option<PathBuf>,
     store: PathBuf,
     runtime: Option<crate::manifest::RuntimeKind>,
     profiles: Vec<String>,
@@ -625,21 +692,51 @@ impl Context {
             .map_or_else(|| PathBuf::from(DEFAULT_RUN_ROOT), PathBuf::from)
     }
 
-    /// The manifest path: `-f`, else the first of [`MANIFEST_NAMES`] in the current
-    /// directory.
+    /// The manifest path: `-f`, else the first of [`MANIFEST_NAMES`] in the project
+    /// directory (the current one without `--project-directory`).
     fn manifest_path(&self) -> Result<PathBuf, Error> {
         if let Some(f) = &self.file {
             return Ok(f.clone());
         }
-        let cwd = std::env::current_dir().map_err(|source| Error::Io {
-            what: "read the current directory".into(),
-            source,
-        })?;
-        MANIFEST_NAMES
-            .iter()
-            .find(|name| cwd.join(name).is_file())
-            .map(PathBuf::from)
-            .ok_or(Error::NoManifest { dir: cwd })
+        let dir = match &self.project_dir {
+            Some(d) => d.clone(),
+            None => std::env::current_dir().map_err(|source| Error::Io {
+                what: "read the current directory".into(),
+                source,
+            })?,
+        };
+        match MANIFEST_NAMES.iter().find(|name| dir.join(name).is_file()) {
+            Some(name) => Ok(match &self.project_dir {
+                Some(_) => dir.join(name),
+                None => PathBuf::from(name),
+            }),
+            None => Err(Error::NoManifest { dir }),
+        }
+    }
+
+    /// Where the manifest's relative paths start and whose name names the project:
+    /// `--project-directory`, else the manifest's directory (absolute).
+    fn base(&self, manifest: &Path) -> PathBuf {
+        let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+        match &self.project_dir {
+            Some(d) => abs(d),
+            None => abs(manifest)
+                .parent()
+                .map_or_else(|| PathBuf::from("/"), Path::to_path_buf),
+        }
+    }
+
+    /// [`Self::base`], which must be a directory.
+    fn base_dir(&self, manifest: &Path) -> Result<PathBuf, Error> {
+        let dir = self.base(manifest);
+        if dir.is_dir() {
+            Ok(dir)
+        } else {
+            Err(Error::Usage(format!(
+                "the project directory `{}` is not a directory; name an existing one with --project-directory",
+                dir.display()
+            )))
+        }
     }
 
     /// The rcompose.yaml equivalent to the Compose file (`convert`): the project is loaded and
@@ -675,11 +772,9 @@ impl Context {
         path: &Path,
         facts: &manifest::Facts<'_>,
     ) -> Result<manifest::compose::Loaded, Error> {
+        // relative paths (env files, includes, extends) start at the project directory
         let host = ComposeHost {
-            dir: path
-                .parent()
-                .filter(|p| !p.as_os_str().is_empty())
-                .map_or_else(|| PathBuf::from("."), Path::to_path_buf),
+            dir: self.base_dir(path)?,
         };
         let options = manifest::compose::Options {
             profiles: self.profiles.clone(),
@@ -698,10 +793,8 @@ impl Context {
             path: path.clone(),
             source,
         })?;
-        // bind mount sources are relative to the manifest's directory
-        let base = path
-            .parent()
-            .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+        // bind mount sources are relative to the project directory
+        let base = self.base_dir(&path)?;
         let exists = |source: &str| {
             let p = Path::new(source);
             if p.is_absolute() {
@@ -714,10 +807,7 @@ impl Context {
         // excepted, on a re-`up`)
         let routes = crate::network::host_routes(Path::new("/proc")).unwrap_or_default();
         let cli_project = self.project.clone();
-        let dir_project = absolute(&path)
-            .ok()
-            .and_then(|a| a.parent().map(Path::to_path_buf))
-            .and_then(|d| project_from_dir(&d).ok());
+        let dir_project = project_from_dir(&base).ok();
         let subnet_conflict = |subnet, name: Option<&str>| {
             let project = cli_project
                 .as_deref()
@@ -752,9 +842,7 @@ impl Context {
     fn load(&self) -> Result<(ValidManifest, DesiredState, PathBuf), Error> {
         let (m, path) = self.manifest()?;
         let abs = absolute(&path)?;
-        let base = abs
-            .parent()
-            .map_or_else(|| PathBuf::from("/"), Path::to_path_buf);
+        let base = self.base_dir(&path)?;
         let project = match &self.project {
             Some(p) => checked_project(p)?,
             None => match m.name() {
@@ -952,7 +1040,7 @@ fn logs(ctx: &Context, follow: bool, pods: &[String]) -> Result<ExitCode, Error>
         .iter()
         .map(|c| display_name(&c.pod, c.replica, &c.container, single(c)))
         .collect();
-    let printer = output::LinePrinter::new(&names, output::stdout_is_tty());
+    let printer = output::LinePrinter::new(&names, output::stdout_colour());
     let mut offsets = vec![0u64; selected.len()];
     let mut partial = vec![Vec::new(); selected.len()];
     loop {

@@ -15,6 +15,16 @@ pub(super) fn stdout_is_tty() -> bool {
     io::stdout().is_terminal()
 }
 
+/// Whether to colour stdout: a terminal, and no `NO_COLOR` (<https://no-color.org>: set
+/// and not empty) in the environment.
+pub(super) fn stdout_colour() -> bool {
+    stdout_is_tty() && !no_color(std::env::var_os("NO_COLOR").as_deref())
+}
+
+fn no_color(value: Option<&std::ffi::OsStr>) -> bool {
+    value.is_some_and(|v| !v.is_empty())
+}
+
 /// An error and its causes as one text: `message` then `caused by:` lines.
 pub(super) fn error_text(e: &Error) -> String {
     let mut text = e.to_string();
@@ -38,6 +48,9 @@ pub(super) fn render_error(e: &Error) {
         let _ = writeln!(err, "{}", text.trim_end());
     } else {
         let _ = writeln!(err, "error: {text}");
+    }
+    if let Some(hint) = e.hint() {
+        let _ = writeln!(err, "hint: {hint}");
     }
 }
 
@@ -278,5 +291,19 @@ impl crate::supervisor::Progress for CliProgress {
         if let Some(text) = format_event(event) {
             self.println(&text);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::no_color;
+    use std::ffi::OsStr;
+
+    #[test]
+    fn no_color_means_set_and_not_empty() {
+        assert!(!no_color(None));
+        assert!(!no_color(Some(OsStr::new(""))));
+        assert!(no_color(Some(OsStr::new("1"))));
+        assert!(no_color(Some(OsStr::new("false"))));
     }
 }

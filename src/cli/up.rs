@@ -288,7 +288,7 @@ fn selected(
     pods: &[String],
 ) -> Result<(DesiredState, PathBuf, Vec<PathBuf>), Error> {
     let (m, desired, manifest) = ctx.load()?;
-    let watched = super::watch::redeploy_dirs(&m, &manifest);
+    let watched = super::watch::redeploy_dirs(ctx, &m, &manifest);
     if pods.is_empty() {
         return Ok((desired, manifest, watched));
     }
@@ -386,10 +386,19 @@ fn supervise_here(
         stop_unused(server.as_ref());
         return Err(e);
     }
+    // before the progress bar's ticker thread starts: a thread that does not block them
+    // would take SIGCHLD (lost: no exit seen), SIGINT and SIGTERM (killed without teardown)
+    if let Err(e) = crate::supervisor::block_signals() {
+        stop_unused(server.as_ref());
+        return Err(Error::Io {
+            what: "block signals".into(),
+            source: e,
+        });
+    }
     let names = display_names(&desired);
     let progress = Arc::new(CliProgress::new(&desired.project));
     let sink = Arc::new(StdoutSink(
-        LinePrinter::new(&names, output::stdout_is_tty()),
+        LinePrinter::new(&names, output::stdout_colour()),
         progress.clone(),
     ));
     let opts = match options(desired, manifest, grace, false, server.clone()) {
@@ -472,6 +481,9 @@ pub(super) fn detached(
         .arg(&ctx.store);
     if let Some(runtime) = ctx.runtime {
         cmd.arg("--runtime").arg(runtime.as_str());
+    }
+    if let Some(dir) = &ctx.project_dir {
+        cmd.arg("--project-directory").arg(super::absolute(dir)?);
     }
     // the supervisor loads the manifest again: with the same Compose profiles
     for profile in &ctx.profiles {

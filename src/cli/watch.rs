@@ -63,9 +63,9 @@ pub(super) fn parse_debounce(text: &str) -> Result<Duration, String> {
 }
 
 /// The layer directories (absolute) that the redeploy rules of `m` watch, whose content is
-/// snapshotted into the store (`manifest`: the manifest's absolute path).
-pub(super) fn redeploy_dirs(m: &ValidManifest, manifest: &Path) -> Vec<PathBuf> {
-    let base = manifest.parent().unwrap_or(Path::new("/"));
+/// snapshotted into the store (`manifest`: the manifest's path).
+pub(super) fn redeploy_dirs(ctx: &Context, m: &ValidManifest, manifest: &Path) -> Vec<PathBuf> {
+    let base = ctx.base(manifest);
     m.watch()
         .iter()
         .filter(|r| r.effect == WatchEffect::Redeploy)
@@ -173,7 +173,7 @@ impl Setup {
         only: &[String],
     ) -> Result<Self, Error> {
         let manifest = absolute(manifest);
-        let base = manifest.parent().unwrap_or(Path::new("/")).to_path_buf();
+        let base = ctx.base(&manifest);
         let gitignore = std::fs::read_to_string(base.join(".gitignore")).ok();
         // what rcompose writes itself never triggers a rule
         let excluded = vec![absolute(&ctx.store), absolute(&Context::run_root())];
@@ -231,7 +231,7 @@ impl Setup {
             project: desired.project.clone(),
             only: only.to_vec(),
             debounce,
-            redeploy: redeploy_dirs(m, &manifest),
+            redeploy: redeploy_dirs(ctx, m, &manifest),
             manifest,
             desired,
             rules,
@@ -411,7 +411,7 @@ fn handle(ctx: &Context, setup: &mut Setup, batch: &BTreeSet<PathBuf>, say: &dyn
                         desired.project, setup.project
                     ));
                 } else {
-                    let redeploy = redeploy_dirs(&m, &manifest);
+                    let redeploy = redeploy_dirs(ctx, &m, &manifest);
                     say("watch: the manifest changed: applying it");
                     apply(ctx, desired.clone(), &redeploy, &setup.only, say);
                     applied = true;

@@ -37,6 +37,8 @@ pub struct Problem {
 pub struct ManifestError {
     origin: PathBuf,
     problems: Vec<Problem>,
+    /// The manifest is a Compose file (for the hint the CLI prints).
+    compose: bool,
 }
 
 fn summary(problems: &[Problem]) -> String {
@@ -55,7 +57,23 @@ impl ManifestError {
                 .map_or((u32::MAX, u32::MAX), |l| (l.line, l.column))
         });
         problems.dedup();
-        Self { origin, problems }
+        Self {
+            origin,
+            problems,
+            compose: false,
+        }
+    }
+
+    /// Marks the error as one of a Compose file.
+    #[must_use]
+    pub(crate) fn of_compose(mut self) -> Self {
+        self.compose = true;
+        self
+    }
+
+    /// Whether the manifest was a Compose file.
+    pub fn is_compose(&self) -> bool {
+        self.compose
     }
 
     /// The problems, in source order.

@@ -225,6 +225,7 @@ services:
                    |
                  4 |     ports: [\"53:53/udp\"]
                    |             ^^^^^^^^^^^
+                hint: fix the problems above; docs/coming-from-compose.md says how each Compose key maps and why some are not supported
                 "
             ),
             "{command:?}"

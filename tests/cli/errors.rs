@@ -75,6 +75,7 @@ fn unknown_key_gets_a_suggestion_with_its_location() {
                |
              3 |     replcas: 3
                |     ^^^^^^^
+            hint: fix the problems above; docs/manifest.md describes every key and `rcompose schema` prints the JSON Schema
             "
         )
     );
@@ -101,7 +102,8 @@ fn unreadable_manifest_is_reported_with_its_cause() {
     assert_code(&out, 3);
     assert_eq!(
         stderr(&out),
-        "error: failed to read `nope.yaml`\ncaused by: No such file or directory (os error 2)\n"
+        "error: failed to read `nope.yaml`\ncaused by: No such file or directory (os error 2)\n\
+         hint: check the path, or name the manifest with `-f FILE` (or RCOMPOSE_FILE)\n"
     );
 }
 
@@ -138,8 +140,32 @@ fn help_and_version_succeed() {
     assert!(stdout(&out).contains("Create and start the stack"));
     let out = rcompose(dir.path(), &["--version"]);
     assert_code(&out, 0);
+    let commit = git(&["rev-parse", "--short=12", "HEAD"]);
+    let date = git(&["log", "-1", "--format=%cs", "HEAD"]);
     assert_eq!(
         stdout(&out),
-        format!("rcompose {}\n", env!("CARGO_PKG_VERSION"))
+        format!("rcompose {} ({commit} {date})\n", env!("CARGO_PKG_VERSION"))
     );
+    let out = rcompose(dir.path(), &["version", "--short"]);
+    assert_code(&out, 0);
+    assert_eq!(stdout(&out), format!("{}\n", env!("CARGO_PKG_VERSION")));
+    let out = rcompose(dir.path(), &["version", "--format", "json"]);
+    assert_code(&out, 0);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(v["commit"], commit.as_str());
+    assert_eq!(v["commit_date"], date.as_str());
+    assert_eq!(v["target"], "x86_64-unknown-linux-gnu");
+}
+
+/// A git command's trimmed output in the repository (the tests run from a git checkout:
+/// CI clones the repository).
+fn git(args: &[&str]) -> String {
+    let out = std::process::Command::new("git")
+        .args(args)
+        .current_dir(repo())
+        .output()
+        .expect("git must be installed: the version test compares with the checkout's commit");
+    assert!(out.status.success(), "git {args:?} failed: {out:?}");
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
 }

@@ -1,7 +1,10 @@
 //! CLI tests: exact output and exit codes of commands that need no root.
 
+mod comforts;
 mod compose;
 mod compose_corpus;
+mod docs;
 mod errors;
 pub mod examples;
+pub mod export;
 mod output;

@@ -77,6 +77,18 @@ fn stop_start_restart_and_scale_act_on_the_running_stack() {
     let first = rows(d, &p);
     assert_eq!(first.len(), 3, "{first:#?}");
     assert!(first.values().all(running), "{first:#?}");
+    // `ls` lists the project as Compose's does: its containers by state
+    let out = rcompose(d, &["ls", "--format", "json"]);
+    assert_code(&out, 0);
+    let listed: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let me = listed
+        .iter()
+        .find(|r| r["name"] == p.as_str())
+        .unwrap_or_else(|| panic!("{p} not in {listed:#?}"));
+    assert_eq!(me["status"], "running(3)", "{me}");
+    assert_eq!(me["up"], true);
+    assert_eq!(me["containers"], 3);
+    assert_eq!(me["manifest"], d.join("rcompose.yaml").to_str().unwrap());
 
     // stop: the pod stays stopped, whatever its restart policy; the others run on
     let out = rcompose(d, &["-p", &p, "stop", "-t", "1", "db"]);

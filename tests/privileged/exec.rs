@@ -521,27 +521,32 @@ fn exec_names_what_is_missing() {
         format!("{STACK}  job:\n    containers:\n      - name: c\n        command: [/bin/true]\n");
     let s = Stack::up_with("exec-errors", &manifest, &["app"]);
     let p = s.p.clone();
-    let fails = |args: &[&str], message: &str| {
+    let hint = "hint: `rcompose ps` lists the containers and their states\n";
+    let fails = |args: &[&str], message: &str, hint: &str| {
         let o = s.exec(args);
         assert_code(&o, 1);
-        assert_eq!(stderr(&o), format!("error: {message}\n"));
+        assert_eq!(stderr(&o), format!("error: {message}\n{hint}"));
         assert_eq!(stdout(&o), "");
     };
     fails(
         &["nope", "true"],
         &format!("project `{p}` has no pod `nope` (its pods: `job`, `web`)"),
+        hint,
     );
     fails(
         &["web", "true"],
         "pod `web` has several containers; name one with `-c`: `app`, `side`, `priv`",
+        "",
     );
     fails(
         &["-c", "nope", "web", "true"],
         "pod `web` has no container `nope` (its containers: `app`, `side`, `priv`)",
+        hint,
     );
     fails(
         &["-c", "app", "web-2", "true"],
         "pod `web` has no replica 2 (its replicas: `web-1`)",
+        hint,
     );
     // a container that has completed
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -550,7 +555,7 @@ fn exec_names_what_is_missing() {
         if o.status.code() == Some(1) {
             assert_eq!(
                 stderr(&o),
-                "error: container `job-1` is not running (state: exited)\n"
+                format!("error: container `job-1` is not running (state: exited)\n{hint}")
             );
             break;
         }
@@ -566,7 +571,10 @@ fn exec_names_what_is_missing() {
         &["-p", &p, "exec", "-c", "app", "web", "true"],
     );
     assert_code(&o, 1);
-    assert_eq!(stderr(&o), format!("error: project `{p}` is not up\n"));
+    assert_eq!(
+        stderr(&o),
+        format!("error: project `{p}` is not up\nhint: start it with `rcompose -p {p} up -d`\n")
+    );
     assert_no_trace(&p);
 }
 
@@ -591,6 +599,7 @@ fn exec_without_root_is_one_clear_sentence_and_exit_code_4() {
     assert_code(&out, 4);
     assert_eq!(
         stderr(&out),
-        "error: rcompose exec must run as root to enter a container's namespaces\n"
+        "error: rcompose exec must run as root to enter a container's namespaces\n\
+         hint: run rcompose as root on a Linux machine with cgroups, overlayfs and network namespaces (README: \"What runs where\")\n"
     );
 }

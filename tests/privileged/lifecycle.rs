@@ -64,7 +64,8 @@ pods:
     assert_code(&out, 1);
     assert!(
         stderr(&out).ends_with(
-            "error: pod `migrate` did not complete (`migrate-1` exited with code 3); `api` depends on it\n"
+            "error: pod `migrate` did not complete (`migrate-1` exited with code 3); `api` depends on it\n\
+             hint: fix what the message names and run `rcompose up` again\n"
         ),
         "{}",
         stderr(&out)
@@ -104,7 +105,8 @@ pods:
         );
         assert!(
             err.ends_with(
-                "error: pod `broken` failed to start: `no-such-program-rc`: executable file not found in $PATH\n"
+                "error: pod `broken` failed to start: `no-such-program-rc`: executable file not found in $PATH\n\
+                 hint: fix what the message names and run `rcompose up` again\n"
             ),
             "{err}"
         );
@@ -311,7 +313,8 @@ fn not_root_is_one_clear_sentence_and_exit_code_4() {
     assert_code(&out, 4);
     assert_eq!(
         stderr(&out),
-        "error: rcompose must run as root to create namespaces, mounts and cgroups\n"
+        "error: rcompose must run as root to create namespaces, mounts and cgroups\n\
+         hint: run rcompose as root on a Linux machine with cgroups, overlayfs and network namespaces (README: \"What runs where\")\n"
     );
 }
 
@@ -398,7 +401,8 @@ fn missing_layer_directory_fails_up_and_leaves_nothing() {
     assert_eq!(
         stderr(&out),
         format!(
-            "error: failed to prepare image `x` of pod `a`\ncaused by: layer directory `{}` does not exist or is not a directory\n",
+            "error: failed to prepare image `x` of pod `a`\ncaused by: layer directory `{}` does not exist or is not a directory\n\
+             hint: check the image's `layers`, `archive` or `ref` in the manifest and run `rcompose up` again\n",
             missing.display()
         )
     );
@@ -408,7 +412,8 @@ fn missing_layer_directory_fails_up_and_leaves_nothing() {
     assert_eq!(
         stderr(&out),
         format!(
-            "error: failed to prepare image `x` of pod `a`: layer directory `{}` does not exist or is not a directory\n",
+            "error: failed to prepare image `x` of pod `a`: layer directory `{}` does not exist or is not a directory\n\
+             hint: fix what the message names and run `rcompose up` again\n",
             missing.display()
         )
     );
@@ -435,6 +440,104 @@ fn containers_also_start_without_the_fork_server() {
     let mut lines: Vec<String> = stdout(&out).lines().map(str::to_string).collect();
     lines.sort();
     assert_eq!(lines, ["a-1 | up a-1", "a-2 | up a-2"]);
+    assert_no_trace(&p);
+}
+
+/// On a terminal, log lines get a coloured `name |` prefix; `NO_COLOR` turns the colour
+/// off (<https://no-color.org>), and so does a pipe (the other tests).
+#[test]
+fn log_prefixes_are_coloured_on_a_terminal_unless_no_color() {
+    require(&[Need::Root, Need::Tool("script")]);
+    let dir = TempDir::new("lc-colour");
+    let p = project("lc-colour");
+    dir.write(
+        "rcompose.yaml",
+        "pods:\n  hello:\n    containers: [ { name: h, command: [ echo, coloured ] } ]\n",
+    );
+    let _guard = Cleanup(p.clone());
+    // `script` gives the command a pseudo-terminal as stdout
+    let on_terminal = |no_color: Option<&str>| {
+        // (a hang fails after 60 s: before the signals were blocked early, the spinner's
+        // thread took SIGCHLD and `up` never saw the container exit)
+        let mut cmd = std::process::Command::new("timeout");
+        cmd.args(["60", "script", "-qec"])
+            .arg(format!("{} -p {p} up --abort-on-exit", crate::test::bin()))
+            .arg("/dev/null")
+            .current_dir(dir.path())
+            .env_remove("NO_COLOR")
+            .stdin(std::process::Stdio::null());
+        if let Some(v) = no_color {
+            cmd.env("NO_COLOR", v);
+        }
+        let out = cmd.output().unwrap();
+        assert_code(&out, 0);
+        assert_no_trace(&p);
+        stdout(&out)
+    };
+    let coloured = on_terminal(None);
+    assert!(
+        coloured.contains("\x1b[36mhello-1 |\x1b[0m coloured"),
+        "{coloured:?}"
+    );
+    let plain = on_terminal(Some("1"));
+    assert!(plain.contains("hello-1 | coloured"), "{plain:?}");
+    // no SGR (colour) sequence; the spinner's line clearing (`ESC[2K`) is not colour
+    let sgr = |t: &str| {
+        t.split("\x1b[").skip(1).any(|rest| {
+            let code: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_digit() || *c == ';')
+                .collect();
+            rest[code.len()..].starts_with('m')
+        })
+    };
+    assert!(sgr(&coloured), "{coloured:?}");
+    assert!(!sgr(&plain), "{plain:?}");
+
+    // Ctrl-C on a terminal (where the progress spinner runs its own thread) tears the
+    // stack down: exit 130, nothing left
+    dir.write(
+        "rcompose.yaml",
+        "pods:\n  hello:\n    containers: [ { name: h, command: [ sleep, '1000' ] } ]\n",
+    );
+    let mut child = std::process::Command::new("script")
+        .args(["-qec"])
+        .arg(format!("{} -p {p} up -t 1", crate::test::bin()))
+        .arg("/dev/null")
+        .current_dir(dir.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let state = std::path::Path::new("/run/rcompose")
+        .join(&p)
+        .join("state.json");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let supervisor = loop {
+        let running = std::fs::read_to_string(&state)
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .filter(|v| v["containers"][0]["state"] == "running");
+        if let Some(v) = running {
+            break v["supervisor_pid"].as_i64().unwrap();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the stack did not come up on a terminal"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // SAFETY: kill has no memory effects; the pid is the project's supervisor
+    assert_eq!(unsafe { libc::kill(supervisor as i32, libc::SIGINT) }, 0);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "up did not end after SIGINT");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(130), "{status:?}");
     assert_no_trace(&p);
 }
 

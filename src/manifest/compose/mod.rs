@@ -649,10 +649,10 @@ pub fn load(
             if cx.is_empty() {
                 Ok(Loaded { valid, manifest: m })
             } else {
-                Err(cx.into_error(source, origin))
+                Err(cx.into_error(source, origin).of_compose())
             }
         }
-        _ => Err(cx.into_error(source, origin)),
+        _ => Err(cx.into_error(source, origin).of_compose()),
     };
     Outcome { result, warnings }
 }
