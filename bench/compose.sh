@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # `just bench`, part j (after bench/rollout.sh): loading real Compose files.
 #
-#   j1. `config` of the awesome-compose samples (../shared/corpus/compose-files/awesome-compose),
-#       the files every tool measured accepts: rcompose `-f FILE config` (the Compose loader:
+#   j1. `config` of the Compose files of ../shared/corpus/compose-files (the awesome-compose
+#       samples, compose-go's loader fixtures, docker/compose's e2e fixtures) that every tool
+#       measured accepts: rcompose `-f FILE config` (the Compose loader:
 #       interpolation, extends/include, mapping to pods and services, validation) against
 #       docker-compose 1.29 (Debian) and podman-compose (pip) doing the same (`-f FILE
 #       config`: load, interpolate, validate, print). Each file RUNS times per tool, the tools
@@ -37,7 +38,7 @@ log() { printf '[bench compose %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
 case "$RUNS" in '' | *[!0-9]* | 0) die "RUNS must be a positive integer, not '$RUNS'" ;; esac
-[ -d "$CORPUS/awesome-compose" ] || die "no Compose corpus at $CORPUS/awesome-compose (../shared/corpus)"
+[ -d "$CORPUS/awesome-compose" ] || die "no Compose corpus at $CORPUS (../shared/corpus)"
 
 if [ "${SKIP_INSTALL:-0}" != 1 ]; then
     command -v docker-compose >/dev/null || apt_get install -y -q --no-install-recommends docker-compose
@@ -65,15 +66,34 @@ t_podman_compose() { podman-compose -f "$1" config; }
 t_export() { "$RC" -f "$1" export kubernetes -o -; }
 TOOLS=(rcompose docker_compose podman_compose)
 
-# every sample's compose file; kept when every tool accepts it
-mapfile -t ALL < <(find "$CORPUS/awesome-compose" -name '*.y*ml' | sort)
-[ "${#ALL[@]}" -gt 0 ] || die "no Compose file under $CORPUS/awesome-compose"
+# runs "$@" (a shell function) killed after $TIMEOUT seconds
+bounded() {
+    "$@" &
+    local pid=$! i
+    for ((i = 0; i < TIMEOUT * 20; i++)); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.05
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+        pkill -KILL -P "$pid" 2>/dev/null || true
+        kill -KILL "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+        return 124
+    fi
+    wait "$pid"
+}
+
+# every Compose file of the corpus; kept when every tool accepts it
+mapfile -t ALL < <(find "$CORPUS" -name '*.y*ml' | sort)
+[ "${#ALL[@]}" -gt 0 ] || die "no Compose file under $CORPUS"
 FILES=()
 declare -A REFUSED=()
 for f in "${ALL[@]}"; do
     ok=1
     for t in "${TOOLS[@]}" export; do
-        if ! (cd "$(dirname "$f")" && "t_$t" "$f" >/dev/null 2>&1); then
+        # at most 20 s and 2 GiB each: docker-compose 1.29 expands compose-go's alias bomb
+        # without bound (5 GB and climbing after 9 minutes)
+        if ! (cd "$(dirname "$f")" && ulimit -v 2097152 && TIMEOUT=20 bounded "t_$t" "$f" >/dev/null 2>&1); then
             REFUSED[$t]=$((${REFUSED[$t]:-0} + 1))
             ok=0
         fi
@@ -112,8 +132,9 @@ PC_VERSION=$(podman-compose --version 2>/dev/null | sed -n 's/^podman-compose ve
     echo "$BEGIN_MARK"
     echo "## j. Loading Compose files"
     echo
-    echo "Written by \`just bench\` (bench/compose.sh) on $STARTED; ${#FILES[@]} awesome-compose files"
-    echo "that every tool accepts (of ${#ALL[@]}), $RUNS runs per file and tool, tools interleaved;"
+    echo "Written by \`just bench\` (bench/compose.sh) on $STARTED; the ${#FILES[@]} Compose files of"
+    echo "../shared/corpus/compose-files that every tool accepts (of ${#ALL[@]}), $RUNS runs per file and"
+    echo "tool, tools interleaved;"
     echo "rcompose $("$RC" --version | cut -d' ' -f2-), docker-compose $DC_VERSION, podman-compose ${PC_VERSION:-?};"
     echo "loadavg $(cut -d' ' -f1-3 /proc/loadavg) at the end. A file's time is the median of its runs"
     echo "(process start to exit, output discarded); the table gives the median over the files"

@@ -37,7 +37,7 @@ pub fn corpus_dir() -> PathBuf {
     dir
 }
 
-fn compose_files(dir: &Path, out: &mut Vec<PathBuf>) {
+pub fn compose_files(dir: &Path, out: &mut Vec<PathBuf>) {
     let mut entries: Vec<PathBuf> = fs::read_dir(dir)
         .unwrap()
         .flatten()

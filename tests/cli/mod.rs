@@ -2,7 +2,7 @@
 
 mod comforts;
 mod compose;
-mod compose_corpus;
+pub mod compose_corpus;
 mod docs;
 mod errors;
 pub mod examples;
