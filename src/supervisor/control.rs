@@ -322,6 +322,8 @@ mod tests {
             waves: Vec::new(),
             volumes: Vec::new(),
             subnet: None,
+            nodes: BTreeMap::new(),
+            capacity: crate::plan::desired::CapacityPlan::default(),
         }
     }
 
