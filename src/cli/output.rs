@@ -70,6 +70,9 @@ struct PsRow<'a> {
     ip: Option<std::net::Ipv4Addr>,
     /// The revision of its pod's spec it runs (two run side by side during a rollout).
     revision: u32,
+    /// The node its replica is placed on (when the manifest declares `nodes`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    node: Option<&'a str>,
 }
 
 fn rows(records: &[ContainerRecord]) -> Vec<PsRow<'_>> {
@@ -87,6 +90,7 @@ fn rows(records: &[ContainerRecord]) -> Vec<PsRow<'_>> {
             reason: c.reason.as_deref(),
             ip: c.ip,
             revision: c.revision,
+            node: c.node.as_deref(),
         })
         .collect()
 }
@@ -110,8 +114,15 @@ pub(super) fn ps_table(records: &[ContainerRecord]) -> String {
         "EXIT",
         "REASON",
     ];
-    let mut table: Vec<Vec<String>> = vec![cells(&header)];
+    // a NODE column when the replicas are placed on declared nodes
+    let nodes = records.iter().any(|r| r.node.is_some());
+    let mut head = cells(&header);
+    if nodes {
+        head.insert(3, "NODE".to_string());
+    }
+    let mut table: Vec<Vec<String>> = vec![head];
     for r in rows(records) {
+        let node = r.node.unwrap_or("-").to_string();
         table.push(vec![
             r.pod.to_string(),
             r.replica.to_string(),
@@ -128,6 +139,9 @@ pub(super) fn ps_table(records: &[ContainerRecord]) -> String {
             r.exit_code.map_or("-".into(), |c| c.to_string()),
             r.reason.unwrap_or("").to_string(),
         ]);
+        if nodes && let Some(row) = table.last_mut() {
+            row.insert(3, node);
+        }
     }
     align(&table)
 }
@@ -223,6 +237,7 @@ pub(super) fn format_event(event: &Event) -> Option<String> {
         Event::Warning { message } => format!("warning: {message}"),
         Event::Stopping { reason } => format!("stopping: {reason}"),
         Event::Removed => "removed".to_string(),
+        Event::Pending { name, reason } => format!("{name}: pending: {reason}"),
         Event::Rollout {
             pod,
             revision,

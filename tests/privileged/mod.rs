@@ -16,6 +16,7 @@ mod reconcile;
 mod registry;
 mod registry_token;
 mod rollout;
+mod scheduling;
 mod security;
 mod stats;
 mod stopping;
