@@ -406,6 +406,8 @@ pub struct Supervisor {
     draining: Vec<(u64, Instant)>,
     /// The machine's capacity (the one node without `nodes:`).
     machine: crate::plan::schedule::Machine,
+    /// Nodes taken down or cordoned (`node down`, `node drain`); the others are `Ready`.
+    node_status: BTreeMap<String, crate::plan::schedule::NodeStatus>,
     _lock: teardown::ProjectLock,
 }
 
@@ -524,6 +526,7 @@ impl Supervisor {
             replaced: std::collections::BTreeSet::new(),
             draining: Vec::new(),
             machine: sched::machine(&opts.proc_root),
+            node_status: BTreeMap::new(),
             paths,
             progress,
             sink,
@@ -1044,6 +1047,12 @@ impl Supervisor {
                         Err(message) => control::Response::refused(message),
                     });
                 }
+                Ok(Msg::Control(control::Request::Nodes, reply)) => {
+                    let _ = reply.send(control::Response {
+                        nodes: self.node_infos(),
+                        ..control::Response::done()
+                    });
+                }
                 Ok(Msg::Control(control::Request::RolloutHistory { pod }, reply)) => {
                     let _ = reply.send(match self.rollout_history(&pod) {
                         Ok(history) => control::Response {
@@ -1112,11 +1121,13 @@ impl Supervisor {
                 Ok((changes, signal))
             }
             control::Request::Scale { replicas } => self.scale(&replicas),
+            control::Request::Node { name, action } => self.node_command(&name, action),
             control::Request::RolloutUndo { pod, to } => {
                 self.undo(&pod, to)?;
                 Ok((BTreeMap::from([(pod, control::Change::RolledOut)]), None))
             }
             control::Request::Down { .. }
+            | control::Request::Nodes
             | control::Request::Services
             | control::Request::RolloutStatus { .. }
             | control::Request::RolloutHistory { .. } => {

@@ -8,12 +8,18 @@
 //! this process may run on (`sched_getaffinity`, through `available_parallelism`) and
 //! `MemTotal` of `<proc>/meminfo`.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use super::control::{Change, NodeAction, NodeInfo};
 use super::state::ContainerState;
-use super::{Event, Supervisor};
-use crate::plan::schedule::{self, Machine, Placement, Replica};
+use super::{CommandResult, Event, Supervisor};
+use crate::plan::schedule::{self, Machine, Node, NodeStatus, Placement, Replica};
 
 /// The machine's capacity: its usable CPUs and `MemTotal` (`u64::MAX` where unreadable, so
 /// an unknown resource never holds a replica back).
@@ -40,6 +46,135 @@ fn mem_total(proc_root: &Path) -> Option<u64> {
 }
 
 impl Supervisor {
+    /// The nodes, with their status (`node down`, `node drain`).
+    fn cluster(&self) -> Vec<Node> {
+        let mut nodes = schedule::cluster(&self.opts.desired, self.machine);
+        for n in &mut nodes {
+            n.status = self.node_status.get(&n.name).copied().unwrap_or_default();
+        }
+        nodes
+    }
+
+    /// `rcompose nodes`: every node, its status, allocation and replicas.
+    pub(super) fn node_infos(&self) -> Vec<NodeInfo> {
+        let placed = self.placements();
+        self.cluster()
+            .into_iter()
+            .map(|n| {
+                let used = schedule::allocated(&placed, &n.name);
+                let mut pods: Vec<String> = Vec::new();
+                for s in &self.slots {
+                    let name = s.record.instance();
+                    if s.node.as_deref() == Some(n.name.as_str())
+                        && !s.record.state.is_final()
+                        && !pods.contains(&name)
+                    {
+                        pods.push(name);
+                    }
+                }
+                NodeInfo {
+                    status: n.status.as_str().to_string(),
+                    cpu_allocated: used.cpu_millis,
+                    cpu_capacity: n.capacity.cpu_millis,
+                    memory_allocated: used.memory_bytes,
+                    memory_capacity: n.capacity.memory_bytes,
+                    labels: n.labels,
+                    pods,
+                    name: n.name,
+                }
+            })
+            .collect()
+    }
+
+    /// `node down|up|drain NAME`. Down: every container on the node is killed at once
+    /// (SIGKILL, no stop signal, no draining: the machine died) and its replicas start
+    /// again on the other nodes through the normal start (the balancer follows their
+    /// readiness). Drain: the node is cordoned, its replicas leave their services'
+    /// endpoints, are stopped gracefully and start again elsewhere. Up: the node takes
+    /// replicas again; none move back.
+    pub(super) fn node_command(&mut self, name: &str, action: NodeAction) -> CommandResult {
+        let nodes = self.cluster();
+        if !nodes.iter().any(|n| n.name == name) {
+            let names: Vec<String> = nodes.iter().map(|n| format!("`{}`", n.name)).collect();
+            return Err(format!(
+                "no node `{name}`: the nodes are {}",
+                names.join(", ")
+            ));
+        }
+        match action {
+            NodeAction::Up => {
+                self.node_status.remove(name);
+                return Ok((BTreeMap::new(), None));
+            }
+            NodeAction::Down => {
+                self.node_status
+                    .insert(name.to_string(), NodeStatus::NotReady);
+            }
+            NodeAction::Drain => {
+                self.node_status
+                    .insert(name.to_string(), NodeStatus::SchedulingDisabled);
+            }
+        }
+        let members: Vec<usize> = (0..self.slots.len())
+            .filter(|&i| {
+                self.slots[i].node.as_deref() == Some(name) && self.slots[i].record.state.is_live()
+            })
+            .collect();
+        let signal = if action == NodeAction::Down {
+            for &i in &members {
+                if let Some(pid) = self.slots[i].record.pid {
+                    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                }
+            }
+            // reaps them (already dead: no grace to wait out)
+            let saved = self.grace_override.replace(Duration::ZERO);
+            let signal = self.stop(&members);
+            self.grace_override = saved;
+            signal
+        } else {
+            let drained = self.drain_before_stop(&members);
+            let stopped = self.stop(&members);
+            drained.or(stopped)
+        };
+        // the node's replicas begin a new start (init containers again), placed anew;
+        // those that were done are only let go
+        let mut changes = BTreeMap::new();
+        let mut groups: Vec<PathBuf> = Vec::new();
+        for s in &self.slots {
+            if s.node.as_deref() == Some(name) && !groups.contains(&s.netns) {
+                groups.push(s.netns.clone());
+            }
+        }
+        for ns in groups {
+            let group: Vec<usize> = (0..self.slots.len())
+                .filter(|&i| self.slots[i].netns == ns)
+                .collect();
+            let done = group.iter().all(|&i| {
+                let r = &self.slots[i].record;
+                r.state.is_final() && !members.contains(&i)
+            });
+            for &i in &group {
+                let s = &mut self.slots[i];
+                s.node = None;
+                s.record.node = None;
+                if done {
+                    continue;
+                }
+                s.due = None;
+                s.record.state = ContainerState::Waiting;
+                s.record.exit_code = None;
+                s.record.reason = None;
+                s.record.ready = false;
+                changes.insert(s.record.pod.clone(), Change::Rescheduled);
+            }
+            if !done {
+                self.started.retain(|p| *p != ns);
+            }
+        }
+        let _ = self.save();
+        Ok((changes, signal))
+    }
+
     /// The replicas that hold resources on a node: placed, and not every container done.
     fn placements(&self) -> Vec<Placement> {
         let mut seen: Vec<&Path> = Vec::new();
@@ -97,7 +232,7 @@ impl Supervisor {
             requests: plan.requests,
             node_selector: plan.node_selector.clone(),
         };
-        let nodes = schedule::cluster(&self.opts.desired, self.machine);
+        let nodes = self.cluster();
         let declared = !self.opts.desired.nodes.is_empty();
         match schedule::place(&nodes, &self.placements(), &replica) {
             Ok(node) => {
