@@ -408,6 +408,8 @@ pub struct Supervisor {
     machine: crate::plan::schedule::Machine,
     /// Nodes taken down or cordoned (`node down`, `node drain`); the others are `Ready`.
     node_status: BTreeMap<String, crate::plan::schedule::NodeStatus>,
+    /// Nodes whose cgroup (with their capacity) is made.
+    node_cgroups: Vec<String>,
     _lock: teardown::ProjectLock,
 }
 
@@ -527,6 +529,7 @@ impl Supervisor {
             draining: Vec::new(),
             machine: sched::machine(&opts.proc_root),
             node_status: BTreeMap::new(),
+            node_cgroups: Vec::new(),
             paths,
             progress,
             sink,
@@ -1781,7 +1784,14 @@ impl Supervisor {
             .collect();
         parents.sort();
         parents.dedup();
-        parents.push(PathBuf::from(self.paths.cgroup_subtree()));
+        // the nodes' cgroups, when the manifest declares nodes (children first)
+        let subtree = self.paths.cgroup_subtree();
+        parents.extend(
+            self.node_cgroups
+                .iter()
+                .map(|n| PathBuf::from(format!("{subtree}/{n}"))),
+        );
+        parents.push(PathBuf::from(subtree));
         cgroup::remove_empty(&self.mounts, &parents);
         // the balancer's listeners close (its virtual addresses go with the bridge)
         self.balancer = None;

@@ -153,10 +153,19 @@ impl Supervisor {
                 let r = &self.slots[i].record;
                 r.state.is_final() && !members.contains(&i)
             });
+            let mut old_parents = Vec::new();
             for &i in &group {
                 let s = &mut self.slots[i];
                 s.node = None;
                 s.record.node = None;
+                // its cgroup was on the node: the next start makes one where it lands
+                if let Some(cg) = s.cgroup.take() {
+                    use crate::runtime::cgroup::Cgroups;
+                    let _ = cg.remove();
+                }
+                if let Some(parent) = Path::new(&s.record.cgroup).parent() {
+                    old_parents.push(parent.to_path_buf());
+                }
                 if done {
                     continue;
                 }
@@ -167,6 +176,8 @@ impl Supervisor {
                 s.record.ready = false;
                 changes.insert(s.record.pod.clone(), Change::Rescheduled);
             }
+            old_parents.dedup();
+            crate::runtime::cgroup::remove_empty(&self.mounts, &old_parents);
             if !done {
                 self.started.retain(|p| *p != ns);
             }
@@ -236,11 +247,32 @@ impl Supervisor {
         let declared = !self.opts.desired.nodes.is_empty();
         match schedule::place(&nodes, &self.placements(), &replica) {
             Ok(node) => {
+                let capacity = nodes
+                    .iter()
+                    .find(|n| n.name == node)
+                    .map(|n| n.capacity)
+                    .unwrap_or_default();
+                if declared {
+                    self.ensure_node_cgroup(&node, capacity);
+                }
+                let subtree = self.paths.cgroup_subtree();
                 for i in group {
                     let s = &mut self.slots[i];
                     s.node = Some(node.clone());
                     if declared {
                         s.record.node = Some(node.clone());
+                        // under its node's cgroup, which enforces the node's capacity
+                        s.record.cgroup = format!(
+                            "{subtree}/{node}/{}/{}",
+                            s.record.instance(),
+                            s.record.container
+                        );
+                        // cgroup v1 refuses a CPU quota above the parent's
+                        s.plan.resources.cpu_millis = s
+                            .plan
+                            .resources
+                            .cpu_millis
+                            .map(|c| c.min(capacity.cpu_millis));
                     }
                     if s.record.state == ContainerState::Pending {
                         s.record.state = ContainerState::Waiting;
@@ -267,6 +299,31 @@ impl Supervisor {
                 }
                 false
             }
+        }
+    }
+
+    /// Makes the cgroup of node `node` (`rcompose/<project>/<node>`) with its capacity as
+    /// its CPU quota and memory limit, once: the replicas placed on it live below it, so
+    /// together they never get more than the node has. A failure is a warning (the
+    /// replicas then run without the node's limits).
+    fn ensure_node_cgroup(&mut self, node: &str, capacity: crate::plan::desired::Requests) {
+        if self.node_cgroups.iter().any(|n| n == node) {
+            return;
+        }
+        let path = format!("{}/{node}", self.paths.cgroup_subtree());
+        let limits = crate::plan::desired::Resources {
+            cpu_millis: Some(capacity.cpu_millis),
+            memory_bytes: Some(capacity.memory_bytes),
+            pids: None,
+        };
+        match crate::runtime::cgroup::KernelCgroup::new(&path).create(&limits) {
+            Ok(()) => self.node_cgroups.push(node.to_string()),
+            Err(e) => self.emit(&Event::Warning {
+                message: format!(
+                    "node `{node}`: its capacity is not enforced: {}",
+                    super::chain(&e)
+                ),
+            }),
         }
     }
 

@@ -202,6 +202,12 @@ fn node_down_reschedules_its_replicas_while_the_service_keeps_serving() {
         "{table}"
     );
 
+    // each node is a cgroup with its capacity, its replicas below it
+    let (memory, cpu) = node_cgroups(&p, "w1");
+    assert_eq!(memory.as_deref(), Some("1073741824"), "memory limit of w1");
+    assert_eq!(cpu.as_deref(), Some("200000"), "cpu quota of w1 (2 CPUs)");
+    assert_eq!(replica_cgroups(&p, "w1"), ["web-1", "web-4"]);
+
     let load = super::rollout::Load::start(port, 2);
     std::thread::sleep(Duration::from_millis(500));
     let t0 = Instant::now();
@@ -242,6 +248,11 @@ fn node_down_reschedules_its_replicas_while_the_service_keeps_serving() {
     assert_eq!(nodes[0]["status"], "NotReady");
     assert_eq!(nodes[0]["pods"], serde_json::json!([]));
     assert_eq!(nodes[0]["cpu_allocated"], 0);
+    assert!(replica_cgroups(&p, "w1").is_empty(), "cgroups left on w1");
+    let mut moved = replica_cgroups(&p, "w2");
+    moved.extend(replica_cgroups(&p, "w3"));
+    moved.sort();
+    assert_eq!(moved, ["pinned-1", "web-1", "web-2", "web-3", "web-4"]);
 
     // up: Ready again, and nothing moves back
     assert_code(&rcompose(d, &["-p", &p, "node", "up", "w1"]), 0);
@@ -273,4 +284,49 @@ fn node_down_reschedules_its_replicas_while_the_service_keeps_serving() {
     );
     assert_code(&rcompose(d, &["-p", &p, "down", "-t", "1"]), 0);
     assert_no_trace(&p);
+}
+
+/// The memory limit and the CPU quota of node `node`'s cgroup in project `p` (cgroup v1, or
+/// v2's `memory.max` and the quota of `cpu.max`).
+fn node_cgroups(p: &str, node: &str) -> (Option<String>, Option<String>) {
+    let read = |path: String| {
+        std::fs::read_to_string(path)
+            .ok()
+            .map(|s| s.trim().to_string())
+    };
+    if Path::new("/sys/fs/cgroup/memory").is_dir() {
+        (
+            read(format!(
+                "/sys/fs/cgroup/memory/rcompose/{p}/{node}/memory.limit_in_bytes"
+            )),
+            read(format!(
+                "/sys/fs/cgroup/cpu/rcompose/{p}/{node}/cpu.cfs_quota_us"
+            )),
+        )
+    } else {
+        (
+            read(format!("/sys/fs/cgroup/rcompose/{p}/{node}/memory.max")),
+            read(format!("/sys/fs/cgroup/rcompose/{p}/{node}/cpu.max"))
+                .and_then(|s| s.split_whitespace().next().map(str::to_string)),
+        )
+    }
+}
+
+/// The replica cgroups below node `node`'s cgroup in project `p`, sorted.
+fn replica_cgroups(p: &str, node: &str) -> Vec<String> {
+    let root = if Path::new("/sys/fs/cgroup/memory").is_dir() {
+        format!("/sys/fs/cgroup/memory/rcompose/{p}/{node}")
+    } else {
+        format!("/sys/fs/cgroup/rcompose/{p}/{node}")
+    };
+    let mut out: Vec<String> = std::fs::read_dir(root)
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.path().is_dir())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
 }
