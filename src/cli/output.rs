@@ -311,8 +311,62 @@ impl crate::supervisor::Progress for CliProgress {
 
 #[cfg(test)]
 mod tests {
-    use super::no_color;
+    use super::{no_color, ps_json, ps_table};
+    use crate::supervisor::state::{ContainerRecord, ContainerState};
     use std::ffi::OsStr;
+
+    fn record(replica: u32, state: ContainerState, node: Option<&str>) -> ContainerRecord {
+        ContainerRecord {
+            pod: "web".into(),
+            replica,
+            container: "web".into(),
+            state,
+            pid: None,
+            pid_start: None,
+            restarts: 0,
+            exit_code: None,
+            reason: (state == ContainerState::Pending)
+                .then(|| "insufficient memory: requested 3Gi, free 1.2Gi".to_string()),
+            cgroup: String::new(),
+            log: "/dev/null".into(),
+            dir: "/dev/null".into(),
+            init: false,
+            ready: false,
+            ip: None,
+            revision: 1,
+            node: node.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn ps_shows_pending_replicas_with_the_reason_and_nodes_when_there_are() {
+        let table = ps_table(&[record(1, ContainerState::Pending, None)]);
+        assert_eq!(
+            table,
+            "POD  REPLICA  CONTAINER  STATE    READY  PID  REVISION  RESTARTS  EXIT  REASON\n\
+             web  1        web        pending  -      -    1         0         -     insufficient memory: requested 3Gi, free 1.2Gi\n"
+        );
+        assert!(!ps_json(&[record(1, ContainerState::Pending, None)]).contains("node"));
+        let records = [
+            record(1, ContainerState::Exited, Some("w1")),
+            record(2, ContainerState::Pending, None),
+        ];
+        let table = ps_table(&records);
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(
+            lines[0].starts_with("POD  REPLICA  CONTAINER  NODE  STATE "),
+            "{table}"
+        );
+        assert!(
+            lines[1].starts_with("web  1        web        w1    exited "),
+            "{table}"
+        );
+        assert!(
+            lines[2].starts_with("web  2        web        -     pending "),
+            "{table}"
+        );
+        assert!(ps_json(&records).contains("\"node\": \"w1\""));
+    }
 
     #[test]
     fn no_color_means_set_and_not_empty() {

@@ -410,6 +410,8 @@ pub struct Supervisor {
     node_status: BTreeMap<String, crate::plan::schedule::NodeStatus>,
     /// Nodes whose cgroup (with their capacity) is made.
     node_cgroups: Vec<String>,
+    /// A pending replica's reason changed since the state was last saved for it.
+    reasons_changed: bool,
     _lock: teardown::ProjectLock,
 }
 
@@ -530,6 +532,7 @@ impl Supervisor {
             machine: sched::machine(&opts.proc_root),
             node_status: BTreeMap::new(),
             node_cgroups: Vec::new(),
+            reasons_changed: false,
             paths,
             progress,
             sink,

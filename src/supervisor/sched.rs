@@ -8,7 +8,7 @@
 //! this process may run on (`sched_getaffinity`, through `available_parallelism`) and
 //! `MemTotal` of `<proc>/meminfo`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -188,20 +188,17 @@ impl Supervisor {
 
     /// The replicas that hold resources on a node: placed, and not every container done.
     fn placements(&self) -> Vec<Placement> {
-        let mut seen: Vec<&Path> = Vec::new();
+        // per replica (its slots share the network namespace pin): whether one of its
+        // containers is not done
+        let mut live: HashMap<&Path, bool> = HashMap::new();
+        for s in &self.slots {
+            *live.entry(s.netns.as_path()).or_default() |= !s.record.state.is_final();
+        }
         let mut out = Vec::new();
         for s in &self.slots {
             let Some(node) = &s.node else { continue };
-            if seen.contains(&s.netns.as_path()) {
-                continue;
-            }
-            seen.push(&s.netns);
-            let done = self
-                .slots
-                .iter()
-                .filter(|o| o.netns == s.netns)
-                .all(|o| o.record.state.is_final());
-            if done {
+            // once per replica, if it holds its requests
+            if live.insert(s.netns.as_path(), false) != Some(true) {
                 continue;
             }
             let requests = self
@@ -245,7 +242,14 @@ impl Supervisor {
         };
         let nodes = self.cluster();
         let declared = !self.opts.desired.nodes.is_empty();
-        match schedule::place(&nodes, &self.placements(), &replica) {
+        // the common case, a manifest without requests or nodes: the machine takes it, as
+        // before scheduling existed, without looking at what else runs
+        let placement = if !declared && replica.requests.is_zero() && self.node_status.is_empty() {
+            Ok(schedule::MACHINE_NODE.to_string())
+        } else {
+            schedule::place(&nodes, &self.placements(), &replica)
+        };
+        match placement {
             Ok(node) => {
                 let capacity = nodes
                     .iter()
@@ -286,6 +290,9 @@ impl Supervisor {
                 let was = group
                     .iter()
                     .any(|&i| self.slots[i].record.state == ContainerState::Pending);
+                self.reasons_changed |= group
+                    .iter()
+                    .any(|&i| self.slots[i].record.reason.as_deref() != Some(reason.as_str()));
                 for &i in &group {
                     let r = &mut self.slots[i].record;
                     if matches!(r.state, ContainerState::Waiting | ContainerState::Pending) {
@@ -328,7 +335,8 @@ impl Supervisor {
     }
 
     /// Tries the `Pending` replicas again, oldest first; those that fit now begin their
-    /// start. Returns whether one did.
+    /// start. Returns whether one did, or a pending reason changed (the state is to be
+    /// saved).
     pub(super) fn schedule_pending(&mut self) -> bool {
         let mut pending: Vec<PathBuf> = Vec::new();
         for s in &self.slots {
@@ -343,7 +351,8 @@ impl Supervisor {
                 any = true;
             }
         }
-        any
+        // a reason that changed (more or less is free now) is saved for `ps` too
+        any | std::mem::take(&mut self.reasons_changed)
     }
 }
 
