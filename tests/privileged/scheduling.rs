@@ -230,14 +230,24 @@ fn node_down_reschedules_its_replicas_while_the_service_keeps_serving() {
     let ready_in = t0.elapsed();
     std::thread::sleep(Duration::from_millis(500));
     let (bodies, errors) = load.finish();
-    eprintln!("node down answered in {down_at:?}, every replica ready elsewhere in {ready_in:?}");
-    // a request in flight on the dead node may fail, as on a machine that died; none sent
-    // after the node went down does
+    eprintln!(
+        "node down answered in {down_at:?}, every replica ready elsewhere in {ready_in:?}; {bodies:?}, {} errors",
+        errors.len()
+    );
+    // A request in flight on the dead node may fail, as on a machine that died (the
+    // balancer replays one whose answer had not begun; one cut inside its answer, seen here
+    // as a 200 with an empty body about once in five runs, cannot be): at most one per
+    // client. Every other request succeeds.
+    let cut: usize = bodies
+        .iter()
+        .filter(|(b, _)| b.as_str() != "ok")
+        .map(|(_, n)| n)
+        .sum();
     assert!(
         bodies.get("ok").copied().unwrap_or(0) > 20,
         "{bodies:?} {errors:?}"
     );
-    assert!(errors.len() <= 2, "{errors:#?}");
+    assert!(errors.len() + cut <= 2, "{bodies:?} {errors:#?}");
     assert_eq!(on(&after, "web-2"), "w2", "replicas elsewhere did not move");
     assert_eq!(on(&after, "web-3"), "w3");
     let nodes: serde_json::Value = serde_json::from_str(&stdout(&rcompose(
