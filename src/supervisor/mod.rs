@@ -412,6 +412,8 @@ pub struct Supervisor {
     node_cgroups: Vec<String>,
     /// A pending replica's reason changed since the state was last saved for it.
     reasons_changed: bool,
+    /// Replicas got new addresses (see `sched`): the hosts file is to be rewritten.
+    hosts_dirty: bool,
     _lock: teardown::ProjectLock,
 }
 
@@ -533,6 +535,7 @@ impl Supervisor {
             node_status: BTreeMap::new(),
             node_cgroups: Vec::new(),
             reasons_changed: false,
+            hosts_dirty: false,
             paths,
             progress,
             sink,
@@ -1377,6 +1380,7 @@ impl Supervisor {
                 self.started.push(ns);
             }
         }
+        self.flush_hosts();
         self.advance().map(|_| ())
     }
 

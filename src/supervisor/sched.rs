@@ -178,6 +178,15 @@ impl Supervisor {
             }
             old_parents.dedup();
             crate::runtime::cgroup::remove_empty(&self.mounts, &old_parents);
+            // its network namespace and address were on the node too: the next start makes
+            // new ones in the block of the node it lands on (`readdress`)
+            if self.net.is_some() {
+                let old_ip = group.first().and_then(|&i| self.slots[i].record.ip);
+                if let (Some(b), Some(ip)) = (&self.balancer, old_ip) {
+                    b.forget(ip);
+                }
+                let _ = crate::runtime::netns::remove(&ns);
+            }
             if !done {
                 self.started.retain(|p| *p != ns);
             }
@@ -235,6 +244,7 @@ impl Supervisor {
         let Some(plan) = self.opts.desired.pods.get(&pod) else {
             return true;
         };
+        let plan_network = plan.network;
         let replica = Replica {
             pod: pod.clone(),
             requests: plan.requests,
@@ -260,6 +270,9 @@ impl Supervisor {
                     self.ensure_node_cgroup(&node, capacity);
                 }
                 let subtree = self.paths.cgroup_subtree();
+                if declared && plan_network {
+                    self.readdress(&group, &node, &nodes);
+                }
                 for i in group {
                     let s = &mut self.slots[i];
                     s.node = Some(node.clone());
@@ -309,6 +322,43 @@ impl Supervisor {
         }
     }
 
+    /// Gives the replica of `group`, placed on `node`, an address from the node's block of
+    /// the project subnet (see [`crate::network::node_block`]) when its network namespace
+    /// is not made yet (a new replica, or one that `node down` or `drain` moved: its
+    /// namespace went with its old node); the hosts file follows.
+    fn readdress(&mut self, group: &[usize], node: &str, nodes: &[Node]) {
+        let Some(net) = &self.net else { return };
+        let Some(&first) = group.first() else { return };
+        if self.slots[first].netns.exists() {
+            return;
+        }
+        let index = nodes.iter().position(|n| n.name == node).unwrap_or(0);
+        let block = crate::network::node_block(
+            net.subnet,
+            u32::try_from(net.services.len()).unwrap_or(u32::MAX),
+            u32::try_from(index).unwrap_or(0),
+            u32::try_from(nodes.len()).unwrap_or(1),
+        );
+        let own = self.slots[first].record.ip;
+        let taken: Vec<std::net::Ipv4Addr> = self
+            .taken_addresses(net)
+            .into_iter()
+            .filter(|ip| Some(*ip) != own)
+            .collect();
+        let what = format!("replica `{}`", self.slots[first].record.instance());
+        match crate::network::free_node_address(net.subnet, block, &taken, &what) {
+            Ok(ip) => {
+                for &i in group {
+                    self.slots[i].record.ip = Some(ip);
+                }
+                self.hosts_dirty = true;
+            }
+            Err(e) => self.emit(&Event::Warning {
+                message: format!("{what} on node `{node}`: {}", super::chain(&e)),
+            }),
+        }
+    }
+
     /// Makes the cgroup of node `node` (`rcompose/<project>/<node>`) with its capacity as
     /// its CPU quota and memory limit, once: the replicas placed on it live below it, so
     /// together they never get more than the node has. A failure is a warning (the
@@ -351,8 +401,16 @@ impl Supervisor {
                 any = true;
             }
         }
+        self.flush_hosts();
         // a reason that changed (more or less is free now) is saved for `ps` too
         any | std::mem::take(&mut self.reasons_changed)
+    }
+
+    /// Rewrites the hosts file when replicas got new addresses.
+    pub(super) fn flush_hosts(&mut self) {
+        if std::mem::take(&mut self.hosts_dirty) {
+            let _ = self.write_hosts();
+        }
     }
 }
 

@@ -144,6 +144,26 @@ services:
     )
 }
 
+/// Whether every replica's address is in its node's block of the project's /24: one
+/// service at the top, so the pods' addresses .2 to .253 in three blocks of 84.
+fn addresses_follow_nodes(dir: &Path, p: &str) -> Result<(), String> {
+    for r in ps_rows(dir, p) {
+        let node = r["node"].as_str().unwrap_or("");
+        let ip: std::net::Ipv4Addr = r["ip"].as_str().unwrap_or("0.0.0.0").parse().unwrap();
+        let host = ip.octets()[3];
+        let (lo, hi) = match node {
+            "w1" => (2, 85),
+            "w2" => (86, 169),
+            "w3" => (170, 253),
+            _ => return Err(format!("no node: {r}")),
+        };
+        if !(lo..=hi).contains(&host) {
+            return Err(format!("{ip} is not in the block of {node}: {r}"));
+        }
+    }
+    Ok(())
+}
+
 /// (`pod-N`, node, running and ready) of each replica.
 fn placed(dir: &Path, p: &str) -> Vec<(String, String, bool)> {
     ps_rows(dir, p)
@@ -202,6 +222,7 @@ fn node_down_reschedules_its_replicas_while_the_service_keeps_serving() {
         "{table}"
     );
 
+    addresses_follow_nodes(d, &p).unwrap();
     // each node is a cgroup with its capacity, its replicas below it
     let (memory, cpu) = node_cgroups(&p, "w1");
     assert_eq!(memory.as_deref(), Some("1073741824"), "memory limit of w1");
@@ -259,6 +280,25 @@ fn node_down_reschedules_its_replicas_while_the_service_keeps_serving() {
     assert_eq!(nodes[0]["pods"], serde_json::json!([]));
     assert_eq!(nodes[0]["cpu_allocated"], 0);
     assert!(replica_cgroups(&p, "w1").is_empty(), "cgroups left on w1");
+    // the moved replicas have new addresses, from their new nodes' blocks, and the other
+    // pods know them by name
+    addresses_follow_nodes(d, &p).unwrap();
+    let web1 = ps_rows(d, &p)
+        .iter()
+        .find(|r| r["pod"] == "web" && r["replica"] == 1)
+        .map(|r| r["ip"].as_str().unwrap().to_string())
+        .unwrap();
+    let hosts = stdout(&rcompose(
+        d,
+        &["-p", &p, "exec", "pinned-1", "--", "cat", "/etc/hosts"],
+    ));
+    assert!(
+        hosts.lines().any(|l| {
+            let mut words = l.split_whitespace();
+            words.next() == Some(web1.as_str()) && words.any(|w| w == "web-1")
+        }),
+        "{web1} {hosts}"
+    );
     let mut moved = replica_cgroups(&p, "w2");
     moved.extend(replica_cgroups(&p, "w3"));
     moved.sort();
