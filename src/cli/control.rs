@@ -1,4 +1,4 @@
-//! `stop`, `start`, `restart` and `scale`: requests to the project's running supervisor,
+//! `stop`, `start`, `restart`, `scale`, `nodes` and `node`: requests to the project's running supervisor,
 //! over its control socket (see [`crate::supervisor::control`]).
 
 use std::collections::BTreeMap;
@@ -144,6 +144,45 @@ pub(super) fn services(ctx: &Context, json: bool) -> Result<ExitCode, Error> {
         super::output::align(&table)
     };
     println!("{text}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `nodes`: every node of the running project with its status, what the replicas on it
+/// request of its capacity, and the replicas (a table, or a JSON array).
+pub(super) fn nodes(ctx: &Context, json: bool) -> Result<ExitCode, Error> {
+    let (_, response) = ask(ctx, &Request::Nodes, Duration::from_secs(10))?;
+    if let Some(e) = response.error {
+        return Err(Error::Command(e));
+    }
+    let text = if json {
+        serde_json::to_string_pretty(&response.nodes).unwrap_or_else(|_| "[]".into())
+    } else {
+        use crate::manifest::MilliCpu;
+        use crate::plan::schedule::bytes_text;
+        let mut table = vec![super::output::cells(&[
+            "NAME", "STATUS", "CPU", "MEMORY", "PODS", "REPLICAS",
+        ])];
+        for n in &response.nodes {
+            table.push(vec![
+                n.name.clone(),
+                n.status.clone(),
+                format!("{}/{}", MilliCpu(n.cpu_allocated), MilliCpu(n.cpu_capacity)),
+                format!(
+                    "{}/{}",
+                    bytes_text(n.memory_allocated),
+                    bytes_text(n.memory_capacity)
+                ),
+                n.pods.len().to_string(),
+                if n.pods.is_empty() {
+                    "-".to_string()
+                } else {
+                    n.pods.join(",")
+                },
+            ]);
+        }
+        super::output::align(&table)
+    };
+    print!("{text}");
     Ok(ExitCode::SUCCESS)
 }
 

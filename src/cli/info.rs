@@ -179,6 +179,7 @@ fn projects(root: &Path) -> Result<Vec<ProjectRow>, Error> {
 fn status(state: &ProjectState) -> String {
     let order = [
         ContainerState::Waiting,
+        ContainerState::Pending,
         ContainerState::Starting,
         ContainerState::Running,
         ContainerState::Restarting,

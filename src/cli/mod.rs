@@ -198,6 +198,18 @@ enum Command {
         #[command(subcommand)]
         action: RolloutAction,
     },
+    /// List the nodes: status, CPU and memory requested of their capacity, replicas
+    Nodes {
+        /// Output format
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Take a node down (as if the machine died), bring it back up, or drain it
+    Node {
+        /// What to do
+        #[command(subcommand)]
+        action: NodeCommand,
+    },
     /// Set the number of replicas of running pods: `scale api=3 worker=0`
     Scale {
         /// POD=REPLICAS
@@ -388,6 +400,27 @@ enum RolloutAction {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum NodeCommand {
+    /// Kill every replica on the node at once (SIGKILL) and start them on the other nodes;
+    /// the node takes nothing until `node up`
+    Down {
+        /// The node
+        name: String,
+    },
+    /// Let the node take replicas again (none move back)
+    Up {
+        /// The node
+        name: String,
+    },
+    /// Cordon the node and move its replicas to the other nodes gracefully (drained from
+    /// their services, stop signal, grace period)
+    Drain {
+        /// The node
+        name: String,
+    },
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Format {
     Table,
@@ -544,6 +577,16 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
                 to: to_revision,
             },
         ),
+        Command::Nodes { format } => control::nodes(&ctx, format == Format::Json),
+        Command::Node { action } => {
+            use crate::supervisor::control::NodeAction;
+            let (name, action) = match action {
+                NodeCommand::Down { name } => (name, NodeAction::Down),
+                NodeCommand::Up { name } => (name, NodeAction::Up),
+                NodeCommand::Drain { name } => (name, NodeAction::Drain),
+            };
+            control::send(&ctx, &Request::Node { name, action })
+        }
         Command::Scale { replicas } => control::send(
             &ctx,
             &Request::Scale {

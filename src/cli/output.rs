@@ -70,6 +70,9 @@ struct PsRow<'a> {
     ip: Option<std::net::Ipv4Addr>,
     /// The revision of its pod's spec it runs (two run side by side during a rollout).
     revision: u32,
+    /// The node its replica is placed on (when the manifest declares `nodes`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    node: Option<&'a str>,
 }
 
 fn rows(records: &[ContainerRecord]) -> Vec<PsRow<'_>> {
@@ -87,6 +90,7 @@ fn rows(records: &[ContainerRecord]) -> Vec<PsRow<'_>> {
             reason: c.reason.as_deref(),
             ip: c.ip,
             revision: c.revision,
+            node: c.node.as_deref(),
         })
         .collect()
 }
@@ -110,8 +114,15 @@ pub(super) fn ps_table(records: &[ContainerRecord]) -> String {
         "EXIT",
         "REASON",
     ];
-    let mut table: Vec<Vec<String>> = vec![cells(&header)];
+    // a NODE column when the replicas are placed on declared nodes
+    let nodes = records.iter().any(|r| r.node.is_some());
+    let mut head = cells(&header);
+    if nodes {
+        head.insert(3, "NODE".to_string());
+    }
+    let mut table: Vec<Vec<String>> = vec![head];
     for r in rows(records) {
+        let node = r.node.unwrap_or("-").to_string();
         table.push(vec![
             r.pod.to_string(),
             r.replica.to_string(),
@@ -128,6 +139,9 @@ pub(super) fn ps_table(records: &[ContainerRecord]) -> String {
             r.exit_code.map_or("-".into(), |c| c.to_string()),
             r.reason.unwrap_or("").to_string(),
         ]);
+        if nodes && let Some(row) = table.last_mut() {
+            row.insert(3, node);
+        }
     }
     align(&table)
 }
@@ -223,6 +237,7 @@ pub(super) fn format_event(event: &Event) -> Option<String> {
         Event::Warning { message } => format!("warning: {message}"),
         Event::Stopping { reason } => format!("stopping: {reason}"),
         Event::Removed => "removed".to_string(),
+        Event::Pending { name, reason } => format!("{name}: pending: {reason}"),
         Event::Rollout {
             pod,
             revision,
@@ -296,8 +311,62 @@ impl crate::supervisor::Progress for CliProgress {
 
 #[cfg(test)]
 mod tests {
-    use super::no_color;
+    use super::{no_color, ps_json, ps_table};
+    use crate::supervisor::state::{ContainerRecord, ContainerState};
     use std::ffi::OsStr;
+
+    fn record(replica: u32, state: ContainerState, node: Option<&str>) -> ContainerRecord {
+        ContainerRecord {
+            pod: "web".into(),
+            replica,
+            container: "web".into(),
+            state,
+            pid: None,
+            pid_start: None,
+            restarts: 0,
+            exit_code: None,
+            reason: (state == ContainerState::Pending)
+                .then(|| "insufficient memory: requested 3Gi, free 1.2Gi".to_string()),
+            cgroup: String::new(),
+            log: "/dev/null".into(),
+            dir: "/dev/null".into(),
+            init: false,
+            ready: false,
+            ip: None,
+            revision: 1,
+            node: node.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn ps_shows_pending_replicas_with_the_reason_and_nodes_when_there_are() {
+        let table = ps_table(&[record(1, ContainerState::Pending, None)]);
+        assert_eq!(
+            table,
+            "POD  REPLICA  CONTAINER  STATE    READY  PID  REVISION  RESTARTS  EXIT  REASON\n\
+             web  1        web        pending  -      -    1         0         -     insufficient memory: requested 3Gi, free 1.2Gi\n"
+        );
+        assert!(!ps_json(&[record(1, ContainerState::Pending, None)]).contains("node"));
+        let records = [
+            record(1, ContainerState::Exited, Some("w1")),
+            record(2, ContainerState::Pending, None),
+        ];
+        let table = ps_table(&records);
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(
+            lines[0].starts_with("POD  REPLICA  CONTAINER  NODE  STATE "),
+            "{table}"
+        );
+        assert!(
+            lines[1].starts_with("web  1        web        w1    exited "),
+            "{table}"
+        );
+        assert!(
+            lines[2].starts_with("web  2        web        -     pending "),
+            "{table}"
+        );
+        assert!(ps_json(&records).contains("\"node\": \"w1\""));
+    }
 
     #[test]
     fn no_color_means_set_and_not_empty() {

@@ -574,6 +574,7 @@ mod tests {
             ready: false,
             ip: None,
             revision: 1,
+            node: None,
         }
     }
 

@@ -399,6 +399,19 @@ impl Exporter<'_> {
                 format!("`{subnet}` is not exported: the cluster's network assigns pod and service addresses"),
             );
         }
+        let nodes = self.m().nodes().len();
+        if nodes > 0 {
+            self.warn(
+                "nodes",
+                format!("{nodes} simulated node(s) not exported: the cluster's own nodes run the pods (give them the labels the pods' node_selector names)"),
+            );
+        }
+        if !self.m().capacity().is_empty() {
+            self.warn(
+                "capacity",
+                "not exported: it sizes this machine as the one node",
+            );
+        }
         let rules = self.m().watch().len();
         if rules > 0 {
             self.warn(
@@ -824,6 +837,7 @@ impl Exporter<'_> {
             restart_policy: Some(restart.to_string()),
             termination_grace_period_seconds: grace,
             volumes: (!volumes.list.is_empty()).then_some(volumes.list),
+            node_selector: (!pod.node_selector.is_empty()).then(|| pod.node_selector.clone()),
             ..PodSpec::default()
         })
     }
@@ -861,6 +875,25 @@ impl Exporter<'_> {
         }
         if let Some(memory) = c.resources.memory {
             limits.insert("memory".to_string(), Quantity(memory.to_string()));
+        }
+        // Kubernetes defaults a missing request to its limit, as rcompose does: only a
+        // request that differs is written
+        let mut requests = BTreeMap::new();
+        if let Some(cpu) = c
+            .resources
+            .requests
+            .cpu
+            .filter(|r| Some(*r) != c.resources.cpu)
+        {
+            requests.insert("cpu".to_string(), Quantity(cpu.to_string()));
+        }
+        if let Some(memory) = c
+            .resources
+            .requests
+            .memory
+            .filter(|r| Some(*r) != c.resources.memory)
+        {
+            requests.insert("memory".to_string(), Quantity(memory.to_string()));
         }
         if let Some(pids) = c.resources.pids {
             self.warn(
@@ -948,8 +981,9 @@ impl Exporter<'_> {
             args,
             env: (!env.is_empty()).then_some(env),
             working_dir: c.working_dir.clone(),
-            resources: (!limits.is_empty()).then(|| ResourceRequirements {
-                limits: Some(limits),
+            resources: (!limits.is_empty() || !requests.is_empty()).then(|| ResourceRequirements {
+                limits: (!limits.is_empty()).then_some(limits),
+                requests: (!requests.is_empty()).then_some(requests),
                 ..ResourceRequirements::default()
             }),
             security_context: Some(security),

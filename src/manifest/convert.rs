@@ -8,12 +8,13 @@ use std::path::Path;
 use crate::manifest::error::{ManifestError, Problem, SourceLocation};
 use crate::manifest::node::{self, Key, Kind, Loc, Node, ScalarType};
 use crate::manifest::{
-    BackoffSpec, Balance, CommandSpec, Condition, ContainerSpec, CountOrPercent, DependencySpec,
-    DependsOnSpec, EmptyDirSpec, EnvSpec, FileSourceSpec, FileUseSpec, HealthcheckSpec,
-    HttpProbeSpec, ImageSpec, LayerMount, LayerSpec, LongFileUseSpec, LongMountSpec, Manifest,
-    MountSpec, MountType, NetworkMode, NetworkSpec, PodSpec, PodVolumeSpec, PortMapping, PortSpec,
-    ProbeSpec, PullPolicy, Quantity, ResourcesSpec, Restart, RuntimeKind, ServiceSpec,
-    TcpProbeSpec, Text, TmpfsSpec, UpdateSpec, VolumeSpec, WatchAction, WatchSpec,
+    BackoffSpec, Balance, CapacitySpec, CommandSpec, Condition, ContainerSpec, CountOrPercent,
+    DependencySpec, DependsOnSpec, EmptyDirSpec, EnvSpec, FileSourceSpec, FileUseSpec,
+    HealthcheckSpec, HttpProbeSpec, ImageSpec, LayerMount, LayerSpec, LongFileUseSpec,
+    LongMountSpec, Manifest, MountSpec, MountType, NetworkMode, NetworkSpec, NodeSpec, PodSpec,
+    PodVolumeSpec, PortMapping, PortSpec, ProbeSpec, PullPolicy, Quantity, RequestsSpec,
+    ResourcesSpec, Restart, RuntimeKind, ServiceSpec, TcpProbeSpec, Text, TmpfsSpec, UpdateSpec,
+    VolumeSpec, WatchAction, WatchSpec,
 };
 
 /// Which part of a `key: value` entry a problem points at.
@@ -514,6 +515,28 @@ pub(crate) fn convert(source: &str, cx: &mut Issues) -> Option<Manifest> {
         }
         m.network = Some(spec);
     }
+    if let Some(nodes) = entries.get("nodes")
+        && let Some(list) = cx.map(nodes, "nodes", "`nodes`", &[], "")
+    {
+        for (key, node) in list.0 {
+            let path = join("nodes", &key.name);
+            if let Some(spec) = node_spec(cx, node, &path, &key.name) {
+                m.nodes.insert(key.name.clone(), spec);
+            }
+        }
+    }
+    if let Some(node) = entries.get("capacity")
+        && let Some(e) = cx.map(
+            node,
+            "capacity",
+            "`capacity`",
+            &CAPACITY_KEYS,
+            "in `capacity`",
+        )
+    {
+        let (cpu, memory) = cpu_memory(cx, e, "capacity", "`capacity`");
+        m.capacity = Some(CapacitySpec { cpu, memory });
+    }
     if let Some(services) = entries.get("services")
         && let Some(list) = cx.map(services, "services", "`services`", &[], "")
     {
@@ -727,9 +750,13 @@ fn layer(cx: &mut Issues, node: &Node, path: &str, image: &str) -> LayerSpec {
     }
 }
 
-const TOP_KEYS: [&str; 9] = [
+const TOP_KEYS: [&str; 11] = [
     "name", "images", "pods", "services", "volumes", "configs", "secrets", "network", "watch",
+    "nodes", "capacity",
 ];
+const NODE_KEYS: [&str; 3] = ["cpu", "memory", "labels"];
+const CAPACITY_KEYS: [&str; 2] = ["cpu", "memory"];
+const REQUEST_KEYS: [&str; 2] = ["cpu", "memory"];
 const WATCH_KEYS: [&str; 7] = [
     "paths",
     "action",
@@ -754,11 +781,11 @@ const IMAGE_KEYS: [&str; 7] = [
 ];
 const LAYER_KEYS: [&str; 2] = ["source", "target"];
 const DEPENDENCY_KEYS: [&str; 1] = ["condition"];
-const RESOURCE_KEYS: [&str; 3] = ["cpu", "memory", "pids"];
+const RESOURCE_KEYS: [&str; 4] = ["cpu", "memory", "pids", "requests"];
 const SERVICE_KEYS: [&str; 3] = ["selector", "ports", "balance"];
 const PORT_KEYS: [&str; 4] = ["port", "target", "publish", "host_ip"];
 const BALANCES: [&str; 2] = ["round_robin", "least_conn"];
-const POD_KEYS: [&str; 11] = [
+const POD_KEYS: [&str; 12] = [
     "replicas",
     "labels",
     "depends_on",
@@ -770,6 +797,7 @@ const POD_KEYS: [&str; 11] = [
     "containers",
     "network_mode",
     "update",
+    "node_selector",
 ];
 const UPDATE_KEYS: [&str; 4] = [
     "max_surge",
@@ -857,6 +885,13 @@ fn pod(cx: &mut Issues, node: &Node, path: &str, name: &str) -> PodSpec {
     }
     if let Some(n) = e.get("update") {
         spec.update = update(cx, n, &join(path, "update"), &what);
+    }
+    if let Some(n) = e.get("node_selector") {
+        spec.node_selector = cx.string_map(
+            n,
+            &join(path, "node_selector"),
+            &format!("`node_selector` of {what}"),
+        );
     }
     if let Some(n) = e.get("runtime") {
         let rpath = join(path, "runtime");
@@ -1649,7 +1684,62 @@ fn resources(cx: &mut Issues, node: &Node, path: &str, what: &str) -> ResourcesS
             "1 or more",
         );
     }
+    if let Some(n) = e.get("requests") {
+        let rpath = join(path, "requests");
+        let rwhat = format!("`requests` of {what}");
+        if let Some(r) = cx.map(n, &rpath, &rwhat, &REQUEST_KEYS, &format!("in {rwhat}")) {
+            let (cpu, memory) = cpu_memory(cx, r, &rpath, &rwhat);
+            spec.requests = Some(RequestsSpec { cpu, memory });
+        }
+    }
     spec
+}
+
+/// The `cpu` and `memory` quantities of a mapping (resources, requests, nodes, capacity).
+fn cpu_memory(
+    cx: &mut Issues,
+    e: Entries<'_>,
+    path: &str,
+    what: &str,
+) -> (Option<Quantity>, Option<Quantity>) {
+    let mut quantity = |key: &str| {
+        e.get(key).and_then(|n| {
+            cx.text(n, &join(path, key), &format!("`{key}` of {what}"))
+                .map(Quantity)
+        })
+    };
+    (quantity("cpu"), quantity("memory"))
+}
+
+/// A node of `nodes:`; `None` (its path marked broken) when a required key is missing.
+fn node_spec(cx: &mut Issues, node: &Node, path: &str, name: &str) -> Option<NodeSpec> {
+    let what = format!("node `{name}`");
+    let e = cx.map(node, path, &what, &NODE_KEYS, &format!("in {what}"))?;
+    let (cpu, memory) = cpu_memory(cx, e, path, &what);
+    let labels = e
+        .get("labels")
+        .map(|n| cx.string_map(n, &join(path, "labels"), &format!("`labels` of {what}")))
+        .unwrap_or_default();
+    for (key, value) in [("cpu", &cpu), ("memory", &memory)] {
+        if value.is_none() && e.get(key).is_none() {
+            cx.missing(
+                path,
+                key,
+                &format!("{what} (a node's capacity is required)"),
+            );
+        }
+    }
+    match (cpu, memory) {
+        (Some(cpu), Some(memory)) => Some(NodeSpec {
+            cpu,
+            memory,
+            labels,
+        }),
+        _ => {
+            cx.mark_broken(path);
+            None
+        }
+    }
 }
 
 fn service(cx: &mut Issues, node: &Node, path: &str, name: &str) -> ServiceSpec {
@@ -1762,6 +1852,7 @@ mod tests {
         POD_VOLUME_KEYS, PORT_KEYS, PROBE_KEYS, RESOURCE_KEYS, SERVICE_KEYS, TCP_PROBE_KEYS,
         TMPFS_KEYS, TOP_KEYS, UPDATE_KEYS, suggest,
     };
+    use crate::manifest::convert::{CAPACITY_KEYS, NODE_KEYS, REQUEST_KEYS};
     use crate::manifest::schema_json;
 
     /// The converter's key lists must be exactly the serde model's fields.
@@ -1799,6 +1890,9 @@ mod tests {
             ("HealthcheckSpec", &HEALTHCHECK_KEYS[..]),
             ("BackoffSpec", &BACKOFF_KEYS[..]),
             ("UpdateSpec", &UPDATE_KEYS[..]),
+            ("NodeSpec", &NODE_KEYS[..]),
+            ("CapacitySpec", &CAPACITY_KEYS[..]),
+            ("RequestsSpec", &REQUEST_KEYS[..]),
         ] {
             assert_eq!(keys(&schema["$defs"][def]), set(list), "{def}");
         }

@@ -29,9 +29,9 @@ use serde::{Deserialize, Serialize, Serializer};
 pub use self::error::{ManifestError, Problem, SourceLocation, render_warnings};
 pub use self::quantity::{Bytes, MilliCpu};
 pub use self::valid::{
-    Amount, Backoff, Container, Dependency, FileSource, FileUse, Image, ImageBase, Layer, Mount,
-    MountKind, Pod, Port, Probe, ProbeAction, Resources, Security, Service, Update, ValidManifest,
-    WatchEffect, WatchRule,
+    Amount, Backoff, Capacity, Container, Dependency, FileSource, FileUse, Image, ImageBase, Layer,
+    Mount, MountKind, Node, Pod, Port, Probe, ProbeAction, Requests, Resources, Security, Service,
+    Update, ValidManifest, WatchEffect, WatchRule,
 };
 
 /// The name of the builtin image: the host's root filesystem, read-only.
@@ -75,6 +75,40 @@ pub struct Manifest {
     /// paths does to which pods.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub watch: Vec<WatchSpec>,
+    /// Simulated worker nodes by name (DNS labels): each has a capacity its pods' requests
+    /// are scheduled into, and labels that pods' `node_selector` matches. Without `nodes`,
+    /// the machine is one node (`capacity` can shrink it).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub nodes: BTreeMap<String, NodeSpec>,
+    /// Without `nodes`: the capacity of the one implicit node (the machine), instead of its
+    /// CPU count and memory; either key alone replaces only its own resource.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<CapacitySpec>,
+}
+
+/// A simulated worker node: a capacity (enforced by its cgroup) and labels.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSpec {
+    /// CPUs the node offers: `2`, `1.5`, `500m`.
+    pub cpu: Quantity,
+    /// Memory the node offers: `4Gi`, `512Mi`.
+    pub memory: Quantity,
+    /// Labels that pods' `node_selector` matches (`zone: a`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// The capacity of the implicit single node (the machine), overriding what it has.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CapacitySpec {
+    /// CPUs: default the CPUs this process may run on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<Quantity>,
+    /// Memory: default the machine's `MemTotal`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<Quantity>,
 }
 
 impl Manifest {
@@ -283,6 +317,10 @@ pub struct PodSpec {
     /// (`{ max_surge: 25%, max_unavailable: 25%, min_ready: 0s, progress_deadline: 60s }`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub update: Option<UpdateSpec>,
+    /// Node labels a node must all have for the pod's replicas to be placed on it
+    /// (Kubernetes' `nodeSelector`); must match at least one node.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
 }
 
 /// A pod's rolling update: new replicas start and become ready before old ones stop, at
@@ -716,6 +754,22 @@ pub struct ResourcesSpec {
     /// Maximum number of processes (pids.max), at least 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pids: Option<u64>,
+    /// What the scheduler reserves for the container on its node: `{ cpu, memory }`, each at
+    /// most its limit; a resource without a request takes its limit (as in Kubernetes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests: Option<RequestsSpec>,
+}
+
+/// A container's resource requests.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RequestsSpec {
+    /// CPU: `250m`, `0.5`, `1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<Quantity>,
+    /// Memory: `64Mi`, `1Gi`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<Quantity>,
 }
 
 /// A service: a stable name over the pods its selector picks.

@@ -47,6 +47,15 @@ fn scaled(int: u128, frac: u128, digits: u32, unit: u128) -> Option<u64> {
 impl MilliCpu {
     /// Parses `500m`, `0.5`, `1`, `2.5`; must be at least `1m`.
     pub fn parse(text: &str) -> Result<Self, String> {
+        Self::parse_inner(text, false)
+    }
+
+    /// [`Self::parse`], also accepting zero (`0`, `0m`): a request, which may be nothing.
+    pub fn parse_request(text: &str) -> Result<Self, String> {
+        Self::parse_inner(text, true)
+    }
+
+    fn parse_inner(text: &str, zero: bool) -> Result<Self, String> {
         let text = text.trim();
         let bad = || {
             format!(
@@ -61,7 +70,7 @@ impl MilliCpu {
         let value = scaled(int, frac, digits, unit).ok_or_else(|| {
             format!("invalid cpu quantity `{text}`: the smallest unit is `1m` (0.001 cpu)")
         })?;
-        if value == 0 {
+        if value == 0 && !zero {
             return Err(format!(
                 "invalid cpu quantity `{text}`: must be greater than zero"
             ));
@@ -95,6 +104,15 @@ const UNITS: [(&str, u128); 9] = [
 impl Bytes {
     /// Parses `128Mi`, `1G`, `512k`, `1.5Gi` or a plain number of bytes; must be positive.
     pub fn parse(text: &str) -> Result<Self, String> {
+        Self::parse_inner(text, false)
+    }
+
+    /// [`Self::parse`], also accepting zero: a request, which may be nothing.
+    pub fn parse_request(text: &str) -> Result<Self, String> {
+        Self::parse_inner(text, true)
+    }
+
+    fn parse_inner(text: &str, zero: bool) -> Result<Self, String> {
         let text = text.trim();
         let number_end = text
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -131,7 +149,7 @@ impl Bytes {
         let value = scaled(int, frac, digits, unit).ok_or_else(|| {
             format!("invalid memory quantity `{text}`: not a whole number of bytes, or too large")
         })?;
-        if value == 0 {
+        if value == 0 && !zero {
             return Err(format!(
                 "invalid memory quantity `{text}`: must be greater than zero"
             ));

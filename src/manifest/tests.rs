@@ -48,7 +48,7 @@ fn rejects_unknown_key_with_suggestion() {
 fn unknown_key_without_close_match_lists_expected_keys() {
     assert_error(
         "plugins: {}\npods: {}\n",
-        "error: unknown field `plugins` at the top level; expected one of `name`, `images`, `pods`, `services`, `volumes`, `configs`, `secrets`, `network`, `watch`
+        "error: unknown field `plugins` at the top level; expected one of `name`, `images`, `pods`, `services`, `volumes`, `configs`, `secrets`, `network`, `watch`, `nodes`, `capacity`
   --> rcompose.yaml:1:1
    |
  1 | plugins: {}
@@ -1403,5 +1403,147 @@ error: watch rule 1 names container `ap`, which pod `db` does not have
    |
  7 |   - { paths: [site], action: sync, pods: [web, db], target: /srv, containers: [ap] }
    |                                                                                ^^",
+    );
+}
+
+#[test]
+fn requests_default_to_limits_and_may_not_exceed_them() {
+    let m = ok("pods:
+  api:
+    init_containers: [ { name: migrate, command: x, resources: { requests: { memory: 1Gi } } } ]
+    containers:
+      - { name: a, command: x, resources: { cpu: 500m, memory: 256Mi } }
+      - { name: b, command: x, resources: { cpu: 1, requests: { cpu: 250m, memory: 64Mi } } }
+");
+    let api = &m.pods()["api"];
+    let a = &api.containers[0].resources;
+    assert_eq!(a.requests.cpu.map(|c| c.0), Some(500));
+    assert_eq!(a.requests.memory, Some(Bytes(256 << 20)));
+    // a pod requests the sum of its containers, or its largest init container if more
+    let r = api.requests();
+    assert_eq!(r.cpu.map(|c| c.0), Some(750));
+    assert_eq!(r.memory, Some(Bytes(1 << 30)));
+    // a request equal to its limit is the default and is not written back
+    let yaml = m.to_yaml();
+    assert_eq!(yaml.matches("requests").count(), 2, "{yaml}");
+    assert_eq!(load(&yaml, Path::new(ORIGIN)).unwrap(), m);
+    assert_error(
+        "pods:\n  api:\n    containers:\n      - { name: a, command: x, resources: { memory: 1Gi, requests: { memory: 2Gi, cpu: 1x } } }\n",
+        "error: the memory request of container `api.a` (2Gi) is above its limit (1Gi): a request must not exceed the limit
+  --> rcompose.yaml:4:78
+   |
+ 4 |       - { name: a, command: x, resources: { memory: 1Gi, requests: { memory: 2Gi, cpu: 1x } } }
+   |                                                                              ^^^
+
+error: invalid cpu quantity `1x`: expected cpus like `0.5`, `2` or millicpus like `500m`
+  --> rcompose.yaml:4:88
+   |
+ 4 |       - { name: a, command: x, resources: { memory: 1Gi, requests: { memory: 2Gi, cpu: 1x } } }
+   |                                                                                        ^^",
+    );
+    assert_error(
+        "pods:\n  api:\n    containers:\n      - { name: a, command: x, resources: { requests: { mem: 1Gi } } }\n",
+        "error: unknown field `mem` in `requests` of container `api.a`; did you mean `memory`?
+  --> rcompose.yaml:4:57
+   |
+ 4 |       - { name: a, command: x, resources: { requests: { mem: 1Gi } } }
+   |                                                         ^^^",
+    );
+}
+
+#[test]
+fn nodes_need_a_capacity_and_selectors_must_match_one() {
+    let m = ok("nodes:
+  worker-1: { cpu: 2, memory: 4Gi, labels: { zone: a } }
+  worker-2: { cpu: 2, memory: 4Gi, labels: { zone: b } }
+pods:
+  api: { node_selector: { zone: a }, containers: [ { name: a, command: x, resources: { memory: 1Gi } } ] }
+");
+    assert_eq!(m.nodes()["worker-1"].memory, Bytes(4 << 30));
+    assert_eq!(m.pods()["api"].node_selector["zone"], "a");
+    assert_eq!(load(&m.to_yaml(), Path::new(ORIGIN)).unwrap(), m);
+    assert_error(
+        "nodes:\n  w1: { cpu: 2, memroy: 4Gi }\npods:\n  api: { containers: [ { name: a, command: x } ] }\n",
+        "error: missing field `memory` in node `w1` (a node's capacity is required)
+  --> rcompose.yaml:2:7
+   |
+ 2 |   w1: { cpu: 2, memroy: 4Gi }
+   |       ^
+
+error: unknown field `memroy` in node `w1`; did you mean `memory`?
+  --> rcompose.yaml:2:17
+   |
+ 2 |   w1: { cpu: 2, memroy: 4Gi }
+   |                 ^^^^^^",
+    );
+    assert_error(
+        "nodes:
+  Worker_1: { cpu: 2, memory: 4Gi }
+  w2: { cpu: 2, memory: 4Gi, labels: { zone: b } }
+  w3: { cpu: 1, memory: 4Gi, labels: { zone: b } }
+pods:
+  api: { node_selector: { zone: c }, containers: [ { name: a, command: x } ] }
+  db: { node_selector: { zone: b }, containers: [ { name: a, command: x, resources: { cpu: 3, memory: 8Gi } } ] }
+",
+        "error: invalid node name `Worker_1`: use lower-case letters, digits and `-`, starting and ending with a letter or digit
+  --> rcompose.yaml:2:3
+   |
+ 2 |   Worker_1: { cpu: 2, memory: 4Gi }
+   |   ^^^^^^^^
+
+error: the `node_selector` of pod `api` (zone=c) matches no node: the nodes are `Worker_1` (no labels), `w2` (zone=b), `w3` (zone=b)
+  --> rcompose.yaml:6:10
+   |
+ 6 |   api: { node_selector: { zone: c }, containers: [ { name: a, command: x } ] }
+   |          ^^^^^^^^^^^^^
+
+error: a replica of pod `db` requests 3 cpu, more than any node it may run on has (the most: 2 on `w2`)
+  --> rcompose.yaml:7:3
+   |
+ 7 |   db: { node_selector: { zone: b }, containers: [ { name: a, command: x, resources: { cpu: 3, memory: 8Gi } } ] }
+   |   ^^
+
+error: a replica of pod `db` requests 8Gi of memory, more than any node it may run on has (the most: 4Gi on `w2`)
+  --> rcompose.yaml:7:3
+   |
+ 7 |   db: { node_selector: { zone: b }, containers: [ { name: a, command: x, resources: { cpu: 3, memory: 8Gi } } ] }
+   |   ^^",
+    );
+}
+
+#[test]
+fn capacity_overrides_the_machine_only_without_nodes() {
+    let m = ok(
+        "capacity: { memory: 2Gi }\npods:\n  api: { containers: [ { name: a, command: x } ] }\n",
+    );
+    assert_eq!(m.capacity().memory, Some(Bytes(2 << 30)));
+    assert_eq!(m.capacity().cpu, None);
+    assert_eq!(load(&m.to_yaml(), Path::new(ORIGIN)).unwrap(), m);
+    assert_error(
+        "capacity: { cpu: 2 }
+nodes:
+  w1: { cpu: 2, memory: 4Gi }
+pods:
+  api: { node_selector: { zone: a }, containers: [ { name: a, command: x } ] }
+",
+        "error: `capacity` sets the capacity of the machine as the one node, but `nodes` are declared: give each node its `cpu` and `memory` instead
+  --> rcompose.yaml:1:1
+   |
+ 1 | capacity: { cpu: 2 }
+   | ^^^^^^^^
+
+error: the `node_selector` of pod `api` (zone=a) matches no node: the nodes are `w1` (no labels)
+  --> rcompose.yaml:5:10
+   |
+ 5 |   api: { node_selector: { zone: a }, containers: [ { name: a, command: x } ] }
+   |          ^^^^^^^^^^^^^",
+    );
+    assert_error(
+        "pods:\n  api: { node_selector: { zone: a }, containers: [ { name: a, command: x } ] }\n",
+        "error: pod `api` has a `node_selector`, but no `nodes` are declared: declare nodes with these labels, or remove the selector
+  --> rcompose.yaml:2:10
+   |
+ 2 |   api: { node_selector: { zone: a }, containers: [ { name: a, command: x } ] }
+   |          ^^^^^^^^^^^^^",
     );
 }

@@ -34,6 +34,49 @@ pub struct ValidManifest {
     /// Watch rules, in the manifest's order.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub(crate) watch: Vec<WatchRule>,
+    /// Declared nodes by name; empty: the machine is the one node.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) nodes: BTreeMap<String, Node>,
+    /// The implicit node's capacity override (only without `nodes`).
+    #[serde(skip_serializing_if = "Capacity::is_empty")]
+    pub(crate) capacity: Capacity,
+}
+
+/// A declared node: its capacity and labels.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Node {
+    /// CPUs it offers.
+    #[serde(serialize_with = "display_one")]
+    pub cpu: MilliCpu,
+    /// Memory it offers.
+    #[serde(serialize_with = "display_one")]
+    pub memory: Bytes,
+    /// Labels `node_selector` matches.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// The implicit node's capacity, where the manifest overrides the machine's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Capacity {
+    /// CPUs, instead of the machine's count.
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "display")]
+    pub cpu: Option<MilliCpu>,
+    /// Memory, instead of the machine's total.
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "display")]
+    pub memory: Option<Bytes>,
+}
+
+impl Capacity {
+    /// Neither resource is overridden.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.cpu.is_none() && self.memory.is_none()
+    }
+}
+
+fn display_one<T: std::fmt::Display, S: Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
 }
 
 /// A validated watch rule.
@@ -215,6 +258,17 @@ impl ValidManifest {
         &self.services
     }
 
+    /// Declared nodes by name (empty: the machine is the one node).
+    pub fn nodes(&self) -> &BTreeMap<String, Node> {
+        &self.nodes
+    }
+
+    /// The implicit node's capacity override (empty when `nodes` are declared).
+    #[must_use]
+    pub fn capacity(&self) -> Capacity {
+        self.capacity
+    }
+
     /// The normalized manifest as YAML (a valid manifest itself).
     pub fn to_yaml(&self) -> String {
         serde_saphyr::to_string(self)
@@ -304,6 +358,36 @@ pub struct Pod {
     pub init_containers: Vec<Container>,
     /// Containers, in manifest order (at least one).
     pub containers: Vec<Container>,
+    /// Labels a node must have to run the pod's replicas.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+}
+
+impl Pod {
+    /// What one replica requests, as Kubernetes counts a pod: the sum over its containers,
+    /// or the largest init container's request if that is more (init containers run one
+    /// at a time, before the others). `None`: nothing requested.
+    #[must_use]
+    pub fn requests(&self) -> Requests {
+        fn total(pod: &Pod, f: fn(&Requests) -> Option<u64>) -> Option<u64> {
+            let sum: u64 = pod
+                .containers
+                .iter()
+                .filter_map(|c| f(&c.resources.requests))
+                .fold(0, u64::saturating_add);
+            let init = pod
+                .init_containers
+                .iter()
+                .filter_map(|c| f(&c.resources.requests))
+                .max()
+                .unwrap_or(0);
+            Some(sum.max(init)).filter(|v| *v > 0)
+        }
+        Requests {
+            cpu: total(self, |r| r.cpu.map(|c| c.0)).map(MilliCpu),
+            memory: total(self, |r| r.memory.map(|m| m.0)).map(Bytes),
+        }
+    }
 }
 
 /// A dependency's condition.
@@ -593,18 +677,55 @@ impl Serialize for Security {
     }
 }
 
-/// Parsed limits; `None` means unlimited.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+/// Parsed limits (`None` means unlimited) and requests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Resources {
     /// CPU limit.
-    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "display")]
     pub cpu: Option<MilliCpu>,
     /// Memory limit.
-    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "display")]
     pub memory: Option<Bytes>,
     /// pids.max.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub pids: Option<u64>,
+    /// What the scheduler reserves, with Kubernetes' defaults applied: a resource without a
+    /// request takes its limit; `None` reserves nothing.
+    pub requests: Requests,
+}
+
+/// A container's effective requests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Requests {
+    /// CPU reserved.
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "display")]
+    pub cpu: Option<MilliCpu>,
+    /// Memory reserved.
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "display")]
+    pub memory: Option<Bytes>,
+}
+
+/// Written as the manifest's `resources`: a request equal to its limit is the default and
+/// left out, so the normalized manifest stays what was written.
+impl Serialize for Resources {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let requests = Requests {
+            cpu: self.requests.cpu.filter(|r| Some(*r) != self.cpu),
+            memory: self.requests.memory.filter(|r| Some(*r) != self.memory),
+        };
+        let mut map = s.serialize_map(None)?;
+        if let Some(cpu) = self.cpu {
+            map.serialize_entry("cpu", &cpu.to_string())?;
+        }
+        if let Some(memory) = self.memory {
+            map.serialize_entry("memory", &memory.to_string())?;
+        }
+        if let Some(pids) = self.pids {
+            map.serialize_entry("pids", &pids)?;
+        }
+        if requests != Requests::default() {
+            map.serialize_entry("requests", &requests)?;
+        }
+        map.end()
+    }
 }
 
 #[allow(clippy::ref_option)] // serde's `serialize_with` passes `&Option<T>`

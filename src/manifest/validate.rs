@@ -9,9 +9,9 @@ use crate::manifest::caps::{self, Cap};
 use crate::manifest::convert::{Anchor, Issues, index, join, suggest};
 use crate::manifest::subnet::Subnet;
 use crate::manifest::valid::{
-    Amount, Backoff, Container, Dependency, FileSource, FileUse, Image, ImageBase, Layer, Mount,
-    MountKind, Pod, Port, Probe, ProbeAction, Resources, Security, Service, Update, ValidManifest,
-    WatchEffect, WatchRule,
+    Amount, Backoff, Capacity, Container, Dependency, FileSource, FileUse, Image, ImageBase, Layer,
+    Mount, MountKind, Node, Pod, Port, Probe, ProbeAction, Resources, Security, Service, Update,
+    ValidManifest, WatchEffect, WatchRule,
 };
 use crate::manifest::{
     Bytes, CommandSpec, Condition, ContainerSpec, CountOrPercent, DependsOnSpec, EnvSpec,
@@ -136,6 +136,11 @@ pub(crate) fn validate(m: &Manifest, issues: &mut Issues, facts: &Facts<'_>) -> 
         }
     }
     let subnet = network(m, &pods, &services, issues, facts);
+    let (nodes, capacity) = nodes(m, issues);
+    let complete = nodes.len() == m.nodes.len() && !issues.any_broken(|p| p.starts_with("nodes"));
+    for (name, pod) in &pods {
+        placement(name, pod, (&nodes, complete), issues);
+    }
     let watch = m
         .watch
         .iter()
@@ -152,6 +157,175 @@ pub(crate) fn validate(m: &Manifest, issues: &mut Issues, facts: &Facts<'_>) -> 
         volumes: m.volumes.keys().cloned().collect(),
         configs: file_sources(&m.configs, "configs", issues, facts),
         secrets: file_sources(&m.secrets, "secrets", issues, facts),
+        nodes,
+        capacity,
+    }
+}
+
+/// The declared nodes (names, capacities, labels) and the implicit node's capacity override.
+fn nodes(m: &Manifest, issues: &mut Issues) -> (BTreeMap<String, Node>, Capacity) {
+    let mut nodes = BTreeMap::new();
+    for (name, spec) in &m.nodes {
+        let path = join("nodes", name);
+        if let Err(why) = dns_label(name, MAX_NAME) {
+            issues.report(
+                &path,
+                Anchor::Key,
+                format!("invalid node name `{name}`: {why}"),
+            );
+        }
+        let cpu = MilliCpu::parse(&spec.cpu.0)
+            .map_err(|why| issues.report(&join(&path, "cpu"), Anchor::Value, why))
+            .ok();
+        let memory = Bytes::parse(&spec.memory.0)
+            .map_err(|why| issues.report(&join(&path, "memory"), Anchor::Value, why))
+            .ok();
+        labels(
+            &spec.labels,
+            &join(&path, "labels"),
+            &format!("node `{name}`"),
+            issues,
+        );
+        if let (Some(cpu), Some(memory)) = (cpu, memory) {
+            let labels = spec.labels.clone();
+            nodes.insert(
+                name.clone(),
+                Node {
+                    cpu,
+                    memory,
+                    labels,
+                },
+            );
+        }
+    }
+    let mut capacity = Capacity::default();
+    if let Some(spec) = &m.capacity {
+        if !m.nodes.is_empty() {
+            issues.report(
+                "capacity",
+                Anchor::Key,
+                "`capacity` sets the capacity of the machine as the one node, but `nodes` are declared: give each node its `cpu` and `memory` instead".into(),
+            );
+        }
+        if let Some(cpu) = &spec.cpu {
+            capacity.cpu = MilliCpu::parse(&cpu.0)
+                .map_err(|why| issues.report("capacity.cpu", Anchor::Value, why))
+                .ok();
+        }
+        if let Some(memory) = &spec.memory {
+            capacity.memory = Bytes::parse(&memory.0)
+                .map_err(|why| issues.report("capacity.memory", Anchor::Value, why))
+                .ok();
+        }
+    }
+    (nodes, capacity)
+}
+
+/// A pod's `node_selector` must pick a declared node, and one replica's requests must fit
+/// the largest node it picks (else the replicas could never start).
+/// `complete` says every declared node was valid (else a node that failed its checks
+/// could be the one the selector meant).
+fn placement(
+    name: &str,
+    pod: &Pod,
+    (nodes, complete): (&BTreeMap<String, Node>, bool),
+    issues: &mut Issues,
+) {
+    let path = join(&join("pods", name), "node_selector");
+    if pod.node_selector.is_empty() && nodes.is_empty() {
+        return;
+    }
+    if nodes.is_empty() {
+        issues.report(
+            &path,
+            Anchor::Key,
+            format!("pod `{name}` has a `node_selector`, but no `nodes` are declared: declare nodes with these labels, or remove the selector"),
+        );
+        return;
+    }
+    let wanted = pod
+        .node_selector
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let picked: Vec<(&String, &Node)> = nodes
+        .iter()
+        .filter(|(_, n)| {
+            pod.node_selector
+                .iter()
+                .all(|(k, v)| n.labels.get(k) == Some(v))
+        })
+        .collect();
+    if picked.is_empty() {
+        if !complete {
+            return;
+        }
+        let have = nodes
+            .iter()
+            .map(|(n, node)| {
+                let labels = node
+                    .labels
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                if labels.is_empty() {
+                    format!("`{n}` (no labels)")
+                } else {
+                    format!("`{n}` ({labels})")
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        issues.report(
+            &path,
+            Anchor::Key,
+            format!("the `node_selector` of pod `{name}` ({wanted}) matches no node: the nodes are {have}"),
+        );
+        return;
+    }
+    if !complete {
+        return;
+    }
+    let requests = pod.requests();
+    let largest = |f: fn(&Node) -> u64| {
+        picked
+            .iter()
+            .max_by(|a, b| f(a.1).cmp(&f(b.1)).then(b.0.cmp(a.0)))
+            .map(|(n, node)| ((*n).clone(), f(node)))
+    };
+    let rpath = join("pods", name);
+    if let (Some(cpu), Some((node, most))) = (requests.cpu, largest(|n| n.cpu.0))
+        && cpu.0 > most
+    {
+        issues.report(
+            &rpath,
+            Anchor::Key,
+            format!("a replica of pod `{name}` requests {cpu} cpu, more than any node it may run on has (the most: {} on `{node}`)", MilliCpu(most)),
+        );
+    }
+    if let (Some(memory), Some((node, most))) = (requests.memory, largest(|n| n.memory.0))
+        && memory.0 > most
+    {
+        issues.report(
+            &rpath,
+            Anchor::Key,
+            format!("a replica of pod `{name}` requests {memory} of memory, more than any node it may run on has (the most: {} on `{node}`)", Bytes(most)),
+        );
+    }
+}
+
+/// Checks label keys and values (pods' `labels`, nodes' `labels`, `node_selector`).
+fn labels(map: &BTreeMap<String, String>, path: &str, owner: &str, issues: &mut Issues) {
+    for (key, value) in map {
+        let lpath = join(path, key);
+        if !label_key(key) {
+            issues.report(&lpath, Anchor::Key, format!("invalid label key `{key}` in {owner}: use up to 63 letters, digits, `-`, `_` and `.`, starting and ending with a letter or digit, with an optional `prefix/`"));
+        }
+        if !label_part(value) {
+            issues.report(&lpath, Anchor::Value, format!("invalid label value `{value}` in {owner}: use up to 63 letters, digits, `-`, `_` and `.`, starting and ending with a letter or digit"));
+        }
     }
 }
 
@@ -376,15 +550,14 @@ fn pod(m: &Manifest, name: &str, spec: &PodSpec, issues: &mut Issues, facts: &Fa
             format!("invalid pod name `{name}`: {why}"),
         );
     }
-    for (key, value) in &spec.labels {
-        let lpath = join(&join(&path, "labels"), key);
-        if !label_key(key) {
-            issues.report(&lpath, Anchor::Key, format!("invalid label key `{key}` in pod `{name}`: use up to 63 letters, digits, `-`, `_` and `.`, starting and ending with a letter or digit, with an optional `prefix/`"));
-        }
-        if !label_part(value) {
-            issues.report(&lpath, Anchor::Value, format!("invalid label value `{value}` in pod `{name}`: use up to 63 letters, digits, `-`, `_` and `.`, starting and ending with a letter or digit"));
-        }
-    }
+    let owner = format!("pod `{name}`");
+    labels(&spec.labels, &join(&path, "labels"), &owner, issues);
+    labels(
+        &spec.node_selector,
+        &join(&path, "node_selector"),
+        &owner,
+        issues,
+    );
     let mut depends_on = BTreeMap::new();
     let dpath = join(&path, "depends_on");
     let deps: Vec<(String, Condition)> = match &spec.depends_on {
@@ -515,6 +688,7 @@ fn pod(m: &Manifest, name: &str, spec: &PodSpec, issues: &mut Issues, facts: &Fa
         volumes: spec.volumes.keys().cloned().collect(),
         init_containers,
         containers,
+        node_selector: spec.node_selector.clone(),
     }
 }
 
@@ -652,6 +826,42 @@ fn container(
                 Err(why) => issues.report(&join(&rpath, "memory"), Anchor::Value, why),
             }
         }
+        if let Some(req) = &r.requests {
+            let qpath = join(&rpath, "requests");
+            if let Some(cpu) = &req.cpu {
+                match MilliCpu::parse_request(&cpu.0) {
+                    Ok(v) => resources.requests.cpu = Some(v),
+                    Err(why) => issues.report(&join(&qpath, "cpu"), Anchor::Value, why),
+                }
+            }
+            if let Some(memory) = &req.memory {
+                match Bytes::parse_request(&memory.0) {
+                    Ok(v) => resources.requests.memory = Some(v),
+                    Err(why) => issues.report(&join(&qpath, "memory"), Anchor::Value, why),
+                }
+            }
+            if let (Some(request), Some(limit)) = (resources.requests.cpu, resources.cpu)
+                && request > limit
+            {
+                issues.report(
+                    &join(&qpath, "cpu"),
+                    Anchor::Value,
+                    format!("the cpu request of container `{label}` ({request}) is above its limit ({limit}): a request must not exceed the limit"),
+                );
+            }
+            if let (Some(request), Some(limit)) = (resources.requests.memory, resources.memory)
+                && request > limit
+            {
+                issues.report(
+                    &join(&qpath, "memory"),
+                    Anchor::Value,
+                    format!("the memory request of container `{label}` ({request}) is above its limit ({limit}): a request must not exceed the limit"),
+                );
+            }
+        }
+        // Kubernetes: a resource with a limit and no request requests its limit
+        resources.requests.cpu = resources.requests.cpu.or(resources.cpu);
+        resources.requests.memory = resources.requests.memory.or(resources.memory);
         if r.pids == Some(0) {
             issues.report(
                 &join(&rpath, "pids"),

@@ -230,6 +230,42 @@ pub fn free_pod_address(
         })
 }
 
+/// The address block of node number `index` of `count` (in name order): the pods' part of
+/// `subnet` (above the gateway, below the `services` addresses at its top) cut into `count`
+/// equal blocks, the last taking the remainder. Host numbers (see [`Subnet::host`]).
+#[must_use]
+pub fn node_block(subnet: Subnet, services: u32, index: u32, count: u32) -> (u32, u32) {
+    let first = 2;
+    let last = subnet.hosts().saturating_sub(services).max(first);
+    let count = count.max(1);
+    let size = ((last - first + 1) / count).max(1);
+    let start = (first + index.saturating_mul(size)).min(last);
+    let end = if index + 1 >= count {
+        last
+    } else {
+        (start + size - 1).min(last)
+    };
+    (start, end)
+}
+
+/// The lowest address of node block `block` (see [`node_block`]) not in `taken`, else the
+/// lowest free one of the whole subnet (a full block borrows from the others).
+///
+/// # Errors
+///
+/// None is left.
+pub fn free_node_address(
+    subnet: Subnet,
+    block: (u32, u32),
+    taken: &[Ipv4Addr],
+    what: &str,
+) -> Result<Ipv4Addr, NetworkError> {
+    (block.0..=block.1)
+        .filter_map(|n| subnet.host(n))
+        .find(|ip| !taken.contains(ip))
+        .map_or_else(|| free_pod_address(subnet, taken, what), Ok)
+}
+
 /// The highest host address of `subnet` not in `taken`: services are numbered from the top.
 ///
 /// # Errors
@@ -409,6 +445,30 @@ mod tests {
         assert!(bridge_name("shop").ends_with(&veth_prefix("shop")[2..]));
         assert_ne!(v1, veth_name("shop", "api-1", 2));
         assert_ne!(v1, veth_name("shop", "api-2", 1));
+    }
+
+    #[test]
+    fn nodes_get_equal_blocks_of_the_pods_addresses() {
+        let s = net("10.90.0.0/24");
+        // hosts 1..=254: gateway 1, two services at 253 and 254, pods 2..=252
+        assert_eq!(node_block(s, 2, 0, 3), (2, 84));
+        assert_eq!(node_block(s, 2, 1, 3), (85, 167));
+        assert_eq!(node_block(s, 2, 2, 3), (168, 252));
+        assert_eq!(node_block(s, 0, 0, 1), (2, 254));
+        let block = node_block(s, 2, 1, 3);
+        let taken = [Ipv4Addr::new(10, 90, 0, 85)];
+        assert_eq!(
+            free_node_address(s, block, &taken, "x").unwrap(),
+            Ipv4Addr::new(10, 90, 0, 86)
+        );
+        // a full block borrows the lowest free address elsewhere
+        let tiny = net("10.90.0.0/29"); // hosts 1..=6, pods 2..=6
+        let full: Vec<Ipv4Addr> = (2..=3).map(|n| tiny.host(n).unwrap()).collect();
+        assert_eq!(node_block(tiny, 0, 0, 2), (2, 3));
+        assert_eq!(
+            free_node_address(tiny, (2, 3), &full, "x").unwrap(),
+            Ipv4Addr::new(10, 90, 0, 4)
+        );
     }
 
     #[test]

@@ -25,6 +25,61 @@ pub struct DesiredState {
     /// one).
     #[serde(default)]
     pub subnet: Option<crate::manifest::subnet::Subnet>,
+    /// Declared nodes by name; empty: the machine is the one node (see
+    /// [`crate::plan::schedule::cluster`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub nodes: BTreeMap<String, NodePlan>,
+    /// Without `nodes`: what the manifest's `capacity` overrides of the machine's.
+    #[serde(default, skip_serializing_if = "CapacityPlan::is_empty")]
+    pub capacity: CapacityPlan,
+}
+
+/// A declared node: its capacity and labels.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodePlan {
+    /// The node name.
+    pub name: String,
+    /// CPUs it offers, in thousandths.
+    pub cpu_millis: u64,
+    /// Memory it offers, in bytes.
+    pub memory_bytes: u64,
+    /// Labels that pods' `node_selector` matches.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// The implicit node's capacity where the manifest overrides the machine's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CapacityPlan {
+    /// CPUs, in thousandths.
+    pub cpu_millis: Option<u64>,
+    /// Memory, in bytes.
+    pub memory_bytes: Option<u64>,
+}
+
+impl CapacityPlan {
+    /// Nothing overridden.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.cpu_millis.is_none() && self.memory_bytes.is_none()
+    }
+}
+
+/// What one replica reserves on its node (0: nothing).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Requests {
+    /// CPU, in thousandths.
+    pub cpu_millis: u64,
+    /// Memory, in bytes.
+    pub memory_bytes: u64,
+}
+
+impl Requests {
+    /// Nothing requested.
+    #[must_use]
+    pub fn is_zero(&self) -> bool {
+        self.cpu_millis == 0 && self.memory_bytes == 0
+    }
 }
 
 /// One pod: a group of containers sharing a network namespace, replicated `replicas` times.
@@ -54,6 +109,12 @@ pub struct PodPlan {
     /// The pod's containers: its init containers (`init`) first, then the others, each in
     /// manifest order.
     pub containers: Vec<ContainerPlan>,
+    /// What one replica reserves on its node (Kubernetes' effective pod request).
+    #[serde(default, skip_serializing_if = "Requests::is_zero")]
+    pub requests: Requests,
+    /// Labels a node must have to run a replica.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
 }
 
 fn yes() -> bool {

@@ -3,15 +3,16 @@
 
 pub mod desired;
 pub mod graph;
+pub mod schedule;
 
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 
 use crate::manifest::{self, ImageBase, ValidManifest};
 use crate::plan::desired::{
-    Condition, ContainerPlan, Dependency, DesiredState, FileContent, FilePlan, LayerPlan,
-    MountPlan, MountSource, PodPlan, ProbeAction, ProbePlan, PullPolicy, Resources, RestartPolicy,
-    RootfsPlan, ServicePlan, ServicePort, StoredImage,
+    CapacityPlan, Condition, ContainerPlan, Dependency, DesiredState, FileContent, FilePlan,
+    LayerPlan, MountPlan, MountSource, NodePlan, PodPlan, ProbeAction, ProbePlan, PullPolicy,
+    Requests, Resources, RestartPolicy, RootfsPlan, ServicePlan, ServicePort, StoredImage,
 };
 
 /// Turns a validated manifest into what should run. `project` names the project; layer and
@@ -63,6 +64,14 @@ pub fn desired_state(m: &ValidManifest, project: &str, base_dir: &Path) -> Desir
                         c
                     })
                     .collect(),
+                requests: {
+                    let r = pod.requests();
+                    Requests {
+                        cpu_millis: r.cpu.map_or(0, |c| c.0),
+                        memory_bytes: r.memory.map_or(0, |m| m.0),
+                    }
+                },
+                node_selector: pod.node_selector.clone(),
             };
             (name.clone(), plan)
         })
@@ -103,6 +112,23 @@ pub fn desired_state(m: &ValidManifest, project: &str, base_dir: &Path) -> Desir
         waves,
         volumes: m.volumes().iter().cloned().collect(),
         subnet: m.subnet(),
+        nodes: m
+            .nodes()
+            .iter()
+            .map(|(name, n)| {
+                let plan = NodePlan {
+                    name: name.clone(),
+                    cpu_millis: n.cpu.0,
+                    memory_bytes: n.memory.0,
+                    labels: n.labels.clone(),
+                };
+                (name.clone(), plan)
+            })
+            .collect(),
+        capacity: CapacityPlan {
+            cpu_millis: m.capacity().cpu.map(|c| c.0),
+            memory_bytes: m.capacity().memory.map(|b| b.0),
+        },
     }
 }
 
@@ -310,6 +336,8 @@ pub fn select(desired: &DesiredState, names: &[String]) -> Result<DesiredState, 
         services: desired.services.clone(),
         volumes: desired.volumes.clone(),
         subnet: desired.subnet,
+        nodes: desired.nodes.clone(),
+        capacity: desired.capacity,
     })
 }
 

@@ -60,7 +60,7 @@ impl Supervisor {
             s.due = None;
             if matches!(
                 s.record.state,
-                ContainerState::Waiting | ContainerState::Restarting
+                ContainerState::Waiting | ContainerState::Pending | ContainerState::Restarting
             ) {
                 s.record.state = ContainerState::Exited;
                 s.record.reason = Some("stopped".to_string());

@@ -85,6 +85,15 @@ pub enum Request {
         /// The pod.
         pod: String,
     },
+    /// `nodes`: each node, its status and what is placed on it.
+    Nodes,
+    /// `node down|up|drain NAME`.
+    Node {
+        /// The node.
+        name: String,
+        /// What happens to it.
+        action: NodeAction,
+    },
     /// `rollout undo POD [--to-revision N]`: roll the pod out to an earlier revision's
     /// spec (default: the one before the current).
     RolloutUndo {
@@ -93,6 +102,41 @@ pub enum Request {
         /// The revision.
         to: Option<u32>,
     },
+}
+
+/// What `node` does to a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeAction {
+    /// As if the machine died: every replica on it is killed at once (SIGKILL) and started
+    /// again on the other nodes; it takes nothing until `up`.
+    Down,
+    /// Ready again: it takes new replicas (those that moved away stay where they are).
+    Up,
+    /// Cordoned (it takes nothing new), and its replicas stopped gracefully (drained from
+    /// their services first) and started again on the other nodes.
+    Drain,
+}
+
+/// A node as `rcompose nodes` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// The node name.
+    pub name: String,
+    /// `Ready`, `NotReady` or `SchedulingDisabled`.
+    pub status: String,
+    /// CPU requested by the replicas on it, in thousandths.
+    pub cpu_allocated: u64,
+    /// CPU it offers, in thousandths.
+    pub cpu_capacity: u64,
+    /// Memory requested by the replicas on it, in bytes.
+    pub memory_allocated: u64,
+    /// Memory it offers, in bytes.
+    pub memory_capacity: u64,
+    /// Its labels.
+    pub labels: BTreeMap<String, String>,
+    /// The replicas on it (`api-1`), in order.
+    pub pods: Vec<String>,
 }
 
 /// What happened to a pod in an [`Request::Apply`].
@@ -117,6 +161,8 @@ pub enum Change {
     Restarted,
     /// Its new spec rolled out: new replicas replaced the old ones as they became ready.
     RolledOut,
+    /// Replicas moved to other nodes (`node down`, `node drain`).
+    Rescheduled,
 }
 
 impl Change {
@@ -133,6 +179,7 @@ impl Change {
             Change::Started => "started",
             Change::Restarted => "restarted",
             Change::RolledOut => "rolled out",
+            Change::Rescheduled => "rescheduled",
         }
     }
 }
@@ -153,6 +200,9 @@ pub struct Response {
     /// `RolloutHistory`: the pod's revisions, oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<super::rollout::RevisionInfo>,
+    /// `Nodes`: every node, in name order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<NodeInfo>,
 }
 
 /// A service as `ps --services` shows it.
@@ -179,6 +229,7 @@ impl Response {
             services: BTreeMap::new(),
             rollout: None,
             history: Vec::new(),
+            nodes: Vec::new(),
         }
     }
 
@@ -191,6 +242,7 @@ impl Response {
             services: BTreeMap::new(),
             rollout: None,
             history: Vec::new(),
+            nodes: Vec::new(),
         }
     }
 }
@@ -322,6 +374,8 @@ mod tests {
             waves: Vec::new(),
             volumes: Vec::new(),
             subnet: None,
+            nodes: BTreeMap::new(),
+            capacity: crate::plan::desired::CapacityPlan::default(),
         }
     }
 

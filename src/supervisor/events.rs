@@ -17,7 +17,7 @@ pub struct EventRecord {
     /// When, in milliseconds since the Unix epoch.
     pub time_ms: u64,
     /// `waiting`, `started`, `failed`, `oom_killed`, `exited`, `restarting`, `ready`,
-    /// `unready`, `unhealthy`, `up`, `warning`, `stopping`, `removed`, `rollout`.
+    /// `unready`, `unhealthy`, `up`, `warning`, `stopping`, `removed`, `rollout`, `pending`.
     pub event: String,
     /// The container (`pod-N` or `pod-N/container`), or the pod for `waiting`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -97,6 +97,10 @@ impl EventRecord {
                 ..r("stopping", None)
             },
             Event::Removed => r("removed", None),
+            Event::Pending { name, reason } => EventRecord {
+                reason: Some(reason.clone()),
+                ..r("pending", Some(name))
+            },
             Event::Rollout {
                 pod,
                 revision,

@@ -20,6 +20,7 @@ pub mod probe;
 mod reconcile;
 pub mod restart;
 pub mod rollout;
+mod sched;
 pub mod state;
 pub mod teardown;
 
@@ -225,6 +226,13 @@ pub enum Event {
     },
     /// Everything was removed.
     Removed,
+    /// A replica fits no node: it waits, `Pending`, until resources are released.
+    Pending {
+        /// The replica (`pod-N`).
+        name: String,
+        /// Why, in the scheduler's words.
+        reason: String,
+    },
     /// A rollout of a pod's new revision began, completed, failed or was rolled back.
     Rollout {
         /// The pod.
@@ -339,6 +347,8 @@ struct Slot {
     due: Option<Instant>,
     started_at: Option<Instant>,
     logger: Option<JoinHandle<()>>,
+    /// The node its replica is placed on, once placed (see `sched`).
+    node: Option<String>,
 }
 
 /// The supervisor of one project.
@@ -394,6 +404,16 @@ pub struct Supervisor {
     replaced: std::collections::BTreeSet<String>,
     /// Slots (by id) stopping once their connections have drained, since when.
     draining: Vec<(u64, Instant)>,
+    /// The machine's capacity (the one node without `nodes:`).
+    machine: crate::plan::schedule::Machine,
+    /// Nodes taken down or cordoned (`node down`, `node drain`); the others are `Ready`.
+    node_status: BTreeMap<String, crate::plan::schedule::NodeStatus>,
+    /// Nodes whose cgroup (with their capacity) is made.
+    node_cgroups: Vec<String>,
+    /// A pending replica's reason changed since the state was last saved for it.
+    reasons_changed: bool,
+    /// Replicas got new addresses (see `sched`): the hosts file is to be rewritten.
+    hosts_dirty: bool,
     _lock: teardown::ProjectLock,
 }
 
@@ -511,6 +531,11 @@ impl Supervisor {
             rollout_failures: BTreeMap::new(),
             replaced: std::collections::BTreeSet::new(),
             draining: Vec::new(),
+            machine: sched::machine(&opts.proc_root),
+            node_status: BTreeMap::new(),
+            node_cgroups: Vec::new(),
+            reasons_changed: false,
+            hosts_dirty: false,
             paths,
             progress,
             sink,
@@ -651,6 +676,7 @@ impl Supervisor {
                         ready: false,
                         ip,
                         revision,
+                        node: None,
                     },
                     plan: self.with_empty_dirs(c, &replica_name)?,
                     restart: pod.restart,
@@ -664,6 +690,7 @@ impl Supervisor {
                     due: None,
                     started_at: None,
                     logger: None,
+                    node: None,
                 });
             }
         }
@@ -877,6 +904,10 @@ impl Supervisor {
             self.step_rollouts();
             // the balancer sends new connections to the replicas that are ready now
             self.update_endpoints();
+            // pending replicas that fit now begin their start (`advance` launches them)
+            if self.schedule_pending() {
+                let _ = self.save();
+            }
             // start every waiting pod whose dependencies are met; the others say in `ps`
             // what they wait for
             let startable = self
@@ -1025,6 +1056,12 @@ impl Supervisor {
                         Err(message) => control::Response::refused(message),
                     });
                 }
+                Ok(Msg::Control(control::Request::Nodes, reply)) => {
+                    let _ = reply.send(control::Response {
+                        nodes: self.node_infos(),
+                        ..control::Response::done()
+                    });
+                }
                 Ok(Msg::Control(control::Request::RolloutHistory { pod }, reply)) => {
                     let _ = reply.send(match self.rollout_history(&pod) {
                         Ok(history) => control::Response {
@@ -1093,11 +1130,13 @@ impl Supervisor {
                 Ok((changes, signal))
             }
             control::Request::Scale { replicas } => self.scale(&replicas),
+            control::Request::Node { name, action } => self.node_command(&name, action),
             control::Request::RolloutUndo { pod, to } => {
                 self.undo(&pod, to)?;
                 Ok((BTreeMap::from([(pod, control::Change::RolledOut)]), None))
             }
             control::Request::Down { .. }
+            | control::Request::Nodes
             | control::Request::Services
             | control::Request::RolloutStatus { .. }
             | control::Request::RolloutHistory { .. } => {
@@ -1253,7 +1292,9 @@ impl Supervisor {
                     Condition::Started => dep_slots.iter().all(|s| {
                         !matches!(
                             s.record.state,
-                            ContainerState::Waiting | ContainerState::Starting
+                            ContainerState::Waiting
+                                | ContainerState::Pending
+                                | ContainerState::Starting
                         )
                     }),
                     Condition::Completed => {
@@ -1323,12 +1364,23 @@ impl Supervisor {
 
     /// Starts every replica of `pods`, in parallel: each with its first init container, or
     /// its containers when it has none (see [`Supervisor::advance`]).
+    /// A replica that fits no node stays `Pending` (see `sched`).
     fn start_pods(&mut self, pods: &[String]) -> Result<(), String> {
+        let mut fresh: Vec<PathBuf> = Vec::new();
         for s in &self.slots {
-            if pods.contains(&s.record.pod) && !self.started.contains(&s.netns) {
-                self.started.push(s.netns.clone());
+            if pods.contains(&s.record.pod)
+                && !self.started.contains(&s.netns)
+                && !fresh.contains(&s.netns)
+            {
+                fresh.push(s.netns.clone());
             }
         }
+        for ns in fresh {
+            if self.admit(&ns) {
+                self.started.push(ns);
+            }
+        }
+        self.flush_hosts();
         self.advance().map(|_| ())
     }
 
@@ -1739,7 +1791,14 @@ impl Supervisor {
             .collect();
         parents.sort();
         parents.dedup();
-        parents.push(PathBuf::from(self.paths.cgroup_subtree()));
+        // the nodes' cgroups, when the manifest declares nodes (children first)
+        let subtree = self.paths.cgroup_subtree();
+        parents.extend(
+            self.node_cgroups
+                .iter()
+                .map(|n| PathBuf::from(format!("{subtree}/{n}"))),
+        );
+        parents.push(PathBuf::from(subtree));
         cgroup::remove_empty(&self.mounts, &parents);
         // the balancer's listeners close (its virtual addresses go with the bridge)
         self.balancer = None;

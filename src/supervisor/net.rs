@@ -157,7 +157,7 @@ impl Supervisor {
     }
 
     /// Addresses in use: the gateway, the services' and the replicas'.
-    fn taken_addresses(&self, net: &ProjectNet) -> Vec<Ipv4Addr> {
+    pub(super) fn taken_addresses(&self, net: &ProjectNet) -> Vec<Ipv4Addr> {
         let mut taken: Vec<Ipv4Addr> = self.slots.iter().filter_map(|s| s.record.ip).collect();
         taken.push(net.gateway);
         taken.extend(net.services.values());

@@ -183,6 +183,9 @@ pub struct ContainerRecord {
     /// The revision of its pod's spec it runs (1 at `up`; each rollout adds one).
     #[serde(default = "first_revision")]
     pub revision: u32,
+    /// The node its replica is placed on, when the manifest declares `nodes`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 fn first_revision() -> u32 {
@@ -212,6 +215,8 @@ impl ContainerRecord {
 pub enum ContainerState {
     /// Waiting for its pod's dependencies.
     Waiting,
+    /// Its replica fits no node yet (the reason says why); placed once resources free up.
+    Pending,
     /// Being set up.
     Starting,
     /// The command runs.
@@ -242,6 +247,7 @@ impl ContainerState {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Waiting => "waiting",
+            Self::Pending => "pending",
             Self::Starting => "starting",
             Self::Running => "running",
             Self::Restarting => "restarting",
@@ -409,6 +415,7 @@ mod tests {
             ready: false,
             ip: None,
             revision: 1,
+            node: None,
         }
     }
 

@@ -17,6 +17,7 @@ mod reconcile;
 mod registry;
 mod registry_token;
 mod rollout;
+mod scheduling;
 mod security;
 mod stats;
 mod stopping;

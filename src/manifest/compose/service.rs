@@ -232,12 +232,8 @@ const IGNORED: [(&str, &str); 27] = [
 ];
 
 /// More keys ignored with a warning.
-const IGNORED_2: [(&str, &str); 4] = [
+const IGNORED_2: [(&str, &str); 3] = [
     ("memswap_limit", "swap is not limited separately"),
-    (
-        "mem_reservation",
-        "memory reservations are not enforced (a limit is `mem_limit`)",
-    ),
     ("cpuset", "CPUs are not pinned"),
     ("init", ""),
 ];
@@ -818,6 +814,9 @@ pub(super) fn service(
             }
             "deploy" => deploy(ld, value, &kp, &mut pod, &mut resources),
             "mem_limit" => resources.memory = memory(ld, value, &kp),
+            "mem_reservation" => {
+                resources.requests.get_or_insert_default().memory = memory(ld, value, &kp);
+            }
             "cpus" => {
                 if let Some(t) = ld.text(value, &kp, "`cpus`")
                     && t.trim() != "0"
@@ -934,6 +933,18 @@ pub(super) fn service(
     if !env.is_empty() || !env_from_file.is_empty() {
         env_from_file.extend(env);
         c.env = Some(EnvSpec::Map(env_from_file));
+    }
+    // Compose reserves only what `reservations` (or `mem_reservation`) say: a limit alone
+    // requests nothing, where rcompose (as Kubernetes) would request the limit, so that a
+    // Compose file starts on a machine whatever its limits add up to, as under Docker
+    if resources.cpu.is_some() || resources.memory.is_some() {
+        let requests = resources.requests.get_or_insert_default();
+        if resources.cpu.is_some() && requests.cpu.is_none() {
+            requests.cpu = Some(Quantity("0".into()));
+        }
+        if resources.memory.is_some() && requests.memory.is_none() {
+            requests.memory = Some(Quantity("0".into()));
+        }
     }
     if resources != ResourcesSpec::default() {
         c.resources = Some(resources);
@@ -1493,13 +1504,33 @@ fn deploy(
                         res.pids = ld.uint(pn, &join(&lp, "pids"), "`pids`").filter(|n| *n > 0);
                     }
                 }
-                if let Some((rk, _)) = entries(v).iter().find(|(k, _)| k.name == "reservations") {
-                    ld.warn(
-                        &join(&p, "reservations"),
-                        rk.loc,
-                        "`reservations` are ignored: rcompose enforces limits, not reservations"
-                            .into(),
+                if let Some(rsv) = get(v, "reservations") {
+                    // what the scheduler reserves on the node (rcompose's `requests`)
+                    let rp = join(&p, "reservations");
+                    ld.unknown_keys(
+                        rsv,
+                        &rp,
+                        &["cpus", "memory", "devices", "generic_resources"],
+                        "in `deploy.resources.reservations`",
                     );
+                    let requests = res.requests.get_or_insert_default();
+                    if let Some(c) =
+                        get(rsv, "cpus").and_then(|c| ld.text(c, &join(&rp, "cpus"), "`cpus`"))
+                    {
+                        requests.cpu = Some(Quantity(c));
+                    }
+                    if let Some(mn) = get(rsv, "memory") {
+                        requests.memory = memory(ld, mn, &join(&rp, "memory"));
+                    }
+                    for key in ["devices", "generic_resources"] {
+                        if let Some((kk, _)) = entries(rsv).iter().find(|(kk, _)| kk.name == key) {
+                            ld.error(
+                                &join(&rp, key),
+                                kk.loc,
+                                format!("`{key}` reservations are not supported: rcompose gives containers no devices"),
+                            );
+                        }
+                    }
                 }
             }
             "restart_policy" => {

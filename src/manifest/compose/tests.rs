@@ -451,6 +451,44 @@ fn resources_take_docker_units() {
     assert_eq!(r("c").memory.unwrap().0, "1000000");
 }
 
+/// Compose reserves what `reservations` say, and a limit alone nothing (rcompose's own
+/// manifests request their limits, as Kubernetes): a Compose file whose limits add up to more
+/// than the machine still starts, as under Docker.
+#[test]
+fn reservations_are_requests_and_limits_alone_request_nothing() {
+    let m = ok("services:
+  a:
+    image: x
+    deploy: { resources: { limits: { cpus: \"1\", memory: 512m }, reservations: { cpus: \"0.25\", memory: 128m } } }
+  b: { image: x, mem_limit: 1g, cpus: 1.5 }
+  c: { image: x, mem_limit: 1g, mem_reservation: 256m }
+  d: { image: x }
+");
+    let req = |p: &str| {
+        let r = m.pods[p].containers[0]
+            .resources
+            .clone()
+            .unwrap()
+            .requests
+            .unwrap();
+        (r.cpu.map(|q| q.0), r.memory.map(|q| q.0))
+    };
+    assert_eq!(req("a"), (Some("0.25".into()), Some("128Mi".into())));
+    assert_eq!(req("b"), (Some("0".into()), Some("0".into())));
+    assert_eq!(req("c"), (None, Some("256Mi".into())));
+    assert_eq!(m.pods["d"].containers[0].resources, None);
+    let e = err("services:
+  a:
+    image: x
+    deploy: { resources: { reservations: { devices: [ { capabilities: [gpu] } ] } } }
+");
+    assert!(
+        e.contains("`devices` reservations are not supported"),
+        "{e}"
+    );
+    assert!(e.contains(":4:"), "{e}");
+}
+
 #[test]
 fn volumes_bind_named_and_tmpfs() {
     let m = ok("services:
