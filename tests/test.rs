@@ -326,3 +326,22 @@ pub fn http_get(port: u16) -> Result<String, String> {
         Err(format!("answer {out:?}"))
     }
 }
+
+/// Calls `get` every 50 ms until `ok` holds of what it returns, which is returned; fails
+/// naming `what` and the last value after 10 s.
+#[track_caller]
+pub fn poll<T: std::fmt::Debug>(
+    what: &str,
+    mut get: impl FnMut() -> T,
+    ok: impl Fn(&T) -> bool,
+) -> T {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let value = get();
+        if ok(&value) {
+            return value;
+        }
+        assert!(std::time::Instant::now() < deadline, "{what}: {value:#?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -1156,30 +1156,7 @@ fn command(cx: &mut Issues, n: &Node, cpath: &str, key: &str, what: &str) -> Opt
 }
 
 fn container(cx: &mut Issues, node: &Node, path: &str, pod: &str, i: usize) -> ContainerSpec {
-    let mut spec = ContainerSpec {
-        name: String::new(),
-        image: None,
-        entrypoint: None,
-        command: None,
-        env: None,
-        working_dir: None,
-        user: None,
-        resources: None,
-        privileged: None,
-        read_only: None,
-        tty: None,
-        readiness: None,
-        liveness: None,
-        startup: None,
-        healthcheck: None,
-        stop_signal: None,
-        stop_grace_period: None,
-        cap_add: None,
-        cap_drop: None,
-        volumes: None,
-        configs: None,
-        secrets: None,
-    };
+    let mut spec = ContainerSpec::default();
     // Name first, so later messages can say `pod.container`.
     let label = match &node.kind {
         Kind::Map(entries) => entries

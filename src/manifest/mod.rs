@@ -566,7 +566,7 @@ pub enum Restart {
 }
 
 /// A container of a pod.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ContainerSpec {
     /// Name, unique in the pod.

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::test::{
     Cleanup, Need, TempDir, assert_code, assert_no_trace, project, ps_rows, rcompose, require,
@@ -50,15 +50,7 @@ fn until(
     what: &str,
     ok: impl Fn(&BTreeMap<String, (String, Option<i64>, bool, String)>) -> bool,
 ) -> BTreeMap<String, (String, Option<i64>, bool, String)> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let r = rows(dir, p);
-        if ok(&r) {
-            return r;
-        }
-        assert!(Instant::now() < deadline, "{what}: {r:#?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    crate::test::poll(what, || rows(dir, p), |r| ok(r))
 }
 
 fn running(r: &(String, Option<i64>, bool, String)) -> bool {

@@ -32,15 +32,7 @@ fn until(
     what: &str,
     ok: impl Fn(&[(String, String, String, String)]) -> bool,
 ) -> Vec<(String, String, String, String)> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let r = rows(dir, p);
-        if ok(&r) {
-            return r;
-        }
-        assert!(Instant::now() < deadline, "{what}: {r:#?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    crate::test::poll(what, || rows(dir, p), |r| ok(r))
 }
 
 fn state<'a>(r: &'a [(String, String, String, String)], name: &str) -> (&'a str, &'a str) {

@@ -663,27 +663,7 @@ pub(super) fn service(
     };
     let mut c = ContainerSpec {
         name: name.to_string(),
-        image: None,
-        entrypoint: None,
-        command: None,
-        env: None,
-        working_dir: None,
-        user: None,
-        resources: None,
-        privileged: None,
-        read_only: None,
-        tty: None,
-        stop_signal: None,
-        stop_grace_period: None,
-        cap_add: None,
-        cap_drop: None,
-        volumes: None,
-        configs: None,
-        secrets: None,
-        readiness: None,
-        liveness: None,
-        startup: None,
-        healthcheck: None,
+        ..ContainerSpec::default()
     };
     let mut ports: Vec<(PortMapping, Loc)> = Vec::new();
     let mut env: BTreeMap<String, Text> = BTreeMap::new();
