@@ -19,6 +19,7 @@ mod registry_token;
 mod rollout;
 mod scheduling;
 mod security;
+mod shop;
 mod stats;
 mod stopping;
 mod teardown;
