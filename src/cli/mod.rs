@@ -4,6 +4,7 @@
 mod control;
 mod exec;
 mod export;
+mod fault;
 mod image;
 mod info;
 mod output;
@@ -209,6 +210,13 @@ enum Command {
         /// What to do
         #[command(subcommand)]
         action: NodeCommand,
+    },
+    /// Inject network faults into the running project: latency, loss, a bandwidth limit or
+    /// a partition on what a pod, service or node sends
+    Fault {
+        /// What to do
+        #[command(subcommand)]
+        action: FaultCommand,
     },
     /// Set the number of replicas of running pods: `scale api=3 worker=0`
     Scale {
@@ -421,6 +429,52 @@ enum NodeCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum FaultCommand {
+    /// Add a fault (or replace the one of that name): `fault add slow-db --target pod/db
+    /// --latency 200ms`
+    Add {
+        /// Its name (default: `fault-N`)
+        name: Option<String>,
+        /// Whose packets: `pod/NAME`, `service/NAME` or `node/NAME`
+        #[arg(long, value_name = "SCOPE")]
+        target: String,
+        /// Only the packets between the target and this `pod/`, `service/` or `node/`
+        #[arg(long, value_name = "SCOPE")]
+        peer: Option<String>,
+        /// Delay added to each packet the target sends: `200ms`
+        #[arg(long, value_name = "DURATION")]
+        latency: Option<String>,
+        /// Uniform ± variation of the latency: `20ms`
+        #[arg(long, value_name = "DURATION")]
+        jitter: Option<String>,
+        /// Share of the target's packets dropped at random: `5%`
+        #[arg(long, value_name = "PERCENT")]
+        loss: Option<String>,
+        /// Rate limit of what the target sends: `1mbit`
+        #[arg(long, value_name = "RATE")]
+        bandwidth: Option<String>,
+        /// Drop every packet between target and peer, both ways
+        #[arg(long)]
+        partition: bool,
+    },
+    /// List the active faults and the replicas they reach
+    #[command(alias = "list")]
+    Ls {
+        /// Output format
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Remove faults by name
+    Rm {
+        /// The faults
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Remove every fault (the manifest's come back at the next `up`)
+    Clear,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Format {
     Table,
@@ -587,6 +641,33 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
             };
             control::send(&ctx, &Request::Node { name, action })
         }
+        Command::Fault { action } => match action {
+            FaultCommand::Add {
+                name,
+                target,
+                peer,
+                latency,
+                jitter,
+                loss,
+                bandwidth,
+                partition,
+            } => fault::add(
+                &ctx,
+                name,
+                crate::manifest::FaultSpec {
+                    target,
+                    peer,
+                    latency,
+                    jitter,
+                    loss,
+                    bandwidth,
+                    partition,
+                },
+            ),
+            FaultCommand::Ls { format } => fault::list(&ctx, format == Format::Json),
+            FaultCommand::Rm { names } => fault::remove(&ctx, names),
+            FaultCommand::Clear => fault::remove(&ctx, Vec::new()),
+        },
         Command::Scale { replicas } => control::send(
             &ctx,
             &Request::Scale {

@@ -9,7 +9,7 @@ use crate::manifest::error::{ManifestError, Problem, SourceLocation};
 use crate::manifest::node::{self, Key, Kind, Loc, Node, ScalarType};
 use crate::manifest::{
     BackoffSpec, Balance, CapacitySpec, CommandSpec, Condition, ContainerSpec, CountOrPercent,
-    DependencySpec, DependsOnSpec, EmptyDirSpec, EnvSpec, FileSourceSpec, FileUseSpec,
+    DependencySpec, DependsOnSpec, EmptyDirSpec, EnvSpec, FaultSpec, FileSourceSpec, FileUseSpec,
     HealthcheckSpec, HttpProbeSpec, ImageSpec, LayerMount, LayerSpec, LongFileUseSpec,
     LongMountSpec, Manifest, MountSpec, MountType, NetworkMode, NetworkSpec, NodeSpec, PodSpec,
     PodVolumeSpec, PortMapping, PortSpec, ProbeSpec, PullPolicy, Quantity, RequestsSpec,
@@ -525,6 +525,16 @@ pub(crate) fn convert(source: &str, cx: &mut Issues) -> Option<Manifest> {
             }
         }
     }
+    if let Some(faults) = entries.get("faults")
+        && let Some(list) = cx.map(faults, "faults", "`faults`", &[], "")
+    {
+        for (key, node) in list.0 {
+            let path = join("faults", &key.name);
+            if let Some(spec) = fault_spec(cx, node, &path, &key.name) {
+                m.faults.insert(key.name.clone(), spec);
+            }
+        }
+    }
     if let Some(node) = entries.get("capacity")
         && let Some(e) = cx.map(
             node,
@@ -750,9 +760,18 @@ fn layer(cx: &mut Issues, node: &Node, path: &str, image: &str) -> LayerSpec {
     }
 }
 
-const TOP_KEYS: [&str; 11] = [
+const TOP_KEYS: [&str; 12] = [
     "name", "images", "pods", "services", "volumes", "configs", "secrets", "network", "watch",
-    "nodes", "capacity",
+    "nodes", "capacity", "faults",
+];
+const FAULT_KEYS: [&str; 7] = [
+    "target",
+    "peer",
+    "latency",
+    "jitter",
+    "loss",
+    "bandwidth",
+    "partition",
 ];
 const NODE_KEYS: [&str; 3] = ["cpu", "memory", "labels"];
 const CAPACITY_KEYS: [&str; 2] = ["cpu", "memory"];
@@ -1719,6 +1738,44 @@ fn node_spec(cx: &mut Issues, node: &Node, path: &str, name: &str) -> Option<Nod
     }
 }
 
+/// A fault of `faults:`; `None` (its path marked broken) when `target` is missing.
+fn fault_spec(cx: &mut Issues, node: &Node, path: &str, name: &str) -> Option<FaultSpec> {
+    let what = format!("fault `{name}`");
+    let e = cx.map(node, path, &what, &FAULT_KEYS, &format!("in {what}"))?;
+    let mut spec = FaultSpec::default();
+    for (key, slot) in [
+        ("peer", &mut spec.peer),
+        ("latency", &mut spec.latency),
+        ("jitter", &mut spec.jitter),
+        ("loss", &mut spec.loss),
+        ("bandwidth", &mut spec.bandwidth),
+    ] {
+        if let Some(n) = e.get(key) {
+            *slot = cx.text(n, &join(path, key), &format!("`{key}` of {what}"));
+        }
+    }
+    if let Some(n) = e.get("partition") {
+        spec.partition = cx
+            .boolean(
+                n,
+                &join(path, "partition"),
+                &format!("`partition` of {what}"),
+            )
+            .unwrap_or(false);
+    }
+    match e.get("target") {
+        Some(n) => {
+            spec.target = cx.text(n, &join(path, "target"), &format!("`target` of {what}"))?
+        }
+        None => {
+            cx.missing(path, "target", &what);
+            cx.mark_broken(path);
+            return None;
+        }
+    }
+    Some(spec)
+}
+
 fn service(cx: &mut Issues, node: &Node, path: &str, name: &str) -> ServiceSpec {
     let mut spec = ServiceSpec::default();
     let what = format!("service `{name}`");
@@ -1829,7 +1886,7 @@ mod tests {
         POD_VOLUME_KEYS, PORT_KEYS, PROBE_KEYS, RESOURCE_KEYS, SERVICE_KEYS, TCP_PROBE_KEYS,
         TMPFS_KEYS, TOP_KEYS, UPDATE_KEYS, suggest,
     };
-    use crate::manifest::convert::{CAPACITY_KEYS, NODE_KEYS, REQUEST_KEYS};
+    use crate::manifest::convert::{CAPACITY_KEYS, FAULT_KEYS, NODE_KEYS, REQUEST_KEYS};
     use crate::manifest::schema_json;
 
     /// The converter's key lists must be exactly the serde model's fields.
@@ -1870,6 +1927,7 @@ mod tests {
             ("NodeSpec", &NODE_KEYS[..]),
             ("CapacitySpec", &CAPACITY_KEYS[..]),
             ("RequestsSpec", &REQUEST_KEYS[..]),
+            ("FaultSpec", &FAULT_KEYS[..]),
         ] {
             assert_eq!(keys(&schema["$defs"][def]), set(list), "{def}");
         }

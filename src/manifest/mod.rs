@@ -10,6 +10,7 @@ pub mod caps;
 pub mod compose;
 mod convert;
 mod error;
+pub mod fault;
 mod node;
 pub mod quantity;
 mod shell;
@@ -27,6 +28,7 @@ use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 
 pub use self::error::{ManifestError, Problem, SourceLocation, render_warnings};
+pub use self::fault::{Fault, FaultSpec};
 pub use self::quantity::{Bytes, MilliCpu};
 pub use self::valid::{
     Amount, Backoff, Capacity, Container, Dependency, FileSource, FileUse, Image, ImageBase, Layer,
@@ -84,6 +86,11 @@ pub struct Manifest {
     /// CPU count and memory; either key alone replaces only its own resource.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capacity: Option<CapacitySpec>,
+    /// Network faults by name, applied while the project runs (and changed at run time by
+    /// `rcompose fault`): latency, loss, a bandwidth limit or a partition on what a pod,
+    /// service or node sends.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub faults: BTreeMap<String, FaultSpec>,
 }
 
 /// A simulated worker node: a capacity (enforced by its cgroup) and labels.

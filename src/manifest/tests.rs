@@ -48,7 +48,7 @@ fn rejects_unknown_key_with_suggestion() {
 fn unknown_key_without_close_match_lists_expected_keys() {
     assert_error(
         "plugins: {}\npods: {}\n",
-        "error: unknown field `plugins` at the top level; expected one of `name`, `images`, `pods`, `services`, `volumes`, `configs`, `secrets`, `network`, `watch`, `nodes`, `capacity`
+        "error: unknown field `plugins` at the top level; expected one of `name`, `images`, `pods`, `services`, `volumes`, `configs`, `secrets`, `network`, `watch`, `nodes`, `capacity`, `faults`
   --> rcompose.yaml:1:1
    |
  1 | plugins: {}
@@ -762,9 +762,10 @@ macro_rules! invalid_fixtures {
 }
 
 /// Invalid fixtures: (origin, yaml, expected stderr = `render()` plus a newline).
-const INVALID_FIXTURES: [(&str, &str, &str); 10] = invalid_fixtures![
+const INVALID_FIXTURES: [(&str, &str, &str); 11] = invalid_fixtures![
     "cycle",
     "duplicate-key",
+    "faults",
     "healthy-condition",
     "many-problems",
     "quantities",

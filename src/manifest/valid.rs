@@ -40,6 +40,9 @@ pub struct ValidManifest {
     /// The implicit node's capacity override (only without `nodes`).
     #[serde(skip_serializing_if = "Capacity::is_empty")]
     pub(crate) capacity: Capacity,
+    /// Network faults by name.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) faults: BTreeMap<String, crate::manifest::Fault>,
 }
 
 /// A declared node: its capacity and labels.
@@ -261,6 +264,12 @@ impl ValidManifest {
     /// Declared nodes by name (empty: the machine is the one node).
     pub fn nodes(&self) -> &BTreeMap<String, Node> {
         &self.nodes
+    }
+
+    /// Network faults by name.
+    #[must_use]
+    pub fn faults(&self) -> &BTreeMap<String, crate::manifest::Fault> {
+        &self.faults
     }
 
     /// The implicit node's capacity override (empty when `nodes` are declared).

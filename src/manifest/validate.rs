@@ -99,7 +99,7 @@ fn label_key(key: &str) -> bool {
     !name.is_empty() && label_part(name)
 }
 
-fn did_you_mean<'a>(word: &str, names: impl Iterator<Item = &'a String>) -> String {
+pub(crate) fn did_you_mean<'a>(word: &str, names: impl Iterator<Item = &'a String>) -> String {
     let names: Vec<&str> = names.map(String::as_str).collect();
     suggest(word, &names)
         .map(|s| format!("; did you mean `{s}`?"))
@@ -141,6 +141,7 @@ pub(crate) fn validate(m: &Manifest, issues: &mut Issues, facts: &Facts<'_>) -> 
     for (name, pod) in &pods {
         placement(name, pod, (&nodes, complete), issues);
     }
+    let faults = faults(m, &services, &nodes, issues);
     let watch = m
         .watch
         .iter()
@@ -159,7 +160,58 @@ pub(crate) fn validate(m: &Manifest, issues: &mut Issues, facts: &Facts<'_>) -> 
         secrets: file_sources(&m.secrets, "secrets", issues, facts),
         nodes,
         capacity,
+        faults,
     }
+}
+
+/// The faults, parsed, with every pod, service and node they name declared.
+fn faults(
+    m: &Manifest,
+    services: &BTreeMap<String, Service>,
+    nodes: &BTreeMap<String, Node>,
+    issues: &mut Issues,
+) -> BTreeMap<String, crate::manifest::Fault> {
+    let mut out = BTreeMap::new();
+    for (name, spec) in &m.faults {
+        let path = join("faults", name);
+        if let Err(why) = crate::manifest::fault::check_name(name) {
+            issues.report(&path, Anchor::Key, why);
+        }
+        let parsed = crate::manifest::Fault::parse(spec);
+        let mut known = true;
+        if let Err(problems) = &parsed {
+            for (key, why) in problems {
+                issues.report(
+                    &join(&path, key),
+                    Anchor::Value,
+                    format!("{why} (fault `{name}`)"),
+                );
+            }
+        }
+        // what the scopes that parse name must exist, whatever else is wrong
+        for (key, text) in [("target", Some(&spec.target)), ("peer", spec.peer.as_ref())] {
+            let Some(Ok(scope)) = text.map(|t| t.parse::<crate::manifest::fault::Scope>()) else {
+                continue;
+            };
+            if let Err(why) = crate::manifest::fault::check_scope(
+                &scope,
+                m.pods.keys(),
+                services.keys(),
+                nodes.keys(),
+            ) {
+                issues.report(
+                    &join(&path, key),
+                    Anchor::Value,
+                    format!("{why} (fault `{name}`)"),
+                );
+                known = false;
+            }
+        }
+        if let (Ok(fault), true) = (parsed, known) {
+            out.insert(name.clone(), fault);
+        }
+    }
+    out
 }
 
 /// The declared nodes (names, capacities, labels) and the implicit node's capacity override.

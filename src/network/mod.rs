@@ -7,8 +7,10 @@
 //! rcompose process. The generated `/etc/hosts` and `/etc/resolv.conf` of the pods are
 //! written here too.
 
+pub mod fault;
 pub mod link;
 pub mod nat;
+pub mod nfqueue;
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -16,6 +18,7 @@ use std::io::{self, Write};
 use std::net::Ipv4Addr;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
+use std::process::{Command, Stdio};
 
 use sha2::{Digest, Sha256};
 
@@ -68,6 +71,89 @@ pub enum NetworkError {
         #[source]
         source: io::Error,
     },
+}
+
+/// Runs `program` (a tool of the host: `nft`, `iptables-restore`, `tc`) with `args` and
+/// `stdin`, in the calling thread's network namespace; `Err` with its stderr when it fails.
+pub(crate) fn tool(program: &str, args: &[&str], stdin: Option<&str>) -> Result<(), NetworkError> {
+    let what = format!("run `{program} {}`", args.join(" "));
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|source| NetworkError::Io {
+            what: what.clone(),
+            source,
+        })?;
+    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        let _ = pipe.write_all(text.as_bytes());
+    }
+    // A supervisor reaps every child of its own (it is a subreaper, and its signal thread
+    // waits for any child), so the status may be gone when `wait` asks for it: then the tool,
+    // which prints nothing on stderr unless it fails, is judged by its stderr.
+    let mut stderr = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        let _ = io::Read::read_to_string(&mut pipe, &mut stderr);
+    }
+    let ok = match child.wait() {
+        Ok(status) => status.success(),
+        Err(e) if e.raw_os_error() == Some(libc::ECHILD) => stderr.trim().is_empty(),
+        Err(source) => return Err(NetworkError::Io { what, source }),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(NetworkError::Netlink {
+            what,
+            message: stderr.trim().to_string(),
+        })
+    }
+}
+
+/// Runs `f` on a thread of its own inside the network namespace pinned at `pin` (`setns`
+/// moves that thread only; what it spawns starts there too).
+pub(crate) fn in_netns<T: Send>(
+    pin: &Path,
+    f: impl FnOnce() -> Result<T, NetworkError> + Send,
+) -> Result<T, NetworkError> {
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("netns".into())
+            .stack_size(256 * 1024)
+            .spawn_scoped(scope, move || {
+                enter_netns(pin)?;
+                f()
+            })
+            .map_err(|source| NetworkError::Io {
+                what: "start a thread".into(),
+                source,
+            })?
+            .join()
+            .unwrap_or_else(|_| {
+                Err(NetworkError::Io {
+                    what: format!("work in the network namespace `{}`", pin.display()),
+                    source: io::Error::other("the thread panicked"),
+                })
+            })
+    })
+}
+
+/// Moves the calling thread into the network namespace pinned at `pin`.
+pub(crate) fn enter_netns(pin: &Path) -> Result<(), NetworkError> {
+    let ns = File::open(pin).map_err(|source| NetworkError::Io {
+        what: format!("open the network namespace `{}`", pin.display()),
+        source,
+    })?;
+    nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| NetworkError::Io {
+        what: format!("enter the network namespace `{}`", pin.display()),
+        source: e.into(),
+    })
 }
 
 /// The project's bridge: `rc` + up to 7 characters of the project + `-` + 5 hex digits of

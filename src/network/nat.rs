@@ -4,9 +4,6 @@
 //! go back to the bridge. Made and removed with `nft` (nftables' own tool: no Rust crate for
 //! nftables is in our dependency set, and this is two calls per project).
 
-use std::io::Write;
-use std::process::{Command, Stdio};
-
 use super::{NetworkError, Subnet};
 
 /// The project's nftables table (`ip` family).
@@ -30,44 +27,7 @@ pub fn script(bridge: &str, subnet: Subnet) -> String {
 }
 
 fn nft(args: &[&str], stdin: Option<&str>) -> Result<(), NetworkError> {
-    let what = format!("run `nft {}`", args.join(" "));
-    let mut child = Command::new("nft")
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|source| NetworkError::Io {
-            what: what.clone(),
-            source,
-        })?;
-    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        let _ = pipe.write_all(text.as_bytes());
-    }
-    // A supervisor reaps every child of its own (it is a subreaper, and its signal thread
-    // waits for any child), so the status may be gone when `wait` asks for it: then `nft`,
-    // which prints nothing on stderr unless it fails, is judged by its stderr.
-    let mut stderr = String::new();
-    if let Some(mut pipe) = child.stderr.take() {
-        let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
-    }
-    let ok = match child.wait() {
-        Ok(status) => status.success(),
-        Err(e) if e.raw_os_error() == Some(libc::ECHILD) => stderr.trim().is_empty(),
-        Err(source) => return Err(NetworkError::Io { what, source }),
-    };
-    if ok {
-        Ok(())
-    } else {
-        Err(NetworkError::Netlink {
-            what,
-            message: stderr.trim().to_string(),
-        })
-    }
+    super::tool("nft", args, stdin)
 }
 
 /// Makes the project's masquerade table (replacing one a crashed run left).

@@ -32,6 +32,9 @@ pub struct DesiredState {
     /// Without `nodes`: what the manifest's `capacity` overrides of the machine's.
     #[serde(default, skip_serializing_if = "CapacityPlan::is_empty")]
     pub capacity: CapacityPlan,
+    /// The manifest's network faults by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub faults: BTreeMap<String, crate::manifest::Fault>,
 }
 
 /// A declared node: its capacity and labels.

@@ -2,6 +2,7 @@
 //! looked up on disk.
 
 pub mod desired;
+pub mod faults;
 pub mod graph;
 pub mod schedule;
 
@@ -125,6 +126,7 @@ pub fn desired_state(m: &ValidManifest, project: &str, base_dir: &Path) -> Desir
                 (name.clone(), plan)
             })
             .collect(),
+        faults: m.faults().clone(),
         capacity: CapacityPlan {
             cpu_millis: m.capacity().cpu.map(|c| c.0),
             memory_bytes: m.capacity().memory.map(|b| b.0),
@@ -338,6 +340,7 @@ pub fn select(desired: &DesiredState, names: &[String]) -> Result<DesiredState, 
         subnet: desired.subnet,
         nodes: desired.nodes.clone(),
         capacity: desired.capacity,
+        faults: desired.faults.clone(),
     })
 }
 

@@ -87,6 +87,21 @@ pub enum Request {
     },
     /// `nodes`: each node, its status and what is placed on it.
     Nodes,
+    /// `fault ls`: the active network faults.
+    Faults,
+    /// `fault add [NAME]`: adds a network fault (replacing one of that name); without a
+    /// name it gets `fault-N`.
+    FaultAdd {
+        /// Its name.
+        name: Option<String>,
+        /// The fault.
+        fault: crate::manifest::Fault,
+    },
+    /// `fault rm NAME...`, and `fault clear` (no names): removes faults.
+    FaultRemove {
+        /// The faults; empty: all.
+        names: Vec<String>,
+    },
     /// `node down|up|drain NAME`.
     Node {
         /// The node.
@@ -203,6 +218,26 @@ pub struct Response {
     /// `Nodes`: every node, in name order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub nodes: Vec<NodeInfo>,
+    /// `Faults`: every active fault, in name order (`FaultAdd`: the one added).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub faults: Vec<FaultInfo>,
+    /// `FaultRemove`: the faults removed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removed: Vec<String>,
+}
+
+/// A network fault as `rcompose fault ls` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FaultInfo {
+    /// Its name.
+    pub name: String,
+    /// What it selects and does.
+    #[serde(flatten)]
+    pub fault: crate::manifest::Fault,
+    /// `manifest` or `command` (`fault add`).
+    pub source: String,
+    /// The replicas whose rules it is in now (`api-1`).
+    pub replicas: Vec<String>,
 }
 
 /// A service as `ps --services` shows it.
@@ -230,6 +265,8 @@ impl Response {
             rollout: None,
             history: Vec::new(),
             nodes: Vec::new(),
+            faults: Vec::new(),
+            removed: Vec::new(),
         }
     }
 
@@ -243,6 +280,8 @@ impl Response {
             rollout: None,
             history: Vec::new(),
             nodes: Vec::new(),
+            faults: Vec::new(),
+            removed: Vec::new(),
         }
     }
 }
@@ -376,6 +415,7 @@ mod tests {
             subnet: None,
             nodes: BTreeMap::new(),
             capacity: crate::plan::desired::CapacityPlan::default(),
+            faults: BTreeMap::new(),
         }
     }
 

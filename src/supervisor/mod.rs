@@ -14,6 +14,7 @@ mod commands;
 pub mod control;
 pub mod events;
 pub mod exec;
+mod faults;
 mod memory;
 pub mod net;
 pub mod probe;
@@ -414,6 +415,8 @@ pub struct Supervisor {
     reasons_changed: bool,
     /// Replicas got new addresses (see `sched`): the hosts file is to be rewritten.
     hosts_dirty: bool,
+    /// Network faults and what each replica's namespace applies of them.
+    faults: faults::Faults,
     _lock: teardown::ProjectLock,
 }
 
@@ -533,6 +536,7 @@ impl Supervisor {
             draining: Vec::new(),
             machine: sched::machine(&opts.proc_root),
             node_status: BTreeMap::new(),
+            faults: faults::Faults::new(&opts.desired.faults),
             node_cgroups: Vec::new(),
             reasons_changed: false,
             hosts_dirty: false,
@@ -904,6 +908,8 @@ impl Supervisor {
             self.step_rollouts();
             // the balancer sends new connections to the replicas that are ready now
             self.update_endpoints();
+            // and the faults reach the replicas running now
+            self.update_faults();
             // pending replicas that fit now begin their start (`advance` launches them)
             if self.schedule_pending() {
                 let _ = self.save();
@@ -1056,6 +1062,34 @@ impl Supervisor {
                         Err(message) => control::Response::refused(message),
                     });
                 }
+                Ok(Msg::Control(control::Request::Faults, reply)) => {
+                    let _ = reply.send(control::Response {
+                        faults: self.fault_infos(),
+                        ..control::Response::done()
+                    });
+                }
+                Ok(Msg::Control(control::Request::FaultAdd { name, fault }, reply)) => {
+                    let _ = reply.send(match self.add_fault(name, fault) {
+                        Ok(name) => control::Response {
+                            faults: self
+                                .fault_infos()
+                                .into_iter()
+                                .filter(|f| f.name == name)
+                                .collect(),
+                            ..control::Response::done()
+                        },
+                        Err(message) => control::Response::refused(message),
+                    });
+                }
+                Ok(Msg::Control(control::Request::FaultRemove { names }, reply)) => {
+                    let _ = reply.send(match self.remove_faults(&names) {
+                        Ok(removed) => control::Response {
+                            removed,
+                            ..control::Response::done()
+                        },
+                        Err(message) => control::Response::refused(message),
+                    });
+                }
                 Ok(Msg::Control(control::Request::Nodes, reply)) => {
                     let _ = reply.send(control::Response {
                         nodes: self.node_infos(),
@@ -1136,6 +1170,9 @@ impl Supervisor {
                 Ok((BTreeMap::from([(pod, control::Change::RolledOut)]), None))
             }
             control::Request::Down { .. }
+            | control::Request::Faults
+            | control::Request::FaultAdd { .. }
+            | control::Request::FaultRemove { .. }
             | control::Request::Nodes
             | control::Request::Services
             | control::Request::RolloutStatus { .. }
@@ -1800,8 +1837,10 @@ impl Supervisor {
         );
         parents.push(PathBuf::from(subtree));
         cgroup::remove_empty(&self.mounts, &parents);
-        // the balancer's listeners close (its virtual addresses go with the bridge)
+        // the balancer's listeners close (its virtual addresses go with the bridge); the
+        // faults' delay lines let go of the namespaces
         self.balancer = None;
+        self.faults.forget_all();
         let _ = teardown::cleanup(&self.paths, Some(&self.state()), &self.mounts);
     }
 }

@@ -204,6 +204,7 @@ impl Supervisor {
             .keys()
             .filter_map(|n| Some((n.clone(), self.opts.desired.pods.get(n)?.replicas)))
             .collect();
+        self.faults.reset(&desired.faults);
         self.opts.desired = desired;
         self.fingerprints = new;
         // each pod's revisions: a removed pod's go, a recreated one gets a new one, a
@@ -308,6 +309,7 @@ impl Supervisor {
         parents.dedup();
         cgroup::remove_empty(&self.mounts, &parents);
         for pin in pins {
+            self.faults.forget(&pin);
             let _ = netns::remove(&pin);
             self.started.retain(|p| *p != pin);
         }

@@ -185,6 +185,7 @@ impl Supervisor {
                 if let (Some(b), Some(ip)) = (&self.balancer, old_ip) {
                     b.forget(ip);
                 }
+                self.faults.forget(&ns);
                 let _ = crate::runtime::netns::remove(&ns);
             }
             if !done {

@@ -1,0 +1,261 @@
+//! Network faults while the project runs: the manifest's `faults:` and those `rcompose
+//! fault add` adds. Whenever replicas start, stop or move, each running replica's
+//! namespace is given the rules [`crate::plan::faults::rules`] computes for it (only
+//! changes are applied), with a delay thread ([`network::nfqueue::Delayer`]) where a fault
+//! adds latency. The rules live in the replicas' namespaces and go with them.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+
+use super::{ContainerState, Event, Supervisor, control};
+use crate::manifest::Fault;
+use crate::network::fault::{self as netfault, Applied};
+use crate::network::nfqueue::Delayer;
+use crate::plan::faults::{Endpoint, ServiceAddress};
+
+/// What one replica's namespace has applied.
+#[derive(Debug, Default)]
+pub(super) struct FaultLink {
+    /// The rules and shaping in the namespace.
+    applied: Applied,
+    /// Its delay line, while a fault delays its packets.
+    delayer: Option<Delayer>,
+    /// The last failure told, so that it is told once.
+    failed: Option<String>,
+    /// The faults reaching it, by name.
+    faults: Vec<String>,
+}
+
+/// The faults of a supervisor.
+#[derive(Debug, Default)]
+pub(super) struct Faults {
+    /// Active faults by name.
+    active: BTreeMap<String, Fault>,
+    /// Those `fault add` added (an apply of a new manifest keeps them).
+    added: std::collections::BTreeSet<String>,
+    /// Each replica namespace's applied rules, by pin.
+    links: HashMap<PathBuf, FaultLink>,
+}
+
+impl Faults {
+    /// The manifest's faults.
+    pub(super) fn new(manifest: &BTreeMap<String, Fault>) -> Self {
+        Faults {
+            active: manifest.clone(),
+            ..Faults::default()
+        }
+    }
+
+    /// A new manifest's faults replace the old manifest's; added ones stay.
+    pub(super) fn reset(&mut self, manifest: &BTreeMap<String, Fault>) {
+        self.active.retain(|name, _| self.added.contains(name));
+        for (name, fault) in manifest {
+            self.active
+                .entry(name.clone())
+                .or_insert_with(|| fault.clone());
+        }
+    }
+
+    /// Forgets the namespace pinned at `pin` (its replica stopped or moved): its delay line
+    /// ends, which must happen before the namespace is removed (its socket pins it).
+    pub(super) fn forget(&mut self, pin: &std::path::Path) {
+        self.links.remove(pin);
+    }
+
+    /// Forgets every namespace (teardown).
+    pub(super) fn forget_all(&mut self) {
+        self.links.clear();
+    }
+}
+
+impl Supervisor {
+    /// Brings every running replica's namespace to the rules the active faults give it.
+    /// Failures are told once per namespace as warnings; the stack keeps running.
+    pub(super) fn update_faults(&mut self) {
+        if self.faults.active.is_empty() && self.faults.links.is_empty() {
+            return;
+        }
+        let Some(net) = &self.net else {
+            return;
+        };
+        let mut endpoints = Vec::new();
+        let mut pins: BTreeMap<String, PathBuf> = BTreeMap::new();
+        for s in &self.slots {
+            let r = &s.record;
+            if r.init || r.state != ContainerState::Running {
+                continue;
+            }
+            let Some(ip) = r.ip else { continue };
+            let replica = r.instance();
+            if pins.insert(replica.clone(), s.netns.clone()).is_none() {
+                endpoints.push(Endpoint {
+                    replica,
+                    pod: r.pod.clone(),
+                    node: s.node.clone(),
+                    ip,
+                });
+            }
+        }
+        let services: Vec<ServiceAddress> = net
+            .services
+            .iter()
+            .filter_map(|(name, &vip)| {
+                let plan = self.opts.desired.services.get(name)?;
+                Some(ServiceAddress {
+                    name: name.clone(),
+                    vip,
+                    pods: plan.pods.clone(),
+                })
+            })
+            .collect();
+        let rules = crate::plan::faults::rules(&self.faults.active, &endpoints, &services);
+        // namespaces no longer running lose their delay line (their rules go with them)
+        let running: Vec<&PathBuf> = pins.values().collect();
+        self.faults.links.retain(|pin, _| running.contains(&pin));
+        let mut warnings = Vec::new();
+        for (replica, pin) in &pins {
+            let want_rules = rules.get(replica).map_or(&[][..], Vec::as_slice);
+            if want_rules.is_empty() && !self.faults.links.contains_key(pin) {
+                continue;
+            }
+            let link = self.faults.links.entry(pin.clone()).or_default();
+            let want = Applied::of(want_rules);
+            let delays = netfault::delays(want_rules);
+            let result = (|| {
+                // the delay line listens before packets are sent to it
+                match (&link.delayer, delays.is_empty()) {
+                    (None, false) => link.delayer = Some(Delayer::start(pin, delays.clone())?),
+                    (Some(d), false) => d.set(delays.clone())?,
+                    _ => {}
+                }
+                if link.applied != want {
+                    netfault::apply(pin, &link.applied, &want)?;
+                    link.applied = want;
+                }
+                if delays.is_empty() {
+                    link.delayer = None;
+                }
+                Ok::<(), crate::network::NetworkError>(())
+            })();
+            match result {
+                Ok(()) => {
+                    link.failed = None;
+                    let mut names: Vec<String> =
+                        want_rules.iter().map(|r| r.fault.clone()).collect();
+                    names.dedup();
+                    link.faults = names;
+                }
+                Err(e) => {
+                    let message = super::chain(&e);
+                    if link.failed.as_deref() != Some(message.as_str()) {
+                        warnings.push(format!("fault rules for {replica}: {message}"));
+                        link.failed = Some(message);
+                    }
+                }
+            }
+        }
+        for message in warnings {
+            self.emit(&Event::Warning { message });
+        }
+    }
+
+    /// `fault ls`: every active fault, with the replicas it reaches now.
+    pub(super) fn fault_infos(&self) -> Vec<control::FaultInfo> {
+        let mut reached: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        for s in &self.slots {
+            if s.record.init {
+                continue;
+            }
+            if let Some(link) = self.faults.links.get(&s.netns) {
+                for name in &link.faults {
+                    let list = reached.entry(name.as_str()).or_default();
+                    let replica = s.record.instance();
+                    if !list.contains(&replica) {
+                        list.push(replica);
+                    }
+                }
+            }
+        }
+        self.faults
+            .active
+            .iter()
+            .map(|(name, f)| control::FaultInfo {
+                name: name.clone(),
+                fault: f.clone(),
+                source: if self.faults.added.contains(name) {
+                    "command".into()
+                } else {
+                    "manifest".into()
+                },
+                replicas: reached.get(name.as_str()).cloned().unwrap_or_default(),
+            })
+            .collect()
+    }
+
+    /// `fault add`: adds (or replaces) a fault, after checking what it names exists.
+    pub(super) fn add_fault(
+        &mut self,
+        name: Option<String>,
+        fault: Fault,
+    ) -> Result<String, String> {
+        let desired = &self.opts.desired;
+        let nodes: Vec<String> = if desired.nodes.is_empty() {
+            Vec::new()
+        } else {
+            desired.nodes.keys().cloned().collect()
+        };
+        for scope in fault.scopes() {
+            crate::manifest::fault::check_scope(
+                scope,
+                desired.pods.keys(),
+                desired.services.keys(),
+                nodes.iter(),
+            )?;
+        }
+        let name = match name {
+            Some(n) => {
+                crate::manifest::fault::check_name(&n)?;
+                n
+            }
+            None => (1..)
+                .map(|i| format!("fault-{i}"))
+                .find(|n| !self.faults.active.contains_key(n))
+                .unwrap_or_default(),
+        };
+        self.faults.active.insert(name.clone(), fault);
+        self.faults.added.insert(name.clone());
+        self.update_faults();
+        Ok(name)
+    }
+
+    /// `fault rm NAME...` (every fault when `names` is empty: `fault clear`): the names
+    /// removed.
+    pub(super) fn remove_faults(&mut self, names: &[String]) -> Result<Vec<String>, String> {
+        if let Some(unknown) = names.iter().find(|n| !self.faults.active.contains_key(*n)) {
+            let known: Vec<&String> = self.faults.active.keys().collect();
+            return Err(if known.is_empty() {
+                format!("no fault `{unknown}`: there are none")
+            } else {
+                format!(
+                    "no fault `{unknown}`: the faults are {}",
+                    known
+                        .iter()
+                        .map(|k| format!("`{k}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            });
+        }
+        let removed: Vec<String> = if names.is_empty() {
+            self.faults.active.keys().cloned().collect()
+        } else {
+            names.to_vec()
+        };
+        for n in &removed {
+            self.faults.active.remove(n);
+            self.faults.added.remove(n);
+        }
+        self.update_faults();
+        Ok(removed)
+    }
+}
