@@ -30,7 +30,10 @@ pub(super) fn add(ctx: &Context, name: Option<String>, spec: FaultSpec) -> Resul
     })?;
     let (_, response) = ask(
         ctx,
-        &Request::FaultAdd { name, fault },
+        &Request::FaultAdd {
+            name,
+            fault: Box::new(fault),
+        },
         Duration::from_secs(30),
     )?;
     if let Some(e) = response.error {

@@ -226,7 +226,7 @@ pub(super) fn apply_to_running(
         }
     }
     let request = Request::Apply {
-        desired: desired.clone(),
+        desired: Box::new(desired.clone()),
         env,
         partial,
     };

@@ -411,9 +411,9 @@ pub fn parse_rate(text: &str) -> Result<u64, String> {
 #[must_use]
 pub fn show_duration(d: Duration) -> String {
     let us = d.as_micros();
-    if us % 1_000_000 == 0 {
+    if us.is_multiple_of(1_000_000) {
         format!("{}s", us / 1_000_000)
-    } else if us % 1000 == 0 {
+    } else if us.is_multiple_of(1000) {
         format!("{}ms", us / 1000)
     } else {
         format!("{us}us")
@@ -437,7 +437,7 @@ pub fn show_share(ppm: u32) -> String {
 #[must_use]
 pub fn show_rate(bps: u64) -> String {
     for (unit, scale) in [("gbit", 1_000_000_000), ("mbit", 1_000_000), ("kbit", 1000)] {
-        if bps % scale == 0 {
+        if bps.is_multiple_of(scale) {
             return format!("{}{unit}", bps / scale);
         }
     }

@@ -4,8 +4,10 @@
 //!
 //! netem is the usual tool, but kernels without `sch_netem` are common (this project's CI
 //! machine has none, nor `prio`), so each effect uses what such kernels do have:
-//! - drops and partitions: iptables `DROP` in the `filter` table's `OUTPUT` chain;
-//! - loss: the `statistic` match in random mode, then `DROP`;
+//! - drops and partitions: `NFQUEUE` to a queue whose packets [`super::nfqueue`] drops (an
+//!   iptables `DROP` on the sender's own path would fail its `send` with EPERM, which no
+//!   real link does);
+//! - loss: the `statistic` match in random mode, then that queue;
 //! - latency with jitter: `NFQUEUE` (with `--queue-bypass`, so traffic flows if nobody
 //!   listens) to [`super::nfqueue`], which holds each packet in user space and lets it go
 //!   after its delay, in order;
@@ -19,6 +21,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 use std::path::Path;
+use std::time::Duration;
 
 use super::NetworkError;
 use super::nfqueue::Delay;
@@ -26,6 +29,11 @@ use crate::plan::faults::{Action, Rule};
 
 /// The replica's link (made by `link::attach`).
 const LINK: &str = "eth0";
+
+/// The queue every dropped packet (partition, loss) goes to: the delay line drops them, so
+/// that the sender sees a silent loss, not EPERM from its own `send`. Faults' delay queues
+/// are numbered from 1.
+pub const DROP_QUEUE: u16 = u16::MAX;
 
 /// Packets a rate-limited class (and the unshaped direct queue) hold before dropping.
 const QUEUE_PACKETS: u32 = 1000;
@@ -51,10 +59,13 @@ pub fn iptables_script(rules: &[Rule]) -> String {
         let dst = destination(r.dst.as_ref());
         // writing to a String cannot fail
         let _ = match r.action {
-            Action::Drop => writeln!(filter, "-A OUTPUT -o {LINK}{dst} -j DROP"),
+            Action::Drop => writeln!(
+                filter,
+                "-A OUTPUT -o {LINK}{dst} -j NFQUEUE --queue-num {DROP_QUEUE} --queue-bypass"
+            ),
             Action::Loss { ppm } => writeln!(
                 filter,
-                "-A OUTPUT -o {LINK}{dst} -m statistic --mode random --probability {:.6} -j DROP",
+                "-A OUTPUT -o {LINK}{dst} -m statistic --mode random --probability {:.6} -j NFQUEUE --queue-num {DROP_QUEUE} --queue-bypass",
                 f64::from(ppm) / 1e6
             ),
             Action::Delay { queue, .. } => writeln!(
@@ -104,7 +115,7 @@ pub fn tc_script(rules: &[Rule]) -> Option<String> {
     Some(out)
 }
 
-/// The delay of each netfilter queue `rules` send packets to.
+/// What each netfilter queue `rules` send packets to does with them.
 #[must_use]
 pub fn delays(rules: &[Rule]) -> BTreeMap<u16, Delay> {
     rules
@@ -114,8 +125,23 @@ pub fn delays(rules: &[Rule]) -> BTreeMap<u16, Delay> {
                 queue,
                 latency,
                 jitter,
-            } => Some((queue, Delay { latency, jitter })),
-            _ => None,
+            } => Some((
+                queue,
+                Delay {
+                    latency,
+                    jitter,
+                    drop: false,
+                },
+            )),
+            Action::Drop | Action::Loss { .. } => Some((
+                DROP_QUEUE,
+                Delay {
+                    latency: Duration::ZERO,
+                    jitter: Duration::ZERO,
+                    drop: true,
+                },
+            )),
+            Action::Rate { .. } => None,
         })
         .collect()
 }
@@ -166,8 +192,6 @@ pub fn apply(pin: &Path, had: &Applied, want: &Applied) -> Result<(), NetworkErr
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
 
     fn rule(dst: Option<Vec<Ipv4Addr>>, action: Action) -> Rule {
@@ -203,12 +227,12 @@ mod tests {
         let s = iptables_script(&rules);
         assert!(s.starts_with("*filter\n"), "{s}");
         assert!(
-            s.contains("-A OUTPUT -o eth0 -d 10.0.0.2/32,10.0.0.9/32 -j DROP\n"),
+            s.contains("-A OUTPUT -o eth0 -d 10.0.0.2/32,10.0.0.9/32 -j NFQUEUE --queue-num 65535 --queue-bypass\n"),
             "{s}"
         );
         assert!(
             s.contains(
-                "-A OUTPUT -o eth0 -m statistic --mode random --probability 0.050000 -j DROP\n"
+                "-A OUTPUT -o eth0 -m statistic --mode random --probability 0.050000 -j NFQUEUE --queue-num 65535 --queue-bypass\n"
             ),
             "{s}"
         );
@@ -230,13 +254,24 @@ mod tests {
         );
         assert_eq!(
             delays(&rules),
-            BTreeMap::from([(
-                3,
-                Delay {
-                    latency: Duration::from_millis(200),
-                    jitter: Duration::ZERO
-                }
-            )])
+            BTreeMap::from([
+                (
+                    3,
+                    Delay {
+                        latency: Duration::from_millis(200),
+                        jitter: Duration::ZERO,
+                        drop: false,
+                    }
+                ),
+                (
+                    DROP_QUEUE,
+                    Delay {
+                        latency: Duration::ZERO,
+                        jitter: Duration::ZERO,
+                        drop: true,
+                    }
+                )
+            ])
         );
     }
 

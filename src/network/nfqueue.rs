@@ -1,5 +1,5 @@
-//! A user-space delay line for netfilter queues: latency (with jitter) on kernels without
-//! netem. iptables' `NFQUEUE` hands each matching packet to a netlink socket (only its
+//! A user-space delay line for netfilter queues: latency (with jitter) and silent drops on
+//! kernels without netem. iptables' `NFQUEUE` hands each matching packet to a netlink socket (only its
 //! metadata is copied: an id); a thread of the supervisor, living in the replica's network
 //! namespace, keeps the ids and gives the kernel the `ACCEPT` verdict when each packet's
 //! time has come, in order.
@@ -20,13 +20,17 @@ use std::time::{Duration, Instant};
 
 use super::NetworkError;
 
-/// Latency of one queue.
+/// What one queue does to its packets: holds them `latency` ± `jitter`, or drops them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Delay {
     /// Added delay.
     pub latency: Duration,
     /// Uniform ± variation.
     pub jitter: Duration,
+    /// Drop every packet instead (a drop decided here, after the sender's `send` returned,
+    /// is silent, as on a real link; an iptables `DROP` on the sender's own path makes its
+    /// `send` fail with EPERM).
+    pub drop: bool,
 }
 
 /// Packets one queue holds at most (the kernel drops more, as netem's `limit`).
@@ -49,6 +53,7 @@ const NFQNL_CFG_CMD_UNBIND: u8 = 2;
 const NFQNL_COPY_META: u8 = 1;
 const NFQA_CFG_F_GSO: u32 = 4;
 const NF_ACCEPT: u32 = 1;
+const NF_DROP: u32 = 0;
 const NLMSG_ERROR: u16 = 2;
 const NLM_F_REQUEST: u16 = 1;
 const NLM_F_ACK: u16 = 4;
@@ -71,7 +76,7 @@ fn message(kind: u16, flags: u16, seq: u32, queue: u16, attrs: &[(u16, &[u8])]) 
         buf.extend(len.to_ne_bytes());
         buf.extend(ty.to_ne_bytes());
         buf.extend(*payload);
-        while buf.len() % 4 != 0 {
+        while !buf.len().is_multiple_of(4) {
             buf.push(0);
         }
     }
@@ -318,10 +323,11 @@ impl Socket {
         )
     }
 
-    /// Accepts packet `id` of `queue`.
-    fn accept(&self, queue: u16, id: u32) -> io::Result<()> {
+    /// Lets packet `id` of `queue` go on (`accept`) or drops it.
+    fn verdict(&self, queue: u16, id: u32, accept: bool) -> io::Result<()> {
         let mut verdict = [0u8; 8];
-        verdict[..4].copy_from_slice(&NF_ACCEPT.to_be_bytes());
+        let value = if accept { NF_ACCEPT } else { NF_DROP };
+        verdict[..4].copy_from_slice(&value.to_be_bytes());
         verdict[4..].copy_from_slice(&id.to_be_bytes());
         let msg = message(
             NFQNL_MSG_VERDICT,
@@ -365,7 +371,8 @@ fn poll(fds: &mut [libc::pollfd], timeout: Option<Duration>) {
 /// The packets held, per queue, with when each may go (never before the one ahead of it).
 struct Line {
     delays: BTreeMap<u16, Delay>,
-    held: BTreeMap<u16, VecDeque<(Instant, u32)>>,
+    /// Per queue: when each packet goes, its id, and whether it goes on (else dropped).
+    held: BTreeMap<u16, VecDeque<(Instant, u32, bool)>>,
     rng: u64,
 }
 
@@ -395,7 +402,15 @@ impl Line {
         let delay = self.delays.get(&queue).copied().unwrap_or(Delay {
             latency: Duration::ZERO,
             jitter: Duration::ZERO,
+            drop: false,
         });
+        if delay.drop {
+            self.held
+                .entry(queue)
+                .or_default()
+                .push_back((now, id, false));
+            return;
+        }
         let mut wait = delay.latency;
         if !delay.jitter.is_zero() {
             let offset = delay.jitter.mul_f64(self.uniform() * 2.0);
@@ -404,8 +419,8 @@ impl Line {
         let list = self.held.entry(queue).or_default();
         let due = list
             .back()
-            .map_or(now + wait, |&(last, _)| last.max(now + wait));
-        list.push_back((due, id));
+            .map_or(now + wait, |&(last, ..)| last.max(now + wait));
+        list.push_back((due, id, true));
     }
 
     /// The earliest time a held packet may go.
@@ -416,16 +431,16 @@ impl Line {
             .min()
     }
 
-    /// The packets (queue, id) due by `now`, removed from the line, in order; all of them
-    /// when `now` is `None`.
-    fn release(&mut self, now: Option<Instant>) -> Vec<(u16, u32)> {
+    /// The packets (queue, id, go on) due by `now`, removed from the line, in order; all of
+    /// them when `now` is `None`.
+    fn release(&mut self, now: Option<Instant>) -> Vec<(u16, u32, bool)> {
         let mut out = Vec::new();
         for (&queue, list) in &mut self.held {
-            while let Some(&(due, id)) = list.front() {
+            while let Some(&(due, id, accept)) = list.front() {
                 if now.is_some_and(|n| due > n) {
                     break;
                 }
-                out.push((queue, id));
+                out.push((queue, id, accept));
                 list.pop_front();
             }
         }
@@ -586,8 +601,8 @@ fn run(mut socket: Socket, mut line: Line, wake: &OwnedFd, requests: &mpsc::Rece
                     }
                     Err(mpsc::TryRecvError::Empty) => break,
                     Err(mpsc::TryRecvError::Disconnected) => {
-                        for (queue, id) in line.release(None) {
-                            let _ = socket.accept(queue, id);
+                        for (queue, id, accept) in line.release(None) {
+                            let _ = socket.verdict(queue, id, accept);
                         }
                         return;
                     }
@@ -613,8 +628,8 @@ fn run(mut socket: Socket, mut line: Line, wake: &OwnedFd, requests: &mpsc::Rece
                 }
             }
         }
-        for (queue, id) in line.release(Some(Instant::now())) {
-            let _ = socket.accept(queue, id);
+        for (queue, id, accept) in line.release(Some(Instant::now())) {
+            let _ = socket.verdict(queue, id, accept);
         }
     }
 }
@@ -638,8 +653,8 @@ fn set_queues(
         .collect();
     line.delays = queues;
     for queue in gone {
-        for (_, id) in line.held.remove(&queue).unwrap_or_default() {
-            let _ = socket.accept(queue, id);
+        for (_, id, accept) in line.held.remove(&queue).unwrap_or_default() {
+            let _ = socket.verdict(queue, id, accept);
         }
         socket.unbind(queue, line)?;
     }
@@ -708,6 +723,7 @@ mod tests {
                 Delay {
                     latency: ms(100),
                     jitter: ms(50),
+                    drop: false,
                 },
             ),
             (
@@ -715,6 +731,15 @@ mod tests {
                 Delay {
                     latency: ms(10),
                     jitter: Duration::ZERO,
+                    drop: false,
+                },
+            ),
+            (
+                3,
+                Delay {
+                    latency: Duration::ZERO,
+                    jitter: Duration::ZERO,
+                    drop: true,
                 },
             ),
         ]));
@@ -724,14 +749,17 @@ mod tests {
         }
         line.hold(2, 500, t0);
         let dues: Vec<Instant> = line.held[&1].iter().map(|p| p.0).collect();
+        line.hold(3, 600, t0);
         assert!(dues.windows(2).all(|w| w[0] <= w[1]), "out of order");
         assert!(dues[0] >= t0 + ms(50) && dues[0] <= t0 + ms(150));
+        assert_eq!(line.next_due(), Some(t0));
+        assert_eq!(line.release(Some(t0)), [(3, 600, false)]);
         assert_eq!(line.next_due(), Some(t0 + ms(10)));
-        assert_eq!(line.release(Some(t0 + ms(10))), [(2, 500)]);
+        assert_eq!(line.release(Some(t0 + ms(10))), [(2, 500, true)]);
         assert!(line.release(Some(t0 + ms(49))).is_empty());
         let all = line.release(None);
         assert_eq!(all.len(), 100);
-        assert_eq!(all[99], (1, 99));
+        assert_eq!(all[99], (1, 99, true));
         assert_eq!(line.next_due(), None);
     }
 }

@@ -28,8 +28,9 @@ pub enum Request {
     /// content) changed are recreated, new ones started, removed ones stopped; the others
     /// are left alone.
     Apply {
-        /// The new desired state (images already prepared by the client).
-        desired: DesiredState,
+        /// The new desired state (images already prepared by the client; boxed: it is the
+        /// largest request).
+        desired: Box<DesiredState>,
         /// Values of the environment variables that configs and secrets of `desired` come
         /// from, as the client's environment has them (absent: unset).
         env: BTreeMap<String, String>,
@@ -94,8 +95,8 @@ pub enum Request {
     FaultAdd {
         /// Its name.
         name: Option<String>,
-        /// The fault.
-        fault: crate::manifest::Fault,
+        /// The fault (boxed: it is the largest request).
+        fault: Box<crate::manifest::Fault>,
     },
     /// `fault rm NAME...`, and `fault clear` (no names): removes faults.
     FaultRemove {
@@ -441,7 +442,7 @@ mod tests {
         })
         .unwrap();
         let request = Request::Apply {
-            desired: desired(),
+            desired: Box::new(desired()),
             env: BTreeMap::from([("TOKEN".to_string(), "x".to_string())]),
             partial: false,
         };

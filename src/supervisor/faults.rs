@@ -122,18 +122,18 @@ impl Supervisor {
             let want = Applied::of(want_rules);
             let delays = netfault::delays(want_rules);
             let result = (|| {
-                // the delay line listens before packets are sent to it
+                // the delay line listens before packets are sent to it, and lets its packets
+                // go before the rules that sent them change (with `--queue-bypass`, packets
+                // pass while nobody listens): here, packets let go after the rules changed
+                // kept the namespace alive after `down` (its veth stayed, every time)
                 match (&link.delayer, delays.is_empty()) {
                     (None, false) => link.delayer = Some(Delayer::start(pin, delays.clone())?),
                     (Some(d), false) => d.set(delays.clone())?,
-                    _ => {}
+                    (_, true) => link.delayer = None,
                 }
                 if link.applied != want {
                     netfault::apply(pin, &link.applied, &want)?;
                     link.applied = want;
-                }
-                if delays.is_empty() {
-                    link.delayer = None;
                 }
                 Ok::<(), crate::network::NetworkError>(())
             })();

@@ -1069,7 +1069,7 @@ impl Supervisor {
                     });
                 }
                 Ok(Msg::Control(control::Request::FaultAdd { name, fault }, reply)) => {
-                    let _ = reply.send(match self.add_fault(name, fault) {
+                    let _ = reply.send(match self.add_fault(name, *fault) {
                         Ok(name) => control::Response {
                             faults: self
                                 .fault_infos()
@@ -1148,9 +1148,9 @@ impl Supervisor {
                 partial,
             } => {
                 let desired = if partial {
-                    self.merged(desired)
+                    self.merged(*desired)
                 } else {
-                    desired
+                    *desired
                 };
                 self.apply(desired, env)
             }

@@ -417,6 +417,20 @@ pub(super) fn has_bridge(project: &str) -> bool {
     link::exists(&network::bridge_name(project))
 }
 
+/// Deletes the host ends of the project's veths that are left (best effort).
+pub(super) fn remove_veths(project: &str) {
+    let prefix = network::veth_prefix(project);
+    let Ok(entries) = fs::read_dir("/sys/class/net") else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with(&prefix) {
+            let _ = link::delete_link(&name);
+        }
+    }
+}
+
 /// Removes the project's bridge (its veths go with the replicas' namespaces); missing is
 /// fine.
 pub(super) fn remove_bridge(project: &str) -> Result<(), SupervisorError> {

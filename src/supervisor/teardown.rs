@@ -291,6 +291,11 @@ pub fn cleanup(
     };
     let _root = released?;
     bridge?;
+    // a replica's veth goes with its namespace, but a namespace the kernel keeps alive
+    // (seen after a bandwidth fault shaped a replica's link) would keep it: the host ends
+    // left are deleted, which takes their peers (best effort: the kernel may be removing
+    // them itself)
+    super::net::remove_veths(&paths.project);
     for mount in mounts_below(&paths.dir) {
         let _ = nix::mount::umount2(&mount, nix::mount::MntFlags::MNT_DETACH);
     }

@@ -5,6 +5,7 @@ mod commands;
 mod compose;
 mod examples;
 mod exec;
+mod faults;
 mod files;
 mod images;
 mod init;
