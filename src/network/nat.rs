@@ -30,14 +30,30 @@ fn nft(args: &[&str], stdin: Option<&str>) -> Result<(), NetworkError> {
     super::tool("nft", args, stdin)
 }
 
-/// Makes the project's masquerade table (replacing one a crashed run left).
+/// Makes the project's masquerade table (replacing one a crashed run left), with IPv4
+/// forwarding on.
 ///
 /// # Errors
 ///
-/// `nft` is missing or refused the table.
+/// Forwarding cannot be turned on, or `nft` is missing or refused the table.
 pub fn enable(bridge: &str, subnet: Subnet) -> Result<(), NetworkError> {
+    forwarding()?;
     disable(bridge);
     nft(&["-f", "-"], Some(&script(bridge, subnet)))
+}
+
+/// Turns IPv4 forwarding on, as Docker and Podman do: without it the pods' packets never
+/// leave the bridge for another link. It stays on (other projects, and the host's other
+/// container tools, count on it).
+fn forwarding() -> Result<(), NetworkError> {
+    let path = "/proc/sys/net/ipv4/ip_forward";
+    if std::fs::read_to_string(path).is_ok_and(|v| v.trim() == "1") {
+        return Ok(());
+    }
+    std::fs::write(path, "1").map_err(|source| NetworkError::Io {
+        what: format!("turn IPv4 forwarding on (write 1 to {path})"),
+        source,
+    })
 }
 
 /// Removes the project's masquerade table, if there is one (best effort: `nft` missing means
