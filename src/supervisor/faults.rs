@@ -70,13 +70,14 @@ impl Faults {
 
 impl Supervisor {
     /// Brings every running replica's namespace to the rules the active faults give it.
-    /// Failures are told once per namespace as warnings; the stack keeps running.
-    pub(super) fn update_faults(&mut self) {
+    /// Failures are told once per namespace as warnings (the stack keeps running) and
+    /// returned, all of this pass: the replica, the faults its rules were to hold, why.
+    pub(super) fn update_faults(&mut self) -> Vec<(String, Vec<String>, String)> {
         if self.faults.active.is_empty() && self.faults.links.is_empty() {
-            return;
+            return Vec::new();
         }
         let Some(net) = &self.net else {
-            return;
+            return Vec::new();
         };
         let mut endpoints = Vec::new();
         let mut pins: BTreeMap<String, PathBuf> = BTreeMap::new();
@@ -113,6 +114,7 @@ impl Supervisor {
         let running: Vec<&PathBuf> = pins.values().collect();
         self.faults.links.retain(|pin, _| running.contains(&pin));
         let mut warnings = Vec::new();
+        let mut failures = Vec::new();
         for (replica, pin) in &pins {
             let want_rules = rules.get(replica).map_or(&[][..], Vec::as_slice);
             if want_rules.is_empty() && !self.faults.links.contains_key(pin) {
@@ -147,6 +149,10 @@ impl Supervisor {
                 }
                 Err(e) => {
                     let message = super::chain(&e);
+                    let mut names: Vec<String> =
+                        want_rules.iter().map(|r| r.fault.clone()).collect();
+                    names.dedup();
+                    failures.push((replica.clone(), names, message.clone()));
                     if link.failed.as_deref() != Some(message.as_str()) {
                         warnings.push(format!("fault rules for {replica}: {message}"));
                         link.failed = Some(message);
@@ -157,6 +163,7 @@ impl Supervisor {
         for message in warnings {
             self.emit(&Event::Warning { message });
         }
+        failures
     }
 
     /// `fault ls`: every active fault, with the replicas it reaches now.
@@ -222,10 +229,35 @@ impl Supervisor {
                 .find(|n| !self.faults.active.contains_key(n))
                 .unwrap_or_default(),
         };
-        self.faults.active.insert(name.clone(), fault);
-        self.faults.added.insert(name.clone());
-        self.update_faults();
-        Ok(name)
+        let before = self.faults.active.insert(name.clone(), fault);
+        let was_added = !self.faults.added.insert(name.clone());
+        let failures: Vec<String> = self
+            .update_faults()
+            .into_iter()
+            .filter(|(_, faults, _)| faults.contains(&name))
+            .map(|(replica, _, why)| format!("{replica}: {why}"))
+            .collect();
+        if failures.is_empty() {
+            return Ok(name);
+        }
+        // not applied everywhere: the fault is taken back (the one it replaced restored)
+        match before {
+            Some(old) => {
+                self.faults.active.insert(name.clone(), old);
+                if !was_added {
+                    self.faults.added.remove(&name);
+                }
+            }
+            None => {
+                self.faults.active.remove(&name);
+                self.faults.added.remove(&name);
+            }
+        }
+        let _ = self.update_faults();
+        Err(format!(
+            "fault `{name}` could not be applied, so it was not added: {}",
+            failures.join("; ")
+        ))
     }
 
     /// `fault rm NAME...` (every fault when `names` is empty: `fault clear`): the names
@@ -255,7 +287,18 @@ impl Supervisor {
             self.faults.active.remove(n);
             self.faults.added.remove(n);
         }
-        self.update_faults();
+        let failures: Vec<String> = self
+            .update_faults()
+            .into_iter()
+            .map(|(replica, _, why)| format!("{replica}: {why}"))
+            .collect();
+        if !failures.is_empty() {
+            return Err(format!(
+                "removed {}, but the rules of some replicas could not be changed: {}",
+                removed.join(", "),
+                failures.join("; ")
+            ));
+        }
         Ok(removed)
     }
 }

@@ -909,7 +909,7 @@ impl Supervisor {
             // the balancer sends new connections to the replicas that are ready now
             self.update_endpoints();
             // and the faults reach the replicas running now
-            self.update_faults();
+            let _ = self.update_faults();
             // pending replicas that fit now begin their start (`advance` launches them)
             if self.schedule_pending() {
                 let _ = self.save();
@@ -1152,6 +1152,9 @@ impl Supervisor {
                 } else {
                     *desired
                 };
+                // an `up` applies the manifest's faults again (`scale` and the others keep
+                // what `fault` commands made of them)
+                self.faults.reset(&desired.faults);
                 self.apply(desired, env)
             }
             control::Request::Stop { pods, grace_ms } => self.stop_pods(&pods, grace(grace_ms)),

@@ -204,7 +204,6 @@ impl Supervisor {
             .keys()
             .filter_map(|n| Some((n.clone(), self.opts.desired.pods.get(n)?.replicas)))
             .collect();
-        self.faults.reset(&desired.faults);
         self.opts.desired = desired;
         self.fingerprints = new;
         // each pod's revisions: a removed pod's go, a recreated one gets a new one, a

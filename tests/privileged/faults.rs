@@ -308,3 +308,48 @@ fn loss_drops_a_share_of_packets_and_bandwidth_caps_the_rate() {
     assert_code(&rcompose(d, &["-p", &p, "down"]), 0);
     assert_no_trace(&p);
 }
+
+#[test]
+fn a_fault_a_replica_cannot_take_is_refused_and_not_added() {
+    require(&[Need::Root, Need::Tool("python3")]);
+    let dir = TempDir::new("fault-refused");
+    let p = project("fault-refused");
+    dir.write("rcompose.yaml", &format!("pods:\n{}", web_pod("web")));
+    let _guard = Cleanup(p.clone());
+    let d = dir.path();
+    // the supervisor inherits this PATH: no /usr/sbin, so no iptables-restore
+    let up = std::process::Command::new(crate::test::bin())
+        .args(["-p", &p, "up", "-d", "--wait"])
+        .current_dir(d)
+        .env("PATH", "/usr/bin:/bin")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_code(&up, 0);
+    let o = rcompose(
+        d,
+        &[
+            "-p",
+            &p,
+            "fault",
+            "add",
+            "slow",
+            "--target",
+            "pod/web",
+            "--latency",
+            "10ms",
+        ],
+    );
+    assert_code(&o, 1);
+    assert!(
+        stderr(&o).contains(
+            "fault `slow` could not be applied, so it was not added: web-1: failed to run `iptables-restore -w`"
+        ),
+        "{}",
+        stderr(&o)
+    );
+    let ls = rcompose(d, &["-p", &p, "fault", "ls", "--format", "json"]);
+    assert_eq!(stdout(&ls).trim(), "[]");
+    assert_code(&rcompose(d, &["-p", &p, "down"]), 0);
+    assert_no_trace(&p);
+}
