@@ -20,8 +20,9 @@ pub(super) struct FaultLink {
     applied: Applied,
     /// Its delay line, while a fault delays its packets.
     delayer: Option<Delayer>,
-    /// The last failure told, so that it is told once.
-    failed: Option<String>,
+    /// The last failure told, so that it is told once, and what was being applied then
+    /// (not tried again at every turn of the loop, only when the rules change).
+    failed: Option<(String, Applied)>,
     /// The faults reaching it, by name.
     faults: Vec<String>,
 }
@@ -122,6 +123,13 @@ impl Supervisor {
             }
             let link = self.faults.links.entry(pin.clone()).or_default();
             let want = Applied::of(want_rules);
+            if link
+                .failed
+                .as_ref()
+                .is_some_and(|(_, tried)| *tried == want)
+            {
+                continue;
+            }
             let delays = netfault::delays(want_rules);
             let result = (|| {
                 // the delay line listens before packets are sent to it, and lets its packets
@@ -135,28 +143,28 @@ impl Supervisor {
                 }
                 if link.applied != want {
                     netfault::apply(pin, &link.applied, &want)?;
-                    link.applied = want;
+                    link.applied = want.clone();
                 }
                 Ok::<(), crate::network::NetworkError>(())
             })();
+            let names: Vec<String> = want_rules
+                .iter()
+                .map(|r| r.fault.clone())
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect();
             match result {
                 Ok(()) => {
                     link.failed = None;
-                    let mut names: Vec<String> =
-                        want_rules.iter().map(|r| r.fault.clone()).collect();
-                    names.dedup();
                     link.faults = names;
                 }
                 Err(e) => {
                     let message = super::chain(&e);
-                    let mut names: Vec<String> =
-                        want_rules.iter().map(|r| r.fault.clone()).collect();
-                    names.dedup();
                     failures.push((replica.clone(), names, message.clone()));
-                    if link.failed.as_deref() != Some(message.as_str()) {
+                    if link.failed.as_ref().map(|(m, _)| m) != Some(&message) {
                         warnings.push(format!("fault rules for {replica}: {message}"));
-                        link.failed = Some(message);
                     }
+                    link.failed = Some((message, want));
                 }
             }
         }
