@@ -412,6 +412,13 @@ impl Exporter<'_> {
                 "not exported: it sizes this machine as the one node",
             );
         }
+        let faults = self.m().faults().len();
+        if faults > 0 {
+            self.warn(
+                "faults",
+                format!("{faults} network fault(s) not exported: they simulate a network on this machine (a chaos tool such as Chaos Mesh's NetworkChaos does it in a cluster)"),
+            );
+        }
         let rules = self.m().watch().len();
         if rules > 0 {
             self.warn(

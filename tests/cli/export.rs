@@ -217,6 +217,8 @@ services:
     balance: least_conn
   names:
     selector: { app: api }
+faults:
+  slow-api: { target: pod/api, latency: 100ms }
 "#;
 
 fn full_project() -> TempDir {
@@ -258,6 +260,11 @@ fn a_manifest_with_every_feature_exports_to_valid_kubernetes_objects() {
                 "service-api.yaml",
                 "service-names.yaml",
             ]
+        );
+        assert!(
+            e.stderr.contains("warning: faults: 1 network fault(s) not exported: they simulate a network on this machine"),
+            "{}",
+            e.stderr
         );
         let public =
             fs::read_to_string(e.dir.path().join("k8s/service-api-published.yaml")).unwrap();
