@@ -226,8 +226,37 @@ impl Drop for Active<'_> {
 /// A list of endpoints, as one worker reads it.
 type Endpoints = Arc<Vec<Arc<Endpoint>>>;
 
+/// How long a connect through a partition takes to fail: what a SYN nobody answers costs
+/// with [`CONNECT_SYN_RETRIES`] (1 s, then 2 s more).
+const PARTITIONED_CONNECT: Duration = Duration::from_secs(3);
+
+/// The (client, backend) address pairs a network partition cuts apart (see
+/// `plan::faults::cut_pairs`): a connection from the client is never relayed to that
+/// backend; trying it costs what a connect into a partition costs, then the next endpoint
+/// is tried, as for a backend that does not answer.
+#[derive(Default)]
+struct Cut {
+    /// Whether any pair is cut (read by every connection; the set only when set).
+    any: std::sync::atomic::AtomicBool,
+    pairs: RwLock<std::collections::HashSet<(Ipv4Addr, Ipv4Addr)>>,
+}
+
+impl Cut {
+    fn cuts(&self, from: Option<Ipv4Addr>, to: Ipv4Addr) -> bool {
+        let Some(from) = from else { return false };
+        self.any.load(Ordering::Relaxed)
+            && self
+                .pairs
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(&(from, to))
+    }
+}
+
 struct Service {
     balance: Balance,
+    /// The balancer's partitions.
+    cut: Arc<Cut>,
     /// The endpoints now (changed under this lock).
     endpoints: RwLock<Endpoints>,
     /// The same, one copy per worker: what a new connection reads (the worker's own lock
@@ -288,6 +317,7 @@ impl Worker {
 pub struct Balancer {
     workers: Vec<Worker>,
     services: Mutex<BTreeMap<String, Arc<Service>>>,
+    cut: Arc<Cut>,
 }
 
 impl std::fmt::Debug for Balancer {
@@ -312,7 +342,17 @@ impl Balancer {
         Ok(Balancer {
             workers,
             services: Mutex::new(BTreeMap::new()),
+            cut: Arc::new(Cut::default()),
         })
+    }
+
+    /// The (client, backend) pairs network partitions cut apart, replacing the previous
+    /// set: new connections from such a client are not relayed to such a backend.
+    pub fn set_cut(&self, pairs: impl IntoIterator<Item = (Ipv4Addr, Ipv4Addr)>) {
+        let mut set = self.cut.pairs.write().unwrap_or_else(|e| e.into_inner());
+        set.clear();
+        set.extend(pairs);
+        self.cut.any.store(!set.is_empty(), Ordering::Relaxed);
     }
 
     /// Serves service `name` on `ports` (replacing what it served before), with no endpoint
@@ -341,6 +381,7 @@ impl Balancer {
         }
         let service = Arc::new(Service {
             balance,
+            cut: Arc::clone(&self.cut),
             endpoints: RwLock::new(Arc::new(Vec::new())),
             views: (0..self.workers.len()).map(|_| Padded::default()).collect(),
             draining: Mutex::new(Vec::new()),
@@ -583,9 +624,13 @@ fn stop_service(s: &Service) {
 async fn accept(listener: TcpListener, service: Arc<Service>, target: u16, worker: usize) {
     loop {
         match listener.accept().await {
-            Ok((conn, _)) => {
+            Ok((conn, from)) => {
+                let from = match from {
+                    SocketAddr::V4(a) => Some(*a.ip()),
+                    SocketAddr::V6(_) => None,
+                };
                 // spawned on this worker's runtime: the connection stays on this thread
-                tokio::spawn(proxy(conn, Arc::clone(&service), target, worker));
+                tokio::spawn(proxy(conn, Arc::clone(&service), target, worker, from));
             }
             // out of descriptors and the like: a moment, then on
             Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
@@ -637,16 +682,22 @@ impl Iterator for Order {
 }
 
 /// Connects to the next endpoint of `candidates` that accepts (refused or timed out: the
-/// next), counting the ones skipped in `skipped`.
+/// next), counting the ones skipped in `skipped`. One a partition cuts from the client
+/// `from` times out as a connect into the partition would.
 async fn connect_next<'e>(
     candidates: &mut impl Iterator<Item = usize>,
     endpoints: &'e [Arc<Endpoint>],
-    target: u16,
+    (target, from, cut): (u16, Option<Ipv4Addr>, &Cut),
     skipped: &mut u64,
 ) -> Option<(TcpStream, &'e Endpoint)> {
     for i in candidates.by_ref() {
         let ep = &endpoints[i];
         if ep.closed.load(Ordering::Acquire) {
+            continue;
+        }
+        if cut.cuts(from, ep.ip) {
+            tokio::time::sleep(PARTITIONED_CONNECT).await;
+            *skipped += 1;
             continue;
         }
         let addr = SocketAddr::from((ep.ip, target));
@@ -680,7 +731,13 @@ async fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
     socket.connect(addr).await
 }
 
-async fn proxy(mut client: TcpStream, service: Arc<Service>, target: u16, worker: usize) {
+async fn proxy(
+    mut client: TcpStream,
+    service: Arc<Service>,
+    target: u16,
+    worker: usize,
+    from: Option<Ipv4Addr>,
+) {
     let shard = &service.shards[worker];
     relay::add(&shard.total, 1);
     let endpoints = Arc::clone(
@@ -693,8 +750,13 @@ async fn proxy(mut client: TcpStream, service: Arc<Service>, target: u16, worker
     let mut skipped = 0u64;
     let mut replay = Replay::default();
     let taken = loop {
-        let Some((mut server, ep)) =
-            connect_next(&mut candidates, &endpoints, target, &mut skipped).await
+        let Some((mut server, ep)) = connect_next(
+            &mut candidates,
+            &endpoints,
+            (target, from, &service.cut),
+            &mut skipped,
+        )
+        .await
         else {
             break false;
         };

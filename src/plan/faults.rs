@@ -194,6 +194,34 @@ pub fn rules(
     out
 }
 
+/// The (client, backend) address pairs the partitions with a peer cut apart, both ways,
+/// for the balancer: a connection through a service's virtual address leaves the client's
+/// pod toward the host, so the rules in the pods never see which backend it reaches.
+#[must_use]
+pub fn cut_pairs(
+    faults: &BTreeMap<String, Fault>,
+    endpoints: &[Endpoint],
+    services: &[ServiceAddress],
+) -> std::collections::BTreeSet<(Ipv4Addr, Ipv4Addr)> {
+    let mut out = std::collections::BTreeSet::new();
+    for fault in faults.values().filter(|f| f.partition) {
+        let Some(peer) = &fault.peer else { continue };
+        let sides = (
+            members(&fault.target, endpoints, services),
+            members(peer, endpoints, services),
+        );
+        for a in &sides.0 {
+            for b in &sides.1 {
+                if a.ip != b.ip {
+                    out.insert((a.ip, b.ip));
+                    out.insert((b.ip, a.ip));
+                }
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -322,6 +350,32 @@ mod tests {
                 }],
                 "{replica}"
             );
+        }
+    }
+
+    #[test]
+    fn partitions_with_a_peer_cut_their_pairs_in_the_balancer_both_ways() {
+        let (e, s) = world();
+        let faults = BTreeMap::from([
+            (
+                "split".to_string(),
+                fault("node/w1", Some("node/w2"), |f| f.partition = true),
+            ),
+            (
+                "slow".to_string(),
+                fault("pod/db", Some("pod/web"), |f| f.latency = Some("1s".into())),
+            ),
+            (
+                "alone".to_string(),
+                fault("pod/web", None, |f| f.partition = true),
+            ),
+        ]);
+        let pairs = cut_pairs(&faults, &e, &s);
+        let ip = |last| Ipv4Addr::new(10, 0, 0, last);
+        // w1 holds api-1 (11) and db-1 (21), w2 api-2 (12) and web-1 (31)
+        assert_eq!(pairs.len(), 8);
+        for (a, b) in [(11, 12), (11, 31), (21, 12), (21, 31)] {
+            assert!(pairs.contains(&(ip(a), ip(b))) && pairs.contains(&(ip(b), ip(a))));
         }
     }
 

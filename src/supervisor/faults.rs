@@ -36,6 +36,8 @@ pub(super) struct Faults {
     added: std::collections::BTreeSet<String>,
     /// Each replica namespace's applied rules, by pin.
     links: HashMap<PathBuf, FaultLink>,
+    /// The (client, backend) pairs the balancer was told partitions cut.
+    pub(super) cut: std::collections::BTreeSet<(std::net::Ipv4Addr, std::net::Ipv4Addr)>,
 }
 
 impl Faults {
@@ -74,7 +76,10 @@ impl Supervisor {
     /// Failures are told once per namespace as warnings (the stack keeps running) and
     /// returned, all of this pass: the replica, the faults its rules were to hold, why.
     pub(super) fn update_faults(&mut self) -> Vec<(String, Vec<String>, String)> {
-        if self.faults.active.is_empty() && self.faults.links.is_empty() {
+        if self.faults.active.is_empty()
+            && self.faults.links.is_empty()
+            && self.faults.cut.is_empty()
+        {
             return Vec::new();
         }
         let Some(net) = &self.net else {
@@ -111,6 +116,13 @@ impl Supervisor {
             })
             .collect();
         let rules = crate::plan::faults::rules(&self.faults.active, &endpoints, &services);
+        let cut = crate::plan::faults::cut_pairs(&self.faults.active, &endpoints, &services);
+        if cut != self.faults.cut {
+            if let Some(b) = &self.balancer {
+                b.set_cut(cut.iter().copied());
+            }
+            self.faults.cut = cut;
+        }
         // namespaces no longer running lose their delay line (their rules go with them)
         let running: Vec<&PathBuf> = pins.values().collect();
         self.faults.links.retain(|pin, _| running.contains(&pin));

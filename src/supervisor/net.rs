@@ -319,7 +319,10 @@ impl Supervisor {
                 // the arena limit when the first thread asks for an arena, so it cannot be
                 // raised here): per connection they allocate only the task, the relay keeps
                 // its buffers in a pool of its own (`balancer::relay`).
-                self.balancer = Some(balancer::Balancer::new(threads)?);
+                let b = balancer::Balancer::new(threads)?;
+                // partitions made before the first service had ports
+                b.set_cut(self.faults.cut.iter().copied());
+                self.balancer = Some(b);
             }
             if let Some(b) = &self.balancer {
                 b.set_service(&name, &served.0, served.1)?;

@@ -353,3 +353,66 @@ fn a_fault_a_replica_cannot_take_is_refused_and_not_added() {
     assert_code(&rcompose(d, &["-p", &p, "down"]), 0);
     assert_no_trace(&p);
 }
+
+#[test]
+fn a_node_partition_cuts_traffic_through_a_service_too() {
+    require(&[
+        Need::Root,
+        Need::Tool("python3"),
+        Need::Tool("iptables-restore"),
+    ]);
+    let dir = TempDir::new("fault-nodes");
+    let p = project("fault-nodes");
+    let pod = |name: &str, zone: &str| {
+        web_pod(name).replacen(
+            "    containers:",
+            &format!("    node_selector: {{ zone: {zone} }}\n    containers:"),
+            1,
+        )
+    };
+    dir.write(
+        "rcompose.yaml",
+        &format!(
+            "nodes:\n  n1: {{ cpu: 1, memory: 1Gi, labels: {{ zone: a }} }}\n  n2: {{ cpu: 1, memory: 1Gi, labels: {{ zone: b }} }}\npods:\n{}{}{}services:\n  server: {{ selector: {{ app: server }}, ports: [ {{ port: 80, target: 8080 }} ] }}\n",
+            pod("client", "a"),
+            pod("server", "b"),
+            pod("near", "b"),
+        ),
+    );
+    let _guard = Cleanup(p.clone());
+    let d = dir.path();
+    assert_code(&rcompose(d, &["-p", &p, "up", "-d", "--wait"]), 0);
+    let before = timed_gets(d, &p, "client", "http://server/", 2, 5.0);
+    assert!(before.iter().all(Option::is_some), "{before:?}");
+    assert_code(
+        &rcompose(
+            d,
+            &[
+                "-p",
+                &p,
+                "fault",
+                "add",
+                "split",
+                "--target",
+                "node/n1",
+                "--peer",
+                "node/n2",
+                "--partition",
+            ],
+        ),
+        0,
+    );
+    // through the service's address too (the balancer on the host relays it), not only
+    // to the replica's own address; a pod on the same side still gets through
+    for url in ["http://server/", "http://server-1:8080/"] {
+        let cut = timed_gets(d, &p, "client", url, 1, 8.0);
+        assert!(cut.iter().all(Option::is_none), "{url}: {cut:?}");
+    }
+    let same_side = timed_gets(d, &p, "near", "http://server/", 2, 5.0);
+    assert!(same_side.iter().all(Option::is_some), "{same_side:?}");
+    assert_code(&rcompose(d, &["-p", &p, "fault", "rm", "split"]), 0);
+    let healed = timed_gets(d, &p, "client", "http://server/", 2, 5.0);
+    assert!(healed.iter().all(Option::is_some), "{healed:?}");
+    assert_code(&rcompose(d, &["-p", &p, "down"]), 0);
+    assert_no_trace(&p);
+}
