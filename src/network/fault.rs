@@ -181,6 +181,10 @@ pub fn apply(pin: &Path, had: &Applied, want: &Applied) -> Result<(), NetworkErr
         if had.tc != want.tc {
             if had.tc.is_some() {
                 super::tool("tc", &["qdisc", "del", "dev", LINK, "root"], None)?;
+            } else {
+                // nothing of ours, but a qdisc left by an earlier supervisor would make the
+                // `add` fail: gone if there (`noqueue`, the veth's own, cannot be deleted)
+                let _ = super::tool("tc", &["qdisc", "del", "dev", LINK, "root"], None);
             }
             if let Some(script) = &want.tc {
                 super::tool("tc", &["-batch", "-"], Some(script))?;

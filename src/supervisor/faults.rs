@@ -123,9 +123,11 @@ impl Supervisor {
             }
             self.faults.cut = cut;
         }
-        // namespaces no longer running lose their delay line (their rules go with them)
-        let running: Vec<&PathBuf> = pins.values().collect();
-        self.faults.links.retain(|pin, _| running.contains(&pin));
+        // replicas gone lose their delay line (their rules go with their namespace); one
+        // that restarts keeps its namespace, rules and all (`forget` drops a link before
+        // its namespace is removed)
+        let slots: Vec<&PathBuf> = self.slots.iter().map(|s| &s.netns).collect();
+        self.faults.links.retain(|pin, _| slots.contains(&pin));
         let mut warnings = Vec::new();
         let mut failures = Vec::new();
         for (replica, pin) in &pins {
