@@ -12,7 +12,6 @@ use std::os::fd::AsRawFd;
 use std::path::Path;
 
 use futures_util::TryStreamExt;
-use nix::sched::{CloneFlags, setns};
 use rtnetlink::packet_route::link::{InfoData, InfoVeth};
 use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
@@ -52,14 +51,7 @@ where
             .stack_size(256 * 1024)
             .spawn_scoped(scope, move || {
                 if let Some(pin) = netns {
-                    let ns = File::open(pin).map_err(io_err(format!(
-                        "open the network namespace `{}`",
-                        pin.display()
-                    )))?;
-                    setns(&ns, CloneFlags::CLONE_NEWNET).map_err(|e| NetworkError::Io {
-                        what: format!("enter the network namespace `{}`", pin.display()),
-                        source: e.into(),
-                    })?;
+                    super::enter_netns(pin)?;
                 }
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_io()
