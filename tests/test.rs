@@ -70,6 +70,20 @@ pub fn ps_rows(dir: &Path, p: &str) -> Vec<serde_json::Value> {
         .unwrap_or_else(|e| panic!("ps --format json is not JSON ({e}): {}", stdout(&out)))
 }
 
+/// (`pod-N`, node, running and ready) of each replica, from `ps --format json`.
+pub fn placements(dir: &Path, p: &str) -> Vec<(String, String, bool)> {
+    ps_rows(dir, p)
+        .iter()
+        .map(|r| {
+            (
+                format!("{}-{}", r["pod"].as_str().unwrap(), r["replica"]),
+                r["node"].as_str().unwrap_or("").to_string(),
+                r["state"] == "running" && r["ready"] == true,
+            )
+        })
+        .collect()
+}
+
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }

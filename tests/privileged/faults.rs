@@ -57,6 +57,30 @@ fn timed_gets(d: &Path, p: &str, from: &str, url: &str, n: u32, timeout: f64) ->
         .collect()
 }
 
+/// A project made of `manifest` and brought up (`up -d --wait`); `down` on drop.
+struct Stack {
+    // dropped first: `down` before the directory goes
+    _guard: Cleanup,
+    p: String,
+    dir: TempDir,
+}
+
+fn up(name: &str, manifest: &str) -> Stack {
+    let dir = TempDir::new(name);
+    let p = project(name);
+    dir.write("rcompose.yaml", manifest);
+    let stack = Stack {
+        _guard: Cleanup(p.clone()),
+        p,
+        dir,
+    };
+    assert_code(
+        &rcompose(stack.dir.path(), &["-p", &stack.p, "up", "-d", "--wait"]),
+        0,
+    );
+    stack
+}
+
 fn median(times: &[Option<f64>]) -> f64 {
     let mut ok: Vec<f64> = times.iter().map(|t| t.expect("a request failed")).collect();
     ok.sort_by(f64::total_cmp);
@@ -70,19 +94,15 @@ fn latency_is_measurable_from_inside_a_pod_and_goes_with_fault_rm() {
         Need::Tool("python3"),
         Need::Tool("iptables-restore"),
     ]);
-    let dir = TempDir::new("fault-latency");
-    let p = project("fault-latency");
-    dir.write(
-        "rcompose.yaml",
+    let stack = up(
+        "fault-latency",
         &format!(
             "pods:\n{}{}services:\n  server: {{ selector: {{ app: server }}, ports: [ {{ port: 80, target: 8080 }} ] }}\n",
             web_pod("client"),
             web_pod("server")
         ),
     );
-    let _guard = Cleanup(p.clone());
-    let d = dir.path();
-    assert_code(&rcompose(d, &["-p", &p, "up", "-d", "--wait"]), 0);
+    let (d, p) = (stack.dir.path(), stack.p.clone());
     let direct = "http://server-1:8080/";
     let service = "http://server/";
     let before = median(&timed_gets(d, &p, "client", direct, 5, 5.0));
@@ -176,10 +196,8 @@ fn a_manifest_partition_cuts_two_pods_apart_until_fault_clear() {
         Need::Tool("python3"),
         Need::Tool("iptables-restore"),
     ]);
-    let dir = TempDir::new("fault-partition");
-    let p = project("fault-partition");
-    dir.write(
-        "rcompose.yaml",
+    let stack = up(
+        "fault-partition",
         &format!(
             "pods:\n{}{}{}faults:\n  split: {{ target: pod/a, peer: pod/b, partition: true }}\n",
             web_pod("a"),
@@ -187,9 +205,7 @@ fn a_manifest_partition_cuts_two_pods_apart_until_fault_clear() {
             web_pod("c")
         ),
     );
-    let _guard = Cleanup(p.clone());
-    let d = dir.path();
-    assert_code(&rcompose(d, &["-p", &p, "up", "-d", "--wait"]), 0);
+    let (d, p) = (stack.dir.path(), stack.p.clone());
     let ok = |t: &[Option<f64>]| t.iter().all(Option::is_some);
     let failed = |t: &[Option<f64>]| t.iter().all(Option::is_none);
     let a_to_b = timed_gets(d, &p, "a", "http://b-1:8080/", 2, 1.0);
@@ -232,21 +248,17 @@ fn loss_drops_a_share_of_packets_and_bandwidth_caps_the_rate() {
         Need::Tool("iptables-restore"),
         Need::Tool("tc"),
     ]);
-    let dir = TempDir::new("fault-loss");
-    let p = project("fault-loss");
     // `sink` counts the UDP datagrams it gets into /tmp/n
     let sink = "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.bind(('0.0.0.0', 9999))\nn = 0\nwhile True:\n    s.recv(64)\n    n += 1\n    open('/tmp/n', 'w').write(str(n))\n";
     // (a YAML double-quoted scalar takes Rust's escapes of this ASCII text)
-    dir.write(
-        "rcompose.yaml",
+    let stack = up(
+        "fault-loss",
         &format!(
             "pods:\n{}  sink:\n    containers:\n      - name: sink\n        command: [python3, -c, {sink:?}]\n",
             web_pod("web"),
         ),
     );
-    let _guard = Cleanup(p.clone());
-    let d = dir.path();
-    assert_code(&rcompose(d, &["-p", &p, "up", "-d", "--wait"]), 0);
+    let (d, p) = (stack.dir.path(), stack.p.clone());
     let add = |args: &[&str]| {
         let mut all = vec!["-p", p.as_str(), "fault", "add"];
         all.extend_from_slice(args);
@@ -361,8 +373,6 @@ fn a_node_partition_cuts_traffic_through_a_service_too() {
         Need::Tool("python3"),
         Need::Tool("iptables-restore"),
     ]);
-    let dir = TempDir::new("fault-nodes");
-    let p = project("fault-nodes");
     let pod = |name: &str, zone: &str| {
         web_pod(name).replacen(
             "    containers:",
@@ -370,8 +380,8 @@ fn a_node_partition_cuts_traffic_through_a_service_too() {
             1,
         )
     };
-    dir.write(
-        "rcompose.yaml",
+    let stack = up(
+        "fault-nodes",
         &format!(
             "nodes:\n  n1: {{ cpu: 1, memory: 1Gi, labels: {{ zone: a }} }}\n  n2: {{ cpu: 1, memory: 1Gi, labels: {{ zone: b }} }}\npods:\n{}{}{}services:\n  server: {{ selector: {{ app: server }}, ports: [ {{ port: 80, target: 8080 }} ] }}\n",
             pod("client", "a"),
@@ -379,9 +389,7 @@ fn a_node_partition_cuts_traffic_through_a_service_too() {
             pod("near", "b"),
         ),
     );
-    let _guard = Cleanup(p.clone());
-    let d = dir.path();
-    assert_code(&rcompose(d, &["-p", &p, "up", "-d", "--wait"]), 0);
+    let (d, p) = (stack.dir.path(), stack.p.clone());
     let before = timed_gets(d, &p, "client", "http://server/", 2, 5.0);
     assert!(before.iter().all(Option::is_some), "{before:?}");
     assert_code(

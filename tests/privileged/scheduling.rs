@@ -6,8 +6,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::test::{
-    Cleanup, Need, TempDir, assert_code, assert_no_trace, project, ps_rows, rcompose, require,
-    stdout,
+    Cleanup, Need, TempDir, assert_code, assert_no_trace, placements, project, ps_rows, rcompose,
+    require, stdout,
 };
 
 /// `ps --format json` rows as (`pod-N`, state, reason, node).
@@ -156,20 +156,6 @@ fn addresses_follow_nodes(dir: &Path, p: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// (`pod-N`, node, running and ready) of each replica.
-fn placed(dir: &Path, p: &str) -> Vec<(String, String, bool)> {
-    ps_rows(dir, p)
-        .iter()
-        .map(|r| {
-            (
-                format!("{}-{}", r["pod"].as_str().unwrap(), r["replica"]),
-                r["node"].as_str().unwrap_or("").to_string(),
-                r["state"] == "running" && r["ready"] == true,
-            )
-        })
-        .collect()
-}
-
 #[test]
 fn node_down_reschedules_its_replicas_while_the_service_keeps_serving() {
     require(&[Need::Root, Need::Tool("python3")]);
@@ -182,7 +168,7 @@ fn node_down_reschedules_its_replicas_while_the_service_keeps_serving() {
     assert_code(&rcompose(d, &["-p", &p, "up", "-d", "--wait"]), 0);
     // spread first, then packed: w1, w2, w3, then w1 again (the fullest of the three);
     // `pinned` selects zone b and goes to the fuller of w2 and w3
-    let before = placed(d, &p);
+    let before = placements(d, &p);
     let on = |rows: &[(String, String, bool)], name: &str| {
         rows.iter()
             .find(|r| r.0 == name)
@@ -230,7 +216,7 @@ fn node_down_reschedules_its_replicas_while_the_service_keeps_serving() {
     // every replica ready again, none on w1, within seconds
     let deadline = Instant::now() + Duration::from_secs(5);
     let after = loop {
-        let rows = placed(d, &p);
+        let rows = placements(d, &p);
         if rows.len() == 5 && rows.iter().all(|r| r.2 && r.1 != "w1" && !r.1.is_empty()) {
             break rows;
         }
@@ -309,7 +295,7 @@ fn node_down_reschedules_its_replicas_while_the_service_keeps_serving() {
     assert_code(&rcompose(d, &["-p", &p, "node", "drain", "w2"]), 0);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let rows = placed(d, &p);
+        let rows = placements(d, &p);
         if rows.len() == 5 && rows.iter().all(|r| r.2 && r.1 != "w2" && !r.1.is_empty()) {
             assert_eq!(on(&rows, "pinned-1"), "w3", "{rows:#?}");
             break;

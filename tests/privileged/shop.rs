@@ -13,7 +13,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::test::{
-    Cleanup, Need, TempDir, assert_code, assert_no_trace, free_port, poll, project, ps_rows,
+    Cleanup, Need, TempDir, assert_code, assert_no_trace, free_port, placements, poll, project,
     rcompose, require, stdout,
 };
 
@@ -116,17 +116,9 @@ impl Load {
 
 /// `pod-N` -> (node, running and ready) of every replica.
 fn placed(dir: &Path, p: &str) -> BTreeMap<String, (String, bool)> {
-    ps_rows(dir, p)
-        .iter()
-        .map(|r| {
-            (
-                format!("{}-{}", r["pod"].as_str().unwrap(), r["replica"]),
-                (
-                    r["node"].as_str().unwrap_or("").to_string(),
-                    r["state"] == "running" && r["ready"] == true,
-                ),
-            )
-        })
+    placements(dir, p)
+        .into_iter()
+        .map(|(replica, node, ready)| (replica, (node, ready)))
         .collect()
 }
 
