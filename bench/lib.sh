@@ -16,15 +16,18 @@ apt_get() {
     return 1
 }
 
-# The release binary as `just build` makes it: glibc linked in statically (a static-pie),
-# so that no dynamic loader runs at each start (resolving about 14,000 relocations against
-# libc and libgcc_s: 0.5-0.7 ms of a 7 ms container start). The flag goes through
-# --target so that it applies to rcompose, not to the build scripts and proc macros.
+# The release binary as `just build` makes it: glibc linked in statically, and not
+# position-independent (-C relocation-model=static), so that nothing is relocated at each
+# start: a dynamic binary's loader resolved about 14,000 relocations against libc and
+# libgcc_s (0.5-0.7 ms of a 7 ms container start); a static-pie still applied 27,000
+# relative relocations over 450 KB of .data.rel.ro, each page a copy-on-write fault (about
+# 2 ms of CPU per foreground `up`). See docs/architecture.md ("Release binary"). The flags go
+# through --target so that they apply to rcompose, not to the build scripts and proc macros.
 # rc_release_path prints where it lands; rc_build_release [CARGO ARGS...] builds it.
 rc_target() { rustc -vV | sed -n 's/^host: //p'; }
 rc_release_path() { echo "${CARGO_TARGET_DIR:-$REPO/target}/$(rc_target)/release/rcompose"; }
 rc_build_release() {
-    (cd "$REPO" && RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" \
+    (cd "$REPO" && RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static -C relocation-model=static" \
         cargo build --release --locked --target "$(rc_target)" "$@")
 }
 
