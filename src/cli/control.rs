@@ -77,6 +77,20 @@ pub(super) fn ask(
     }
 }
 
+/// [`ask`], with the supervisor's `error` as an `Err`: the answer of a request that
+/// succeeded.
+pub(super) fn ask_ok(
+    ctx: &Context,
+    request: &Request,
+    timeout: Duration,
+) -> Result<control::Response, Error> {
+    let (_, response) = ask(ctx, request, timeout)?;
+    match response.error {
+        Some(e) => Err(Error::Command(e)),
+        None => Ok(response),
+    }
+}
+
 /// Each service of the project's running supervisor: its address, ports, endpoints and
 /// counters; `None` when the project is not up.
 pub(super) fn fetch_services(
@@ -150,10 +164,7 @@ pub(super) fn services(ctx: &Context, json: bool) -> Result<ExitCode, Error> {
 /// `nodes`: every node of the running project with its status, what the replicas on it
 /// request of its capacity, and the replicas (a table, or a JSON array).
 pub(super) fn nodes(ctx: &Context, json: bool) -> Result<ExitCode, Error> {
-    let (_, response) = ask(ctx, &Request::Nodes, Duration::from_secs(10))?;
-    if let Some(e) = response.error {
-        return Err(Error::Command(e));
-    }
+    let response = ask_ok(ctx, &Request::Nodes, Duration::from_secs(10))?;
     let text = if json {
         serde_json::to_string_pretty(&response.nodes).unwrap_or_else(|_| "[]".into())
     } else {

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use super::Context;
-use super::control::ask;
+use super::control::ask_ok;
 use crate::error::Error;
 use crate::manifest::{Fault, FaultSpec};
 use crate::supervisor::control::{FaultInfo, Request};
@@ -28,7 +28,7 @@ pub(super) fn add(ctx: &Context, name: Option<String>, spec: FaultSpec) -> Resul
                 .join("\n"),
         )
     })?;
-    let (_, response) = ask(
+    let response = ask_ok(
         ctx,
         &Request::FaultAdd {
             name,
@@ -36,9 +36,6 @@ pub(super) fn add(ctx: &Context, name: Option<String>, spec: FaultSpec) -> Resul
         },
         Duration::from_secs(30),
     )?;
-    if let Some(e) = response.error {
-        return Err(Error::Command(e));
-    }
     for f in &response.faults {
         println!(
             "fault `{}` added: {} on {}{}{}",
@@ -67,10 +64,7 @@ fn reach(f: &FaultInfo) -> String {
 
 /// `fault ls`: a table, or a JSON array.
 pub(super) fn list(ctx: &Context, json: bool) -> Result<ExitCode, Error> {
-    let (_, response) = ask(ctx, &Request::Faults, Duration::from_secs(10))?;
-    if let Some(e) = response.error {
-        return Err(Error::Command(e));
-    }
+    let response = ask_ok(ctx, &Request::Faults, Duration::from_secs(10))?;
     if json {
         println!(
             "{}",
@@ -104,14 +98,11 @@ pub(super) fn list(ctx: &Context, json: bool) -> Result<ExitCode, Error> {
 
 /// `fault rm NAME...`, or `fault clear` (no names).
 pub(super) fn remove(ctx: &Context, names: Vec<String>) -> Result<ExitCode, Error> {
-    let (_, response) = ask(
+    let response = ask_ok(
         ctx,
         &Request::FaultRemove { names },
         Duration::from_secs(30),
     )?;
-    if let Some(e) = response.error {
-        return Err(Error::Command(e));
-    }
     if response.removed.is_empty() {
         println!("no fault to remove");
     }

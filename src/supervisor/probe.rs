@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::mpsc::Sender;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -422,7 +422,8 @@ fn spawn_net_probe(
         .name("probe".into())
         .stack_size(64 * 1024)
         .spawn(move || {
-            let failure = enter_netns(&netns)
+            let failure = crate::network::enter_netns(&netns)
+                .map_err(|e| super::chain(&e))
                 .and_then(|()| probe(SocketAddr::from((Ipv4Addr::LOCALHOST, port)), timeout))
                 .err();
             let _ = tx.send(Msg::Probe(Outcome {
@@ -434,14 +435,6 @@ fn spawn_net_probe(
         })
         .map(drop)
         .map_err(|e| format!("cannot start a probe thread: {e}"))
-}
-
-/// Moves the calling thread (only) into the network namespace pinned at `path`.
-fn enter_netns(path: &Path) -> Result<(), String> {
-    let f = std::fs::File::open(path)
-        .map_err(|e| format!("cannot open the pod's network namespace: {e}"))?;
-    nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET)
-        .map_err(|e| format!("cannot enter the pod's network namespace: {e}"))
 }
 
 /// `GET path` on `addr`; 2xx and 3xx pass.
