@@ -238,6 +238,15 @@ pub(super) fn format_event(event: &Event) -> Option<String> {
         Event::Stopping { reason } => format!("stopping: {reason}"),
         Event::Removed => "removed".to_string(),
         Event::Pending { name, reason } => format!("{name}: pending: {reason}"),
+        Event::Node { node, action } => format!("node {node}: {action}"),
+        Event::Fault {
+            name,
+            phase,
+            detail,
+        } => match detail {
+            Some(d) => format!("fault `{name}` {phase}: {d}"),
+            None => format!("fault `{name}` {phase}"),
+        },
         Event::Rollout {
             pod,
             revision,

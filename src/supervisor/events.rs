@@ -17,7 +17,8 @@ pub struct EventRecord {
     /// When, in milliseconds since the Unix epoch.
     pub time_ms: u64,
     /// `waiting`, `started`, `failed`, `oom_killed`, `exited`, `restarting`, `ready`,
-    /// `unready`, `unhealthy`, `up`, `warning`, `stopping`, `removed`, `rollout`, `pending`.
+    /// `unready`, `unhealthy`, `up`, `warning`, `stopping`, `removed`, `rollout`, `pending`,
+    /// `node`, `fault`.
     pub event: String,
     /// The container (`pod-N` or `pod-N/container`), or the pod for `waiting`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -100,6 +101,21 @@ impl EventRecord {
             Event::Pending { name, reason } => EventRecord {
                 reason: Some(reason.clone()),
                 ..r("pending", Some(name))
+            },
+            Event::Node { node, action } => EventRecord {
+                reason: Some((*action).to_string()),
+                ..r("node", Some(node))
+            },
+            Event::Fault {
+                name,
+                phase,
+                detail,
+            } => EventRecord {
+                reason: Some(match detail {
+                    Some(d) => format!("{phase}: {d}"),
+                    None => (*phase).to_string(),
+                }),
+                ..r("fault", Some(name))
             },
             Event::Rollout {
                 pod,
@@ -221,5 +237,44 @@ mod tests {
             r.text(),
             "2026-11-26T05:00:01.500Z api-1 exited code=137 (OOMKilled)"
         );
+    }
+
+    #[test]
+    fn node_and_fault_events_name_what_changed() {
+        let node = EventRecord::of(&Event::Node {
+            node: "w1".into(),
+            action: "down",
+        });
+        assert_eq!(
+            (
+                node.event.as_str(),
+                node.name.as_deref(),
+                node.reason.as_deref()
+            ),
+            ("node", Some("w1"), Some("down"))
+        );
+        let added = EventRecord::of(&Event::Fault {
+            name: "slow".into(),
+            phase: "added",
+            detail: Some("latency 150ms on pod/server".into()),
+        });
+        assert_eq!(
+            (
+                added.event.as_str(),
+                added.name.as_deref(),
+                added.reason.as_deref()
+            ),
+            (
+                "fault",
+                Some("slow"),
+                Some("added: latency 150ms on pod/server")
+            )
+        );
+        let removed = EventRecord::of(&Event::Fault {
+            name: "slow".into(),
+            phase: "removed",
+            detail: None,
+        });
+        assert_eq!(removed.reason.as_deref(), Some("removed"));
     }
 }

@@ -260,6 +260,19 @@ impl Supervisor {
             .map(|(replica, _, why)| format!("{replica}: {why}"))
             .collect();
         if failures.is_empty() {
+            let detail = self.faults.active.get(&name).map(|f| {
+                let peer = f
+                    .peer
+                    .as_ref()
+                    .map(|p| format!(" toward {p}"))
+                    .unwrap_or_default();
+                format!("{} on {}{peer}", f.effects(), f.target)
+            });
+            self.emit(&Event::Fault {
+                name: name.clone(),
+                phase: "added",
+                detail,
+            });
             return Ok(name);
         }
         // not applied everywhere: the fault is taken back (the one it replaced restored)
@@ -308,6 +321,11 @@ impl Supervisor {
         for n in &removed {
             self.faults.active.remove(n);
             self.faults.added.remove(n);
+            self.emit(&Event::Fault {
+                name: n.clone(),
+                phase: "removed",
+                detail: None,
+            });
         }
         let failures: Vec<String> = self
             .update_faults()

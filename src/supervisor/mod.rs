@@ -234,6 +234,22 @@ pub enum Event {
         /// Why, in the scheduler's words.
         reason: String,
     },
+    /// `node down|drain|up`: a node was failed, drained or brought back.
+    Node {
+        /// The node.
+        node: String,
+        /// `down`, `drain` or `up`.
+        action: &'static str,
+    },
+    /// `fault add|rm|clear`: a network fault began or ended.
+    Fault {
+        /// The fault's name.
+        name: String,
+        /// `added` or `removed`.
+        phase: &'static str,
+        /// What it does (`added`): its effects, target and peer.
+        detail: Option<String>,
+    },
     /// A rollout of a pod's new revision began, completed, failed or was rolled back.
     Rollout {
         /// The pod.

@@ -101,6 +101,14 @@ impl Supervisor {
                 names.join(", ")
             ));
         }
+        self.emit(&Event::Node {
+            node: name.to_string(),
+            action: match action {
+                NodeAction::Up => "up",
+                NodeAction::Down => "down",
+                NodeAction::Drain => "drain",
+            },
+        });
         match action {
             NodeAction::Up => {
                 self.node_status.remove(name);

@@ -154,6 +154,14 @@ fn latency_is_measurable_from_inside_a_pod_and_goes_with_fault_rm() {
     assert_eq!(list[0]["replicas"], serde_json::json!(["server-1"]));
 
     assert_code(&rcompose(d, &["-p", &p, "fault", "rm", "slow"]), 0);
+    // both are in the project's events
+    let events = std::fs::read_to_string(format!("/run/rcompose/{p}/events.jsonl")).unwrap();
+    assert!(
+        events.contains(
+            r#""event":"fault","name":"slow","reason":"added: latency 150ms on pod/server""#
+        ) && events.contains(r#""event":"fault","name":"slow","reason":"removed""#),
+        "{events}"
+    );
     let after = median(&timed_gets(d, &p, "client", direct, 5, 5.0));
     assert!(after < 100.0, "after `fault rm` a GET took {after} ms");
 

@@ -255,6 +255,11 @@ fn node_down_reschedules_its_replicas_while_the_service_keeps_serving() {
     )))
     .unwrap();
     assert_eq!(nodes[0]["status"], "NotReady");
+    let events = std::fs::read_to_string(format!("/run/rcompose/{p}/events.jsonl")).unwrap();
+    assert!(
+        events.contains(r#""event":"node","name":"w1","reason":"down""#),
+        "{events}"
+    );
     assert_eq!(nodes[0]["pods"], serde_json::json!([]));
     assert_eq!(nodes[0]["cpu_allocated"], 0);
     assert!(replica_cgroups(&p, "w1").is_empty(), "cgroups left on w1");
