@@ -188,9 +188,7 @@ impl Error {
             Self::ExecTarget(_) => "`rcompose ps` lists the containers and their states",
             Self::Exec(_) => "check the command and that the container still runs (`rcompose ps`)",
             Self::Up(_) => "fix what the message names and run `rcompose up` again",
-            Self::Command(_) => {
-                "`rcompose ps` and `rcompose events` show the project's state; try again once it has settled"
-            }
+            Self::Command(message) => return command_hint(message).map(str::to_string),
             Self::Watch(_) => "fix the watch rule or the path, and start watching again",
             Self::Export(crate::export::kubernetes::ExportError::NameClash { .. }) => {
                 return None;
@@ -225,5 +223,56 @@ impl Error {
             Self::Exec(ExecError::Failed { code: 127, .. }) => ExitStatus::NotFound,
             _ => ExitStatus::Failure,
         }
+    }
+}
+
+/// What to do after a supervisor refused a request (`Error::Command`): the listing that
+/// shows the names when a name was unknown, nothing when the message already says what to
+/// do, else where the project's state is seen.
+fn command_hint(message: &str) -> Option<&'static str> {
+    if message.starts_with("no pod") {
+        Some("`rcompose ps` lists the project's pods")
+    } else if message.starts_with("no node") {
+        Some("`rcompose nodes` lists the project's nodes")
+    } else if message.starts_with("no fault") {
+        Some("`rcompose fault ls` lists the project's faults")
+    } else if message.contains("; run `") || message.contains("rename ") {
+        None
+    } else {
+        Some(
+            "`rcompose ps` and `rcompose events` show the project's state; try again once it has settled",
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_request_is_told_what_to_do_by_its_kind() {
+        let hint = |m: &str| Error::Command(m.to_string()).hint();
+        assert_eq!(
+            hint("no node `w9`: the nodes are `w1`, `w2`").as_deref(),
+            Some("`rcompose nodes` lists the project's nodes")
+        );
+        assert_eq!(
+            hint("no pod `wbe` in this project").as_deref(),
+            Some("`rcompose ps` lists the project's pods")
+        );
+        assert_eq!(
+            hint("no fault `x`: there are none").as_deref(),
+            Some("`rcompose fault ls` lists the project's faults")
+        );
+        assert_eq!(
+            hint(
+                "the network's subnet cannot change while the project is up; run `rcompose down` first"
+            ),
+            None
+        );
+        assert!(
+            hint("pod `web` runs revision 2 already")
+                .is_some_and(|h| h.contains("rcompose events"))
+        );
     }
 }
