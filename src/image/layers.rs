@@ -32,6 +32,10 @@ pub struct LayerSource {
     /// Keep a copy of the blob in the store (`blobs/`): for downloads. An imported file is
     /// the user's own copy; the store keeps only what it unpacked from it.
     pub keep_blob: bool,
+    /// The reader `open` gives checks the blob against `blob` itself and fails rather than
+    /// end when it does not match (a download, verified as it streams): the unpacker then
+    /// does not hash it a second time. Ignored without a `blob`.
+    pub verified: bool,
     /// How to read the blob.
     pub open: Opener,
 }
@@ -201,7 +205,11 @@ fn one(
             }
             None => dir.to_path_buf(),
         };
-        let result = unpack::unpack_layer(tee, compression, &dest, limits).map_err(|e| {
+        let result = match layer.blob.as_ref().filter(|_| layer.verified) {
+            Some(blob) => unpack::unpack_verified_layer(tee, blob, compression, &dest, limits),
+            None => unpack::unpack_layer(tee, compression, &dest, limits),
+        };
+        let result = result.map_err(|e| {
             if matches!(e, UnpackError::SetuidRefused { .. }) {
                 UnpackOrStore::Setuid(e)
             } else {

@@ -203,6 +203,7 @@ fn tar_layer(
         diff_id: name.clone(),
         placed: Some((name.clone(), rel)),
         keep_blob: false,
+        verified: false,
         blob: Some(blob),
         size,
         open: file_opener(path),

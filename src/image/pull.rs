@@ -161,12 +161,16 @@ pub fn pull(
         } else {
             file_opener(&store.blob_path(&blob))
         };
+        let verified = streams.contains_key(&blob);
         sources.push(LayerSource {
             diff_id: diff_id.clone(),
             placed: None,
             blob: Some(blob),
             size: desc.size(),
             keep_blob: false,
+            // A download is verified by the registry client as it streams, and its reader
+            // ends only once it was (see `Growing`); a stored blob is hashed again.
+            verified,
             open,
         });
     }
@@ -273,7 +277,9 @@ impl Progress for Streamed<'_> {
 
 /// A blob downloading into a temp file while its unpacker reads the part already written.
 /// The download never waits for the unpacker; the unpacker waits for bytes, and fails when
-/// the download failed.
+/// the download failed. The reader ends (returns 0) only once the registry client verified
+/// the whole blob (it flushes the writer then, and only then): the unpacker does not hash
+/// the blob again, and never publishes a layer whose blob did not match its digest.
 struct Growing {
     path: PathBuf,
     size: u64,
@@ -288,8 +294,10 @@ struct Growing {
 struct GrowState {
     /// Bytes written to the file (not buffered).
     written: u64,
-    /// The download ended short of `size`.
-    broken: bool,
+    /// The registry client checked size and digest of the whole blob.
+    verified: bool,
+    /// The download ended (verified or not): bytes not written yet are never coming.
+    ended: bool,
 }
 
 impl Growing {
@@ -308,13 +316,10 @@ impl Growing {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Ends the stream: bytes short of `size` are never coming.
+    /// Ends the stream: bytes not written yet are never coming, and a blob not verified
+    /// by now never will be.
     fn end(&self) {
-        let mut state = self.lock();
-        if state.written < self.size {
-            state.broken = true;
-        }
-        drop(state);
+        self.lock().ended = true;
         self.grew.notify_all();
     }
 
@@ -351,16 +356,26 @@ struct GrowingReader {
 
 impl Read for GrowingReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.pos >= self.stream.size || buf.is_empty() {
+        if buf.is_empty() {
             return Ok(0);
         }
         let written = {
             let mut state = self.stream.lock();
             loop {
-                if state.written > self.pos {
+                if self.pos >= self.stream.size {
+                    // The end: only once the download says the blob is the one asked for.
+                    if state.verified {
+                        return Ok(0);
+                    }
+                    if state.ended {
+                        return Err(io::Error::other(format!(
+                            "the download of layer {} was not verified",
+                            self.stream.diff_id
+                        )));
+                    }
+                } else if state.written > self.pos {
                     break state.written;
-                }
-                if state.broken {
+                } else if state.ended {
                     return Err(io::Error::other(format!(
                         "the download of layer {} ended after {} of {} bytes",
                         self.stream.diff_id, state.written, self.stream.size
@@ -396,7 +411,19 @@ impl Write for GrowingWriter {
         Ok(data.len())
     }
 
+    /// Called by the registry client once the whole blob was checked against its size and
+    /// digest, never before ([`Registry::fetch_blobs`]): the reader may end now.
     fn flush(&mut self) -> io::Result<()> {
+        let mut state = self.stream.lock();
+        if state.written != self.stream.size {
+            return Err(io::Error::other(format!(
+                "the download of layer {} was flushed after {} of {} bytes",
+                self.stream.diff_id, state.written, self.stream.size
+            )));
+        }
+        state.verified = true;
+        drop(state);
+        self.stream.grew.notify_all();
         Ok(())
     }
 }
@@ -479,7 +506,7 @@ mod tests {
         )))
     }
     #[test]
-    fn the_reader_waits_for_bytes_and_stops_at_the_size() {
+    fn the_reader_waits_for_bytes_and_ends_once_verified() {
         let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
         let temp = stream("whole", data.len() as u64);
         let s = &temp.0;
@@ -496,8 +523,10 @@ mod tests {
                 std::thread::sleep(std::time::Duration::from_millis(5));
                 writer.write_all(chunk).unwrap();
             }
-            // bytes past the size are never read
-            writer.write_all(b"extra").unwrap();
+            // all bytes are there, but the reader ends only once the blob was verified
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            assert!(!r.is_finished(), "the reader ended before the verdict");
+            writer.flush().unwrap();
             r.join().unwrap()
         });
         drop(writer);
@@ -515,10 +544,12 @@ mod tests {
         let s = &temp.0;
         let mut writer = s.writer().unwrap();
         writer.write_all(&[1; 105]).unwrap();
-        let mut got = Vec::new();
-        (s.opener())().unwrap().read_to_end(&mut got).unwrap();
-        assert_eq!(got, vec![1; 100]);
+        assert!(writer.flush().is_err(), "flushed with 105 of 100 bytes");
         drop(writer);
+        let mut got = Vec::new();
+        let err = (s.opener())().unwrap().read_to_end(&mut got).unwrap_err();
+        assert_eq!(got, vec![1; 100]);
+        assert!(err.to_string().ends_with("was not verified"), "{err}");
     }
 
     #[test]
@@ -536,5 +567,21 @@ mod tests {
             err.to_string().ends_with("ended after 400 of 1000 bytes"),
             "{err}"
         );
+    }
+
+    /// A blob of the right size that did not match its digest: the registry client never
+    /// flushes its writer, and the unpacker reading it gets an error instead of its end.
+    #[test]
+    fn a_whole_download_that_was_not_verified_fails_the_reader() {
+        let temp = stream("unverified", 1000);
+        let s = &temp.0;
+        let mut reader = (s.opener())().unwrap();
+        let mut writer = s.writer().unwrap();
+        writer.write_all(&[9; 1000]).unwrap();
+        drop(writer);
+        let mut got = Vec::new();
+        let err = reader.read_to_end(&mut got).unwrap_err();
+        assert_eq!(got, vec![9; 1000]);
+        assert!(err.to_string().ends_with("was not verified"), "{err}");
     }
 }

@@ -313,6 +313,30 @@ pub fn unpack_layer(
     dest: &Path,
     limits: &Limits,
 ) -> Result<Unpacked> {
+    unpack_source(src, compression, dest, limits, None)
+}
+
+/// [`unpack_layer`] of a source that verifies the blob itself: `src` must fail rather than
+/// end (return 0) unless everything it gave hashes to `blob`, as a download checked by the
+/// registry client does. The raw input is not hashed again here (on the inflating thread,
+/// the busiest one); [`Unpacked::blob`] is `blob`, and the size is still counted.
+pub fn unpack_verified_layer(
+    src: impl Read + Send,
+    blob: &Digest,
+    compression: Compression,
+    dest: &Path,
+    limits: &Limits,
+) -> Result<Unpacked> {
+    unpack_source(src, compression, dest, limits, Some(blob))
+}
+
+fn unpack_source(
+    src: impl Read + Send,
+    compression: Compression,
+    dest: &Path,
+    limits: &Limits,
+    verified: Option<&Digest>,
+) -> Result<Unpacked> {
     let root = open_dest(dest)?;
     let (chunks_tx, chunks_rx) = mpsc::sync_channel::<Chunk>(CHANNEL_DEPTH);
     let (free_tx, free_rx) = mpsc::sync_channel::<Vec<u8>>(CHANNEL_DEPTH + 2);
@@ -320,7 +344,7 @@ pub fn unpack_layer(
         let producer = thread::Builder::new()
             .name("rcompose-inflate".to_owned())
             .spawn_scoped(scope, move || {
-                produce(src, compression, limits, &chunks_tx, &free_rx)
+                produce(src, compression, limits, verified, &chunks_tx, &free_rx)
             })
             .map_err(|source| UnpackError::Thread { source })?;
         // `consume` owns (and drops) the receiving end, which stops the producer early on error.
@@ -379,15 +403,34 @@ enum Stop {
     ConsumerGone,
 }
 
-/// The raw input, hashed, remembering whether it failed (a read error, not a gzip error).
+/// The raw input, hashed (unless its reader verifies it), remembering whether it failed (a
+/// read error, not a gzip error).
 struct Source<R> {
-    inner: HashingReader<R>,
+    inner: Raw<R>,
     failed: bool,
+}
+
+/// The raw input: hashed here, or verified by the reader itself and only counted.
+enum Raw<R> {
+    Hashed(HashingReader<R>),
+    Verified { inner: R, len: u64, blob: Digest },
+}
+
+impl<R: Read> Raw<R> {
+    fn len(&self) -> u64 {
+        match self {
+            Raw::Hashed(reader) => reader.len(),
+            Raw::Verified { len, .. } => *len,
+        }
+    }
 }
 
 impl<R: Read> Read for Source<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let result = self.inner.read(buf);
+        let result = match &mut self.inner {
+            Raw::Hashed(reader) => reader.read(buf),
+            Raw::Verified { inner, len, .. } => inner.read(buf).inspect(|&n| *len += n as u64),
+        };
         if let Err(e) = &result
             && e.kind() != io::ErrorKind::Interrupted
         {
@@ -433,11 +476,19 @@ fn produce<R: Read>(
     src: R,
     compression: Compression,
     limits: &Limits,
+    verified: Option<&Digest>,
     chunks: &SyncSender<Chunk>,
     free: &Receiver<Vec<u8>>,
 ) -> std::result::Result<Produced, Stop> {
     let source = Source {
-        inner: HashingReader::new(src, u64::MAX),
+        inner: match verified {
+            Some(blob) => Raw::Verified {
+                inner: src,
+                len: 0,
+                blob: blob.clone(),
+            },
+            None => Raw::Hashed(HashingReader::new(src, u64::MAX)),
+        },
         failed: false,
     };
     let mut input = match compression {
@@ -490,10 +541,11 @@ fn produce<R: Read>(
     }
     let source = input.into_source();
     let blob_size = source.inner.len();
-    Ok(Produced {
-        blob: source.inner.finish().0,
-        blob_size,
-    })
+    let blob = match source.inner {
+        Raw::Hashed(reader) => reader.finish().0,
+        Raw::Verified { blob, .. } => blob,
+    };
+    Ok(Produced { blob, blob_size })
 }
 
 // ---------------------------------------------------------------------------------------

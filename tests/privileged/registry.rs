@@ -539,6 +539,48 @@ fn a_pull_that_streams_a_corrupt_layer_leaves_nothing() {
     assert!(entries(&store.join("blobs/sha256")).contains(&layer_hex));
 }
 
+/// A blob that unpacks perfectly (same tar, same diff-id, same size) but is not the blob
+/// the manifest names: only its gzip header's MTIME differs. The unpacker streaming it does
+/// not hash it itself; it must still publish nothing, as the download's digest check fails.
+#[test]
+fn a_pull_of_a_layer_that_unpacks_but_does_not_match_its_digest_leaves_nothing() {
+    require_tools();
+    let dir = TempDir::new("reg-mtime");
+    let server = Server::start(&dir, false);
+    let image = push_busybox(&dir, &server, "test/mtime", &["--preserve-digests"]);
+    let name = format!("{}/test/mtime:t", server.host());
+    let store = dir.path().join("store");
+    let store_arg = store.to_str().unwrap();
+    let layer = &image.layers[0];
+    assert_eq!(&layer.bytes[..3], &[0x1f, 0x8b, 8], "a gzip layer");
+    let stored = server.blob_data(&layer.digest);
+    let mut other = layer.bytes.clone();
+    other[4] ^= 0x01; // MTIME: not checked by any gzip decoder
+    fs::write(&stored, &other).unwrap();
+
+    let out = rcompose(dir.path(), &["--store", store_arg, "pull", &name]);
+    assert_code(&out, 1);
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "blob of `{name}` has digest `{}`, expected `{}`",
+            sha256(&other),
+            layer.digest
+        )),
+        "{err}"
+    );
+    assert_eq!(entries(&store.join("layers/sha256")), Vec::<String>::new());
+    assert_eq!(entries(&store.join("tmp")), Vec::<String>::new());
+    let layer_hex = layer.digest.strip_prefix("sha256:").unwrap().to_owned();
+    assert!(!entries(&store.join("blobs/sha256")).contains(&layer_hex));
+    let listed = rcompose(
+        dir.path(),
+        &["--store", store_arg, "images", "--format", "json"],
+    );
+    assert_code(&listed, 0);
+    assert_eq!(String::from_utf8_lossy(&listed.stdout).trim(), "[]");
+}
+
 #[test]
 fn content_that_does_not_match_its_digest_is_refused() {
     require_tools();

@@ -403,7 +403,9 @@ impl Registry {
     /// `sink(desc)` returns (called when its download starts), is never read past its
     /// descriptor's size, and is verified against size and digest as it streams;
     /// `progress(desc, bytes_so_far)` is called as bytes arrive. `Ok` means every blob was
-    /// written completely and verified, and its writer flushed.
+    /// written completely and verified, and its writer flushed. A writer is flushed once,
+    /// after its whole blob was verified, and never before: a sink may take the flush as the
+    /// verdict (the pull's unpacker, reading a blob while it downloads, ends only then).
     ///
     /// Before anything is fetched, every descriptor is checked: foreign `urls`, a digest
     /// that is not a strict sha256, or a size above [`BLOB_MAX`] refuse the whole call. On
@@ -861,7 +863,8 @@ impl Endpoint {
 }
 
 /// Streams one checked blob into the writer `open` returns (called once the registry
-/// answered), verifying size and digest; returns the writer, flushed. `stop` aborts the
+/// answered), verifying size and digest; returns the writer, flushed. The writer's `flush`
+/// is called only after the checks passed (see [`Registry::fetch_blobs`]). `stop` aborts the
 /// transfer (another one failed).
 async fn fetch_blob<W: Write>(
     endpoint: &Endpoint,
