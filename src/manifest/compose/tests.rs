@@ -1212,6 +1212,23 @@ error: unknown key `imgae` in the service `web`; did you mean `image`?
  4 |     imgae: y
    |     ^^^^^"
     );
+    // problems are grouped by file, the first file's first
+    let e = err_files(&[
+        (
+            "compose.yaml",
+            "services:\n  web:\n    image: x\n    restart: never\n",
+        ),
+        (
+            "b.yaml",
+            "services:\n  db: { image: y, restart: sometimes }\n",
+        ),
+    ]);
+    let places: Vec<&str> = e.lines().filter(|l| l.contains("-->")).collect();
+    assert_eq!(
+        places,
+        vec!["  --> compose.yaml:4:14", "  --> b.yaml:2:28"],
+        "{e}"
+    );
     // a syntax error too
     let e = err_files(&[
         ("compose.yaml", "services:\n  web:\n    image: x\n"),
