@@ -1068,7 +1068,7 @@ impl Context {
 /// Several files are merged only when all are Compose files: an rcompose.yaml among them is
 /// refused, saying what to do.
 fn refuse_native(files: &[(PathBuf, String)]) -> Result<(), Error> {
-    let Some(((first, first_text), _)) = files.split_first() else {
+    let Some(((first, first_text), rest)) = files.split_first() else {
         return Ok(());
     };
     let count = files.len();
@@ -1079,7 +1079,7 @@ fn refuse_native(files: &[(PathBuf, String)]) -> Result<(), Error> {
             first.display()
         )));
     }
-    for (path, text) in &files[1..] {
+    for (path, text) in rest {
         if manifest::compose::is_rcompose(path, text) {
             return Err(Error::Usage(format!(
                 "`{}` is an rcompose.yaml: it cannot be merged over the Compose file `{}`; name an rcompose.yaml alone with `-f`, or merge Compose files only",
