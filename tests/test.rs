@@ -52,11 +52,13 @@ impl Drop for TempDir {
     }
 }
 
-/// Runs rcompose with `args` in `dir`.
+/// Runs rcompose with `args` in `dir` (without the variables that name the manifest's files).
 pub fn rcompose(dir: &Path, args: &[&str]) -> Output {
     Command::new(bin())
         .args(args)
         .current_dir(dir)
+        .env_remove("RCOMPOSE_FILE")
+        .env_remove("COMPOSE_FILE")
         .stdin(Stdio::null())
         .output()
         .expect("failed to run rcompose")

@@ -48,12 +48,18 @@ fn parse_size(s: &str) -> Result<Bytes, String> {
 
 /// Exports the manifest of `ctx` to Kubernetes objects.
 pub(super) fn kubernetes(ctx: &Context, args: &KubernetesArgs) -> Result<ExitCode, Error> {
-    let (m, desired, abs) = ctx.load()?;
-    // the marker line names the manifest as given, so the output does not depend on where
-    // the project lives
-    let path = ctx.manifest_path()?;
-    let base = abs
-        .parent()
+    let (m, desired, files) = ctx.load()?;
+    // the marker line names the manifest's files as given, so the output does not depend on
+    // where the project lives
+    let named = ctx
+        .manifest_paths()?
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join("`, `");
+    let base = files
+        .first()
+        .and_then(|abs| abs.parent())
         .map_or_else(|| PathBuf::from("/"), Path::to_path_buf);
     let configs = contents(m.configs(), &base, "config")?;
     let secrets = contents(m.secrets(), &base, "secret")?;
@@ -77,7 +83,7 @@ pub(super) fn kubernetes(ctx: &Context, args: &KubernetesArgs) -> Result<ExitCod
     }
     if args.output == Path::new("-") {
         let mut out = std::io::stdout().lock();
-        let mut text = format!("{GENERATED_MARKER} from `{}`\n", path.display());
+        let mut text = format!("{GENERATED_MARKER} from `{named}`\n");
         for (i, o) in export.objects.iter().enumerate() {
             if i > 0 {
                 text.push_str("---\n");
@@ -87,7 +93,7 @@ pub(super) fn kubernetes(ctx: &Context, args: &KubernetesArgs) -> Result<ExitCod
         let _ = out.write_all(text.as_bytes());
         return Ok(ExitCode::SUCCESS);
     }
-    write_dir(&args.output, &export.objects, &path)?;
+    write_dir(&args.output, &export.objects, &named)?;
     eprintln!(
         "wrote {} Kubernetes object(s) to {} ({} warning(s))",
         export.objects.len(),
@@ -133,7 +139,7 @@ fn contents(
 
 /// Writes one file per object into `dir` (each through a temporary file renamed into
 /// place), and removes the files an earlier export wrote there that this one did not.
-fn write_dir(dir: &Path, objects: &[Object], manifest: &Path) -> Result<(), Error> {
+fn write_dir(dir: &Path, objects: &[Object], manifest: &str) -> Result<(), Error> {
     let io = |what: String| move |source| Error::Io { what, source };
     fs::create_dir_all(dir).map_err(io(format!("create `{}`", dir.display())))?;
     let mut written = BTreeSet::new();
@@ -141,11 +147,7 @@ fn write_dir(dir: &Path, objects: &[Object], manifest: &Path) -> Result<(), Erro
         let name = o.file_name();
         let file = dir.join(&name);
         let tmp = dir.join(format!(".{name}.tmp"));
-        let text = format!(
-            "{GENERATED_MARKER} from `{}`\n{}",
-            manifest.display(),
-            o.to_yaml()
-        );
+        let text = format!("{GENERATED_MARKER} from `{manifest}`\n{}", o.to_yaml());
         fs::write(&tmp, text).map_err(io(format!("write `{}`", tmp.display())))?;
         fs::rename(&tmp, &file).map_err(io(format!("write `{}`", file.display())))?;
         written.insert(name);

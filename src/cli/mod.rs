@@ -39,11 +39,13 @@ pub const DEFAULT_RUN_ROOT: &str = "/run/rcompose";
 #[derive(Debug, Parser)]
 #[command(name = "rcompose", version = info::LONG_VERSION, about, max_term_width = 100)]
 struct Cli {
-    /// The manifest: an rcompose.yaml or a Compose file [default: the first of rcompose.yaml,
-    /// compose.yaml, compose.yml, docker-compose.yaml, docker-compose.yml in the project
-    /// directory]
-    #[arg(short = 'f', long = "file", value_name = "FILE", env = "RCOMPOSE_FILE")]
-    file: Option<PathBuf>,
+    /// The manifest: an rcompose.yaml or a Compose file; repeated, Compose files merged in
+    /// order (also `RCOMPOSE_FILE`, else `COMPOSE_FILE`: paths separated by `:`) [default: the
+    /// first of rcompose.yaml, compose.yaml, compose.yml, docker-compose.yaml,
+    /// docker-compose.yml in the project directory, with a Compose file's
+    /// compose.override.yml (or .yaml, docker-compose.override.yml, .yaml) merged over it]
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    file: Vec<PathBuf>,
     /// Enable the Compose services of this profile (repeatable; also `COMPOSE_PROFILES`, comma
     /// separated; `*` enables all)
     #[arg(long = "profile", value_name = "PROFILE")]
@@ -279,11 +281,12 @@ enum Command {
         #[arg(short, long)]
         quiet: bool,
     },
-    /// Print the rcompose.yaml equivalent to a Compose file
+    /// Print the rcompose.yaml equivalent to a Compose file (or to several, merged)
     Convert {
-        /// The Compose file [default: `-f`, else the file found in the current directory]
+        /// The Compose files, merged in order [default: `-f`, else the file found in the
+        /// current directory and its override]
         #[arg(value_name = "FILE")]
-        file: Option<PathBuf>,
+        files: Vec<PathBuf>,
     },
     /// Write the manifest as another tool's manifests
     Export {
@@ -529,7 +532,11 @@ pub fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode, Error> {
     let ctx = Context {
-        file: cli.file,
+        files: if cli.file.is_empty() {
+            files_from_env(&|name| std::env::var_os(name))
+        } else {
+            cli.file
+        },
         project: cli.project,
         project_dir: cli.project_directory,
         store: cli.store,
@@ -708,9 +715,13 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Convert { file } => {
+        Command::Convert { files } => {
             let ctx = Context {
-                file: file.or_else(|| ctx.file.clone()),
+                files: if files.is_empty() {
+                    ctx.files.clone()
+                } else {
+                    files
+                },
                 ..ctx.clone()
             };
             let text = ctx.convert()?;
@@ -761,7 +772,8 @@ fn print_str(text: &str) {
 /// The global options, resolved lazily.
 #[derive(Debug, Clone)]
 struct Context {
-    file: Option<PathBuf>,
+    /// `-f` (or the variables): empty for the default search.
+    files: Vec<PathBuf>,
     project: Option<String>,
     /// `--project-directory`.
     project_dir: Option<PathBuf>,
@@ -778,6 +790,34 @@ const MANIFEST_NAMES: [&str; 5] = [
     "docker-compose.yaml",
     "docker-compose.yml",
 ];
+
+/// The override files merged over a Compose file found without `-f`: the first that exists,
+/// whichever of the Compose names was found (compose-go's `DefaultOverrideFileNames`).
+const OVERRIDE_NAMES: [&str; 4] = [
+    "compose.override.yml",
+    "compose.override.yaml",
+    "docker-compose.override.yml",
+    "docker-compose.override.yaml",
+];
+
+/// The files `RCOMPOSE_FILE`, else `COMPOSE_FILE`, names: paths separated by
+/// `COMPOSE_PATH_SEPARATOR` (default `:`), as Compose reads `COMPOSE_FILE`; empty parts are
+/// skipped. `var` reads the environment.
+fn files_from_env(var: &dyn Fn(&str) -> Option<std::ffi::OsString>) -> Vec<PathBuf> {
+    let Some(value) = var("RCOMPOSE_FILE").or_else(|| var("COMPOSE_FILE")) else {
+        return Vec::new();
+    };
+    let separator = var("COMPOSE_PATH_SEPARATOR")
+        .map(|s| s.to_string_lossy().into_owned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| ":".to_string());
+    value
+        .to_string_lossy()
+        .split(separator.as_str())
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .collect()
+}
 
 /// What the Compose loader reads: files relative to the project directory, the process
 /// environment.
@@ -816,11 +856,13 @@ impl Context {
             .map_or_else(|| PathBuf::from(DEFAULT_RUN_ROOT), PathBuf::from)
     }
 
-    /// The manifest path: `-f`, else the first of [`MANIFEST_NAMES`] in the project
-    /// directory (the current one without `--project-directory`).
-    fn manifest_path(&self) -> Result<PathBuf, Error> {
-        if let Some(f) = &self.file {
-            return Ok(f.clone());
+    /// The manifest's files (never empty): `-f` (or the variables), else the first of
+    /// [`MANIFEST_NAMES`] in the project directory (the current one without
+    /// `--project-directory`), and, when that is a Compose file, the first of
+    /// [`OVERRIDE_NAMES`] beside it, as Compose does.
+    fn manifest_paths(&self) -> Result<Vec<PathBuf>, Error> {
+        if !self.files.is_empty() {
+            return Ok(self.files.clone());
         }
         let dir = match &self.project_dir {
             Some(d) => d.clone(),
@@ -829,13 +871,31 @@ impl Context {
                 source,
             })?,
         };
-        match MANIFEST_NAMES.iter().find(|name| dir.join(name).is_file()) {
-            Some(name) => Ok(match &self.project_dir {
-                Some(_) => dir.join(name),
-                None => PathBuf::from(name),
-            }),
-            None => Err(Error::NoManifest { dir }),
+        let named = |name: &str| match &self.project_dir {
+            Some(_) => dir.join(name),
+            None => PathBuf::from(name),
+        };
+        let Some(name) = MANIFEST_NAMES.iter().find(|name| dir.join(name).is_file()) else {
+            return Err(Error::NoManifest { dir });
+        };
+        let mut paths = vec![named(name)];
+        if *name != "rcompose.yaml"
+            && let Some(over) = OVERRIDE_NAMES.iter().find(|n| dir.join(n).is_file())
+        {
+            paths.push(named(over));
         }
+        Ok(paths)
+    }
+
+    /// Reads the manifest's files: their paths and texts.
+    fn read_manifests(&self) -> Result<Vec<(PathBuf, String)>, Error> {
+        self.manifest_paths()?
+            .into_iter()
+            .map(|path| match fs::read_to_string(&path) {
+                Ok(text) => Ok((path, text)),
+                Err(source) => Err(Error::ReadManifest { path, source }),
+            })
+            .collect()
     }
 
     /// Where the manifest's relative paths start and whose name names the project:
@@ -863,15 +923,12 @@ impl Context {
         }
     }
 
-    /// The rcompose.yaml equivalent to the Compose file (`convert`): the project is loaded and
-    /// validated, without asking whether the files it names exist.
+    /// The rcompose.yaml equivalent to the Compose files (`convert`): the project is loaded
+    /// and validated, without asking whether the files it names exist.
     fn convert(&self) -> Result<String, Error> {
-        let path = self.manifest_path()?;
-        let source = fs::read_to_string(&path).map_err(|source| Error::ReadManifest {
-            path: path.clone(),
-            source,
-        })?;
-        if !manifest::compose::is_compose(&path, &source)
+        let files = self.read_manifests()?;
+        if let [(path, source)] = files.as_slice()
+            && !manifest::compose::is_compose(path, source)
             && source.lines().any(|l| l.starts_with("pods:"))
         {
             return Err(Error::Usage(format!(
@@ -885,40 +942,51 @@ impl Context {
             env_set: &|_| true,
             subnet_conflict: &|_, _| None,
         };
-        let loaded = self.load_compose(&source, &path, &facts)?;
+        let loaded = self.load_compose(&files, &facts)?;
         Ok(loaded.manifest.to_yaml())
     }
 
-    /// Loads a Compose file, printing its warnings to stderr.
+    /// Loads a Compose project from its files (merged in order), printing its warnings to
+    /// stderr. Refuses an rcompose.yaml among several files.
     fn load_compose(
         &self,
-        source: &str,
-        path: &Path,
+        files: &[(PathBuf, String)],
         facts: &manifest::Facts<'_>,
     ) -> Result<manifest::compose::Loaded, Error> {
-        // relative paths (env files, includes, extends) start at the project directory
+        let Some((path, _)) = files.first() else {
+            return Err(Error::Usage("no manifest file given".into()));
+        };
+        if files.len() > 1 {
+            refuse_native(files)?;
+        }
+        // relative paths (env files, includes, extends) start at the project directory, in
+        // every file (as in Compose)
         let host = ComposeHost {
             dir: self.base_dir(path)?,
         };
         let options = manifest::compose::Options {
             profiles: self.profiles.clone(),
         };
-        let outcome = manifest::compose::load(source, path, &host, &options, facts);
+        let sources: Vec<manifest::compose::Source<'_>> = files
+            .iter()
+            .map(|(path, text)| manifest::compose::Source { path, text })
+            .collect();
+        let outcome = manifest::compose::load_files(&sources, &host, &options, facts);
         if !outcome.warnings.is_empty() {
             eprintln!("{}", manifest::render_warnings(path, &outcome.warnings));
         }
         Ok(outcome.result?)
     }
 
-    /// The validated manifest and its path.
-    fn manifest(&self) -> Result<(ValidManifest, PathBuf), Error> {
-        let path = self.manifest_path()?;
-        let source = fs::read_to_string(&path).map_err(|source| Error::ReadManifest {
-            path: path.clone(),
-            source,
-        })?;
+    /// The validated manifest and its files (the first names the project directory).
+    fn manifest(&self) -> Result<(ValidManifest, Vec<PathBuf>), Error> {
+        let files = self.read_manifests()?;
+        let paths: Vec<PathBuf> = files.iter().map(|(p, _)| p.clone()).collect();
+        let Some((path, source)) = files.first() else {
+            return Err(Error::Usage("no manifest file given".into()));
+        };
         // bind mount sources are relative to the project directory
-        let base = self.base_dir(&path)?;
+        let base = self.base_dir(path)?;
         let exists = |source: &str| {
             let p = Path::new(source);
             if p.is_absolute() {
@@ -945,28 +1013,33 @@ impl Context {
             env_set: &|name| std::env::var_os(name).is_some(),
             subnet_conflict: &subnet_conflict,
         };
-        if manifest::compose::is_compose(&path, &source) {
-            let loaded = self.load_compose(&source, &path, &facts)?;
-            return Ok((loaded.valid, path));
+        if manifest::compose::is_compose(path, source) {
+            let loaded = self.load_compose(&files, &facts)?;
+            return Ok((loaded.valid, paths));
         }
-        Ok((manifest::load_checked(&source, &path, &facts)?, path))
+        if files.len() > 1 {
+            refuse_native(&files)?;
+        }
+        Ok((manifest::load_checked(source, path, &facts)?, paths))
     }
 
     fn desired(&self) -> Result<DesiredState, Error> {
-        Ok(self.desired_with_path()?.0)
+        Ok(self.load()?.1)
     }
 
-    fn desired_with_path(&self) -> Result<(DesiredState, PathBuf), Error> {
-        let (_, desired, path) = self.load()?;
-        Ok((desired, path))
-    }
-
-    /// The validated manifest, the desired state made from it, and the manifest's
-    /// absolute path.
-    fn load(&self) -> Result<(ValidManifest, DesiredState, PathBuf), Error> {
-        let (m, path) = self.manifest()?;
-        let abs = absolute(&path)?;
-        let base = self.base_dir(&path)?;
+    /// The validated manifest, the desired state made from it, and the manifest's files as
+    /// absolute paths (never empty: the first is the main one, the others were merged over
+    /// it).
+    fn load(&self) -> Result<(ValidManifest, DesiredState, Vec<PathBuf>), Error> {
+        let (m, paths) = self.manifest()?;
+        let files = paths
+            .iter()
+            .map(|p| absolute(p))
+            .collect::<Result<Vec<_>, _>>()?;
+        let Some(path) = paths.first() else {
+            return Err(Error::Usage("no manifest file given".into()));
+        };
+        let base = self.base_dir(path)?;
         let project = match &self.project {
             Some(p) => checked_project(p)?,
             None => match m.name() {
@@ -980,7 +1053,7 @@ impl Context {
                 c.runtime = runtime;
             }
         }
-        Ok((m, desired, abs))
+        Ok((m, desired, files))
     }
 
     /// The project name without needing a manifest when `-p` is given.
@@ -990,6 +1063,32 @@ impl Context {
             None => Ok(self.desired()?.project),
         }
     }
+}
+
+/// Several files are merged only when all are Compose files: an rcompose.yaml among them is
+/// refused, saying what to do.
+fn refuse_native(files: &[(PathBuf, String)]) -> Result<(), Error> {
+    let Some(((first, first_text), rest)) = files.split_first() else {
+        return Ok(());
+    };
+    let count = files.len();
+    if !manifest::compose::is_compose(first, first_text) {
+        return Err(Error::Usage(format!(
+            "`{}` is an rcompose.yaml: only Compose files are merged ({count} files are named); name it alone (`-f {}`) and write what the other files add into it",
+            first.display(),
+            first.display()
+        )));
+    }
+    for (path, text) in rest {
+        if manifest::compose::is_rcompose(path, text) {
+            return Err(Error::Usage(format!(
+                "`{}` is an rcompose.yaml: it cannot be merged over the Compose file `{}`; name an rcompose.yaml alone with `-f`, or merge Compose files only",
+                path.display(),
+                first.display()
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn absolute(path: &Path) -> Result<PathBuf, Error> {

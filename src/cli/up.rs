@@ -281,19 +281,25 @@ fn check_runtimes(desired: &DesiredState) -> Result<(), Error> {
     Ok(())
 }
 
-/// The desired state and its manifest, restricted to `pods` and their dependencies when
-/// some are named, and the layer directories that redeploy watch rules watch.
+/// The desired state and its manifest's files (absolute; the first is the main one),
+/// restricted to `pods` and their dependencies when some are named, and the layer
+/// directories that redeploy watch rules watch.
 fn selected(
     ctx: &Context,
     pods: &[String],
-) -> Result<(DesiredState, PathBuf, Vec<PathBuf>), Error> {
-    let (m, desired, manifest) = ctx.load()?;
-    let watched = super::watch::redeploy_dirs(ctx, &m, &manifest);
+) -> Result<(DesiredState, Vec<PathBuf>, Vec<PathBuf>), Error> {
+    let (m, desired, files) = ctx.load()?;
+    let watched = super::watch::redeploy_dirs(ctx, &m, &main_file(&files));
     if pods.is_empty() {
-        return Ok((desired, manifest, watched));
+        return Ok((desired, files, watched));
     }
     let desired = crate::plan::select(&desired, pods).map_err(Error::Up)?;
-    Ok((desired, manifest, watched))
+    Ok((desired, files, watched))
+}
+
+/// The main file of a manifest's files (the one recorded in the project's state).
+pub(super) fn main_file(files: &[PathBuf]) -> PathBuf {
+    files.first().cloned().unwrap_or_default()
 }
 
 /// `up --abort-on-exit` / `--exit-code-from POD`.
@@ -314,7 +320,7 @@ pub(super) fn foreground(
     abort: Abort,
     watch: Option<Duration>,
 ) -> Result<ExitCode, Error> {
-    let (mut desired, manifest, watched) = selected(ctx, pods)?;
+    let (mut desired, files, watched) = selected(ctx, pods)?;
     if let Some(pod) = &abort.code_from {
         crate::plan::select(&desired, std::slice::from_ref(pod))
             .map_err(|e| Error::Up(format!("--exit-code-from: {e}")))?;
@@ -329,7 +335,15 @@ pub(super) fn foreground(
         };
     }
     let watch = watch.map(|d| (d, pods.to_vec()));
-    supervise_here(ctx, desired, manifest, grace, abort, &watched, watch)
+    supervise_here(
+        ctx,
+        desired,
+        main_file(&files),
+        grace,
+        abort,
+        &watched,
+        watch,
+    )
 }
 
 /// `run [--rm] POD [COMMAND...]`: the pod's dependencies, then one replica of the pod (its
@@ -342,7 +356,7 @@ pub(super) fn run(
     pod: &str,
     command: &[String],
 ) -> Result<ExitCode, Error> {
-    let (desired, manifest, watched) = selected(ctx, &[pod.to_string()])?;
+    let (desired, files, watched) = selected(ctx, &[pod.to_string()])?;
     let mut desired = desired;
     if let Some(p) = desired.pods.get_mut(pod) {
         p.replicas = 1;
@@ -365,7 +379,15 @@ pub(super) fn run(
         on_exit: false,
         code_from: Some(pod.to_string()),
     };
-    supervise_here(ctx, desired, manifest, grace, abort, &watched, None)
+    supervise_here(
+        ctx,
+        desired,
+        main_file(&files),
+        grace,
+        abort,
+        &watched,
+        None,
+    )
 }
 
 /// Runs the supervisor of `desired` in this process (`up` in the foreground, `run`); with
@@ -453,7 +475,7 @@ pub(super) fn detached(
     wait: Wait,
     pods: &[String],
 ) -> Result<ExitCode, Error> {
-    let (mut desired, manifest, watched) = selected(ctx, pods)?;
+    let (mut desired, files, watched) = selected(ctx, pods)?;
     prerequisites()?;
     check_runtimes(&desired)?;
     if let Some(code) = apply_to_running(ctx, &mut desired, !pods.is_empty(), &watched)? {
@@ -473,9 +495,12 @@ pub(super) fn detached(
         })?;
     let wfd = write.as_raw_fd();
     let mut cmd = Command::new(current_exe()?);
-    cmd.arg("-f")
-        .arg(&manifest)
-        .arg("-p")
+    // every file of the manifest (an override found without `-f` too): the supervisor loads
+    // the same merged project
+    for file in &files {
+        cmd.arg("-f").arg(file);
+    }
+    cmd.arg("-p")
         .arg(&desired.project)
         .arg("--store")
         .arg(&ctx.store);
@@ -595,7 +620,7 @@ pub(super) fn supervise(
         progress.send(&format!("failed {text}"));
         Ok(ExitCode::from(e.exit_status() as u8))
     };
-    let (mut desired, manifest, watched) = match selected(ctx, pods) {
+    let (mut desired, files, watched) = match selected(ctx, pods) {
         Ok(v) => v,
         Err(e) => return fail(e),
     };
@@ -605,7 +630,7 @@ pub(super) fn supervise(
         stop_unused(server.as_ref());
         return fail(e);
     }
-    let opts = match options(desired, manifest, grace, true, server.clone()) {
+    let opts = match options(desired, main_file(&files), grace, true, server.clone()) {
         Ok(mut o) => {
             o.wait = wait.wait;
             o.wait_timeout = wait.timeout.map(Duration::from_secs);

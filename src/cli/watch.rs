@@ -149,7 +149,8 @@ struct Setup {
     /// `up --watch POD...`: only these pods (and their dependencies) are applied.
     only: Vec<String>,
     debounce: Duration,
-    manifest: PathBuf,
+    /// The manifest's files (absolute): a change to any is a changed manifest.
+    manifests: Vec<PathBuf>,
     desired: DesiredState,
     redeploy: Vec<PathBuf>,
     rules: Vec<Compiled>,
@@ -163,16 +164,18 @@ fn absolute(path: &Path) -> PathBuf {
 }
 
 impl Setup {
-    /// Resolves the rules of `m` and starts watching their paths and the manifest.
+    /// Resolves the rules of `m` and starts watching their paths and the manifest's files
+    /// (`manifests`: the first is the main one).
     fn new(
         ctx: &Context,
         m: &ValidManifest,
         desired: DesiredState,
-        manifest: &Path,
+        manifests: &[PathBuf],
         debounce: Duration,
         only: &[String],
     ) -> Result<Self, Error> {
-        let manifest = absolute(manifest);
+        let manifests: Vec<PathBuf> = manifests.iter().map(|p| absolute(p)).collect();
+        let manifest = super::up::main_file(&manifests);
         let base = ctx.base(&manifest);
         let gitignore = std::fs::read_to_string(base.join(".gitignore")).ok();
         // what rcompose writes itself never triggers a rule
@@ -213,13 +216,13 @@ impl Setup {
                 recursive.push(d);
             }
         }
-        // single files and the manifest: their directory's entries (editors replace a file
-        // by renaming a new one over it, which a watch on the file itself would miss)
+        // single files and the manifest's files: their directory's entries (editors replace a
+        // file by renaming a new one over it, which a watch on the file itself would miss)
         let files = rules
             .iter()
             .flat_map(|r| &r.roots)
             .filter(|p| !p.is_dir())
-            .chain(std::iter::once(&manifest));
+            .chain(&manifests);
         for f in files {
             let Some(dir) = f.parent() else { continue };
             if !recursive.iter().any(|r| dir.starts_with(r)) && !flat.iter().any(|d| d == dir) {
@@ -232,7 +235,7 @@ impl Setup {
             only: only.to_vec(),
             debounce,
             redeploy: redeploy_dirs(ctx, m, &manifest),
-            manifest,
+            manifests,
             desired,
             rules,
             watcher,
@@ -266,7 +269,7 @@ pub(super) fn attach(
     sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None).map_err(|e| io_err("block signals", e))?;
     let signals = SignalFd::with_flags(&set, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
         .map_err(|e| io_err("create a signalfd", e))?;
-    let (m, desired, manifest) = ctx.load()?;
+    let (m, desired, manifests) = ctx.load()?;
     if !is_up(&desired.project) {
         return Err(Error::NotUp {
             project: desired.project,
@@ -277,7 +280,7 @@ pub(super) fn attach(
     let project = desired.project.clone();
     let say = move |line: &str| eprintln!("[{project}] {line}");
     let stop = || matches!(signals.read_signal(), Ok(Some(_)));
-    let setup = Setup::new(ctx, &m, desired, &manifest, debounce, only)?;
+    let setup = Setup::new(ctx, &m, desired, &manifests, debounce, only)?;
     run(
         ctx,
         setup,
@@ -301,8 +304,8 @@ pub(super) fn spawn(
         let say = |line: &str| progress.println(line);
         let result = ctx
             .load()
-            .and_then(|(m, desired, manifest)| {
-                Setup::new(&ctx, &m, desired, &manifest, debounce, &only)
+            .and_then(|(m, desired, manifests)| {
+                Setup::new(&ctx, &m, desired, &manifests, debounce, &only)
             })
             .and_then(|setup| {
                 run(
@@ -331,7 +334,12 @@ fn run(
         "watch: {} rule{} and `{}` (debounce {} ms); {ctrl_c}",
         setup.rules.len(),
         if setup.rules.len() == 1 { "" } else { "s" },
-        setup.manifest.display(),
+        setup
+            .manifests
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join("`, `"),
         setup.debounce.as_millis()
     ));
     loop {
@@ -364,7 +372,7 @@ struct Work {
 fn classify(setup: &Setup, batch: &BTreeSet<PathBuf>) -> Work {
     let mut work = Work::default();
     for path in batch {
-        if *path == setup.manifest {
+        if setup.manifests.contains(path) {
             work.manifest = true;
             continue;
         }
@@ -404,18 +412,18 @@ fn handle(ctx: &Context, setup: &mut Setup, batch: &BTreeSet<PathBuf>, say: &dyn
                 "watch: the manifest is invalid; the running stack is left as it is:\n{}",
                 output::error_text(&e)
             )),
-            Ok((m, desired, manifest)) => {
+            Ok((m, desired, manifests)) => {
                 if desired.project != setup.project {
                     say(&format!(
                         "watch: the manifest now names project `{}`, not `{}`; the running stack is left as it is",
                         desired.project, setup.project
                     ));
                 } else {
-                    let redeploy = redeploy_dirs(ctx, &m, &manifest);
+                    let redeploy = redeploy_dirs(ctx, &m, &super::up::main_file(&manifests));
                     say("watch: the manifest changed: applying it");
                     apply(ctx, desired.clone(), &redeploy, &setup.only, say);
                     applied = true;
-                    match Setup::new(ctx, &m, desired, &manifest, setup.debounce, &setup.only) {
+                    match Setup::new(ctx, &m, desired, &manifests, setup.debounce, &setup.only) {
                         Ok(new) => *setup = new,
                         Err(e) => say(&format!(
                             "watch: error: {}; the previous watch rules stay",

@@ -49,12 +49,16 @@ fn summary(problems: &[Problem]) -> String {
 }
 
 impl ManifestError {
-    /// Builds an error; problems are sorted by position (those without one last).
+    /// Builds an error; problems are sorted by file (the manifest's first, then the others
+    /// by name) and position in it (those without one last).
     pub(crate) fn new(origin: PathBuf, mut problems: Vec<Problem>) -> Self {
-        problems.sort_by_key(|p| {
-            p.location
-                .as_ref()
-                .map_or((u32::MAX, u32::MAX), |l| (l.line, l.column))
+        problems.sort_by(|a, b| {
+            let key = |p: &Problem| {
+                p.location
+                    .as_ref()
+                    .map_or((u32::MAX, u32::MAX), |l| (l.line, l.column))
+            };
+            a.file.cmp(&b.file).then(key(a).cmp(&key(b)))
         });
         problems.dedup();
         Self {

@@ -43,7 +43,12 @@ pub(crate) enum Kind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Key {
     pub(crate) name: String,
+    /// Where the key is used: for a key a `<<` merge key copies from an anchored mapping,
+    /// where the alias is.
     pub(crate) loc: Loc,
+    /// Where the key is written: the same as `loc`, but for a key a `<<` merge key copies,
+    /// where it is in the anchored mapping (Compose's tags on it apply wherever it is used).
+    pub(crate) def: Loc,
 }
 
 /// A scalar: its text (the source text for plain scalars, the decoded value for quoted ones)
@@ -139,8 +144,10 @@ fn to_node(source: &str, raw: Spanned<Raw>) -> Node {
             entries
                 .into_iter()
                 .map(|(k, v)| {
+                    let loc = loc_of(&k.referenced).unwrap_or_default();
                     let key = Key {
-                        loc: loc_of(&k.referenced).unwrap_or_default(),
+                        loc,
+                        def: loc_of(&k.defined).unwrap_or(loc),
                         name: k.value,
                     };
                     (key, to_node(source, v))
@@ -239,5 +246,23 @@ impl<'de> Visitor<'de> for RawVisitor {
             entries.push((key, map.next_value()?));
         }
         Ok(Raw::Map(entries))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Kind, parse_tree};
+
+    #[test]
+    fn a_key_copied_by_a_merge_key_is_defined_in_the_anchor() {
+        let tree = parse_tree("x: &a\n  k: 1\ny:\n  <<: *a\n  j: 2\n").unwrap();
+        let Kind::Map(top) = &tree.kind else { panic!() };
+        let Kind::Map(y) = &top[1].1.kind else {
+            panic!()
+        };
+        let k = &y.iter().find(|(k, _)| k.name == "k").unwrap().0;
+        let j = &y.iter().find(|(k, _)| k.name == "j").unwrap().0;
+        assert_eq!((k.def.line, k.def.column), (2, 3));
+        assert_eq!(j.def, j.loc);
     }
 }

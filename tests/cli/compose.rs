@@ -7,12 +7,14 @@ use std::process::{Command, Output, Stdio};
 use crate::test::{TempDir, assert_code, bin, stderr, stdout, unindent};
 
 /// rcompose in `dir` without the variables that change how a Compose file loads.
-fn run(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Output {
+pub(super) fn run(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Output {
     Command::new(bin())
         .args(args)
         .current_dir(dir)
         .env_remove("COMPOSE_PROFILES")
         .env_remove("RCOMPOSE_FILE")
+        .env_remove("COMPOSE_FILE")
+        .env_remove("COMPOSE_PATH_SEPARATOR")
         .env_remove("TAG")
         .envs(env.iter().copied())
         .stdin(Stdio::null())

@@ -1,9 +1,11 @@
 //! Every Compose file of the corpus (`../shared/corpus/compose-files`: the awesome-compose
 //! samples, compose-go's loader fixtures, docker/compose e2e fixtures) goes through
-//! `rcompose convert`: it is accepted (and the rcompose.yaml printed loads), or rejected with
-//! exit code 3 and errors that each point at a file, line and column; every fixture marked
-//! `# expect-error:` is rejected. The numbers are those of docs/compose-compatibility.md
-//! (regenerate its generated part with `RCOMPOSE_UPDATE_DOCS=1`).
+//! `rcompose convert` (an override file `X.override.yaml` over its `X.base.yaml`, as
+//! `convert X.base.yaml X.override.yaml`): it is accepted (and the rcompose.yaml printed
+//! loads), or rejected with exit code 3 and errors that each point at a file, line and
+//! column; every fixture marked `# expect-error:` is rejected. The numbers are those of
+//! docs/compose-compatibility.md (regenerate its generated part with
+//! `RCOMPOSE_UPDATE_DOCS=1`).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -123,6 +125,14 @@ fn reason(message: &str) -> String {
     message.split(": ").next().unwrap_or(message).to_string()
 }
 
+/// The base file of an override file of the corpus: `X.base.yaml` for `X.override.yaml`.
+fn base_of(rel: &str) -> Option<String> {
+    [".yaml", ".yml"].into_iter().find_map(|ext| {
+        rel.strip_suffix(&format!(".override{ext}"))
+            .map(|stem| format!("{stem}.base{ext}"))
+    })
+}
+
 #[test]
 fn every_compose_file_of_the_corpus_is_accepted_or_rejected_with_located_errors() {
     let root = corpus_dir();
@@ -163,10 +173,19 @@ fn every_compose_file_of_the_corpus_is_accepted_or_rejected_with_located_errors(
                     .filter(|e| e.starts_with("error"))
                     .cloned()
             });
+        // an override file (`X.override.yaml` beside `X.base.yaml`) is loaded over its base,
+        // as `-f base -f override`
+        let mut args = vec!["convert".to_string()];
+        if let Some(base) = base_of(&rel)
+            && root.join(&base).is_file()
+        {
+            args.push(base);
+        }
+        args.push(rel.clone());
         // a fixed environment: the outcome must not depend on who runs the test (`HOME` for
         // `~` in bind sources)
         let out = Command::new(bin())
-            .args(["convert", &rel])
+            .args(&args)
             .current_dir(&root)
             .env_clear()
             .env("HOME", "/home/user")

@@ -3,6 +3,7 @@
 mod comforts;
 mod compose;
 pub mod compose_corpus;
+mod compose_files;
 mod docs;
 mod errors;
 pub mod examples;

@@ -2,8 +2,8 @@
 //! `deploy.replicas` behind one published port, `depends_on` with `service_healthy` and a
 //! `healthcheck`, an `env_file`, `${VAR:-default}` and `$$` interpolation with `.env` under
 //! the process environment, a named volume shared by two services, a tmpfs; found by the
-//! default file search (`compose.yaml`), a service of a profile enabled by `--profile`, and
-//! nothing left after `down -v`.
+//! default file search (`compose.yaml`, with `compose.override.yaml` merged over it), a
+//! service of a profile enabled by `--profile`, and nothing left after `down -v`.
 
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
@@ -98,14 +98,24 @@ services:
       - -c
       - echo "${{MESSAGE:-the default}}" > /data/msg && /bin/busybox wget -q -O - http://web/ > /data/seen && exec /bin/busybox sleep 1000
     volumes: [data:/data]
-  tools:
-    <<: *busybox
-    profiles: [tools]
-    command: [/bin/busybox, sleep, "1000"]
 volumes:
   data:
 "#
         ),
+    );
+    // the override file beside it is merged without -f (and handed to the detached
+    // supervisor): a service, and a variable added to one of compose.yaml
+    dir.write(
+        "compose.override.yaml",
+        r#"services:
+  tools:
+    image: ${IMAGE}
+    profiles: [tools]
+    command: [/bin/busybox, sleep, "1000"]
+  client:
+    environment:
+      FROM_OVERRIDE: "yes"
+"#,
     );
     let env = [("PORT", port.as_str())];
     // a profile enabled on the command line reaches the detached supervisor too
@@ -155,6 +165,7 @@ volumes:
         "hello from the env file\n"
     );
     assert_eq!(exec("tools", "echo up"), "up\n");
+    assert_eq!(exec("client", "echo $FROM_OVERRIDE"), "yes\n");
     let mounts = exec("web-1", "cat /proc/mounts");
     assert!(
         mounts

@@ -68,22 +68,49 @@ pub struct Outcome {
 /// with no `pods:` or `images:`).
 #[must_use]
 pub fn is_compose(path: &Path, source: &str) -> bool {
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or_default();
+    let name = file_name(path);
     if name == "rcompose.yaml" || name == "rcompose.yml" {
         return false;
     }
     if name.starts_with("compose.") || name.starts_with("docker-compose") {
         return true;
     }
-    let top = |key: &str| {
-        source
-            .lines()
-            .any(|l| l.starts_with(key) && l[key.len()..].trim_start().starts_with(':'))
-    };
-    top("services") && !top("pods") && !top("images")
+    has_top(source, "services") && !has_top(source, "pods") && !has_top(source, "images")
+}
+
+/// Whether a file is surely an `rcompose.yaml`, not a part of a Compose project (an override
+/// file may hold any top-level key, or none): by its name, or by a top-level `pods:` or
+/// `images:`, which no Compose file has.
+#[must_use]
+pub fn is_rcompose(path: &Path, source: &str) -> bool {
+    let name = file_name(path);
+    name == "rcompose.yaml"
+        || name == "rcompose.yml"
+        || has_top(source, "pods")
+        || has_top(source, "images")
+}
+
+fn file_name(path: &Path) -> &str {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default()
+}
+
+/// Whether `source` has the top-level key `key` (a line starting with `key:`).
+fn has_top(source: &str, key: &str) -> bool {
+    source
+        .lines()
+        .any(|l| l.starts_with(key) && l[key.len()..].trim_start().starts_with(':'))
+}
+
+/// One file of a project the user names (`-f`): its path as named (for messages) and its
+/// text.
+#[derive(Debug, Clone, Copy)]
+pub struct Source<'a> {
+    /// The path as the user named it.
+    pub path: &'a Path,
+    /// The file's text.
+    pub text: &'a str,
 }
 
 /// The top-level keys of the Compose Specification.
@@ -127,20 +154,21 @@ pub(crate) enum Tag {
 }
 
 impl Loader<'_> {
-    /// The tag of a mapping key, if it has one.
+    /// The tag of a mapping key, if it has one (where the key is written: a key an anchor
+    /// gives a service has the tag written in the anchor).
     pub(crate) fn tag(&self, key: &Key) -> Option<Tag> {
         self.tagged
-            .get(&(key.loc.file, key.loc.line, key.loc.column))
+            .get(&(key.def.file, key.def.line, key.def.column))
             .copied()
     }
 }
 
-/// The locations of every mapping key of a tree.
+/// Where every mapping key of a tree is written.
 fn map_keys(node: &Node, out: &mut Vec<Loc>) {
     match &node.kind {
         Kind::Map(entries) => {
             for (key, value) in entries {
-                out.push(key.loc);
+                out.push(key.def);
                 map_keys(value, out);
             }
         }
@@ -270,7 +298,8 @@ impl Loader<'_> {
         if found.is_empty() {
             return;
         }
-        // tags are honoured inside services (where `extends` merges): the keys under them
+        // tags are honoured inside services (where `extends` and the files named merge): the
+        // keys under them, written there or in an anchor a service merges (`<<: *base`)
         let mut in_services = Vec::new();
         if let Some(services) = get(tree, "services") {
             for (_, service) in entries(services) {
@@ -298,7 +327,7 @@ impl Loader<'_> {
                 Some(_) => self.error(
                     "",
                     loc,
-                    format!("the YAML tag `{name}` is only supported on keys written inside a service (not through an anchor)"),
+                    format!("the YAML tag `{name}` is only supported on the keys of a service (or of an anchor a service merges)"),
                 ),
                 None => {
                     self.error(
@@ -407,6 +436,7 @@ fn set_file(node: &mut Node, number: u32) {
         Kind::Map(entries) => {
             for (key, value) in entries.iter_mut() {
                 key.loc.file = number;
+                key.def.file = number;
                 set_file(value, number);
             }
         }
@@ -622,6 +652,38 @@ pub fn load(
     options: &Options,
     facts: &Facts<'_>,
 ) -> Outcome {
+    load_files(
+        &[Source {
+            path: origin,
+            text: source,
+        }],
+        host,
+        options,
+        facts,
+    )
+}
+
+/// Loads a Compose project from several files (`-f a -f b`): each is read as a Compose file
+/// (with its own `include`s) and merged over the ones before it by the Compose
+/// Specification's merge rules ([`service::merge`]). The first file's directory is the
+/// project directory, and relative paths of every file start there, as in Compose. Problems
+/// are reported in the file they come from.
+#[must_use]
+pub fn load_files(
+    files: &[Source<'_>],
+    host: &dyn Host,
+    options: &Options,
+    facts: &Facts<'_>,
+) -> Outcome {
+    let Some(first) = files.first() else {
+        let mut cx = Issues::default();
+        cx.at("", Loc::default(), "no Compose file is named".into());
+        return Outcome {
+            result: Err(cx.into_error("", Path::new("")).of_compose()),
+            warnings: Vec::new(),
+        };
+    };
+    let (source, origin) = (first.text, first.path);
     let mut ld = Loader {
         cx: Issues::default(),
         warnings: Vec::new(),
@@ -633,7 +695,7 @@ pub fn load(
         tagged: BTreeMap::new(),
     };
     ld.read_dotenv(Path::new(".env"), None);
-    let manifest = project(&mut ld, source, origin, options);
+    let manifest = project(&mut ld, files, options);
     let mut cx = ld.cx;
     let warnings = {
         let mut w = Issues::default();
@@ -749,6 +811,7 @@ impl Loader<'_> {
 
 /// The services of the project (from every file), with the directory of the file each
 /// came from, after `include`.
+#[derive(Default)]
 struct Collected {
     services: BTreeMap<String, (Key, Node, PathBuf)>,
     volumes: BTreeMap<String, (Key, Node)>,
@@ -757,25 +820,26 @@ struct Collected {
     networks: BTreeMap<String, (Key, Node)>,
 }
 
-fn project(
-    ld: &mut Loader<'_>,
-    source: &str,
-    origin: &Path,
-    options: &Options,
-) -> Option<Manifest> {
-    let main = ld.parse(
-        source,
-        0,
-        Path::new(origin.file_name().unwrap_or(origin.as_os_str())),
+/// Parses one file the user named (`number` 0 for the first) and checks its top level:
+/// `None` when there is nothing to take from it (reported, or an empty override file).
+fn named_file(ld: &mut Loader<'_>, source: &Source<'_>, number: u32) -> Option<File> {
+    let path = source.path;
+    let file = ld.parse(
+        source.text,
+        number,
+        Path::new(path.file_name().unwrap_or(path.as_os_str())),
         None,
     )?;
-    let main = File {
+    // relative paths start at the project directory, in every file named (as in Compose)
+    let file = File {
         dir: PathBuf::new(),
-        ..main
+        ..file
     };
-    let root = &main.tree;
+    let root = &file.tree;
     match &root.kind {
         Kind::Map(_) => {}
+        // an empty override file adds nothing
+        Kind::Null if number > 0 => return None,
         Kind::Null => {
             ld.error(
                 "",
@@ -801,19 +865,35 @@ fn project(
     {
         ld.error("", root.loc, "Compose file format v1 (services at the top level) is not supported: put them under `services:`".into());
     }
+    Some(file)
+}
+
+fn project(ld: &mut Loader<'_>, files: &[Source<'_>], options: &Options) -> Option<Manifest> {
+    let (first, rest) = files.split_first()?;
+    let main = named_file(ld, first, 0)?;
     let mut m = Manifest::default();
-    if let Some(n) = get(root, "name") {
+    if let Some(n) = get(&main.tree, "name") {
         m.name = ld.text(n, "name", "`name`");
     }
-    let mut all = Collected {
-        services: BTreeMap::new(),
-        volumes: BTreeMap::new(),
-        secrets: BTreeMap::new(),
-        configs: BTreeMap::new(),
-        networks: BTreeMap::new(),
-    };
+    let mut all = Collected::default();
     let mut stack = vec![main.name.clone()];
     collect(ld, &main, &mut all, &mut stack);
+    // the other files named, each with its includes, merged over the ones before
+    for source in rest {
+        let number = ld
+            .cx
+            .add_file(source.path.to_path_buf(), source.text.to_string());
+        let Some(file) = named_file(ld, source, number) else {
+            continue;
+        };
+        if let Some(n) = get(&file.tree, "name") {
+            m.name = ld.text(n, "name", "`name`");
+        }
+        let mut over = Collected::default();
+        let mut stack = vec![file.name.clone()];
+        collect(ld, &file, &mut over, &mut stack);
+        overlay(ld, &mut all, over);
+    }
 
     // profiles
     let mut active: BTreeSet<String> = options.profiles.iter().cloned().collect();
@@ -887,6 +967,72 @@ fn project(
         }
     }
     Some(m)
+}
+
+/// Merges the services, volumes, networks, secrets and configs of a later file over those
+/// of the files before it. Paths are made relative to the project directory first, so that
+/// a merged entry has one directory.
+fn overlay(ld: &Loader<'_>, all: &mut Collected, over: Collected) {
+    for (name, (key, node, dir)) in over.services {
+        let merged = match all.services.remove(&name) {
+            Some((base_key, base, base_dir)) => (
+                base_key,
+                service::merge(
+                    ld,
+                    &service::rebased(&base, &base_dir),
+                    &service::rebased(&node, &dir),
+                ),
+                PathBuf::new(),
+            ),
+            None => (key, node, dir),
+        };
+        all.services.insert(name, merged);
+    }
+    for (list, more) in [
+        (&mut all.volumes, over.volumes),
+        (&mut all.networks, over.networks),
+    ] {
+        for (name, (key, node)) in more {
+            let merged = match list.remove(&name) {
+                Some((base_key, base)) => (base_key, service::merge(ld, &base, &node)),
+                None => (key, node),
+            };
+            list.insert(name, merged);
+        }
+    }
+    for (list, more) in [
+        (&mut all.secrets, over.secrets),
+        (&mut all.configs, over.configs),
+    ] {
+        for (name, (key, node, dir)) in more {
+            let merged = match list.remove(&name) {
+                Some((base_key, base, base_dir)) => (
+                    base_key,
+                    service::merge(
+                        ld,
+                        &rebased_file(&base, &base_dir),
+                        &rebased_file(&node, &dir),
+                    ),
+                    PathBuf::new(),
+                ),
+                None => (key, node, dir),
+            };
+            list.insert(name, merged);
+        }
+    }
+}
+
+/// A secret or config with its `file` made relative to the project directory.
+fn rebased_file(node: &Node, dir: &Path) -> Node {
+    let mut n = node.clone();
+    if let Kind::Map(entries) = &mut n.kind {
+        for (k, v) in entries.iter_mut() {
+            if let (true, Kind::Scalar(s)) = (k.name == "file", &mut v.kind) {
+                s.text = rebase(dir, &s.text);
+            }
+        }
+    }
+    n
 }
 
 fn all_services_of(all: &Collected) -> BTreeMap<String, (Node, PathBuf)> {
@@ -985,13 +1131,7 @@ fn collect(ld: &mut Loader<'_>, file: &File, all: &mut Collected, stack: &mut Ve
                 };
                 stack.push(target);
                 let before: BTreeSet<String> = all.services.keys().cloned().collect();
-                let mut sub = Collected {
-                    services: BTreeMap::new(),
-                    volumes: BTreeMap::new(),
-                    secrets: BTreeMap::new(),
-                    configs: BTreeMap::new(),
-                    networks: BTreeMap::new(),
-                };
+                let mut sub = Collected::default();
                 collect(ld, &inc, &mut sub, stack);
                 stack.pop();
                 for (name, entry) in sub.services {

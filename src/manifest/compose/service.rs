@@ -242,9 +242,11 @@ fn known_key(name: &str) -> bool {
     SERVICE_KEYS.contains(&name) || SERVICE_KEYS_2.contains(&name)
 }
 
-/// Keys whose list values are appended by `extends` (Compose's merge rules).
-const APPEND: [&str; 13] = [
-    "ports",
+/// Keys whose value is replaced, not merged (Compose's merge rules: shell commands).
+const REPLACE: [&str; 3] = ["command", "entrypoint", "test"];
+/// Keys whose list values are appended (Compose's merge rules), identical items once; other
+/// lists are appended too.
+const APPEND: [&str; 12] = [
     "expose",
     "cap_add",
     "cap_drop",
@@ -258,16 +260,19 @@ const APPEND: [&str; 13] = [
     "group_add",
     "devices",
 ];
-/// Keys whose list values merge by a field (`volumes` by target, `secrets` by source, ...).
-const MERGE_BY: [&str; 3] = ["volumes", "secrets", "configs"];
-/// Keys whose list-or-map values merge as maps (`KEY=VALUE` items).
-const AS_MAP: [&str; 6] = [
+/// Keys whose list values merge by a unique key (`volumes`, `secrets` and `configs` by
+/// target, `ports` by address, published port, target and protocol): an item of the later
+/// file replaces the one with its key.
+const MERGE_BY: [&str; 4] = ["volumes", "secrets", "configs", "ports"];
+/// Keys whose list-or-map values merge as maps (`KEY=VALUE` items, or names).
+const AS_MAP: [&str; 7] = [
     "environment",
     "labels",
     "extra_hosts",
     "annotations",
     "sysctls",
     "depends_on",
+    "networks",
 ];
 
 /// Resolves `extends` of a service: the service it extends (same file, or `file:`), with
@@ -394,7 +399,7 @@ fn resolve(
 }
 
 /// Removes the keys tagged `!reset` (what is left once nothing is merged under them).
-fn strip_resets(ld: &Loader<'_>, node: &Node) -> Node {
+pub(super) fn strip_resets(ld: &Loader<'_>, node: &Node) -> Node {
     match &node.kind {
         Kind::Map(entries) => Node {
             kind: Kind::Map(
@@ -422,43 +427,52 @@ fn without(node: &Node, key: &str) -> Node {
     n
 }
 
-/// Compose's merge of `over` onto `base` (services of `extends`); a key of `over` tagged
-/// `!reset` removes the key, one tagged `!override` replaces the value without merging.
-fn merge(ld: &Loader<'_>, base: &Node, over: &Node) -> Node {
+/// Compose's merge of `over` onto `base` (a service over the one it `extends`, or over the
+/// same service of an earlier file; also top-level volumes, networks, secrets and configs):
+/// mappings merged key by key, lists appended (by a unique key for [`MERGE_BY`], as mappings
+/// for [`AS_MAP`]), [`REPLACE`] keys and scalars replaced, a null value leaves the base as
+/// it is. A key of `over` tagged `!override` replaces the value without merging, one tagged
+/// `!reset` too (its value is dropped by `strip_resets` once every merge is done, so that a
+/// base merged under it later cannot bring it back).
+pub(super) fn merge(ld: &Loader<'_>, base: &Node, over: &Node) -> Node {
+    if matches!(over.kind, Kind::Null) {
+        return base.clone();
+    }
     let (Kind::Map(b), Kind::Map(o)) = (&base.kind, &over.kind) else {
         return over.clone();
     };
     let mut out: Vec<(Key, Node)> = b.clone();
     for (key, value) in o {
-        match ld.tag(key) {
-            Some(Tag::Reset) => {
-                out.retain(|(k, _)| k.name != key.name);
-                continue;
+        if ld.tag(key).is_some() {
+            // `!reset` / `!override`: the tagged entry replaces the base's
+            match out.iter_mut().find(|(k, _)| k.name == key.name) {
+                Some(slot) => *slot = (key.clone(), value.clone()),
+                None => out.push((key.clone(), value.clone())),
             }
-            Some(Tag::Override) => {
-                out.retain(|(k, _)| k.name != key.name);
-                out.push((key.clone(), value.clone()));
-                continue;
-            }
-            None => {}
+            continue;
         }
         let Some(slot) = out.iter_mut().find(|(k, _)| k.name == key.name) else {
             out.push((key.clone(), value.clone()));
             continue;
         };
+        if matches!(value.kind, Kind::Null) {
+            continue;
+        }
         let name = key.name.as_str();
-        let merged = if APPEND.contains(&name) {
+        let merged = if REPLACE.contains(&name) {
+            value.clone()
+        } else if APPEND.contains(&name) {
             append(&slot.1, value, |_| None)
         } else if MERGE_BY.contains(&name) {
-            append(&slot.1, value, |n| mount_key(name, n))
+            append(&slot.1, value, |n| unique_key(name, n))
         } else if AS_MAP.contains(&name) {
             merge(ld, &as_map(&slot.1), &as_map(value))
-        } else if matches!((&slot.1.kind, &value.kind), (Kind::Map(_), Kind::Map(_)))
-            && !matches!(name, "command" | "entrypoint" | "test")
-        {
-            merge(ld, &slot.1, value)
         } else {
-            value.clone()
+            match (&slot.1.kind, &value.kind) {
+                (Kind::Map(_), Kind::Map(_)) => merge(ld, &slot.1, value),
+                (Kind::Seq(_), Kind::Seq(_)) => append(&slot.1, value, |_| None),
+                _ => value.clone(),
+            }
         };
         *slot = (key.clone(), merged);
     }
@@ -493,24 +507,48 @@ fn append(base: &Node, over: &Node, key: impl Fn(&Node) -> Option<String>) -> No
     }
 }
 
-fn mount_key(kind: &str, n: &Node) -> Option<String> {
-    if kind == "volumes" {
-        match &n.kind {
-            Kind::Scalar(s) => s
-                .text
-                .split(':')
-                .nth(1)
-                .or(Some(&s.text))
-                .map(str::to_string),
-            Kind::Map(_) => get(n, "target").and_then(scalar).map(str::to_string),
-            _ => None,
+/// The unique key of an item of a [`MERGE_BY`] list (compose-go's `EnforceUnicity`):
+/// a volume's target, a secret's or config's target (by default `/run/secrets/SOURCE` and
+/// `/SOURCE`), a port's host address, published port, target and protocol.
+fn unique_key(kind: &str, n: &Node) -> Option<String> {
+    let field = |name: &str| get(n, name).and_then(scalar).unwrap_or_default();
+    match (kind, &n.kind) {
+        ("volumes", Kind::Scalar(s)) => {
+            Some(s.text.split(':').nth(1).unwrap_or(&s.text).to_string())
         }
+        ("volumes", Kind::Map(_)) => get(n, "target").and_then(scalar).map(str::to_string),
+        ("ports", Kind::Scalar(s)) => {
+            let (spec, protocol) = s.text.split_once('/').unwrap_or((&s.text, "tcp"));
+            let mut parts = spec.rsplitn(3, ':');
+            let target = parts.next().unwrap_or_default();
+            let published = parts.next().unwrap_or_default();
+            let ip = parts.next().unwrap_or_default();
+            Some(format!("{ip}|{published}|{target}|{protocol}"))
+        }
+        ("ports", Kind::Map(_)) => {
+            let protocol = get(n, "protocol").and_then(scalar).unwrap_or("tcp");
+            Some(format!(
+                "{}|{}|{}|{protocol}",
+                field("host_ip"),
+                field("published"),
+                field("target")
+            ))
+        }
+        (_, Kind::Scalar(s)) => Some(default_target(kind, &s.text)),
+        (_, Kind::Map(_)) => match get(n, "target").and_then(scalar) {
+            Some(t) => Some(t.to_string()),
+            None => Some(default_target(kind, field("source"))),
+        },
+        _ => None,
+    }
+}
+
+/// Where a secret (`/run/secrets/NAME`) or config (`/NAME`) is mounted without a `target`.
+fn default_target(kind: &str, source: &str) -> String {
+    if kind == "secrets" {
+        format!("/run/secrets/{source}")
     } else {
-        match &n.kind {
-            Kind::Scalar(s) => Some(s.text.clone()),
-            Kind::Map(_) => get(n, "source").and_then(scalar).map(str::to_string),
-            _ => None,
-        }
+        format!("/{source}")
     }
 }
 
@@ -543,6 +581,7 @@ fn as_map(node: &Node) -> Node {
             Key {
                 name: k.to_string(),
                 loc: item.loc,
+                def: item.loc,
             },
             value,
         ));
@@ -555,7 +594,7 @@ fn as_map(node: &Node) -> Node {
 
 /// The service with its relative paths (bind sources, env files, watch paths) made
 /// relative to the project directory.
-fn rebased(node: &Node, dir: &Path) -> Node {
+pub(super) fn rebased(node: &Node, dir: &Path) -> Node {
     let mut n = node.clone();
     if dir.as_os_str().is_empty() {
         return n;

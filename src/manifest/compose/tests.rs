@@ -1,9 +1,14 @@
 //! Compose loader tests: each mapping, the problems and their places.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use super::{Host, Loaded, Options, Outcome, is_compose, load};
+use super::{
+    Host, Loaded, Loader, Options, Outcome, Source, get, is_compose, is_rcompose, load, load_files,
+    service,
+};
+use crate::manifest::convert::Issues;
+use crate::manifest::node::{Kind, Node};
 use crate::manifest::{
     CommandSpec, Condition, DependsOnSpec, EnvSpec, Facts, FileUseSpec, Manifest, MountSpec,
     MountType, NetworkMode, PortSpec, PullPolicy, Restart, Text, WatchAction,
@@ -793,26 +798,23 @@ fn reset_and_override_tags_apply_to_extends() {
         panic!()
     };
     assert_eq!(env.keys().collect::<Vec<_>>(), vec!["C"]);
-    // a tag outside a service (or reaching one through an anchor), or not on a mapping
-    // value, is an error
-    let e = err("x-a: &a
+    // a tag in an anchor a service merges applies there
+    let m = ok("x-a: &a
   ports: !reset []
 services:
-  other:
-    <<: *a
+  base:
     image: y
+    ports: [\"80:80\"]
+  other:
+    extends: base
+    <<: *a
 ");
-    assert!(
-        e.starts_with(
-            "error: the YAML tag `!reset` is only supported on keys written inside a service"
-        ),
-        "{e}"
-    );
+    assert!(m.services.contains_key("base"));
+    assert!(!m.services.contains_key("other"));
+    // a tag outside a service, or not on a mapping value, is an error
     let e = err("volumes: !reset {}\nservices: { a: { image: x } }\n");
     assert!(
-        e.starts_with(
-            "error: the YAML tag `!reset` is only supported on keys written inside a service"
-        ),
+        e.starts_with("error: the YAML tag `!reset` is only supported on the keys of a service"),
         "{e}"
     );
     let e = err("services:\n  a:\n    image: x\n    ports:\n      - !reset \"80:80\"\n");
@@ -897,4 +899,386 @@ volumes: { data: {} }
     let again = crate::manifest::parse(&yaml, Path::new("rcompose.yaml")).unwrap();
     assert_eq!(again, m);
     crate::manifest::load(&yaml, Path::new("rcompose.yaml")).unwrap();
+}
+
+// ---- several files (`-f a -f b`) ----
+
+/// Loads files named `compose.yaml`, `compose.override.yaml`, ... merged in order.
+fn run_files(files: &[(&str, &str)], host: &Fake) -> Outcome {
+    let facts = Facts {
+        path_exists: &|_| true,
+        env_set: &|_| true,
+        subnet_conflict: &|_, _| None,
+    };
+    let sources: Vec<Source<'_>> = files
+        .iter()
+        .map(|(path, text)| Source {
+            path: Path::new(path),
+            text,
+        })
+        .collect();
+    load_files(&sources, host, &Options::default(), &facts)
+}
+
+#[track_caller]
+fn ok_files(files: &[(&str, &str)]) -> Manifest {
+    match run_files(files, &Fake::default()).result {
+        Ok(l) => l.manifest,
+        Err(e) => panic!("expected success, got:\n{}", e.render()),
+    }
+}
+
+#[track_caller]
+fn err_files(files: &[(&str, &str)]) -> String {
+    match run_files(files, &Fake::default()).result {
+        Ok(l) => panic!("expected an error, got:\n{}", l.manifest.to_yaml()),
+        Err(e) => e.render(),
+    }
+}
+
+/// A node tree in flow style, keys in order, for comparing merge results.
+fn show(node: &Node) -> String {
+    match &node.kind {
+        Kind::Map(entries) => format!(
+            "{{{}}}",
+            entries
+                .iter()
+                .map(|(k, v)| format!("{}: {}", k.name, show(v)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Kind::Seq(items) => format!(
+            "[{}]",
+            items.iter().map(show).collect::<Vec<_>>().join(", ")
+        ),
+        Kind::Scalar(s) => s.text.clone(),
+        Kind::Null => "null".into(),
+    }
+}
+
+/// The service `web` of each document merged over the one before by Compose's merge rules,
+/// with the `!reset` keys dropped at the end (as the loader does).
+fn merged_web(docs: &[&str]) -> String {
+    let host = Fake::default();
+    let mut ld = Loader {
+        cx: Issues::default(),
+        warnings: Vec::new(),
+        host: &host,
+        dotenv: BTreeMap::new(),
+        warned: std::collections::BTreeSet::new(),
+        files: BTreeMap::new(),
+        origin_dir: PathBuf::new(),
+        tagged: BTreeMap::new(),
+    };
+    let mut out: Option<Node> = None;
+    for (i, doc) in docs.iter().enumerate() {
+        let number = u32::try_from(i).unwrap();
+        let file = ld.parse(doc, number, Path::new("f.yaml"), None).unwrap();
+        let web = get(get(&file.tree, "services").unwrap(), "web")
+            .unwrap()
+            .clone();
+        out = Some(match out {
+            None => web,
+            Some(base) => service::merge(&ld, &base, &web),
+        });
+    }
+    assert!(ld.cx.is_empty(), "problems while parsing");
+    show(&service::strip_resets(&ld, &out.unwrap()))
+}
+
+#[test]
+fn merging_files_merges_mappings_and_replaces_scalars() {
+    assert_eq!(
+        merged_web(&[
+            "services: { web: { image: a, user: \"1\", deploy: { replicas: 2, resources: { limits: { cpus: \"1\" } } } } }",
+            "services: { web: { image: b, deploy: { resources: { limits: { memory: 1g } } } } }",
+        ]),
+        "{image: b, user: 1, deploy: {replicas: 2, resources: {limits: {cpus: 1, memory: 1g}}}}"
+    );
+    // a null value leaves the base as it is
+    assert_eq!(
+        merged_web(&[
+            "services: { web: { image: a, environment: { A: x } } }",
+            "services: { web: { environment: } }",
+        ]),
+        "{image: a, environment: {A: x}}"
+    );
+}
+
+#[test]
+fn merging_files_appends_sequences_without_repeating_items() {
+    assert_eq!(
+        merged_web(&[
+            "services: { web: { dns: [1.1.1.1], dns_search: [a], expose: [\"80\"], tmpfs: [/tmp], external_links: [x], profiles: [p] } }",
+            "services: { web: { dns: [8.8.8.8, 1.1.1.1], dns_search: [b], expose: [\"80\", \"81\"], tmpfs: [/run], external_links: [y], profiles: [q] } }",
+        ]),
+        "{dns: [1.1.1.1, 8.8.8.8], dns_search: [a, b], expose: [80, 81], tmpfs: [/tmp, /run], external_links: [x, y], profiles: [p, q]}"
+    );
+}
+
+#[test]
+fn merging_files_replaces_commands_entrypoints_and_health_tests() {
+    assert_eq!(
+        merged_web(&[
+            "services: { web: { command: [a, b], entrypoint: [sh, -c], healthcheck: { test: [CMD, a], interval: 1s } } }",
+            "services: { web: { command: [c], entrypoint: sh, healthcheck: { test: [CMD, b] } } }",
+        ]),
+        "{command: [c], entrypoint: sh, healthcheck: {test: [CMD, b], interval: 1s}}"
+    );
+}
+
+#[test]
+fn merging_files_merges_ports_volumes_secrets_and_configs_by_their_unique_key() {
+    assert_eq!(
+        merged_web(&[
+            "services: { web: { ports: [\"8080:80\", \"9090:90\"], volumes: [\"a:/data\", \"./x:/x\"], secrets: [s, { source: t, target: /t }], configs: [c] } }",
+            "services: { web: { ports: [{ published: \"8080\", target: \"80\" }, \"127.0.0.1:9090:90\"], volumes: [\"b:/data\"], secrets: [{ source: u, target: /run/secrets/s }, { source: t, target: /t2 }], configs: [{ source: c, mode: \"0400\" }] } }",
+        ]),
+        "{ports: [{published: 8080, target: 80}, 9090:90, 127.0.0.1:9090:90], volumes: [b:/data, ./x:/x], secrets: [{source: u, target: /run/secrets/s}, {source: t, target: /t}, {source: t, target: /t2}], configs: [{source: c, mode: 0400}]}"
+    );
+}
+
+#[test]
+fn merging_files_merges_environment_labels_and_depends_on_by_key() {
+    assert_eq!(
+        merged_web(&[
+            "services: { web: { environment: [A=1, B=2], labels: { x: \"1\" }, depends_on: [db] } }",
+            "services: { web: { environment: { B: \"3\", C: \"4\" }, labels: [y=2], depends_on: { cache: { condition: service_started } } } }",
+        ]),
+        "{environment: {A: 1, B: 3, C: 4}, labels: {x: 1, y: 2}, depends_on: {db: null, cache: {condition: service_started}}}"
+    );
+}
+
+#[test]
+fn reset_and_override_tags_apply_when_files_merge() {
+    assert_eq!(
+        merged_web(&[
+            "services: { web: { image: a, ports: [\"80:80\"], environment: { A: \"1\", B: \"2\" }, command: x } }",
+            "services:\n  web:\n    ports: !reset []\n    environment:\n      A: !reset null\n    command: !override [y]\n",
+        ]),
+        "{image: a, environment: {B: 2}, command: [y]}"
+    );
+    assert_eq!(
+        merged_web(&[
+            "services: { web: { ports: [\"80:80\"] } }",
+            "services:\n  web:\n    ports: !override [\"81:81\"]\n",
+        ]),
+        "{ports: [81:81]}"
+    );
+}
+
+#[test]
+fn later_files_merge_over_earlier_ones_into_one_project() {
+    let m = ok_files(&[
+        (
+            "compose.yaml",
+            "name: dev
+services:
+  web:
+    image: nginx:1
+    ports: [\"8080:80\"]
+    environment: { MODE: dev, DEBUG: \"1\" }
+  db:
+    image: postgres:16
+volumes:
+  data: {}
+",
+        ),
+        (
+            "compose.prod.yaml",
+            "name: prod
+services:
+  web:
+    image: nginx:2
+    ports: [\"443:443\"]
+    environment: { MODE: prod }
+  cache:
+    image: redis
+",
+        ),
+    ]);
+    assert_eq!(m.name.as_deref(), Some("prod"));
+    assert_eq!(m.images["web"].reference.as_deref(), Some("nginx:2"));
+    assert_eq!(
+        m.pods.keys().collect::<Vec<_>>(),
+        vec!["cache", "db", "web"]
+    );
+    let Some(EnvSpec::Map(env)) = &m.pods["web"].containers[0].env else {
+        panic!()
+    };
+    assert_eq!(env["MODE"].0, "prod");
+    assert_eq!(env["DEBUG"].0, "1");
+    assert_eq!(m.services["web"].ports.len(), 2, "{}", m.to_yaml());
+    assert!(m.volumes.contains_key("data"));
+}
+
+#[test]
+fn relative_paths_of_every_file_start_at_the_project_directory() {
+    // the override is in another directory: its `./conf` is still the project's
+    let m = ok_files(&[
+        (
+            "compose.yaml",
+            "services:\n  web:\n    image: x\n    volumes: [\"./data:/data\"]\n",
+        ),
+        (
+            "env/prod.yaml",
+            "services:\n  web:\n    volumes: [\"./conf:/etc/conf:ro\"]\nsecrets:\n  key: { file: ./key.txt }\n",
+        ),
+    ]);
+    let yaml = m.to_yaml();
+    assert!(yaml.contains("./data:/data"), "{yaml}");
+    assert!(yaml.contains("./conf:/etc/conf:ro"), "{yaml}");
+    assert!(yaml.contains("file: ./key.txt"), "{yaml}");
+}
+
+#[test]
+fn a_later_file_overrides_a_service_of_an_included_file() {
+    let host = fake(
+        &[("inc/db.yaml", "services:\n  db:\n    image: postgres:15\n")],
+        &[],
+    );
+    let outcome = run_files(
+        &[
+            (
+                "compose.yaml",
+                "include: [inc/db.yaml]\nservices:\n  web: { image: x }\n",
+            ),
+            ("over.yaml", "services:\n  db:\n    image: postgres:16\n"),
+        ],
+        &host,
+    );
+    let m = outcome.result.unwrap().manifest;
+    assert_eq!(m.images["db"].reference.as_deref(), Some("postgres:16"));
+}
+
+#[test]
+fn a_reset_tag_in_an_anchor_of_an_override_file_applies() {
+    // compose-go's TestNestedAliasReset, as the corpus has it
+    let m = ok_files(&[
+        (
+            "base.yaml",
+            "name: test
+services:
+  svc1:
+    image: alpine
+    ports:
+      - \"8080:80\"
+  svc2:
+    image: nginx
+    ports:
+      - \"9090:90\"
+",
+        ),
+        (
+            "override.yaml",
+            "x-inner: &inner
+  ports: !reset []
+
+x-outer: &outer
+  <<: *inner
+
+services:
+  svc1:
+    <<: *outer
+  svc2:
+    <<: *inner
+",
+        ),
+    ]);
+    assert_eq!(m.pods.len(), 2);
+    assert!(m.services.is_empty(), "{}", m.to_yaml());
+}
+
+#[test]
+fn problems_of_a_later_file_point_into_it() {
+    let e = err_files(&[
+        ("compose.yaml", "services:\n  web:\n    image: x\n"),
+        (
+            "compose.override.yaml",
+            "services:\n  web:\n    restart: sometimes\n    imgae: y\n",
+        ),
+    ]);
+    assert_eq!(
+        e,
+        "error: unknown restart policy `sometimes`; expected `no`, `always`, `on-failure[:N]` or `unless-stopped`
+  --> compose.override.yaml:3:14
+   |
+ 3 |     restart: sometimes
+   |              ^^^^^^^^^
+
+error: unknown key `imgae` in the service `web`; did you mean `image`?
+  --> compose.override.yaml:4:5
+   |
+ 4 |     imgae: y
+   |     ^^^^^"
+    );
+    // problems are grouped by file, the first file's first
+    let e = err_files(&[
+        (
+            "compose.yaml",
+            "services:\n  web:\n    image: x\n    restart: never\n",
+        ),
+        (
+            "b.yaml",
+            "services:\n  db: { image: y, restart: sometimes }\n",
+        ),
+    ]);
+    let places: Vec<&str> = e.lines().filter(|l| l.contains("-->")).collect();
+    assert_eq!(
+        places,
+        vec!["  --> compose.yaml:4:14", "  --> b.yaml:2:28"],
+        "{e}"
+    );
+    // a syntax error too
+    let e = err_files(&[
+        ("compose.yaml", "services:\n  web:\n    image: x\n"),
+        ("b.yaml", "services:\n  web: [\n"),
+    ]);
+    assert!(e.contains("--> b.yaml:"), "{e}");
+}
+
+#[test]
+fn an_empty_override_file_adds_nothing_and_a_bad_top_level_is_an_error() {
+    let m = ok_files(&[
+        ("compose.yaml", "services:\n  web:\n    image: x\n"),
+        ("empty.yaml", "# nothing yet\n"),
+    ]);
+    assert!(m.pods.contains_key("web"));
+    let e = err_files(&[
+        ("compose.yaml", "services:\n  web:\n    image: x\n"),
+        ("list.yaml", "- a\n"),
+    ]);
+    assert!(
+        e.starts_with(
+            "error: the top level of a Compose file must be a mapping, found a list\n  --> list.yaml:1:1"
+        ),
+        "{e}"
+    );
+}
+
+#[test]
+fn no_file_is_an_error_not_a_panic() {
+    let outcome = load_files(
+        &[],
+        &Fake::default(),
+        &Options::default(),
+        &Facts {
+            path_exists: &|_| true,
+            env_set: &|_| true,
+            subnet_conflict: &|_, _| None,
+        },
+    );
+    assert!(outcome.result.is_err());
+}
+
+#[test]
+fn rcompose_yaml_files_are_told_apart_from_override_files() {
+    assert!(is_rcompose(Path::new("rcompose.yaml"), ""));
+    assert!(is_rcompose(Path::new("x.yaml"), "pods:\n  a: {}\n"));
+    // an override file may hold only some top-level keys
+    assert!(!is_rcompose(
+        Path::new("prod.yaml"),
+        "volumes:\n  data: {}\n"
+    ));
+    assert!(!is_rcompose(Path::new("prod.yaml"), ""));
 }
