@@ -48,7 +48,7 @@ pub enum Error {
     },
     /// No manifest was found.
     #[error(
-        "no rcompose.yaml, compose.yaml, compose.yml, docker-compose.yaml or docker-compose.yml in `{dir}`; use `-f FILE` to name a manifest or `-p NAME` to name a project"
+        "no rcompose.yaml, compose.yaml, compose.yml, docker-compose.yml or docker-compose.yaml in `{dir}`; use `-f FILE` to name a manifest or `-p NAME` to name a project"
     )]
     NoManifest {
         /// The directory searched.

@@ -41,8 +41,8 @@ pub const DEFAULT_RUN_ROOT: &str = "/run/rcompose";
 struct Cli {
     /// The manifest: an rcompose.yaml or a Compose file; repeated, Compose files merged in
     /// order (also `RCOMPOSE_FILE`, else `COMPOSE_FILE`: paths separated by `:`) [default: the
-    /// first of rcompose.yaml, compose.yaml, compose.yml, docker-compose.yaml,
-    /// docker-compose.yml in the project directory, with a Compose file's
+    /// first of rcompose.yaml, compose.yaml, compose.yml, docker-compose.yml,
+    /// docker-compose.yaml in the project directory, with a Compose file's
     /// compose.override.yml (or .yaml, docker-compose.override.yml, .yaml) merged over it]
     #[arg(short = 'f', long = "file", value_name = "FILE")]
     file: Vec<PathBuf>,
@@ -787,8 +787,9 @@ const MANIFEST_NAMES: [&str; 5] = [
     "rcompose.yaml",
     "compose.yaml",
     "compose.yml",
-    "docker-compose.yaml",
+    // Compose's order (compose-go's DefaultFileNames): .yml before .yaml for docker-compose
     "docker-compose.yml",
+    "docker-compose.yaml",
 ];
 
 /// The override files merged over a Compose file found without `-f`: the first that exists,

@@ -170,7 +170,7 @@ fn project_directory_finds_the_manifest_and_anchors_relative_paths() {
     assert_code(&out, 3);
     assert!(
         stderr(&out).starts_with(&format!(
-            "error: no rcompose.yaml, compose.yaml, compose.yml, docker-compose.yaml or docker-compose.yml in `{}`",
+            "error: no rcompose.yaml, compose.yaml, compose.yml, docker-compose.yml or docker-compose.yaml in `{}`",
             "nowhere"
         )),
         "{}",

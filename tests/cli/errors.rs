@@ -89,7 +89,7 @@ fn missing_manifest_names_the_directory() {
     assert_eq!(
         stderr(&out),
         format!(
-            "error: no rcompose.yaml, compose.yaml, compose.yml, docker-compose.yaml or docker-compose.yml in `{}`; use `-f FILE` to name a manifest or `-p NAME` to name a project\n",
+            "error: no rcompose.yaml, compose.yaml, compose.yml, docker-compose.yml or docker-compose.yaml in `{}`; use `-f FILE` to name a manifest or `-p NAME` to name a project\n",
             dir.path().display()
         )
     );
