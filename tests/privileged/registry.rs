@@ -471,6 +471,40 @@ fn pulls_an_image_by_tag_and_by_pinned_digest() {
     );
 }
 
+/// `pull name` into `store` fails because the registry serves `served` for `layer`, naming
+/// both digests, and leaves no layer, temp file, blob of that layer or image behind.
+fn pull_is_refused_and_leaves_nothing(
+    dir: &Path,
+    store: &Path,
+    name: &str,
+    layer: &Blob,
+    served: &[u8],
+) {
+    let store_arg = store.to_str().unwrap();
+    let out = rcompose(dir, &["--store", store_arg, "pull", name]);
+    assert_code(&out, 1);
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "blob of `{name}` has digest `{}`, expected `{}`",
+            sha256(served),
+            layer.digest
+        )),
+        "{err}"
+    );
+    assert_eq!(entries(&store.join("layers/sha256")), Vec::<String>::new());
+    assert_eq!(entries(&store.join("tmp")), Vec::<String>::new());
+    let layer_hex = layer.digest.strip_prefix("sha256:").unwrap();
+    assert!(
+        !entries(&store.join("blobs/sha256"))
+            .iter()
+            .any(|e| e == layer_hex)
+    );
+    let listed = rcompose(dir, &["--store", store_arg, "images", "--format", "json"]);
+    assert_code(&listed, 0);
+    assert_eq!(String::from_utf8_lossy(&listed.stdout).trim(), "[]");
+}
+
 /// The names in a store directory (`layers/sha256`, `tmp`, ...), empty when it is absent.
 fn entries(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = fs::read_dir(dir)
@@ -504,27 +538,8 @@ fn a_pull_that_streams_a_corrupt_layer_leaves_nothing() {
     flipped[middle] ^= 0xff;
     fs::write(&stored, &flipped).unwrap();
 
-    let out = rcompose(dir.path(), &["--store", store_arg, "pull", &name]);
-    assert_code(&out, 1);
-    let err = stderr(&out);
-    assert!(
-        err.contains(&format!(
-            "blob of `{name}` has digest `{}`, expected `{}`",
-            sha256(&flipped),
-            layer.digest
-        )),
-        "{err}"
-    );
-    assert_eq!(entries(&store.join("layers/sha256")), Vec::<String>::new());
-    assert_eq!(entries(&store.join("tmp")), Vec::<String>::new());
+    pull_is_refused_and_leaves_nothing(dir.path(), &store, &name, layer, &flipped);
     let layer_hex = layer.digest.strip_prefix("sha256:").unwrap().to_owned();
-    assert!(!entries(&store.join("blobs/sha256")).contains(&layer_hex));
-    let listed = rcompose(
-        dir.path(),
-        &["--store", store_arg, "images", "--format", "json"],
-    );
-    assert_code(&listed, 0);
-    assert_eq!(String::from_utf8_lossy(&listed.stdout).trim(), "[]");
 
     fs::write(&stored, &layer.bytes).unwrap();
     let out = rcompose(dir.path(), &["--store", store_arg, "pull", &name]);
@@ -550,7 +565,6 @@ fn a_pull_of_a_layer_that_unpacks_but_does_not_match_its_digest_leaves_nothing()
     let image = push_busybox(&dir, &server, "test/mtime", &["--preserve-digests"]);
     let name = format!("{}/test/mtime:t", server.host());
     let store = dir.path().join("store");
-    let store_arg = store.to_str().unwrap();
     let layer = &image.layers[0];
     assert_eq!(&layer.bytes[..3], &[0x1f, 0x8b, 8], "a gzip layer");
     let stored = server.blob_data(&layer.digest);
@@ -558,27 +572,7 @@ fn a_pull_of_a_layer_that_unpacks_but_does_not_match_its_digest_leaves_nothing()
     other[4] ^= 0x01; // MTIME: not checked by any gzip decoder
     fs::write(&stored, &other).unwrap();
 
-    let out = rcompose(dir.path(), &["--store", store_arg, "pull", &name]);
-    assert_code(&out, 1);
-    let err = stderr(&out);
-    assert!(
-        err.contains(&format!(
-            "blob of `{name}` has digest `{}`, expected `{}`",
-            sha256(&other),
-            layer.digest
-        )),
-        "{err}"
-    );
-    assert_eq!(entries(&store.join("layers/sha256")), Vec::<String>::new());
-    assert_eq!(entries(&store.join("tmp")), Vec::<String>::new());
-    let layer_hex = layer.digest.strip_prefix("sha256:").unwrap().to_owned();
-    assert!(!entries(&store.join("blobs/sha256")).contains(&layer_hex));
-    let listed = rcompose(
-        dir.path(),
-        &["--store", store_arg, "images", "--format", "json"],
-    );
-    assert_code(&listed, 0);
-    assert_eq!(String::from_utf8_lossy(&listed.stdout).trim(), "[]");
+    pull_is_refused_and_leaves_nothing(dir.path(), &store, &name, layer, &other);
 }
 
 #[test]
