@@ -136,6 +136,17 @@ fn the_default_search_finds_compose_files_after_rcompose_yaml() {
         "{}",
         stdout(&out)
     );
+    // compose-go's DefaultFileNames: docker-compose.yml before docker-compose.yaml
+    dir.write(
+        "docker-compose.yaml",
+        "services: { z: { image: busybox } }\n",
+    );
+    let out = run(dir.path(), &[], &["config"]);
+    assert!(
+        stdout(&out).contains("compose.service: a"),
+        "{}",
+        stdout(&out)
+    );
     dir.write("compose.yaml", "services: { b: { image: busybox } }\n");
     let out = run(dir.path(), &[], &["config"]);
     assert!(

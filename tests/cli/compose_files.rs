@@ -193,38 +193,6 @@ fn the_override_file_is_merged_without_f() {
 }
 
 #[test]
-fn the_default_file_is_found_in_composes_order() {
-    // compose-go's DefaultFileNames: docker-compose.yml before docker-compose.yaml
-    let dir = TempDir::new("compose-files-default-order");
-    dir.write(
-        "docker-compose.yaml",
-        "services:\n  web:\n    image: nginx:from-yaml\n",
-    );
-    dir.write(
-        "docker-compose.yml",
-        "services:\n  web:\n    image: nginx:from-yml\n",
-    );
-    let out = run(dir.path(), &[], &["convert"]);
-    assert_code(&out, 0);
-    assert!(
-        stdout(&out).contains("ref: nginx:from-yml"),
-        "{}",
-        stdout(&out)
-    );
-    // and compose.yaml before both
-    dir.write(
-        "compose.yaml",
-        "services:\n  web:\n    image: nginx:compose\n",
-    );
-    let out = run(dir.path(), &[], &["convert"]);
-    assert!(
-        stdout(&out).contains("ref: nginx:compose"),
-        "{}",
-        stdout(&out)
-    );
-}
-
-#[test]
 fn a_missing_file_is_named_and_fails_with_exit_code_3() {
     let dir = TempDir::new("compose-files-missing");
     dir.write("compose.yaml", BASE);
