@@ -38,15 +38,9 @@ pub(super) fn add(ctx: &Context, name: Option<String>, spec: FaultSpec) -> Resul
     )?;
     for f in &response.faults {
         println!(
-            "fault `{}` added: {} on {}{}{}",
+            "fault `{}` added: {}{}",
             f.name,
-            f.fault.effects(),
-            f.fault.target,
-            f.fault
-                .peer
-                .as_ref()
-                .map(|p| format!(" toward {p}"))
-                .unwrap_or_default(),
+            f.fault.summary(),
             reach(f)
         );
     }

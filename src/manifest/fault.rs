@@ -274,6 +274,15 @@ impl Fault {
         }
         parts.join(", ")
     }
+
+    /// What it does and where: `latency 150ms on pod/server toward service/db`.
+    #[must_use]
+    pub fn summary(&self) -> String {
+        match &self.peer {
+            Some(p) => format!("{} on {} toward {p}", self.effects(), self.target),
+            None => format!("{} on {}", self.effects(), self.target),
+        }
+    }
 }
 
 impl TryFrom<FaultSpec> for Fault {
@@ -478,6 +487,10 @@ mod tests {
         assert_eq!(
             f.effects(),
             "latency 200ms ±20ms, loss 0.5%, bandwidth 1500kbit"
+        );
+        assert_eq!(
+            f.summary(),
+            "latency 200ms ±20ms, loss 0.5%, bandwidth 1500kbit on pod/db toward service/api"
         );
     }
 

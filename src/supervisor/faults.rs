@@ -260,14 +260,7 @@ impl Supervisor {
             .map(|(replica, _, why)| format!("{replica}: {why}"))
             .collect();
         if failures.is_empty() {
-            let detail = self.faults.active.get(&name).map(|f| {
-                let peer = f
-                    .peer
-                    .as_ref()
-                    .map(|p| format!(" toward {p}"))
-                    .unwrap_or_default();
-                format!("{} on {}{peer}", f.effects(), f.target)
-            });
+            let detail = self.faults.active.get(&name).map(Fault::summary);
             self.emit(&Event::Fault {
                 name: name.clone(),
                 phase: "added",
