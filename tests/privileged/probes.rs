@@ -183,7 +183,9 @@ fn a_dependency_that_exits_before_it_is_healthy_fails_up() {
 pods:
   db:
     containers:
-      - { name: db, command: [ sh, -c, 'exit 4' ], readiness: { exec: [ "true" ] } }
+      # a probe that never passes: one that does (`true`) may run before `sh` gets to
+      # exit on a loaded machine, and then db is healthy first
+      - { name: db, command: [ sh, -c, 'exit 4' ], readiness: { exec: [ "false" ] } }
   web:
     depends_on: { db: { condition: healthy } }
     containers: [ { name: web, command: [ sleep, "1000" ] } ]
