@@ -7,8 +7,8 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 default:
     @just --list
 
-# release build, glibc linked in statically (target/<host triple>/release/rcompose: no
-# dynamic loader at each start; bench/lib.sh rc_build_release, which `just bench` measures)
+# release build, glibc linked in statically, fat LTO (target/<host triple>/release/rcompose:
+# no dynamic loader at each start; bench/lib.sh rc_build_release, which `just bench` measures)
 build:
     #!/usr/bin/env bash
     set -euo pipefail

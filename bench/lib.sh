@@ -21,13 +21,17 @@ apt_get() {
 # start: a dynamic binary's loader resolved about 14,000 relocations against libc and
 # libgcc_s (0.5-0.7 ms of a 7 ms container start); a static-pie still applied 27,000
 # relative relocations over 450 KB of .data.rel.ro, each page a copy-on-write fault (about
-# 2 ms of CPU per foreground `up`). See docs/architecture.md ("Release binary"). The flags go
-# through --target so that they apply to rcompose, not to the build scripts and proc macros.
+# 2 ms of CPU per foreground `up`). It is also optimized across crates as one unit (fat LTO,
+# one codegen unit: a 20 % smaller binary, about 0.5 ms less per foreground `up`; the plain
+# `cargo build --release` keeps thin LTO, which builds twice as fast). See
+# docs/architecture.md ("Release binary"). The flags go through --target so that they apply
+# to rcompose, not to the build scripts and proc macros.
 # rc_release_path prints where it lands; rc_build_release [CARGO ARGS...] builds it.
 rc_target() { rustc -vV | sed -n 's/^host: //p'; }
 rc_release_path() { echo "${CARGO_TARGET_DIR:-$REPO/target}/$(rc_target)/release/rcompose"; }
 rc_build_release() {
     (cd "$REPO" && RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static -C relocation-model=static" \
+        CARGO_PROFILE_RELEASE_LTO=fat CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1 \
         cargo build --release --locked --target "$(rc_target)" "$@")
 }
 

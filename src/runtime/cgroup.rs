@@ -79,6 +79,18 @@ pub fn detect_version() -> CgroupVersion {
     }
 }
 
+/// cgroups-rs's view of the host's hierarchies for `version`. On v1 it is the parsed mount
+/// table, read once per process: `hierarchies::auto` reads and parses /proc/self/mountinfo
+/// for every handle, on the path of each container start. The supervisor keeps its cgroup
+/// mount points for its lifetime as well (`teardown::cgroup_mounts`).
+fn hierarchy(version: CgroupVersion) -> Box<dyn Hierarchy> {
+    static V1: std::sync::OnceLock<hierarchies::V1> = std::sync::OnceLock::new();
+    match version {
+        CgroupVersion::V1 => Box::new(V1.get_or_init(hierarchies::V1::new).clone()),
+        CgroupVersion::V2 => Box::new(hierarchies::V2::new()),
+    }
+}
+
 /// The controllers rcompose uses, by layout.
 fn controllers(version: CgroupVersion) -> Vec<String> {
     let names: &[&str] = match version {
@@ -185,9 +197,12 @@ impl KernelCgroup {
     #[must_use]
     pub fn new(path: &str) -> Self {
         let version = detect_version();
-        let hier: Box<dyn Hierarchy> = hierarchies::auto();
         Self {
-            cgroup: Cgroup::load_with_specified_controllers(hier, path, controllers(version)),
+            cgroup: Cgroup::load_with_specified_controllers(
+                hierarchy(version),
+                path,
+                controllers(version),
+            ),
             version,
             path: path.to_string(),
         }
@@ -342,6 +357,8 @@ pub fn destroy_subtree(mounts: &[(String, PathBuf)], subtree: &str) -> Result<us
     let mut roots: Vec<PathBuf> = mounts.iter().map(|(_, m)| m.join(subtree)).collect();
     roots.sort();
     roots.dedup();
+    // a supervisor's own teardown removed them already (the usual case)
+    roots.retain(|r| r.exists());
     for root in &roots {
         for dir in dirs_bottom_up(root) {
             killed += kill_procs(&dir);

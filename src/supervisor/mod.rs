@@ -421,8 +421,8 @@ pub struct Supervisor {
     replaced: std::collections::BTreeSet<String>,
     /// Slots (by id) stopping once their connections have drained, since when.
     draining: Vec<(u64, Instant)>,
-    /// The machine's capacity (the one node without `nodes:`).
-    machine: crate::plan::schedule::Machine,
+    /// The machine's capacity (the one node without `nodes:`), read when first needed.
+    machine: std::sync::OnceLock<crate::plan::schedule::Machine>,
     /// Nodes taken down or cordoned (`node down`, `node drain`); the others are `Ready`.
     node_status: BTreeMap<String, crate::plan::schedule::NodeStatus>,
     /// Nodes whose cgroup (with their capacity) is made.
@@ -496,20 +496,22 @@ impl Supervisor {
             .ok()
             .flatten();
         let mounts = teardown::cgroup_mounts(&opts.proc_root);
-        if stale.is_some()
+        let lock = if stale.is_some()
             || mounts
                 .iter()
                 .any(|(_, m)| m.join(paths.cgroup_subtree()).exists())
         {
             teardown::cleanup(&paths, stale.as_ref(), &mounts)?;
-        }
-        // cleanup removed the directory with the lock file: lock the new one
-        let lock = match teardown::try_lock(&paths)? {
-            Some(l) => {
-                drop(lock);
-                l
+            // cleanup removed the directory with the lock file: lock the new one
+            match teardown::try_lock(&paths)? {
+                Some(l) => {
+                    drop(lock);
+                    l
+                }
+                None => lock,
             }
-            None => lock,
+        } else {
+            lock
         };
         // From here on the project directory exists: any failure removes it again, so that
         // a failed `up` leaves no half-made stack.
@@ -550,7 +552,7 @@ impl Supervisor {
             rollout_failures: BTreeMap::new(),
             replaced: std::collections::BTreeSet::new(),
             draining: Vec::new(),
-            machine: sched::machine(&opts.proc_root),
+            machine: std::sync::OnceLock::new(),
             node_status: BTreeMap::new(),
             faults: faults::Faults::new(&opts.desired.faults),
             node_cgroups: Vec::new(),

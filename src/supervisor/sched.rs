@@ -4,9 +4,9 @@
 //! frees resources wakes the loop). A replica holds its requests on its node until every one
 //! of its containers is done or it is removed.
 //!
-//! The machine's own capacity (the one node without `nodes:`) is read here, once: the CPUs
-//! this process may run on (`sched_getaffinity`, through `available_parallelism`) and
-//! `MemTotal` of `<proc>/meminfo`.
+//! The machine's own capacity (the one node without `nodes:`) is read here, once, when first
+//! needed (never for a manifest without requests or nodes): the CPUs this process may run on
+//! (`sched_getaffinity`, through `available_parallelism`) and `MemTotal` of `<proc>/meminfo`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
@@ -48,7 +48,8 @@ fn mem_total(proc_root: &Path) -> Option<u64> {
 impl Supervisor {
     /// The nodes, with their status (`node down`, `node drain`).
     fn cluster(&self) -> Vec<Node> {
-        let mut nodes = schedule::cluster(&self.opts.desired, self.machine);
+        let machine = *self.machine.get_or_init(|| machine(&self.opts.proc_root));
+        let mut nodes = schedule::cluster(&self.opts.desired, machine);
         for n in &mut nodes {
             n.status = self.node_status.get(&n.name).copied().unwrap_or_default();
         }
@@ -259,11 +260,12 @@ impl Supervisor {
             requests: plan.requests,
             node_selector: plan.node_selector.clone(),
         };
-        let nodes = self.cluster();
         let declared = !self.opts.desired.nodes.is_empty();
         // the common case, a manifest without requests or nodes: the machine takes it, as
-        // before scheduling existed, without looking at what else runs
-        let placement = if !declared && replica.requests.is_zero() && self.node_status.is_empty() {
+        // before scheduling existed, without looking at what else runs (nor at its capacity)
+        let common = !declared && replica.requests.is_zero() && self.node_status.is_empty();
+        let nodes = if common { Vec::new() } else { self.cluster() };
+        let placement = if common {
             Ok(schedule::MACHINE_NODE.to_string())
         } else {
             schedule::place(&nodes, &self.placements(), &replica)

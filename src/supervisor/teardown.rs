@@ -289,17 +289,25 @@ pub fn cleanup(
         Some(Ok(handle)) => handle.join().unwrap_or(Ok(())),
         Some(Err(_)) => super::net::remove_bridge(&paths.project),
     };
-    let _root = released?;
+    let (_root, detached) = released?;
     bridge?;
     // a replica's veth goes with its namespace, but a namespace the kernel keeps alive
     // (seen after a bandwidth fault shaped a replica's link) would keep it: the host ends
     // left are deleted, which takes their peers (best effort: the kernel may be removing
     // them itself)
     super::net::remove_veths(&paths.project);
-    for mount in mounts_below(&paths.dir) {
-        let _ = nix::mount::umount2(&mount, nix::mount::MntFlags::MNT_DETACH);
+    // the project's own tmpfs went with every mount below it; else they go one by one
+    if !detached {
+        for mount in mounts_below(&paths.dir) {
+            let _ = nix::mount::umount2(&mount, nix::mount::MntFlags::MNT_DETACH);
+        }
     }
-    match fs::remove_dir_all(&paths.dir) {
+    // empty once its tmpfs is gone (the usual case): one rmdir, else the walk
+    let removed = match fs::remove_dir(&paths.dir) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => fs::remove_dir_all(&paths.dir),
+        other => other,
+    };
+    match removed {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(source) => Err(SupervisorError::Io {
@@ -310,13 +318,14 @@ pub fn cleanup(
 }
 
 /// [`cleanup`]'s middle part: the processes and cgroups, the project's own tmpfs and the
-/// network namespaces. Returns the run root's lock, held until the directory is gone.
+/// network namespaces. Returns the run root's lock, held until the directory is gone, and
+/// whether the project's own tmpfs was unmounted (with everything mounted below it).
 fn release(
     paths: &ProjectPaths,
     state: Option<&ProjectState>,
     mounts: &[(String, PathBuf)],
     subtree: &str,
-) -> Result<Flock<File>, SupervisorError> {
+) -> Result<(Flock<File>, bool), SupervisorError> {
     // an external runtime (crun, runc) made the containers' cgroups in every hierarchy
     let every;
     let mounts = if paths.dir.join("oci").exists() {
@@ -337,15 +346,16 @@ fn release(
     // The project's own tmpfs goes with everything mounted below it (namespace pins, the
     // pods' /dev/shm, configs, external runtimes' roots) in one lazy unmount: each unmount
     // waits for an expedited RCU grace period, 50-100 us here, and a pod has four.
-    if is_own_mount(run_root, &paths.dir) {
-        let _ = nix::mount::umount2(&paths.dir, nix::mount::MntFlags::MNT_DETACH);
-    }
+    let detached = is_own_mount(run_root, &paths.dir)
+        && nix::mount::umount2(&paths.dir, nix::mount::MntFlags::MNT_DETACH).is_ok();
     let mut namespaces: Vec<PathBuf> = state.map(|s| s.netns.clone()).unwrap_or_default();
     namespaces.extend(paths.netns_pins());
+    // pins on the unmounted tmpfs went with it
+    namespaces.retain(|ns| !(detached && ns.starts_with(&paths.dir)));
     for ns in namespaces {
         netns::remove(&ns).map_err(|source| SupervisorError::Netns { source })?;
     }
-    Ok(root)
+    Ok((root, detached))
 }
 
 /// Mount points at or below `dir` in this mount namespace, deepest first.
