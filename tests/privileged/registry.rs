@@ -1124,6 +1124,124 @@ fn plain_http_only_for_loopback_names_and_insecure_registries() {
     }
 }
 
+/// `openssl s_server` answering HTTPS on `ip:port` with a certificate of its own, killed
+/// and reaped on drop.
+struct TlsServer(Child);
+
+impl Drop for TlsServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs `openssl` with the words of `command` (split at spaces), which must succeed.
+fn openssl(command: &str) {
+    let out = Command::new("openssl")
+        .args(command.split(' '))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openssl {command} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// HTTPS registries are checked against the system's roots, which the client loads on its
+/// first handshake rather than when it is made: a certificate the system does not trust is
+/// refused at the handshake, and the same one is accepted once its CA is among the roots
+/// (`SSL_CERT_FILE`, read by rustls-platform-verifier, in a child `rcompose pull`). The
+/// server is `openssl s_server` with a certificate for 127.0.0.2 signed by a test CA; it
+/// answers every request with an HTML page, so a client past the handshake fails on the
+/// manifest instead.
+#[test]
+fn https_registries_are_checked_against_the_system_roots() {
+    require(&[Need::Root, Need::Tool("openssl")]);
+    let dir = TempDir::new("reg-tls");
+    let d = dir.path().to_str().unwrap();
+    let (ca, key, cert) = (
+        format!("{d}/ca.pem"),
+        format!("{d}/key.pem"),
+        format!("{d}/cert.pem"),
+    );
+    fs::write(
+        format!("{d}/ext.cnf"),
+        "subjectAltName=IP:127.0.0.2\nbasicConstraints=critical,CA:FALSE\n\
+         extendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(&format!(
+        "req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=rcompose-test-CA \
+         -keyout {d}/ca.key -out {ca}"
+    ));
+    openssl(&format!(
+        "req -newkey rsa:2048 -nodes -subj /CN=127.0.0.2 -keyout {key} -out {d}/req.csr"
+    ));
+    openssl(&format!(
+        "x509 -req -days 1 -in {d}/req.csr -CA {ca} -CAkey {d}/ca.key -CAcreateserial \
+         -extfile {d}/ext.cnf -out {cert}"
+    ));
+    let ip = Ipv4Addr::new(127, 0, 0, 2);
+    let port = free_port_on(ip);
+    let _server = TlsServer(
+        Command::new("openssl")
+            .args(["s_server", "-quiet", "-www", "-accept"])
+            .arg(format!("{ip}:{port}"))
+            .arg("-cert")
+            .arg(&cert)
+            .arg("-key")
+            .arg(&key)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect((ip, port)).is_err() {
+        assert!(Instant::now() < deadline, "openssl s_server did not listen");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let reference: Reference = format!("{ip}:{port}/test/tls:t").parse().unwrap();
+
+    let err = registry().resolve(&reference).unwrap_err();
+    assert!(matches!(err, RegistryError::Connect { .. }), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        format!("cannot connect to `https://{ip}:{port}/v2/` (pulling `{reference}`)")
+    );
+    let mut chain = String::new();
+    let mut cause: Option<&dyn std::error::Error> = Some(&err);
+    while let Some(c) = cause {
+        chain.push_str(&format!("{c}; "));
+        cause = c.source();
+    }
+    assert!(
+        chain.contains("invalid peer certificate: UnknownIssuer"),
+        "{chain}"
+    );
+
+    let out = Command::new(crate::test::bin())
+        .arg("--store")
+        .arg(dir.path().join("store"))
+        .args(["pull", &reference.to_string()])
+        .env("SSL_CERT_FILE", &ca)
+        .env_remove("SSL_CERT_DIR")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_code(&out, 1);
+    let text = stderr(&out);
+    assert!(
+        text.starts_with(&format!(
+            "error: cannot pull `{reference}`: invalid manifest `sha256:"
+        )) && text.contains(&format!("` of `{reference}`: not a JSON object")),
+        "{text}"
+    );
+}
+
 /// A fake registry on 127.0.0.1 for what distribution will not serve: `/v2/` answers 200,
 /// anything else gets `body` (5 MiB of manifest-like JSON), with a `Content-Length` or
 /// delimited by the end of the connection. Serves `connections` connections, then stops.

@@ -26,7 +26,7 @@ use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -184,6 +184,8 @@ struct TokenServer {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
     log: Arc<Mutex<Vec<TokenRequest>>>,
+    /// When the tokens it issues were issued, in seconds from now (see [`Signer::token`]).
+    issued: Arc<AtomicI64>,
 }
 
 impl TokenServer {
@@ -193,13 +195,14 @@ impl TokenServer {
         let port = listener.local_addr().unwrap().port();
         let stop = Arc::new(AtomicBool::new(false));
         let log = Arc::new(Mutex::new(Vec::new()));
+        let issued = Arc::new(AtomicI64::new(0));
         let thread = {
-            let (stop, log) = (Arc::clone(&stop), Arc::clone(&log));
+            let (stop, log, issued) = (Arc::clone(&stop), Arc::clone(&log), Arc::clone(&issued));
             std::thread::spawn(move || {
                 while !stop.load(Ordering::SeqCst) {
                     match listener.accept() {
                         Ok((stream, _)) => {
-                            serve_token(stream, &signer, &log);
+                            serve_token(stream, &signer, &log, issued.load(Ordering::SeqCst));
                         }
                         Err(_) => std::thread::sleep(Duration::from_millis(5)),
                     }
@@ -211,7 +214,13 @@ impl TokenServer {
             stop,
             thread: Some(thread),
             log,
+            issued,
         }
+    }
+
+    /// Issues the next tokens as if `seconds` from now (negative: in the past).
+    fn issue_at(&self, seconds: i64) {
+        self.issued.store(seconds, Ordering::SeqCst);
     }
 
     fn realm(&self) -> String {
@@ -333,6 +342,7 @@ fn serve_token(
     mut stream: TcpStream,
     signer: &Signer,
     log: &Mutex<Vec<TokenRequest>>,
+    issued: i64,
 ) -> Option<()> {
     stream.set_nonblocking(false).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
@@ -384,7 +394,7 @@ fn serve_token(
                     .iter()
                     .filter_map(|s| grant(user, s))
                     .collect();
-                let token = signer.token(user.unwrap_or(""), &access, 0);
+                let token = signer.token(user.unwrap_or(""), &access, issued);
                 request.token = Some(token.clone());
                 let body = serde_json::json!({
                     "token": token, "access_token": token, "expires_in": 300,
@@ -925,4 +935,52 @@ fn bearer_token_auth_from_the_environment() {
     );
 
     reg.assert_no_leak(&["test/env"], &[&token, &other, &expired, NOT_A_TOKEN]);
+}
+
+/// A token from the exchange that expires during a pull (after the manifest, before the
+/// layers) is refused by the registry and renewed once, through the same exchange: the pull
+/// completes, byte-identical.
+#[test]
+fn an_exchanged_token_that_expires_during_a_pull_is_renewed() {
+    require_tools();
+    let reg = TokenRegistry::start("reg-token-renew");
+    let image = reg.push("public/busybox");
+    reg.tokens.clear_log();
+    let registry = Registry::new(RegistryOptions {
+        auth_file: Some(reg.dir.path().join("missing.json")),
+        ..RegistryOptions::default()
+    })
+    .unwrap();
+    // Valid for 300 s from their `iat`, and distribution accepts them 60 s past their `exp`:
+    // these tokens are accepted for 4 more seconds.
+    reg.tokens.issue_at(-(300 + 60) + 4);
+    let resolved = registry
+        .resolve(&reg.reference("public/busybox:t"))
+        .unwrap();
+    assert!(resolved.config == image.config.bytes);
+    std::thread::sleep(Duration::from_secs(5));
+    reg.tokens.issue_at(0);
+    let blobs = fetch_into(&registry, &resolved, &reg.dir.path().join("out")).unwrap();
+    assert_eq!(image.layers.len(), 1, "busybox: one layer");
+    let layer = &image.layers[0];
+    assert!(blobs[&layer.digest] == layer.bytes, "{}", layer.digest);
+    let log = reg.tokens.log();
+    assert_eq!(
+        log.len(),
+        2,
+        "one token for the manifest, one renewal: {log:?}"
+    );
+    let blob_requests: Vec<String> = reg
+        .proxy
+        .heads()
+        .into_iter()
+        .filter(|head| head.contains("/blobs/"))
+        .collect();
+    assert_eq!(
+        blob_requests.len(),
+        3,
+        "the config, then the layer with the expired token and with the renewed one: \
+         {blob_requests:?}"
+    );
+    reg.assert_no_leak(&["public/busybox"], &[]);
 }
