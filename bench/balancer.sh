@@ -94,7 +94,7 @@ for t in haproxy "$NGINX" wrk jq curl ss; do
 done
 [ -f "$STREAM_MODULE" ] || die "no $STREAM_MODULE (apt libnginx-mod-stream)"
 
-COMMIT=$(git -C "$REPO" describe --always --dirty 2>/dev/null || echo n/a)
+COMMIT=$(rc_commit)
 if [ -n "${RCOMPOSE_BIN:-}" ]; then
     RC=$RCOMPOSE_BIN
     BUILT="RCOMPOSE_BIN $RC (built $(date -u -r "$RC" '+%H:%M UTC' 2>/dev/null || echo '?'); the checkout is at $COMMIT)"

@@ -30,6 +30,9 @@
 #   BENCH_FS (loop)         loop: the measured commands write on a fresh ext4 (with journal)
 #                           on a loop device, its image in the work dir; dir: in the work dir
 #   SKIP_INSTALL=1          do not call apt-get
+#   HOLD=1                  for profiling: after the smoke test, write the commands (and the
+#                           prepare command) to $WORK/commands.sh, then wait until killed
+#                           (the cleanup still runs); nothing is measured or written
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -105,7 +108,7 @@ else
 fi
 [ "$RC_STATUS" != ok ] || [ -x "$RC" ] || RC_STATUS="no binary at $RC"
 RC_VERSION=$("$RC" --version 2>/dev/null | head -1 || true)
-RC_COMMIT=$(git -C "$REPO" describe --always --dirty 2>/dev/null || echo unknown)
+RC_COMMIT=$(rc_commit)
 
 # ---------------------------------------------------------------------------------------------
 # work dir, registry, cleanup
@@ -423,6 +426,15 @@ fi
 for n in "${SMOKE_NOTES[@]}"; do log "smoke: $n"; done
 rm -rf "$OUTD"
 
+if [ "${HOLD:-0}" = 1 ]; then
+    {
+        echo "PREP='$PREP'"
+        for k in "${!CMD[@]}"; do printf '%s=%q\n' "$k" "${CMD[$k]}"; done
+    } >"$WORK/commands.sh"
+    log "HOLD: commands in $WORK/commands.sh; waiting until killed"
+    while :; do sleep 3600 & wait $!; done # wait: a signal runs the cleanup at once
+fi
+
 # ---------------------------------------------------------------------------------------------
 # quiet wait
 # quiet_wait MAX: wait up to MAX seconds for CPU PSI avg10 < 10 %; says how it went in QUIET_NOTE
@@ -465,9 +477,13 @@ hf() {
     quiet_wait "$STEP_WAIT" || true
     local before=$QUIET_NOTE
     for k in "${order[@]}"; do cmds+=("${CMD[$k]}"); done
+    local reg0
+    reg0=$(reg_ticks)
     hyperfine --style basic --ignore-failure --warmup 1 --runs "$RUNS" --prepare "$PREP" \
         --export-json "$WORK/json/$id-$r.json" "${cmds[@]}" >"$WORK/log/$id-$r.log" 2>&1 ||
         die "hyperfine failed ($id, round $r): $(tail -3 "$WORK/log/$id-$r.log")"
+    # the registry's CPU time (clock ticks) over the pulls of this hyperfine (warm-ups included)
+    [[ $id != d3-* ]] || echo "$(($(reg_ticks) - reg0)) $((n * (RUNS + 1)))" >>"$WORK/ms/reg-$id.cpu"
     local line="round $r $id:"
     for k in "${order[@]}"; do
         jq -r --arg c "${CMD[$k]}" '.results[] | select(.command == $c) | [.times, .exit_codes] | transpose[]
@@ -483,6 +499,8 @@ hf() {
     log "  $line"
 }
 
+# the registry's CPU time so far, clock ticks (user + system)
+reg_ticks() { awk '{print $14 + $15}' "/proc/$REG_PID/stat" 2>/dev/null || echo 0; }
 for k in "${!CMD[@]}"; do : >"$WORK/ms/$k.ms"; : >"$WORK/ms/$k.failed"; : >"$WORK/ms/$k.cpu"; done
 log "measuring: $ROUNDS rounds x $RUNS runs per command (+1 warm-up)"
 for r in $(seq 1 "$ROUNDS"); do
@@ -502,6 +520,13 @@ DURATION_S=$(((T_END - T_BEGIN) / 1000000))
 M() { med "$WORK/ms/$1.ms"; }
 # CPUs busy on average while KEY ran: its CPU time (user + system) over its wall time
 busy() { awk '{c += $1; w += $2} END{if (w > 0) printf "%.2f\n", c / w}' "$WORK/ms/$1.cpu" 2>/dev/null; }
+# mean CPU time of KEY, ms (user + system)
+cpu_ms() { awk '{c += $1; n++} END{if (n > 0) printf "%.0f\n", c / n * 1000}' "$WORK/ms/$1.cpu" 2>/dev/null; }
+# the registry's mean CPU time per pull in the d3 hyperfines of ID, ms
+reg_ms() {
+    awk -v hz="$(getconf CLK_TCK)" '{t += $1; p += $2} END{if (p > 0) printf "%.0f\n", t / p * 1000 / hz}' \
+        "$WORK/ms/reg-$1.cpu" 2>/dev/null
+}
 MS() { local m; m=$(M "$1"); if [ -n "$m" ]; then echo "$m ms"; else echo "not measured"; fi; }
 rc_ok() { [ "$RC_STATUS" = ok ]; }
 all_ok() { # KEY... : every key has all its runs, none failed
@@ -679,6 +704,15 @@ log "writing the images section of $OUT"
     row rcpull4 rcpull4
     row skopeo4 rcpull4
     echo
+    if [ -n "$(cpu_ms rc4)" ] && [ -n "$(reg_ms d3-four)" ] && [ -n "$(M skopeo4)" ]; then
+        floor=$(awk -v a="$(cpu_ms rc4)" -v b="$(reg_ms d3-four)" -v n="$(nproc)" 'BEGIN{printf "%.0f", (a + b) / n}')
+        echo "A lower bound for the four-layer pull on this machine: a pull does at least the work of"
+        echo "\`image import\` of the same layout (inflate, both SHA-256 digests, the files: $(cpu_ms rc4) ms of"
+        echo "CPU in d2, mean) and the registry serves it ($(reg_ms d3-four) ms of CPU per pull, mean, read from"
+        echo "/proc for the docker-registry process), all on the same $(nproc) CPUs: ($(cpu_ms rc4) + $(reg_ms d3-four)) / $(nproc) = $floor ms,"
+        echo "against skopeo's median of $(M skopeo4) ms (download only; it kept $(busy skopeo4) CPUs busy)."
+        echo
+    fi
     echo "<details><summary>per round (medians)</summary>"
     echo
     echo '```'

@@ -103,7 +103,7 @@ fi
 [ "$RC_STATUS" != ok ] || [ -x "$(dirname "$RC")/rcompose-init" ] ||
     RC_STATUS="no rcompose-init next to $RC (each container's PID 1 would stay the Rust init)"
 RC_VERSION=$("$RC" --version 2>/dev/null | head -1 || true)
-RC_COMMIT=$(git -C "$REPO" describe --always --dirty 2>/dev/null || echo unknown)
+RC_COMMIT=$(rc_commit)
 
 # ---------------------------------------------------------------------------------------------
 # work dir, cleanup

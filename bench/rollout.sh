@@ -52,7 +52,7 @@ command -v python3 >/dev/null || die "python3 is missing (apt python3)"
 
 RC=$(rc_binary)
 [ -x "$RC" ] || die "no rcompose binary at $RC"
-COMMIT=$(git -C "$REPO" describe --always --dirty 2>/dev/null || echo unknown)
+COMMIT=$(rc_commit)
 PROJECT=br$$-ro
 WORK=$(mktemp -d /tmp/rcbench-rollout.XXXXXX)
 LOADER_PID=""

@@ -113,7 +113,7 @@ fi
 rm -f "$RC_BUILD_LOG"
 [ "$RC_STATUS" != ok ] || [ -x "$RC" ] || RC_STATUS="no binary at $RC"
 RC_VERSION=$("$RC" --version 2>/dev/null | head -1 || true)
-RC_COMMIT=$(git -C "$REPO" describe --always --dirty 2>/dev/null || echo unknown)
+RC_COMMIT=$(rc_commit)
 
 # ---------------------------------------------------------------------------------------------
 # work dir, host tweaks and their undo
