@@ -112,7 +112,10 @@ struct ProjectRow {
     /// Whether a supervisor runs the project.
     up: bool,
     containers: usize,
+    /// The main file of its manifest.
     manifest: PathBuf,
+    /// Every file of its manifest in merge order (Compose overrides after the main one).
+    manifest_files: Vec<PathBuf>,
 }
 
 /// `rcompose ls`: the projects that have state under the run directory.
@@ -127,7 +130,12 @@ pub(super) fn ls(format: Format) -> Result<ExitCode, Error> {
                 table.push(vec![
                     r.name.clone(),
                     r.status.clone(),
-                    r.manifest.display().to_string(),
+                    // every file, comma-separated (as Compose's CONFIG FILES)
+                    r.manifest_files
+                        .iter()
+                        .map(|p| p.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(","),
                 ]);
             }
             align(&table)
@@ -167,6 +175,11 @@ fn projects(root: &Path) -> Result<Vec<ProjectRow>, Error> {
             },
             up,
             containers: state.containers.len(),
+            manifest_files: if state.manifest_files.is_empty() {
+                vec![state.manifest.clone()]
+            } else {
+                state.manifest_files.clone()
+            },
             manifest: state.manifest.clone(),
             name,
         });

@@ -67,7 +67,7 @@ impl Wait {
 
 fn options(
     desired: DesiredState,
-    manifest: PathBuf,
+    manifests: Vec<PathBuf>,
     grace: Duration,
     stay: bool,
     forkserver: Option<Arc<ForkServer>>,
@@ -78,7 +78,7 @@ fn options(
         abort_on_exit: false,
         exit_code_from: None,
         desired,
-        manifest,
+        manifests,
         run_root: Context::run_root(),
         proc_root: PathBuf::from("/proc"),
         exe: current_exe()?,
@@ -297,7 +297,7 @@ fn selected(
     Ok((desired, files, watched))
 }
 
-/// The main file of a manifest's files (the one recorded in the project's state).
+/// The main file of a manifest's files (the first: it names the project directory).
 pub(super) fn main_file(files: &[PathBuf]) -> PathBuf {
     files.first().cloned().unwrap_or_default()
 }
@@ -335,15 +335,7 @@ pub(super) fn foreground(
         };
     }
     let watch = watch.map(|d| (d, pods.to_vec()));
-    supervise_here(
-        ctx,
-        desired,
-        main_file(&files),
-        grace,
-        abort,
-        &watched,
-        watch,
-    )
+    supervise_here(ctx, desired, files, grace, abort, &watched, watch)
 }
 
 /// `run [--rm] POD [COMMAND...]`: the pod's dependencies, then one replica of the pod (its
@@ -379,15 +371,7 @@ pub(super) fn run(
         on_exit: false,
         code_from: Some(pod.to_string()),
     };
-    supervise_here(
-        ctx,
-        desired,
-        main_file(&files),
-        grace,
-        abort,
-        &watched,
-        None,
-    )
+    supervise_here(ctx, desired, files, grace, abort, &watched, None)
 }
 
 /// Runs the supervisor of `desired` in this process (`up` in the foreground, `run`); with
@@ -396,7 +380,7 @@ pub(super) fn run(
 fn supervise_here(
     ctx: &Context,
     mut desired: DesiredState,
-    manifest: PathBuf,
+    manifests: Vec<PathBuf>,
     grace: Duration,
     abort: Abort,
     watched: &[PathBuf],
@@ -423,7 +407,7 @@ fn supervise_here(
         LinePrinter::new(&names, output::stdout_colour()),
         progress.clone(),
     ));
-    let opts = match options(desired, manifest, grace, false, server.clone()) {
+    let opts = match options(desired, manifests, grace, false, server.clone()) {
         Ok(mut o) => {
             o.abort_on_exit = abort.on_exit;
             o.exit_code_from = abort.code_from;
@@ -630,7 +614,7 @@ pub(super) fn supervise(
         stop_unused(server.as_ref());
         return fail(e);
     }
-    let opts = match options(desired, main_file(&files), grace, true, server.clone()) {
+    let opts = match options(desired, files, grace, true, server.clone()) {
         Ok(mut o) => {
             o.wait = wait.wait;
             o.wait_timeout = wait.timeout.map(Duration::from_secs);

@@ -291,6 +291,7 @@ mod tests {
         ProjectState {
             project: "p".into(),
             manifest: "/x/rcompose.yaml".into(),
+            manifest_files: Vec::new(),
             supervisor_pid: 1,
             supervisor_start: None,
             forkserver: None,

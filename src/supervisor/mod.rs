@@ -281,8 +281,8 @@ pub trait LogSink: Send + Sync {
 pub struct UpOptions {
     /// What to run.
     pub desired: DesiredState,
-    /// The manifest it came from (recorded in the state).
-    pub manifest: PathBuf,
+    /// The manifest's files it came from, the main one first (recorded in the state).
+    pub manifests: Vec<PathBuf>,
     /// State root (`/run/rcompose`).
     pub run_root: PathBuf,
     /// procfs (`/proc`).
@@ -840,7 +840,8 @@ impl Supervisor {
         netns.dedup();
         ProjectState {
             project: self.paths.project.clone(),
-            manifest: self.opts.manifest.clone(),
+            manifest: self.opts.manifests.first().cloned().unwrap_or_default(),
+            manifest_files: self.opts.manifests.clone(),
             supervisor_pid: std::process::id().cast_signed(),
             supervisor_start: self.starts.0,
             forkserver: self

@@ -263,8 +263,12 @@ impl ContainerState {
 pub struct ProjectState {
     /// The project name.
     pub project: String,
-    /// The manifest the stack came from.
+    /// The manifest the stack came from (its main file).
     pub manifest: PathBuf,
+    /// Every file of the manifest in merge order, the main one first (Compose overrides
+    /// after it); empty in a state written before rcompose recorded them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub manifest_files: Vec<PathBuf>,
     /// pid of the supervisor process.
     pub supervisor_pid: i32,
     /// Start time of the supervisor (see [`ContainerRecord::pid_start`]).
@@ -426,6 +430,7 @@ mod tests {
         let state = ProjectState {
             project: "p".into(),
             manifest: "/x/rcompose.yaml".into(),
+            manifest_files: vec!["/x/rcompose.yaml".into()],
             supervisor_pid: 1,
             supervisor_start: Some(5),
             forkserver: Some((2, Some(6))),

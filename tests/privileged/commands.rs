@@ -81,6 +81,10 @@ fn stop_start_restart_and_scale_act_on_the_running_stack() {
     assert_eq!(me["up"], true);
     assert_eq!(me["containers"], 3);
     assert_eq!(me["manifest"], d.join("rcompose.yaml").to_str().unwrap());
+    assert_eq!(
+        me["manifest_files"],
+        serde_json::json!([d.join("rcompose.yaml").to_str().unwrap()])
+    );
 
     // stop: the pod stays stopped, whatever its restart policy; the others run on
     let out = rcompose(d, &["-p", &p, "stop", "-t", "1", "db"]);

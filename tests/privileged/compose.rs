@@ -166,6 +166,29 @@ volumes:
     );
     assert_eq!(exec("tools", "echo up"), "up\n");
     assert_eq!(exec("client", "echo $FROM_OVERRIDE"), "yes\n");
+    // `ls` names both files, in merge order, as Compose's CONFIG FILES does
+    let out = run(dir.path(), &env, &["ls", "--format", "json"]);
+    assert_code(&out, 0);
+    let listed: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let me = listed
+        .iter()
+        .find(|r| r["name"] == p.as_str())
+        .unwrap_or_else(|| panic!("{p} not in {listed:#?}"));
+    let file = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    assert_eq!(me["manifest"], file("compose.yaml"), "{me}");
+    assert_eq!(
+        me["manifest_files"],
+        serde_json::json!([file("compose.yaml"), file("compose.override.yaml")]),
+        "{me}"
+    );
+    let table = stdout(&run(dir.path(), &env, &["ls"]));
+    let row = format!("{},{}", file("compose.yaml"), file("compose.override.yaml"));
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with(p.as_str()) && l.ends_with(&row)),
+        "{table}"
+    );
     let mounts = exec("web-1", "cat /proc/mounts");
     assert!(
         mounts
