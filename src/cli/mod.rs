@@ -43,7 +43,8 @@ struct Cli {
     /// order (also `RCOMPOSE_FILE`, else `COMPOSE_FILE`: paths separated by `:`) [default: the
     /// first of rcompose.yaml, compose.yaml, compose.yml, docker-compose.yml,
     /// docker-compose.yaml in the project directory, with a Compose file's
-    /// compose.override.yml (or .yaml, docker-compose.override.yml, .yaml) merged over it]
+    /// compose.override.yml (or .yaml, docker-compose.override.yml, .yaml) merged over it];
+    /// `-` reads one from standard input (relative paths start at the current directory)
     #[arg(short = 'f', long = "file", value_name = "FILE")]
     file: Vec<PathBuf>,
     /// Enable the Compose services of this profile (repeatable; also `COMPOSE_PROFILES`, comma
@@ -542,6 +543,7 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
         store: cli.store,
         runtime: cli.runtime,
         profiles: cli.profiles,
+        stdin: std::sync::Arc::default(),
     };
     match cli.command {
         Command::Up {
@@ -554,17 +556,22 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
             watch: watching,
             debounce,
             ..
-        } => up::foreground(
-            &ctx,
-            Duration::from_secs(timeout),
-            &pods,
-            up::Abort {
-                // as Compose: `--exit-code-from` implies `--abort-on-container-exit`
-                on_exit: abort_on_exit || exit_code_from.is_some(),
-                code_from: exit_code_from,
-            },
-            watching.then(|| debounce.unwrap_or(watch::DEFAULT_DEBOUNCE)),
-        ),
+        } => {
+            if watching {
+                ctx.refuse_stdin("`up --watch`")?;
+            }
+            up::foreground(
+                &ctx,
+                Duration::from_secs(timeout),
+                &pods,
+                up::Abort {
+                    // as Compose: `--exit-code-from` implies `--abort-on-container-exit`
+                    on_exit: abort_on_exit || exit_code_from.is_some(),
+                    code_from: exit_code_from,
+                },
+                watching.then(|| debounce.unwrap_or(watch::DEFAULT_DEBOUNCE)),
+            )
+        }
         Command::Up {
             timeout,
             wait,
@@ -574,6 +581,9 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
             debounce,
             ..
         } => {
+            if watching {
+                ctx.refuse_stdin("`up --watch`")?;
+            }
             let code = up::detached(&ctx, timeout, up::Wait::of(wait, wait_timeout), &pods)?;
             if watching {
                 watch::attach(&ctx, debounce.unwrap_or(watch::DEFAULT_DEBOUNCE), &pods)
@@ -582,6 +592,7 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
             }
         }
         Command::Watch { debounce } => {
+            ctx.refuse_stdin("`watch`")?;
             watch::attach(&ctx, debounce.unwrap_or(watch::DEFAULT_DEBOUNCE), &[])
         }
         Command::Events { format } => events(&ctx, format),
@@ -780,7 +791,15 @@ struct Context {
     store: PathBuf,
     runtime: Option<crate::manifest::RuntimeKind>,
     profiles: Vec<String>,
+    /// `-f -`: the manifest read from standard input, once (clones share it).
+    stdin: std::sync::Arc<std::sync::OnceLock<String>>,
 }
+
+/// `-f -`: the manifest comes from standard input.
+const STDIN_ARG: &str = "-";
+/// The name a manifest read from standard input goes by (in errors, as `<stdin>:3:5`);
+/// relative paths in it start at the current directory (or `--project-directory`).
+const STDIN_NAME: &str = "<stdin>";
 
 /// The file names `rcompose` looks for when no `-f` is given, in order.
 const MANIFEST_NAMES: [&str; 5] = [
@@ -863,6 +882,17 @@ impl Context {
     /// [`OVERRIDE_NAMES`] beside it, as Compose does.
     fn manifest_paths(&self) -> Result<Vec<PathBuf>, Error> {
         if !self.files.is_empty() {
+            if self
+                .files
+                .iter()
+                .filter(|f| f.as_os_str() == STDIN_ARG)
+                .count()
+                > 1
+            {
+                return Err(Error::Usage(
+                    "`-f -` (the manifest from standard input) can be given only once".into(),
+                ));
+            }
             return Ok(self.files.clone());
         }
         let dir = match &self.project_dir {
@@ -888,15 +918,63 @@ impl Context {
         Ok(paths)
     }
 
-    /// Reads the manifest's files: their paths and texts.
+    /// Reads the manifest's files: their paths and texts (`-f -`: [`STDIN_NAME`] and what
+    /// standard input holds).
     fn read_manifests(&self) -> Result<Vec<(PathBuf, String)>, Error> {
         self.manifest_paths()?
             .into_iter()
-            .map(|path| match fs::read_to_string(&path) {
-                Ok(text) => Ok((path, text)),
-                Err(source) => Err(Error::ReadManifest { path, source }),
+            .map(|path| {
+                let read = if path.as_os_str() == STDIN_ARG {
+                    self.stdin_text()
+                        .map(|text| (PathBuf::from(STDIN_NAME), text))
+                } else {
+                    fs::read_to_string(&path).map(|text| (path.clone(), text))
+                };
+                read.map_err(|source| Error::ReadManifest { path, source })
             })
             .collect()
+    }
+
+    /// Standard input, read to its end the first time (`-f -`).
+    fn stdin_text(&self) -> io::Result<String> {
+        if let Some(text) = self.stdin.get() {
+            return Ok(text.clone());
+        }
+        let mut text = String::new();
+        io::stdin().read_to_string(&mut text)?;
+        Ok(self.stdin.get_or_init(|| text).clone())
+    }
+
+    /// Whether `path`, one of the manifest's files as [`Self::load`] gives them, is the one
+    /// read from standard input.
+    fn is_stdin(&self, path: &Path) -> bool {
+        self.files.iter().any(|f| f.as_os_str() == STDIN_ARG)
+            && path.file_name().is_some_and(|n| n == STDIN_NAME)
+    }
+
+    /// The manifest's files as the project's state records them and as the detached
+    /// supervisor is given them: the one from standard input as `-`.
+    fn recorded(&self, files: &[PathBuf]) -> Vec<PathBuf> {
+        files
+            .iter()
+            .map(|f| {
+                if self.is_stdin(f) {
+                    PathBuf::from(STDIN_ARG)
+                } else {
+                    f.clone()
+                }
+            })
+            .collect()
+    }
+
+    /// `what` watches the manifest's files: one read from standard input cannot be.
+    fn refuse_stdin(&self, what: &str) -> Result<(), Error> {
+        if self.files.iter().any(|f| f.as_os_str() == STDIN_ARG) {
+            return Err(Error::Usage(format!(
+                "{what} watches the manifest's files, and `-f -` reads it from standard input: write it to a file and name that with -f"
+            )));
+        }
+        Ok(())
     }
 
     /// Where the manifest's relative paths start and whose name names the project:

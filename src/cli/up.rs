@@ -407,7 +407,13 @@ fn supervise_here(
         LinePrinter::new(&names, output::stdout_colour()),
         progress.clone(),
     ));
-    let opts = match options(desired, manifests, grace, false, server.clone()) {
+    let opts = match options(
+        desired,
+        ctx.recorded(&manifests),
+        grace,
+        false,
+        server.clone(),
+    ) {
         Ok(mut o) => {
             o.abort_on_exit = abort.on_exit;
             o.exit_code_from = abort.code_from;
@@ -480,8 +486,14 @@ pub(super) fn detached(
     let wfd = write.as_raw_fd();
     let mut cmd = Command::new(current_exe()?);
     // every file of the manifest (an override found without `-f` too): the supervisor loads
-    // the same merged project
-    for file in &files {
+    // the same merged project; one read from standard input is handed on through its own
+    let stdin_text = files
+        .iter()
+        .any(|f| ctx.is_stdin(f))
+        .then(|| ctx.stdin_text())
+        .transpose()
+        .map_err(io_err("read the manifest from standard input"))?;
+    for file in ctx.recorded(&files) {
         cmd.arg("-f").arg(file);
     }
     cmd.arg("-p")
@@ -504,7 +516,11 @@ pub(super) fn detached(
         .args(wait.args())
         .arg("--")
         .args(pods)
-        .stdin(Stdio::null())
+        .stdin(if stdin_text.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     // SAFETY: setsid, dup2 and fcntl are async-signal-safe; the fds are valid in the child.
@@ -524,8 +540,13 @@ pub(super) fn detached(
             Ok(())
         });
     }
-    let child = cmd.spawn().map_err(io_err("start the supervisor"))?;
+    let mut child = cmd.spawn().map_err(io_err("start the supervisor"))?;
     drop(write);
+    if let (Some(text), Some(mut pipe)) = (stdin_text, child.stdin.take()) {
+        // A supervisor that fails before it read it all reports that on the notify pipe
+        // (below), which says more than the broken pipe here would.
+        let _ = pipe.write_all(text.as_bytes());
+    }
     drop(cmd);
     let progress = CliProgress::new(&desired.project);
     let mut result = Err(Error::Up(
@@ -614,7 +635,7 @@ pub(super) fn supervise(
         stop_unused(server.as_ref());
         return fail(e);
     }
-    let opts = match options(desired, files, grace, true, server.clone()) {
+    let opts = match options(desired, ctx.recorded(&files), grace, true, server.clone()) {
         Ok(mut o) => {
             o.wait = wait.wait;
             o.wait_timeout = wait.timeout.map(Duration::from_secs);

@@ -230,3 +230,50 @@ fn replica_cgroups(p: &str) -> Vec<String> {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect()
 }
+
+#[test]
+fn a_manifest_from_standard_input_reaches_the_detached_supervisor() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    require(&[Need::Root]);
+    let dir = TempDir::new("cmd-stdin");
+    let p = project("cmd-stdin");
+    let _guard = Cleanup(p.clone());
+    let d = dir.path();
+    // no file in the directory: the supervisor can only have the text from `up`
+    let mut child = Command::new(crate::test::bin())
+        .args(["-f", "-", "-p", &p, "up", "-d", "--wait"])
+        .current_dir(d)
+        .env_remove("RCOMPOSE_FILE")
+        .env_remove("COMPOSE_FILE")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(STACK.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_code(&out, 0);
+    let r = rows(d, &p);
+    assert_eq!(r.len(), 3, "{r:#?}");
+    assert!(r.values().all(running), "{r:#?}");
+    // `ls` records it as `-`
+    let out = rcompose(d, &["ls", "--format", "json"]);
+    assert_code(&out, 0);
+    let listed: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let me = listed
+        .iter()
+        .find(|r| r["name"] == p.as_str())
+        .unwrap_or_else(|| panic!("{p} not in {listed:#?}"));
+    assert_eq!(me["manifest_files"], serde_json::json!(["-"]), "{me}");
+    // the running supervisor answers requests as for a stack from a file
+    let out = rcompose(d, &["-p", &p, "restart", "-t", "1", "api"]);
+    assert_code(&out, 0);
+    assert_code(&rcompose(d, &["-p", &p, "down", "-t", "1"]), 0);
+    assert_no_trace(&p);
+}
