@@ -16,6 +16,17 @@ apt_get() {
     return 1
 }
 
+# The commit measured: `git describe --always`, with `-dirty` when a tracked file other than
+# docs/benchmarks.md differs (the bench scripts rewrite that one themselves as they go).
+rc_commit() {
+    local c
+    c=$(git -C "$REPO" describe --always 2>/dev/null) || { echo unknown; return; }
+    if [ -n "$(git -C "$REPO" status --porcelain --untracked-files=no -- . ':!docs/benchmarks.md' 2>/dev/null)" ]; then
+        c+=-dirty
+    fi
+    echo "$c"
+}
+
 # The release binary as `just build` makes it: glibc linked in statically, and not
 # position-independent (-C relocation-model=static), so that nothing is relocated at each
 # start: a dynamic binary's loader resolved about 14,000 relocations against libc and
@@ -27,16 +38,6 @@ apt_get() {
 # docs/architecture.md ("Release binary"). The flags go through --target so that they apply
 # to rcompose, not to the build scripts and proc macros.
 # rc_release_path prints where it lands; rc_build_release [CARGO ARGS...] builds it.
-# The commit measured: `git describe --always`, with `-dirty` when a tracked file other than
-# docs/benchmarks.md differs (the bench scripts rewrite that one themselves as they go).
-rc_commit() {
-    local c
-    c=$(git -C "$REPO" describe --always 2>/dev/null) || { echo unknown; return; }
-    if [ -n "$(git -C "$REPO" status --porcelain --untracked-files=no -- . ':!docs/benchmarks.md' 2>/dev/null)" ]; then
-        c+=-dirty
-    fi
-    echo "$c"
-}
 rc_target() { rustc -vV | sed -n 's/^host: //p'; }
 rc_release_path() { echo "${CARGO_TARGET_DIR:-$REPO/target}/$(rc_target)/release/rcompose"; }
 rc_build_release() {
