@@ -77,7 +77,7 @@ check: lint layers forbid test
 example:
     cargo run --release -- -f examples/hello/rcompose.yaml up
 
-# rcompose vs crun/runc/podman-compose, image unpack/pull vs tar/umoci/skopeo, memory per container vs conmon, readiness gating (vs docker-compose, podman-compose) and restart latency, the built-in L4 balancer vs HAProxy and nginx stream (wrk), file watching (sync and restart latency vs the debounce floors of Compose Watch and Tilt), rolling updates under load, loading Compose files (vs docker-compose, podman-compose), a simulated node failing (node down to its replicas ready elsewhere), side by side; writes docs/benchmarks.md (root; about 40 min; bench/run.sh installs the peers; PEERS=0 skips the readiness peers)
+# rcompose vs crun/runc/podman-compose, image unpack/pull vs tar/umoci/skopeo, memory per container vs conmon, readiness gating (vs docker-compose, podman-compose) and restart latency, the built-in L4 balancer vs HAProxy and nginx stream (wrk), file watching (sync and restart latency vs the debounce floors of Compose Watch and Tilt), rolling updates under load, loading Compose files (vs docker-compose, podman-compose), a simulated node failing (node down to its replicas ready elsewhere), side by side; writes docs/benchmarks.md (root; about 45 min; bench/run.sh installs the peers; PEERS=0 skips the readiness peers)
 bench:
     bash bench/run.sh
     bash bench/images.sh
