@@ -64,6 +64,55 @@ pub fn rcompose(dir: &Path, args: &[&str]) -> Output {
         .expect("failed to run rcompose")
 }
 
+/// Runs rcompose with `args` in `dir`, `input` on its standard input (`-f -`), without the
+/// variables that name the manifest's files or Compose profiles.
+pub fn rcompose_stdin(dir: &Path, args: &[&str], input: &str) -> Output {
+    let mut child = Command::new(bin())
+        .args(args)
+        .current_dir(dir)
+        .env_remove("RCOMPOSE_FILE")
+        .env_remove("COMPOSE_FILE")
+        .env_remove("COMPOSE_PROFILES")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("failed to run rcompose");
+    let mut pipe = child.stdin.take().expect("stdin is piped");
+    // rcompose may refuse before it reads: a broken pipe here is its answer, not a failure
+    let _ = pipe.write_all(input.as_bytes());
+    drop(pipe);
+    child
+        .wait_with_output()
+        .expect("failed to wait for rcompose")
+}
+
+/// Project `p`'s row of `ls --format json` (which must succeed and list it).
+pub fn ls_row(dir: &Path, p: &str) -> serde_json::Value {
+    let out = rcompose(dir, &["ls", "--format", "json"]);
+    assert_code(&out, 0);
+    let listed: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("ls --format json is not JSON ({e}): {}", stdout(&out)));
+    listed
+        .into_iter()
+        .find(|r| r["name"] == p)
+        .unwrap_or_else(|| panic!("{p} is not listed by ls: {}", stdout(&out)))
+}
+
+/// Runs `tool` with `args` (stdin /dev/null), which must succeed; its stderr otherwise.
+pub fn run_ok(tool: &str, args: &[&str]) {
+    let out = Command::new(tool)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {tool}: {e}"));
+    assert!(
+        out.status.success(),
+        "{tool} {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// The rows of `ps --format json` of project `p` (which must succeed), as JSON values.
 pub fn ps_rows(dir: &Path, p: &str) -> Vec<serde_json::Value> {
     let out = rcompose(dir, &["-p", p, "ps", "--format", "json"]);

@@ -945,11 +945,15 @@ impl Context {
         Ok(self.stdin.get_or_init(|| text).clone())
     }
 
+    /// `-f -` was given.
+    fn reads_stdin(&self) -> bool {
+        self.files.iter().any(|f| f.as_os_str() == STDIN_ARG)
+    }
+
     /// Whether `path`, one of the manifest's files as [`Self::load`] gives them, is the one
     /// read from standard input.
     fn is_stdin(&self, path: &Path) -> bool {
-        self.files.iter().any(|f| f.as_os_str() == STDIN_ARG)
-            && path.file_name().is_some_and(|n| n == STDIN_NAME)
+        self.reads_stdin() && path.file_name().is_some_and(|n| n == STDIN_NAME)
     }
 
     /// The manifest's files as the project's state records them and as the detached
@@ -969,7 +973,7 @@ impl Context {
 
     /// `what` watches the manifest's files: one read from standard input cannot be.
     fn refuse_stdin(&self, what: &str) -> Result<(), Error> {
-        if self.files.iter().any(|f| f.as_os_str() == STDIN_ARG) {
+        if self.reads_stdin() {
             return Err(Error::Usage(format!(
                 "{what} watches the manifest's files, and `-f -` reads it from standard input: write it to a file and name that with -f"
             )));

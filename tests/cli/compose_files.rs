@@ -2,13 +2,9 @@
 //! the override file merged without `-f`, errors in the file they come from, a missing file,
 //! an rcompose.yaml among several files, `-f -` (standard input).
 
-use std::io::Write;
-use std::path::Path;
-use std::process::{Command, Output, Stdio};
-
 use super::compose::run;
 use super::compose_corpus::corpus_dir;
-use crate::test::{TempDir, assert_code, bin, stderr, stdout, unindent};
+use crate::test::{TempDir, assert_code, rcompose_stdin, stderr, stdout, unindent};
 
 const BASE: &str = "name: shop
 services:
@@ -324,26 +320,6 @@ fn the_corpus_override_with_a_reset_through_anchors_loads_over_its_base() {
     );
 }
 
-/// Runs rcompose in `dir` with `input` on its standard input.
-fn run_stdin(dir: &Path, args: &[&str], input: &str) -> Output {
-    let mut child = Command::new(bin())
-        .args(args)
-        .current_dir(dir)
-        .env_remove("COMPOSE_PROFILES")
-        .env_remove("RCOMPOSE_FILE")
-        .env_remove("COMPOSE_FILE")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut pipe = child.stdin.take().unwrap();
-    // rcompose may refuse before it reads: a broken pipe here is its answer, not a failure
-    let _ = pipe.write_all(input.as_bytes());
-    drop(pipe);
-    child.wait_with_output().unwrap()
-}
-
 #[test]
 fn f_dash_reads_a_file_from_standard_input() {
     let dir = TempDir::new("compose-files-stdin");
@@ -353,11 +329,11 @@ fn f_dash_reads_a_file_from_standard_input() {
     // alone: the same project as the file, relative paths from the current directory
     let from_file = run(dir.path(), &[], &["-f", "compose.yaml", "config"]);
     assert_code(&from_file, 0);
-    let out = run_stdin(dir.path(), &["-f", "-", "config"], BASE);
+    let out = rcompose_stdin(dir.path(), &["-f", "-", "config"], BASE);
     assert_code(&out, 0);
     assert_eq!(stdout(&out), stdout(&from_file));
     // merged in its place among the files: here an override after the file
-    let out = run_stdin(
+    let out = rcompose_stdin(
         dir.path(),
         &["-f", "compose.yaml", "-f", "-", "config"],
         PROD,
@@ -366,7 +342,7 @@ fn f_dash_reads_a_file_from_standard_input() {
     assert_eq!(stderr(&out), "");
     assert_eq!(stdout(&out), unindent(MERGED));
     // an error in it names it `<stdin>`, with its line and column
-    let out = run_stdin(
+    let out = rcompose_stdin(
         dir.path(),
         &["-f", "compose.yaml", "-f", "-", "config"],
         "services:\n  web:\n    restart: sometimes\n",
@@ -383,7 +359,7 @@ fn f_dash_reads_a_file_from_standard_input() {
 fn f_dash_is_refused_twice_and_where_the_manifest_is_watched() {
     let dir = TempDir::new("compose-files-stdin-bad");
     dir.write("compose.yaml", BASE);
-    let out = run_stdin(dir.path(), &["-f", "-", "-f", "-", "config"], BASE);
+    let out = rcompose_stdin(dir.path(), &["-f", "-", "-f", "-", "config"], BASE);
     assert_code(&out, 2);
     assert!(
         stderr(&out).contains("`-f -` (the manifest from standard input) can be given only once"),
@@ -396,7 +372,7 @@ fn f_dash_is_refused_twice_and_where_the_manifest_is_watched() {
         &["-f", "-", "up", "--watch"],
         &["-f", "-", "up", "-d", "--watch"],
     ] {
-        let out = run_stdin(dir.path(), args, BASE);
+        let out = rcompose_stdin(dir.path(), args, BASE);
         assert_code(&out, 2);
         assert!(
             stderr(&out).contains("reads it from standard input: write it to a file"),

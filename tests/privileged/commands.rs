@@ -6,8 +6,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::test::{
-    Cleanup, Need, TempDir, assert_code, assert_no_trace, project, ps_rows, rcompose, require,
-    stderr,
+    Cleanup, Need, TempDir, assert_code, assert_no_trace, ls_row, project, ps_rows, rcompose,
+    rcompose_stdin, require, stderr,
 };
 
 const STACK: &str = r#"
@@ -70,13 +70,7 @@ fn stop_start_restart_and_scale_act_on_the_running_stack() {
     assert_eq!(first.len(), 3, "{first:#?}");
     assert!(first.values().all(running), "{first:#?}");
     // `ls` lists the project as Compose's does: its containers by state
-    let out = rcompose(d, &["ls", "--format", "json"]);
-    assert_code(&out, 0);
-    let listed: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
-    let me = listed
-        .iter()
-        .find(|r| r["name"] == p.as_str())
-        .unwrap_or_else(|| panic!("{p} not in {listed:#?}"));
+    let me = ls_row(d, &p);
     assert_eq!(me["status"], "running(3)", "{me}");
     assert_eq!(me["up"], true);
     assert_eq!(me["containers"], 3);
@@ -233,43 +227,19 @@ fn replica_cgroups(p: &str) -> Vec<String> {
 
 #[test]
 fn a_manifest_from_standard_input_reaches_the_detached_supervisor() {
-    use std::io::Write;
-    use std::process::{Command, Stdio};
     require(&[Need::Root]);
     let dir = TempDir::new("cmd-stdin");
     let p = project("cmd-stdin");
     let _guard = Cleanup(p.clone());
     let d = dir.path();
     // no file in the directory: the supervisor can only have the text from `up`
-    let mut child = Command::new(crate::test::bin())
-        .args(["-f", "-", "-p", &p, "up", "-d", "--wait"])
-        .current_dir(d)
-        .env_remove("RCOMPOSE_FILE")
-        .env_remove("COMPOSE_FILE")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(STACK.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = rcompose_stdin(d, &["-f", "-", "-p", &p, "up", "-d", "--wait"], STACK);
     assert_code(&out, 0);
     let r = rows(d, &p);
     assert_eq!(r.len(), 3, "{r:#?}");
     assert!(r.values().all(running), "{r:#?}");
     // `ls` records it as `-`
-    let out = rcompose(d, &["ls", "--format", "json"]);
-    assert_code(&out, 0);
-    let listed: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
-    let me = listed
-        .iter()
-        .find(|r| r["name"] == p.as_str())
-        .unwrap_or_else(|| panic!("{p} not in {listed:#?}"));
+    let me = ls_row(d, &p);
     assert_eq!(me["manifest_files"], serde_json::json!(["-"]), "{me}");
     // the running supervisor answers requests as for a stack from a file
     let out = rcompose(d, &["-p", &p, "restart", "-t", "1", "api"]);

@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use super::registry::{Server, push_busybox, require_tools};
 use crate::test::{
-    Cleanup, Need, TempDir, assert_code, assert_no_trace, bin, free_port, project, require, stderr,
-    stdout,
+    Cleanup, Need, TempDir, assert_code, assert_no_trace, bin, free_port, ls_row, project, require,
+    stderr, stdout,
 };
 
 fn run(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Output {
@@ -167,13 +167,7 @@ volumes:
     assert_eq!(exec("tools", "echo up"), "up\n");
     assert_eq!(exec("client", "echo $FROM_OVERRIDE"), "yes\n");
     // `ls` names both files, in merge order, as Compose's CONFIG FILES does
-    let out = run(dir.path(), &env, &["ls", "--format", "json"]);
-    assert_code(&out, 0);
-    let listed: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
-    let me = listed
-        .iter()
-        .find(|r| r["name"] == p.as_str())
-        .unwrap_or_else(|| panic!("{p} not in {listed:#?}"));
+    let me = ls_row(dir.path(), &p);
     let file = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
     assert_eq!(me["manifest"], file("compose.yaml"), "{me}");
     assert_eq!(

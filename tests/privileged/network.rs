@@ -5,7 +5,7 @@ use std::path::Path;
 
 use crate::test::{
     Cleanup, Need, TempDir, assert_code, assert_no_trace, project, ps_rows, rcompose, require,
-    stderr, stdout,
+    run_ok, stderr, stdout,
 };
 
 const STACK: &str = r#"
@@ -274,15 +274,7 @@ impl Drop for Beyond {
 }
 
 fn ip(args: &[&str]) {
-    let out = std::process::Command::new("ip")
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "ip {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_ok("ip", args);
 }
 
 #[test]

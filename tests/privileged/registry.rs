@@ -27,7 +27,7 @@ use rcompose::image::registry::{
 };
 use sha2::{Digest as _, Sha256};
 
-use crate::test::{Need, TempDir, assert_code, rcompose, require, stderr};
+use crate::test::{Need, TempDir, assert_code, rcompose, require, run_ok, stderr};
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -1137,16 +1137,7 @@ impl Drop for TlsServer {
 
 /// Runs `openssl` with the words of `command` (split at spaces), which must succeed.
 fn openssl(command: &str) {
-    let out = Command::new("openssl")
-        .args(command.split(' '))
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "openssl {command} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_ok("openssl", &command.split(' ').collect::<Vec<_>>());
 }
 
 /// HTTPS registries are checked against the system's roots, which the client loads on its
